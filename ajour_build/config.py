@@ -1,0 +1,204 @@
+"""The installation config (``ajour.yaml``), overridable by ``AJOUR_*`` environment variables.
+
+Precedence: environment > file > defaults. Nested keys use ``__`` in the environment
+(``AJOUR_REGISTRY__PREFIX``); lists and maps are JSON (``AJOUR_ALLOWED_APPLICATIONS='["a"]'``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
+
+from ajour_build.allowlist import ALLOW_ALL, Allowlist
+from ajour_build.errors import ConfigError, Problem, SpecError
+from ajour_build.spec.document import Document, DocumentError, read_documents
+from ajour_build.spec.fields import (
+    DnsLabel,
+    DnsSubdomain,
+    Duration,
+    ImageRef,
+    Text,
+    _dns_label,
+)
+from ajour_build.spec.problems import known_fields, problems_from_validation
+
+CONFIG_NAMES = frozenset({"ajour.yaml", "ajour.yml"})
+ENV_PREFIX = "AJOUR_"
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_REGISTRY_PREFIX = re.compile(
+    r"^(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+)
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class RegistryConfig(_Section):
+    prefix: Text = "127.0.0.1:5000/ajour"
+    insecure: bool = False
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        value = value.rstrip("/")
+        if "://" in value or not _REGISTRY_PREFIX.match(value):
+            raise ValueError(
+                f"{value!r} is not a registry prefix; write host[:port][/path], for example"
+                " registry.example.com/firmware (no scheme)"
+            )
+        return value
+
+
+class PipelineRefConfig(_Section):
+    """How PipelineRuns find the ``ajour-firmware`` Pipeline: a Tekton resolver."""
+
+    resolver: Literal["cluster", "git", "bundles", "hub"] = "cluster"
+    params: dict[str, Text] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _params(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", key):
+                raise ValueError(f"resolver param name {key!r} is not valid")
+        return value
+
+    def resolved_params(self, namespace: str) -> list[dict[str, str]]:
+        defaults: dict[str, str] = {}
+        if self.resolver == "cluster":
+            defaults = {"kind": "pipeline", "name": "ajour-firmware", "namespace": namespace}
+        merged = {**defaults, **self.params}
+        return [{"name": k, "value": v} for k, v in merged.items()]
+
+
+class WorkspaceConfig(_Section):
+    storage: Text = "1Gi"
+    storage_class_name: DnsSubdomain | None = None
+    dockerconfig_secret: DnsSubdomain | None = None
+
+    @field_validator("storage")
+    @classmethod
+    def _quantity(cls, value: str) -> str:
+        if not _QUANTITY.match(value):
+            raise ValueError(f"{value!r} is not a Kubernetes quantity such as 1Gi or 500Mi")
+        return value
+
+
+class BuilderEntry(_Section):
+    image: ImageRef
+    description: Text = ""
+
+
+class InstallationConfig(BaseSettings):
+    """One Ajour installation: registry, allowlist, cluster settings, builder catalog."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        frozen=True,
+        extra="forbid",
+    )
+
+    registry: RegistryConfig = RegistryConfig()
+    allowed_applications: tuple[Text, ...] = ()
+    namespace: DnsLabel = "ajour"
+    service_account: DnsSubdomain = "ajour-build"
+    default_timeout: Duration = "1h0m0s"
+    tools_image: ImageRef = "localhost/ajour/tools:0.1.0"
+    pipeline_ref: PipelineRefConfig = PipelineRefConfig()
+    workspace: WorkspaceConfig = WorkspaceConfig()
+    builders: dict[DnsLabel, BuilderEntry] = Field(default_factory=dict)
+    # where the config came from, for messages; not read from the file
+    source: str = Field(default="defaults", exclude=True)
+
+    @field_validator("allowed_applications")
+    @classmethod
+    def _allowed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for name in value:
+            if name != ALLOW_ALL:
+                _dns_label(name)
+        return value
+
+    @property
+    def allowlist(self) -> Allowlist:
+        return Allowlist.of(self.allowed_applications, self.source)
+
+    def builder_image(self, image: str) -> str:
+        """A builder catalog name resolves to its image; anything else is an image ref."""
+        entry = self.builders.get(image)
+        return entry.image if entry is not None else image
+
+
+def find_config(
+    explicit: Path | None, fleet_paths: list[Path], env: Mapping[str, str]
+) -> Path | None:
+    """``--config`` > ``AJOUR_CONFIG`` > ``ajour.yaml`` in a fleet directory > ``./ajour.yaml``."""
+    if explicit is not None:
+        return explicit
+    if env.get("AJOUR_CONFIG"):
+        return Path(env["AJOUR_CONFIG"])
+    for path in fleet_paths:
+        if path.is_dir():
+            for name in sorted(CONFIG_NAMES):
+                if (path / name).is_file():
+                    return path / name
+    for name in sorted(CONFIG_NAMES):
+        if Path(name).is_file():
+            return Path(name)
+    return None
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> InstallationConfig:
+    """Read ``path`` (or only the environment when ``None``) into a validated config."""
+    environ = dict(os.environ if env is None else env)
+    file_data: dict[str, Any] = {}
+    doc = Document(str(path) if path else "<environment>", 0, {})
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"installation config {str(path)!r} does not exist")
+        try:
+            docs = read_documents(path)
+        except DocumentError as exc:
+            raise SpecError([exc.problem]) from exc
+        if len(docs) != 1 or not isinstance(docs[0].data, dict):
+            raise SpecError(
+                [Problem("the installation config must be one YAML mapping", file=str(path))]
+            )
+        doc = docs[0]
+        file_data = doc.data
+    env_data = EnvSettingsSource(
+        InstallationConfig,
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        case_sensitive=False,
+    )
+    env_data.env_vars = {k.lower(): v for k, v in environ.items()}
+    try:
+        overrides = env_data()
+    except Exception as exc:  # pydantic-settings raises SettingsError for bad JSON
+        raise ConfigError(f"an AJOUR_* environment variable is malformed: {exc}") from exc
+    merged = _merge(file_data, overrides)
+    merged["source"] = str(path) if path else "the environment"
+    doc.data = merged
+    try:
+        return InstallationConfig.model_validate(merged)
+    except ValidationError as exc:
+        vocab = known_fields(InstallationConfig)
+        raise SpecError(problems_from_validation(exc, doc, (), vocab)) from exc

@@ -1,0 +1,93 @@
+"""The exception tree of the build side: every error is an :class:`AjourError`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One precise finding: where it is, what is wrong, and how to fix it."""
+
+    message: str
+    file: str | None = None
+    line: int | None = None
+    column: int | None = None
+    path: str | None = None
+    hint: str | None = None
+
+    def location(self) -> str:
+        where = self.file or "<input>"
+        if self.line is not None:
+            where += f":{self.line}"
+            if self.column is not None:
+                where += f":{self.column}"
+        return where
+
+    def render(self) -> str:
+        text = f"{self.location()}: "
+        if self.path:
+            text += f"{self.path}: "
+        text += self.message
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "file": self.file,
+            "line": self.line,
+            "column": self.column,
+            "path": self.path,
+            "message": self.message,
+            "hint": self.hint,
+        }
+
+
+class AjourError(Exception):
+    """Base of every error Ajour raises on purpose."""
+
+
+@dataclass
+class SpecError(AjourError):
+    """The fleet specs or the installation config are invalid."""
+
+    problems: list[Problem] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(self.__str__())
+
+    def __str__(self) -> str:
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} found"
+        return head + ":\n" + "\n".join(p.render() for p in self.problems)
+
+
+class ConfigError(AjourError):
+    """The installation config cannot be found or read."""
+
+
+class NotAllowedError(AjourError):
+    """A build was refused because its application is not on the allowlist."""
+
+    def __init__(self, refusals: list[str]) -> None:
+        self.refusals = refusals
+        super().__init__("\n".join(refusals))
+
+
+class RenderError(AjourError):
+    """A rendered manifest failed validation (a bug in Ajour or its templates)."""
+
+
+class ManifestError(AjourError):
+    """A Tekton manifest is not valid against the v1 schema or Ajour's rules."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        body = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} schema problem(s):\n{body}")
+
+
+class OutputError(AjourError):
+    """Output could not be written."""

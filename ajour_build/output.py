@@ -1,0 +1,56 @@
+"""Writing rendered files all-or-nothing, and cleaning up what an earlier render wrote."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ajour_build.errors import OutputError
+
+INDEX = ".ajour-render.json"
+
+
+def _previous(out_dir: Path) -> list[str]:
+    try:
+        data = json.loads((out_dir / INDEX).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    files = data.get("files") if isinstance(data, dict) else None
+    if not isinstance(files, list):
+        return []
+    return [f for f in files if isinstance(f, str) and "/" not in f and f.endswith(".yaml")]
+
+
+def write_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
+    """Write ``files`` (name -> text) into ``out_dir``.
+
+    Everything is written to a temporary directory beside the target first and then moved
+    into place file by file with ``os.replace``, so a reader never sees a half-written
+    file. Files that the previous render wrote and this one does not are removed; other
+    files in ``out_dir`` are never touched.
+    """
+    for name in files:
+        if "/" in name or name.startswith("."):
+            raise OutputError(f"refusing to write unsafe output name {name!r}")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        stale = [n for n in _previous(out_dir) if n not in files]
+        staging = Path(tempfile.mkdtemp(prefix=".ajour-render-", dir=out_dir))
+        try:
+            for name, text in files.items():
+                (staging / name).write_text(text, encoding="utf-8")
+            index = json.dumps({"files": sorted(files)}, indent=2) + "\n"
+            (staging / INDEX).write_text(index, encoding="utf-8")
+            for name in files:
+                os.replace(staging / name, out_dir / name)
+            os.replace(staging / INDEX, out_dir / INDEX)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+        for name in stale:
+            (out_dir / name).unlink(missing_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write to {str(out_dir)!r}: {exc.strerror or exc}") from exc
+    return [out_dir / name for name in sorted(files)]

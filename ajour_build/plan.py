@@ -1,0 +1,144 @@
+"""Which builds a fleet needs: one per distinct effective build spec, allowlist enforced.
+
+This is the single gate every build start goes through (render, local runner, service):
+:func:`plan_builds` never returns a build for an application that is not allowed, and
+reports each refusal with the setting that would allow it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from ajour_build.config import InstallationConfig
+from ajour_build.errors import AjourError, NotAllowedError
+from ajour_build.fleet import Fleet
+from ajour_build.spec.firmware import Build
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """An application (device None) or a device that uses a build's output."""
+
+    application: str
+    device: str | None = None
+
+    def __str__(self) -> str:
+        return self.application if self.device is None else f"{self.application}/{self.device}"
+
+    def sort_key(self) -> tuple[str, int, str]:
+        return (self.application, 0 if self.device is None else 1, self.device or "")
+
+
+@dataclass(frozen=True)
+class PlannedBuild:
+    key: str
+    build: Build
+    builder_image: str
+    image: str
+    publish_to: str
+    timeout: str
+    consumers: tuple[Consumer, ...]
+
+    @property
+    def application(self) -> str:
+        return self.consumers[0].application
+
+    @property
+    def name(self) -> str:
+        """A stable DNS-1123 name (at most 59 characters) from the app and the spec hash."""
+        return f"ajour-{self.application[:40].rstrip('-')}-{self.key[:12]}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    builds: tuple[PlannedBuild, ...]
+    refused: tuple[str, ...]
+    consumers_without_build: int
+
+    def require_allowed(self) -> Plan:
+        if self.refused:
+            raise NotAllowedError(list(self.refused))
+        return self
+
+
+def build_key(build: Build, builder_image: str, publish_to: str, timeout: str) -> str:
+    """sha256 over the canonical JSON of everything that changes what a build does."""
+    git = build.source.git
+    canonical = {
+        "builder": builder_image,
+        "git": {"uri": git.uri, "project": git.project, "rev": git.rev},
+        "args": list(build.args),
+        "env": [[v.name, v.text] for v in build.env],
+        "artifact": build.artifact.path,
+        "timeout": timeout,
+        "publish": publish_to,
+    }
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _consumers(fleet: Fleet, app: str | None, device: str | None) -> list[Consumer]:
+    if device is not None and app is None:
+        raise AjourError("--device needs --app: device names are unique per application")
+    if app is not None and app not in fleet.applications:
+        raise AjourError(f"application {app!r} is not in the fleet")
+    if device is not None and (app or "", device) not in fleet.devices:
+        raise AjourError(f"device {device!r} of application {app!r} is not in the fleet")
+    if device is not None and app is not None:
+        return [Consumer(app, device)]
+    apps = [app] if app is not None else sorted(fleet.applications)
+    found: list[Consumer] = []
+    for name in apps:
+        found.append(Consumer(name))
+        found.extend(Consumer(name, d.name) for d in fleet.devices_of(name))
+    return found
+
+
+def plan_builds(
+    fleet: Fleet,
+    config: InstallationConfig,
+    application: str | None = None,
+    device: str | None = None,
+) -> Plan:
+    """Distinct builds for the fleet (or one app/device), with allowlist refusals."""
+    allow = config.allowlist
+    grouped: dict[str, tuple[PlannedBuild, list[Consumer]]] = {}
+    refused: dict[str, str] = {}
+    without = 0
+    for consumer in _consumers(fleet, application, device):
+        firmware = fleet.effective_firmware(consumer.application, consumer.device)
+        build = firmware.build if firmware is not None else None
+        if firmware is None or firmware.container is None or build is None:
+            without += 1
+            continue
+        if not allow.allows(consumer.application):
+            refused.setdefault(consumer.application, allow.refusal(consumer.application))
+            continue
+        builder = config.builder_image(build.image)
+        image = f"{config.registry.prefix}/{firmware.container.image}"
+        publish_to = f"oci://{image}"
+        timeout = build.timeout or config.default_timeout
+        key = build_key(build, builder, publish_to, timeout)
+        if key not in grouped:
+            grouped[key] = (PlannedBuild(key, build, builder, image, publish_to, timeout, ()), [])
+        grouped[key][1].append(consumer)
+    builds = tuple(
+        sorted(
+            (
+                PlannedBuild(
+                    b.key,
+                    b.build,
+                    b.builder_image,
+                    b.image,
+                    b.publish_to,
+                    b.timeout,
+                    tuple(sorted(cs, key=Consumer.sort_key)),
+                )
+                for b, cs in grouped.values()
+            ),
+            key=lambda b: (b.application, b.key),
+        )
+    )
+    return Plan(builds, tuple(refused[a] for a in sorted(refused)), without)

@@ -1,0 +1,1 @@
+"""Rendering Tekton v1 manifests from a build plan (jinja2, then parse, validate, dump)."""

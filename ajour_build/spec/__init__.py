@@ -1,0 +1,1 @@
+"""Fleet spec models and loading. Pure pydantic + PyYAML: safe for ``delivery`` to import."""

@@ -1,0 +1,1 @@
+"""Tekton v1: manifest validation (and, later, the cluster backend)."""
