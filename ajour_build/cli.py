@@ -200,8 +200,9 @@ def render(
     for b in plan.builds:
         table.add_row(b.name, b.application, str(len(b.consumers)), b.image)
     console.print(table)
-    where = f" into {output}" if output else ""
-    console.print(f"{len(plan.builds)} PipelineRuns{where} ({len(files)} files written)")
+    targets = [f"{len(files)} files in {output}"] if output else []
+    targets += ["stdout"] if to_stdout else []
+    console.print(f"{len(plan.builds)} PipelineRuns written to {' and '.join(targets)}")
 
 
 if __name__ == "__main__":  # pragma: no cover

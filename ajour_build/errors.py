@@ -91,3 +91,22 @@ class ManifestError(AjourError):
 
 class OutputError(AjourError):
     """Output could not be written."""
+
+
+class SourceError(AjourError):
+    """The git source cannot be fetched or the revision does not exist."""
+
+
+class BuildError(AjourError):
+    """A build failed; ``log_tail`` holds the last lines of its log."""
+
+    def __init__(self, message: str, log_tail: list[str] | None = None) -> None:
+        self.log_tail = log_tail or []
+        text = message
+        if self.log_tail:
+            text += "\nlast log lines:\n" + "\n".join(f"  | {line}" for line in self.log_tail)
+        super().__init__(text)
+
+
+class BuildCancelled(BuildError):
+    """A build was interrupted (Ctrl-C or a cancel request)."""

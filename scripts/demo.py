@@ -55,7 +55,15 @@ def main() -> int:
     refusal = run(
         console,
         "allowlist refuses an application that is not allowed",
-        [build, "render", str(FLEET), str(rogue), "--config", str(FLEET / "ajour.yaml"), "--stdout"],
+        [
+            build,
+            "render",
+            str(FLEET),
+            str(rogue),
+            "--config",
+            str(FLEET / "ajour.yaml"),
+            "--stdout",
+        ],
         expect=1,
     )
     table = Table("PipelineRun file", "bytes")

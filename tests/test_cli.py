@@ -8,6 +8,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -148,3 +149,67 @@ def test_delivery_targets_resolve_device_overrides(runner: CliRunner) -> None:
     }
     assert rows[("blinky", "blinky-1")]["container"]["image"] == "blinky:latest"
     assert rows[("blinky", "blinky-canary")]["container"]["image"] == "blinky:canary"
+
+
+BAD_INPUT = {
+    "malformed YAML": ("a.yaml", "kind: Application\nmetadata: {name: app1\n", "malformed YAML"),
+    "unknown field": (
+        "a.yaml",
+        APP.format(name="app1").replace("artifact:", "artifcat:"),
+        "unknown field 'artifcat'",
+    ),
+    "two branches": (
+        "a.yaml",
+        "metadata: {name: app1}\nspec:\n  firmware:\n"
+        "    file: {name: a}\n    hawkbit: {controller: b}\n",
+        "exactly one of",
+    ),
+    "missing application": (
+        "a.yaml",
+        "metadata: {name: d1, application: ghost}\n",
+        "names application 'ghost'",
+    ),
+    "duplicate names": (
+        "a.yaml",
+        APP.format(name="app1") + "---\n" + APP.format(name="app1"),
+        "defined twice",
+    ),
+    "hostile git URI": (
+        "a.yaml",
+        APP.format(name="app1").replace("https://git.example.com/org/fw.git", "'ext::sh -c id'"),
+        "remote helper",
+    ),
+    "dotdot artifact": (
+        "a.yaml",
+        APP.format(name="app1").replace("out/fw.bin", "../fw.bin"),
+        "contains '..'",
+    ),
+    "1 MB args": (
+        "a.yaml",
+        APP.format(name="app1").replace(
+            "        artifact:",
+            "        args: [" + ", ".join(["x" * 1000] * 1000) + "]\n        artifact:",
+        ),
+        "the limits are 256 items",
+    ),
+    "not allowed": (
+        "a.yaml",
+        APP.format(name="intruder"),
+        "'intruder' is not on the build allowlist",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUT))
+def test_bad_input_exit_1_precise_error_no_output(
+    case: str, runner: CliRunner, write: Write, tmp_path: Path
+) -> None:
+    name, text, expected = BAD_INPUT[case]
+    write("ajour.yaml", CONFIG_YAML)
+    path = write(name, text)
+    out = tmp_path / "out"
+    result = runner.invoke(main, ["render", str(path.parent), "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("error: ")
+    assert expected in result.output
+    assert not out.exists()

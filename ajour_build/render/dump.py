@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -17,7 +17,13 @@ _PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
 _STR = "tag:yaml.org,2002:str"
 
 
-class _Dumper(yaml.SafeDumper):
+if TYPE_CHECKING:
+    _BASE = yaml.SafeDumper
+else:  # libyaml's emitter when available (same output, faster); representers stay ours
+    _BASE = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+
+
+class _Dumper(_BASE):
     def ignore_aliases(self, data: Any) -> bool:
         return True
 

@@ -1,0 +1,104 @@
+"""Fetch a git source and check out the commit a branch, tag or sha names."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import git
+from pydantic import TypeAdapter, ValidationError
+
+from ajour_build.errors import SourceError
+from ajour_build.spec.fields import GitRef, GitUri, redact_uri
+
+_URI: TypeAdapter[str] = TypeAdapter(GitUri)
+_REF: TypeAdapter[str] = TypeAdapter(GitRef)
+# git may only speak these; remote helpers such as ext:: are refused by git itself too
+GIT_ENV = {
+    "GIT_ALLOW_PROTOCOL": "file:https:ssh",
+    "GIT_TERMINAL_PROMPT": "0",
+    "GIT_CONFIG_NOSYSTEM": "1",
+    "GIT_ASKPASS": "/bin/false",
+}
+
+
+@dataclass(frozen=True)
+class Checkout:
+    url: str
+    revision: str
+    commit: str
+    version: str
+    path: Path
+
+
+def _checked(url: str, revision: str) -> None:
+    try:
+        _URI.validate_python(url)
+        _REF.validate_python(revision)
+    except ValidationError as exc:
+        reason = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+        raise SourceError(f"refusing to fetch: {reason}") from None
+
+
+def _last_line(exc: git.GitCommandError) -> str:
+    """git's own reason: the first ``fatal:`` line, else the last line it printed."""
+    lines = [ln.strip().strip("'") for ln in str(exc.stderr or "").splitlines()]
+    lines = [ln.removeprefix("stderr: ").strip("'") for ln in lines if ln]
+    fatal = [ln.removeprefix("fatal: ") for ln in lines if ln.startswith("fatal:")]
+    chosen = fatal[0] if fatal else (lines[-1] if lines else f"git exited with {exc.status}")
+    return redact_uri(chosen)
+
+
+def _resolve(repo: git.Repo, url: str, revision: str) -> str:
+    """The commit sha for ``revision``: fetch it shallowly by name, else fetch all refs."""
+    try:
+        repo.git.fetch("--quiet", "--depth=1", "--no-tags", "origin", "--", revision)
+        return str(repo.git.rev_parse("--verify", "FETCH_HEAD^{commit}"))
+    except git.GitCommandError as exc:
+        if "could not read from remote" in str(exc.stderr).lower() or "does not appear" in str(
+            exc.stderr
+        ):
+            raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
+    try:  # a sha the server will not send by name: fetch everything and look it up
+        repo.git.fetch("--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*")
+    except git.GitCommandError as exc:
+        raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
+    for candidate in (f"refs/remotes/origin/{revision}", f"refs/tags/{revision}", revision):
+        try:
+            return str(repo.git.rev_parse("--verify", "--quiet", f"{candidate}^{{commit}}"))
+        except git.GitCommandError:
+            continue
+    branches = sorted(r.remote_head for r in repo.remotes.origin.refs if r.remote_head != "HEAD")
+    raise SourceError(
+        f"revision {revision!r} not found in {redact_uri(url)}: no branch, tag or commit by"
+        f" that name (branches: {', '.join(branches[:10]) or 'none'}); fix source.git.rev"
+    )
+
+
+def clone(url: str, revision: str, dest: Path, firmware_version: str = "") -> Checkout:
+    """Fetch ``url`` at ``revision`` into ``dest`` (created; must be empty) and check it out."""
+    _checked(url, revision)
+    if dest.exists() and any(dest.iterdir()):
+        raise SourceError(f"checkout directory {str(dest)!r} is not empty")
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        repo = git.Repo.init(dest)
+        repo.git.update_environment(**GIT_ENV)
+        repo.git.remote("add", "origin", url)
+        commit = _resolve(repo, url, revision)
+        repo.git.checkout("--quiet", "--detach", commit)
+    except git.GitCommandError as exc:
+        raise SourceError(f"git failed for {redact_uri(url)}: {_last_line(exc)}") from None
+    return Checkout(url, revision, commit, firmware_version or commit, dest)
+
+
+def clear(path: Path) -> None:
+    """Empty ``path`` (a reused Tekton workspace) without removing it."""
+    if not path.exists():
+        return
+    for child in path.iterdir():
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
