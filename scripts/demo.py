@@ -1,13 +1,20 @@
 """The end-to-end demo on embedded defaults (no cluster).
 
-Today it runs the source-to-manifest half of the story: validate the example fleet,
-render Tekton v1 PipelineRuns, check them against the v1 schemas, and show the allowlist
-refusing an application. Builds, publishing and delivery join as they land.
+1. validate the example fleet and render Tekton v1 PipelineRuns (schema-checked);
+2. show the allowlist refusing an application;
+3. make a local git repository from examples/firmware/c-blinky, build it with the local
+   runner in the arm-gcc builder image (podman; ``--runner host`` without podman), run the
+   firmware in QEMU and read back the stamped version;
+4. build again: the cache answers in well under a second.
+
+Publishing and delivery join the story as they land.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,62 +26,173 @@ from rich.table import Table
 
 REPO = Path(__file__).resolve().parents[1]
 FLEET = REPO / "examples" / "fleet"
+QEMU = [
+    "qemu-system-arm",
+    "-M",
+    "mps2-an385",
+    "-nographic",
+    "-monitor",
+    "none",
+    "-serial",
+    "none",
+    "-semihosting-config",
+    "enable=on,target=native",
+]
+APP = """\
+kind: Application
+metadata: {{name: blinky}}
+spec:
+  firmware:
+    container:
+      image: blinky:latest
+      build:
+        image: arm-gcc
+        source: {{git: {{uri: "file://{repo}", rev: main}}}}
+        args: ["--board", "mps2-an385"]
+        artifact: {{path: build/blinky.bin}}
+"""
 
 
-def run(console: Console, title: str, args: list[str], expect: int = 0) -> str:
-    started = time.perf_counter()
-    with console.status(title):
-        result = subprocess.run(args, capture_output=True, text=True, check=False)
-    took = time.perf_counter() - started
-    ok = result.returncode == expect
-    mark = "[green]ok[/]" if ok else "[red]FAILED[/]"
-    console.print(f"{mark} {title} [dim]({took:.2f}s)[/]")
-    if not ok:
-        console.print(result.stdout, result.stderr)
-        raise SystemExit(f"demo step failed: {title}")
-    return result.stdout + result.stderr
+class Demo:
+    def __init__(self, console: Console) -> None:
+        self.console = console
+        self.tool = str(Path(sys.executable).parent / "ajour-build")
+
+    def run(self, title: str, args: list[str], expect: int = 0) -> subprocess.CompletedProcess[str]:
+        started = time.perf_counter()
+        with self.console.status(title):
+            result = subprocess.run(args, capture_output=True, text=True, check=False)
+        took = time.perf_counter() - started
+        ok = result.returncode == expect
+        self.console.print(
+            f"{'[green]ok[/]' if ok else '[red]FAILED[/]'} {title} [dim]({took:.2f}s)[/]"
+        )
+        if not ok:
+            self.console.print(result.stdout[-4000:], result.stderr[-4000:])
+            raise SystemExit(f"demo step failed: {title}")
+        return result
+
+    def ajour(self, title: str, *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+        return self.run(title, [self.tool, *args], expect)
+
+
+def git_repo(path: Path) -> None:
+    shutil.copytree(
+        REPO / "examples" / "firmware" / "c-blinky", path, ignore=shutil.ignore_patterns("build")
+    )
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        [
+            "-c",
+            "user.name=Ajour demo",
+            "-c",
+            "user.email=demo@ajour.invalid",
+            "commit",
+            "-qm",
+            "blinky firmware",
+        ],
+    ):
+        subprocess.run(["git", *cmd], cwd=path, check=True)
+
+
+def podman_works() -> bool:
+    return shutil.which("podman") is not None and shutil.which("debootstrap") is not None
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--out", type=Path, help="Where to write the PipelineRuns.")
+    parser.add_argument("--runner", choices=["auto", "container", "host"], default="auto")
+    parser.add_argument("--workdir", type=Path, help="Keep the demo's files here.")
     args = parser.parse_args()
     console = Console(highlight=False)
-    bin_dir = Path(sys.executable).parent
-    build = str(bin_dir / "ajour-build")
+    demo = Demo(console)
     started = time.perf_counter()
-    out = args.out or Path(tempfile.mkdtemp(prefix="ajour-demo-"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="ajour-demo-"))
+    work.mkdir(parents=True, exist_ok=True)
 
-    console.rule("Ajour demo: fleet specs to Tekton v1")
-    run(console, "validate examples/fleet", [build, "validate", str(FLEET)])
-    run(console, f"render PipelineRuns into {out}", [build, "render", str(FLEET), "-o", str(out)])
-    rogue = Path(tempfile.mkdtemp(prefix="ajour-rogue-"))
-    (rogue / "rogue.yaml").write_text(
-        (FLEET / "blinky.yaml").read_text().split("---")[0].replace("name: blinky", "name: rogue")
-    )
-    refusal = run(
-        console,
-        "allowlist refuses an application that is not allowed",
-        [
-            build,
-            "render",
-            str(FLEET),
-            str(rogue),
-            "--config",
-            str(FLEET / "ajour.yaml"),
-            "--stdout",
-        ],
+    console.rule("1. fleet specs to Tekton v1")
+    demo.ajour("validate examples/fleet", "validate", str(FLEET))
+    out = work / "pipelineruns"
+    demo.ajour(f"render PipelineRuns into {out}", "render", str(FLEET), "-o", str(out))
+    rogue = work / "rogue"
+    rogue.mkdir(exist_ok=True)
+    text = (FLEET / "blinky.yaml").read_text().split("---")[0]
+    (rogue / "rogue.yaml").write_text(text.replace("name: blinky", "name: rogue"))
+    refusal = demo.ajour(
+        "the allowlist refuses an application",
+        "render",
+        str(FLEET),
+        str(rogue),
+        "--config",
+        str(FLEET / "ajour.yaml"),
+        "--stdout",
         expect=1,
     )
-    table = Table("PipelineRun file", "bytes")
-    for path in sorted(out.glob("*.yaml")):
-        table.add_row(path.name, str(path.stat().st_size))
+    console.print(f"  [yellow]{refusal.stderr.strip().splitlines()[0]}[/]")
+
+    console.rule("2. source to firmware, locally")
+    runner = args.runner
+    if runner == "auto":
+        runner = "container" if podman_works() else "host"
+    repo = work / "blinky.git"
+    if not repo.exists():
+        git_repo(repo)
+    fleet = work / "fleet"
+    fleet.mkdir(exist_ok=True)
+    (fleet / "blinky.yaml").write_text(APP.format(repo=repo))
+    (fleet / "ajour.yaml").write_text(
+        "allowed_applications: [blinky]\n"
+        "builders:\n  arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}\n"
+    )
+    if runner == "container":
+        demo.ajour("base image (debootstrap + podman import; once)", "builders", "base")
+        demo.ajour(
+            "arm-gcc builder image (podman build; once)",
+            "builders",
+            "build",
+            "arm-gcc",
+            "--if-missing",
+        )
+    state = work / "state"
+    build = [
+        str(fleet),
+        "--app",
+        "blinky",
+        "--runner",
+        runner,
+        "--state-dir",
+        str(state),
+        "--builders",
+        str(REPO / "builder-images"),
+        "--version",
+        "1.0.0",
+        "--json",
+    ]
+    first = json.loads(
+        demo.ajour(f"build blinky 1.0.0 ({runner})", "build", *build, "--no-cache").stdout
+    )
+    elf = state / "builds" / first[0]["id"] / "artifacts" / "blinky.elf"
+    printed = demo.run("run the firmware in QEMU (mps2-an385)", [*QEMU, "-kernel", str(elf)])
+    again = json.loads(demo.ajour("build again (cache)", "build", *build).stdout)
+    table = Table("build", "state", "version", "sha256", "size", "time")
+    for record in (first[0], again[0]):
+        state_word = "cached" if record["cached"] else record["state"]
+        table.add_row(
+            record["name"],
+            state_word,
+            record["version"],
+            record["artifact"]["sha256"][:12],
+            str(record["artifact"]["size"]),
+            f"{record['duration']:.2f}s",
+        )
     console.print(table)
-    console.print(f"[yellow]refusal:[/] {refusal.strip()}")
+    console.print(f"QEMU printed: [bold]{(printed.stdout + printed.stderr).strip()}[/]")
     console.print(
-        f"\nApply them to a cluster with Tekton installed:\n"
-        f"  kubectl apply -n ajour -R -f pipelines/ && kubectl apply -f {out}/\n"
-        f"done in {time.perf_counter() - started:.1f}s"
+        f"\nPipelineRuns: {out}/"
+        f"\n  apply: kubectl apply -n ajour -R -f pipelines/ && kubectl apply -f {out}/"
+        f"\nBuild records and artifacts: {state}/builds/"
+        f"\ndone in {time.perf_counter() - started:.1f}s"
     )
     return 0
 

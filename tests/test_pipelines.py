@@ -37,8 +37,9 @@ def test_there_are_tasks_and_a_pipeline() -> None:
         "ajour-git-clone",
         "ajour-firmware-build",
         "ajour-firmware-publish",
+        "ajour-builder-image",
     }
-    assert set(by_kind("Pipeline")) == {"ajour-firmware"}
+    assert set(by_kind("Pipeline")) == {"ajour-firmware", "ajour-builder-images"}
 
 
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)

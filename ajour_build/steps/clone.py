@@ -102,3 +102,38 @@ def clear(path: Path) -> None:
             shutil.rmtree(child)
         else:
             child.unlink()
+
+
+def resolve_commit(url: str, revision: str) -> str | None:
+    """The commit ``revision`` names on the remote, without cloning (``git ls-remote``).
+
+    A full 40-hex sha is returned as is. ``None`` means only a clone can tell (a short sha);
+    a branch or tag the remote does not have raises :class:`SourceError`.
+    """
+    _checked(url, revision)
+    if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
+        return revision
+    cmd = git.cmd.Git()
+    cmd.update_environment(**GIT_ENV)
+    try:
+        out = str(cmd.ls_remote("--", url))
+    except git.GitCommandError as exc:
+        raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
+    refs: dict[str, str] = {}
+    for line in out.splitlines():
+        sha, _, name = line.partition("\t")
+        refs[name] = sha
+    for name in (
+        revision if revision == "HEAD" else f"refs/heads/{revision}",
+        f"refs/tags/{revision}^{{}}",
+        f"refs/tags/{revision}",
+    ):
+        if name in refs:
+            return refs[name]
+    if all(c in "0123456789abcdef" for c in revision) and len(revision) >= 7:
+        return None
+    branches = sorted(n.removeprefix("refs/heads/") for n in refs if n.startswith("refs/heads/"))
+    raise SourceError(
+        f"revision {revision!r} not found in {redact_uri(url)}: no branch, tag or commit by"
+        f" that name (branches: {', '.join(branches[:10]) or 'none'}); fix source.git.rev"
+    )

@@ -1,73 +1,24 @@
-"""``ajour-build``: validate fleet specs and render Tekton v1 PipelineRuns."""
+"""``ajour-build validate`` and ``ajour-build render``."""
 
 from __future__ import annotations
 
 import json
-import logging
 import os
-import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 from rich.table import Table
 
-from ajour_build import __version__
+from ajour_build.cli import console, want_json
 from ajour_build.config import InstallationConfig, find_config, load_config
-from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.errors import AjourError
 from ajour_build.fleet import Fleet, load_fleet
 from ajour_build.output import write_files
 from ajour_build.plan import Plan, plan_builds
 from ajour_build.render.dump import dump_all
 from ajour_build.render.pipelinerun import Renderer
-
-log = logging.getLogger("ajour_build")
-
-
-class _Group(click.Group):
-    """Turns :class:`AjourError` into ``error: ...`` and exit 1 (traceback with --debug)."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except AjourError as exc:
-            if ctx.meta.get("ajour.debug"):
-                raise
-            if ctx.meta.get("ajour.json") and isinstance(exc, SpecError | NotAllowedError):
-                click.echo(json.dumps(_error_json(exc), indent=2))
-            else:
-                click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
-
-
-def _error_json(exc: AjourError) -> dict[str, Any]:
-    if isinstance(exc, SpecError):
-        return {"valid": False, "problems": [p.as_dict() for p in exc.problems]}
-    if isinstance(exc, NotAllowedError):
-        return {"valid": False, "refused": exc.refusals}
-    return {"valid": False, "error": str(exc)}  # pragma: no cover
-
-
-@click.group(cls=_Group)
-@click.version_option(__version__, prog_name="ajour-build")
-@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
-@click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
-    """Ajour: turn fleet specs into firmware builds (Tekton v1 or local)."""
-    ctx.meta["ajour.debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _console(stderr: bool = False) -> Console:
-    """Rich output; wide when piped so tables are never truncated."""
-    stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
 
 
 def _config(explicit: Path | None, paths: list[Path], required: bool) -> InstallationConfig | None:
@@ -109,7 +60,7 @@ _CONFIG = click.option(
 )
 
 
-@main.command()
+@click.command()
 @_PATHS
 @_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -118,7 +69,7 @@ def validate(
     ctx: click.Context, paths: tuple[Path, ...], config_path: Path | None, as_json: bool
 ) -> None:
     """Check fleet specs (files or directories) and report every problem with its place."""
-    ctx.meta["ajour.json"] = as_json
+    want_json(ctx, as_json)
     fleet = load_fleet(list(paths))
     config = _config(config_path, list(paths), required=False)
     plan = plan_builds(fleet, config).require_allowed() if config else None
@@ -126,23 +77,23 @@ def validate(
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    console = _console()
+    out = console()
     for warning in fleet.warnings:
-        console.print(f"[yellow]warning:[/] {warning.render()}")
+        out.print(f"[yellow]warning:[/] {warning.render()}")
     sources = ", ".join(f"{k} {v}" for k, v in summary["firmwareSources"].items())
-    console.print(
+    out.print(
         f"[green]valid:[/] {summary['applications']} applications, {summary['devices']} devices"
         f" ({summary['devicesWithOwnFirmware']} with their own firmware); firmware: {sources}"
     )
     if plan is not None:
-        console.print(
+        out.print(
             f"{len(plan.builds)} distinct builds, all allowed by {config.source if config else ''}"
         )
     else:
-        console.print("no installation config found: the allowlist was not checked")
+        out.print("no installation config found: the allowlist was not checked")
 
 
-@main.command()
+@click.command()
 @_PATHS
 @_CONFIG
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Directory to write to.")
@@ -162,7 +113,7 @@ def render(
     device: str | None,
 ) -> None:
     """Render one Tekton v1 PipelineRun per distinct build of the fleet."""
-    ctx.meta["ajour.json"] = as_json
+    want_json(ctx, as_json)
     if output is None and not to_stdout:
         raise click.UsageError("give -o DIR or --stdout")
     fleet = load_fleet(list(paths))
@@ -195,15 +146,11 @@ def render(
     if as_json:
         click.echo(json.dumps(report, indent=2), err=to_stdout)
         return
-    console = _console(stderr=to_stdout)
+    out = console(stderr=to_stdout)
     table = Table("PipelineRun", "application", "consumers", "image")
     for b in plan.builds:
         table.add_row(b.name, b.application, str(len(b.consumers)), b.image)
-    console.print(table)
+    out.print(table)
     targets = [f"{len(files)} files in {output}"] if output else []
     targets += ["stdout"] if to_stdout else []
-    console.print(f"{len(plan.builds)} PipelineRuns written to {' and '.join(targets)}")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
+    out.print(f"{len(plan.builds)} PipelineRuns written to {' and '.join(targets)}")

@@ -1,0 +1,1 @@
+"""Builder images: the catalog under ``builder-images/`` and building the images."""

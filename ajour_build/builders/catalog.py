@@ -1,0 +1,115 @@
+"""The builder catalog: ``builder-images/<name>/{builder.yaml, Containerfile, ajour-builder}``."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ajour_build.errors import AjourError, Problem, SpecError
+from ajour_build.spec.document import DocumentError, read_documents
+from ajour_build.spec.fields import DnsLabel, ImageRef, NonEmptyText, Text
+from ajour_build.spec.firmware import Strict
+from ajour_build.spec.problems import known_fields, problems_from_validation
+
+ENTRYPOINT = "ajour-builder"
+CONTAINERFILE = "Containerfile"
+
+
+class Toolchain(Strict):
+    name: NonEmptyText
+    version: Text
+
+
+class BuilderSpec(Strict):
+    """``builder.yaml``: what a builder image contains and how to run it."""
+
+    name: DnsLabel
+    description: Text
+    version: NonEmptyText
+    image: ImageRef
+    toolchains: tuple[Toolchain, ...] = ()
+    targets: tuple[Text, ...] = ()
+    default_args: tuple[Text, ...] = ()
+    network: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.image}:{self.version}"
+
+
+@dataclass(frozen=True)
+class Builder:
+    spec: BuilderSpec
+    directory: Path
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def entrypoint(self) -> Path:
+        return self.directory / ENTRYPOINT
+
+    @property
+    def containerfile(self) -> Path:
+        return self.directory / CONTAINERFILE
+
+    def matches(self, image: str) -> bool:
+        """True when a spec's ``build.image`` names this builder (by name, ref or repo)."""
+        return image in (self.spec.name, self.spec.ref, self.spec.image)
+
+
+def _load_one(directory: Path) -> tuple[Builder | None, list[Problem]]:
+    path = directory / "builder.yaml"
+    try:
+        docs = read_documents(path)
+    except DocumentError as exc:
+        return None, [exc.problem]
+    if len(docs) != 1:
+        return None, [Problem("builder.yaml must hold exactly one document", file=str(path))]
+    try:
+        spec = BuilderSpec.model_validate(docs[0].data)
+    except ValidationError as exc:
+        return None, problems_from_validation(exc, docs[0], (), known_fields(BuilderSpec))
+    problems: list[Problem] = []
+    if spec.name != directory.name:
+        problems.append(
+            Problem(
+                f"name {spec.name!r} differs from the folder name {directory.name!r}",
+                file=str(path),
+                path="name",
+            )
+        )
+    for needed in (CONTAINERFILE, ENTRYPOINT):
+        if not (directory / needed).is_file():
+            problems.append(Problem(f"{needed} is missing", file=str(directory / needed)))
+    entry = directory / ENTRYPOINT
+    if entry.is_file() and not os.access(entry, os.X_OK):
+        problems.append(Problem("the entrypoint is not executable (chmod +x)", file=str(entry)))
+    return Builder(spec, directory), problems
+
+
+def load_catalog(root: Path) -> list[Builder]:
+    """Every builder under ``root``, sorted by name; all problems raised together."""
+    if not root.is_dir():
+        raise AjourError(
+            f"builder catalog {str(root)!r} is not a directory; pass --builders DIR or set"
+            " AJOUR_BUILDERS_DIR"
+        )
+    builders: list[Builder] = []
+    problems: list[Problem] = []
+    for directory in sorted(p for p in root.resolve().iterdir() if (p / "builder.yaml").is_file()):
+        builder, found = _load_one(directory)
+        problems += found
+        if builder is not None:
+            builders.append(builder)
+    if problems:
+        raise SpecError(problems)
+    return builders
+
+
+def find(catalog: list[Builder], image: str) -> Builder | None:
+    return next((b for b in catalog if b.matches(image)), None)

@@ -1,0 +1,77 @@
+"""``ajour-build``: validate fleet specs, render Tekton v1 runs, build firmware locally."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from typing import Any
+
+import click
+from rich.console import Console
+
+from ajour_build import __version__
+from ajour_build.errors import AjourError, NotAllowedError, SpecError
+
+
+class AjourGroup(click.Group):
+    """Turns :class:`AjourError` into ``error: ...`` and exit 1 (traceback with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except AjourError as exc:
+            root = ctx.find_root()
+            if root.meta.get("ajour.debug"):
+                raise
+            if root.meta.get("ajour.json") and isinstance(exc, SpecError | NotAllowedError):
+                click.echo(json.dumps(_error_json(exc), indent=2))
+            else:
+                click.echo(f"error: {exc}", err=True)
+            ctx.exit(1)
+
+
+def _error_json(exc: AjourError) -> dict[str, Any]:
+    if isinstance(exc, SpecError):
+        return {"valid": False, "problems": [p.as_dict() for p in exc.problems]}
+    if isinstance(exc, NotAllowedError):
+        return {"valid": False, "refused": exc.refusals}
+    return {"valid": False, "error": str(exc)}  # pragma: no cover
+
+
+def console(stderr: bool = False) -> Console:
+    """Rich output; wide when piped so tables are never truncated."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
+
+
+def want_json(ctx: click.Context, value: bool) -> None:
+    """Errors are printed as JSON when the command was asked for JSON."""
+    ctx.find_root().meta["ajour.json"] = value
+
+
+@click.group(cls=AjourGroup)
+@click.version_option(__version__, prog_name="ajour-build")
+@click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Ajour: turn fleet specs into firmware builds (Tekton v1 or local)."""
+    ctx.meta["ajour.debug"] = debug
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _register() -> None:
+    from ajour_build.cli import build, builders, spec, step
+
+    main.add_command(spec.validate)
+    main.add_command(spec.render)
+    main.add_command(build.build)
+    main.add_command(builders.builders)
+    main.add_command(step.step)
+
+
+_register()

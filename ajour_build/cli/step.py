@@ -1,0 +1,57 @@
+"""``ajour-build step …``: the one implementation Tekton's Tasks call (env in, results out)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from ajour_build.errors import AjourError
+from ajour_build.steps.clone import clear, clone
+
+
+def _env(name: str, required: bool = True) -> str:
+    value = os.environ.get(name, "")
+    if required and not value:
+        raise AjourError(f"{name} is not set; the Tekton Task passes it through env:")
+    return value
+
+
+def _result(env_name: str, value: str) -> None:
+    """Write a Tekton result (exact bytes, no newline) where the Task's env points."""
+    target = os.environ.get(env_name)
+    if target:
+        path = Path(target)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(value, encoding="utf-8")
+
+
+@click.group()
+def step() -> None:
+    """Pipeline steps, configured by environment variables (see pipelines/README.md)."""
+
+
+@step.command("clone")
+def clone_step() -> None:
+    """Clone AJOUR_GIT_URL at AJOUR_GIT_REVISION into AJOUR_CHECKOUT_DIR."""
+    dest = Path(_env("AJOUR_CHECKOUT_DIR"))
+    clear(dest)
+    checkout = clone(
+        _env("AJOUR_GIT_URL"),
+        _env("AJOUR_GIT_REVISION", required=False) or "HEAD",
+        dest,
+        _env("AJOUR_FIRMWARE_VERSION", required=False),
+    )
+    _result("AJOUR_RESULT_COMMIT", checkout.commit)
+    _result("AJOUR_RESULT_URL", checkout.url)
+    _result("AJOUR_RESULT_VERSION", checkout.version)
+    click.echo(f"checked out {checkout.commit} ({checkout.revision}) into {dest}")
+
+
+@step.command("result")
+def result_step() -> None:
+    """Write AJOUR_RESULT_VALUE to the result file AJOUR_RESULT_PATH (no shell needed)."""
+    path = Path(_env("AJOUR_RESULT_PATH"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(_env("AJOUR_RESULT_VALUE"), encoding="utf-8")

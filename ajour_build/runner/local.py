@@ -1,0 +1,192 @@
+"""The local runner: the same steps as the Tekton Pipeline, on one machine.
+
+clone (``ajour_build.steps.clone``) → build (the builder's contract entrypoint, in its
+image or on the host) → check the artifact → record. Cached by everything that can
+change the output: resolved commit, builder image id, args, env, project, artifact path,
+and version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import TypedDict
+
+from ajour_build.builders.catalog import Builder, find
+from ajour_build.errors import BuildCancelled, BuildError, SourceError
+from ajour_build.plan import PlannedBuild
+from ajour_build.runner.artifact import collect
+from ajour_build.runner.job import BuildJob, BuildLog, Engine, Progress
+from ajour_build.runner.records import BuilderRef, BuildRecord, StateDir, build_id, now
+from ajour_build.steps.clone import clone, resolve_commit
+
+
+class _Identity(TypedDict):
+    id: str
+    name: str
+    application: str
+    consumers: tuple[str, ...]
+    git_url: str
+    revision: str
+
+
+def cache_key(job: BuildJob, commit: str, image_id: str, artifact_path: str) -> str:
+    canonical = {
+        "commit": commit,
+        "builder": image_id,
+        "args": list(job.args),
+        "env": sorted(job.env.items()),
+        "project": job.project,
+        "artifact": artifact_path,
+    }
+    blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+@dataclass
+class LocalRunner:
+    state: StateDir
+    engine: Engine
+    catalog: list[Builder] = field(default_factory=list)
+    use_cache: bool = True
+    progress: Progress = field(default_factory=Progress)
+
+    def _job(self, planned: PlannedBuild, workspace: Path, commit: str, version: str) -> BuildJob:
+        build = planned.build
+        builder = find(self.catalog, build.image) or find(self.catalog, planned.builder_image)
+        args = build.args or (builder.spec.default_args if builder else ())
+        env = {var.name: var.text for var in build.env}
+        env.update(
+            {
+                "AJOUR_FIRMWARE_VERSION": version,
+                "AJOUR_ARTIFACT_PATH": build.artifact.path,
+                "AJOUR_SOURCE_COMMIT": commit,
+            }
+        )
+        image = planned.builder_image
+        if builder is not None and image == builder.spec.name:
+            image = builder.spec.ref
+        return BuildJob(
+            image=image,
+            workspace=workspace,
+            project=build.source.git.project,
+            args=tuple(args),
+            env=env,
+            network=builder.spec.network if builder else False,
+            timeout=_seconds(planned.timeout),
+            entrypoint=builder.entrypoint if builder else None,
+        )
+
+    def run(self, planned: PlannedBuild, version: str | None = None) -> BuildRecord:
+        git = planned.build.source.git
+        started = now()
+        bid = build_id(planned.name)
+        staging = self.state.staging(bid)
+        log = BuildLog(staging / "build.log", self.progress.on_line)
+        base = _Identity(
+            id=bid,
+            name=planned.name,
+            application=planned.application,
+            consumers=tuple(str(c) for c in planned.consumers),
+            git_url=git.uri,
+            revision=git.rev,
+        )
+        record: BuildRecord | None = None
+        try:
+            record = self._run(planned, version, staging, log, base, started)
+        except BuildCancelled as exc:
+            record = BuildRecord(
+                **base,
+                state="cancelled",
+                started=started,
+                finished=now(),
+                failure=str(exc).split("\n")[0],
+                log_tail=tuple(exc.log_tail),
+            )
+            raise
+        except (BuildError, SourceError) as exc:
+            tail = exc.log_tail if isinstance(exc, BuildError) else log.tail()
+            record = BuildRecord(
+                **base,
+                state="failed",
+                started=started,
+                finished=now(),
+                failure=str(exc).split("\nlast log lines:")[0],
+                log_tail=tuple(tail),
+            )
+            raise
+        finally:
+            log.close()
+            shutil.rmtree(staging / "workspace", ignore_errors=True)
+            if record is not None:
+                self.state.commit_build(staging, record)
+            else:
+                shutil.rmtree(staging, ignore_errors=True)
+        return record
+
+    def _run(
+        self,
+        planned: PlannedBuild,
+        version: str | None,
+        staging: Path,
+        log: BuildLog,
+        base: _Identity,
+        started: datetime,
+    ) -> BuildRecord:
+        git = planned.build.source.git
+        self.progress.on_step("resolve")
+        commit = resolve_commit(git.uri, git.rev)
+        workspace = staging / "workspace"
+        if commit is None:  # a short sha or similar: only a clone can tell
+            self.progress.on_step("clone")
+            commit = clone(git.uri, git.rev, workspace / "source").commit
+        stamp = version or commit
+        job = self._job(planned, workspace, commit, stamp)
+        image_id = self.engine.image_id(job)
+        key = cache_key(job, commit, image_id, planned.build.artifact.path)
+        builder = BuilderRef(image=job.image, id=image_id, runner=self.engine.name)
+        if self.use_cache and (hit := self.state.cached(key)) is not None:
+            cached, artifacts = hit
+            log.note(f"cached: reusing build {cached.id} (key {key[:12]})")
+            shutil.copytree(artifacts, staging / "artifacts")
+            update = {**base, "cached": True, "started": started, "finished": now()}
+            return cached.model_copy(update=update)
+        if not (workspace / "source").exists():
+            self.progress.on_step("clone")
+            clone(git.uri, commit, workspace / "source")
+        log.note(f"commit {commit}, version {stamp}, builder {job.image} ({image_id[:19]})")
+        inside = job.workdir.is_relative_to((workspace / "source").resolve())
+        if not inside or not job.workdir.is_dir():
+            raise BuildError(f"project folder {git.project!r} does not exist in the repository")
+        self.progress.on_step("build")
+        code = self.engine.run(job, log)
+        if code != 0:
+            raise BuildError(f"the builder exited with code {code}", log.tail())
+        self.progress.on_step("collect")
+        artifact = collect(
+            job.workdir, workspace, planned.build.artifact.path, staging / "artifacts", log.tail()
+        )
+        record = BuildRecord(
+            **base,
+            state="succeeded",
+            cache_key=key,
+            commit=commit,
+            version=stamp,
+            builder=builder,
+            artifact=artifact,
+            started=started,
+            finished=now(),
+        )
+        # stored even with --no-cache: the fresh result is the best one to reuse next time
+        self.state.store_cache(key, record, staging / "artifacts")
+        return record
+
+
+def _seconds(duration: str) -> int:
+    from ajour_build.spec.fields import parse_duration
+
+    return parse_duration(duration)

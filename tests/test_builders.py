@@ -1,0 +1,138 @@
+"""The builder catalog, its CLI, and the tools image."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ajour_build.builders import podman
+from ajour_build.builders.catalog import load_catalog
+from ajour_build.cli import main
+from ajour_build.errors import SpecError
+from tests.conftest import EXAMPLES, REPO
+from tests.firmware import BASE_IMAGE, ensure_builder_images, fake_builder, make_repo
+
+
+def test_catalog_lists_the_shipped_builders(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main, ["builders", "list", "--json", "--builders", str(REPO / "builder-images")]
+    )
+    assert result.exit_code == 0, result.output
+    builders = {b["name"]: b for b in json.loads(result.output)}
+    assert {"arm-gcc", "rust", "zephyr"} <= set(builders)
+    assert builders["arm-gcc"]["ref"] == "localhost/ajour/builder-arm-gcc:0.1.0"
+    assert all(b["network"] is False for b in builders.values())
+    for builder in load_catalog(REPO / "builder-images"):
+        text = builder.containerfile.read_text()
+        assert "ARG BASE_IMAGE" in text and "FROM ${BASE_IMAGE}" in text
+        assert "USER 10001" in text or "USER ${" in text, f"{builder.name} must run as non-root"
+
+
+def test_catalog_errors_are_located(tmp_path: Path) -> None:
+    fake_builder(tmp_path, "ok", "true\n")
+    bad = fake_builder(tmp_path, "bad", "true\n")
+    (bad / "builder.yaml").write_text(
+        "name: other\ndescription: x\nversion: '1'\nimage: Bad/Ref\nnetwrk: true\n"
+    )
+    (bad / "ajour-builder").chmod(0o644)
+    with pytest.raises(SpecError) as info:
+        load_catalog(tmp_path)
+    text = str(info.value)
+    assert "unknown field 'netwrk'" in text and "did you mean 'network'?" in text
+    assert "not a valid image reference" in text
+
+
+def test_unknown_builder_name(runner: CliRunner) -> None:
+    result = runner.invoke(
+        main, ["builders", "build", "nope", "--builders", str(REPO / "builder-images")]
+    )
+    assert result.exit_code == 1
+    assert "no builder named 'nope' in the catalog (have: arm-gcc" in result.output
+
+
+def _tools_tag() -> str:
+    digest = hashlib.sha256()
+    for path in sorted(
+        [
+            REPO / "Containerfile",
+            REPO / "pyproject.toml",
+            *REPO.glob("ajour_build/**/*"),
+            *REPO.glob("delivery/**/*"),
+        ]
+    ):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(path.read_bytes())
+    return f"localhost/ajour/tools:test-{digest.hexdigest()[:12]}"
+
+
+def test_tools_image_runs_the_clone_step(tmp_path: Path) -> None:
+    """The ajour tools image, built from this repo's Containerfile, runs the same step code."""
+    state = tmp_path / "podman"
+    ensure_builder_images(state, ())
+    env = podman.environment(state)
+    tag = _tools_tag()
+    if not podman.image_exists(tag, env):
+        build = subprocess.run(
+            [str(REPO / "scripts" / "tools-image"), tag, BASE_IMAGE],
+            env={**env, "PYTHON": sys.executable},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
+    repo = make_repo(tmp_path / "repo", EXAMPLES / "firmware" / "c-blinky")
+    ws = tmp_path / "ws"
+    ws.mkdir()
+    # the image's user (10001) must own both, or git refuses the repository as "dubious"
+    subprocess.run(["chown", "-R", "10001:10001", str(ws), repo.working_dir], check=True)
+    run = subprocess.run(
+        [
+            "podman",
+            "run",
+            "--rm",
+            "--network=none",
+            "-v",
+            f"{repo.working_dir}:/repo:ro",
+            "-v",
+            f"{ws}:/workspace/output",
+            "-e",
+            "AJOUR_GIT_URL=file:///repo",
+            "-e",
+            "AJOUR_GIT_REVISION=main",
+            "-e",
+            "AJOUR_CHECKOUT_DIR=/workspace/output/source",
+            "-e",
+            "AJOUR_RESULT_COMMIT=/workspace/output/commit",
+            tag,
+            "ajour-build",
+            "step",
+            "clone",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (ws / "commit").read_text() == repo.head.commit.hexsha
+    assert (ws / "source" / "Makefile").is_file()
+
+
+def test_base_image_gets_updates_and_security_sources(tmp_path: Path) -> None:
+    from ajour_build.builders.image import _sources
+
+    (tmp_path / "etc" / "apt").mkdir(parents=True)
+    _sources(tmp_path, "bookworm", "http://deb.debian.org/debian")
+    assert (tmp_path / "etc" / "apt" / "sources.list").read_text().splitlines() == [
+        "deb http://deb.debian.org/debian bookworm main",
+        "deb http://deb.debian.org/debian bookworm-updates main",
+        "deb http://deb.debian.org/debian-security bookworm-security main",
+    ]
+    source = (REPO / "ajour_build" / "builders" / "image.py").read_text()
+    assert "_sources(root, suite, mirror)" in source, "ensure_base_image must call _sources"
