@@ -110,3 +110,11 @@ class BuildError(AjourError):
 
 class BuildCancelled(BuildError):
     """A build was interrupted (Ctrl-C or a cancel request)."""
+
+
+class PublishError(AjourError):
+    """Publishing failed (registry or hawkBit unreachable, refused, or inconsistent)."""
+
+
+class ArtifactError(AjourError):
+    """A published artifact cannot be read back or fails its checks (digest, layout)."""

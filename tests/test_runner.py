@@ -257,3 +257,44 @@ def test_rust_example_in_its_builder_image(
     code, output = run_qemu(artifacts / "rust-hello.elf")
     assert code == 0, output
     assert "AJOUR_FIRMWARE_VERSION=0.9.1-rc.1" in output.splitlines()
+
+
+def test_builds_get_no_network(
+    tmp_path: Path, images: dict[str, str], container_engine: ContainerEngine, blinky_repo: Path
+) -> None:
+    """A builder sees only the loopback interface: no bridge, no host network."""
+    folder = tmp_path / "catalog" / "netprobe"
+    folder.mkdir(parents=True)
+    (folder / "ajour-builder").write_text(
+        '#!/bin/sh\nset -eu\nls /sys/class/net > "$AJOUR_ARTIFACT_PATH"\n'
+    )
+    (folder / "ajour-builder").chmod(0o755)
+    (folder / "Containerfile").write_text(
+        "ARG BASE_IMAGE\nFROM ${BASE_IMAGE}\nCOPY --chmod=0755 ajour-builder /usr/local/bin/\n"
+        'USER 10001\nENTRYPOINT ["/usr/local/bin/ajour-builder"]\n'
+    )
+    (folder / "builder.yaml").write_text(
+        "name: netprobe\ndescription: t\nversion: '1'\nimage: localhost/ajour/test-netprobe\n"
+    )
+    env = podman.environment(tmp_path / "podman")
+    subprocess.run(
+        [
+            "podman",
+            "build",
+            "--pull=never",
+            "--network=none",
+            "--build-arg",
+            "BASE_IMAGE=localhost/debian:bookworm",
+            "-t",
+            "localhost/ajour/test-netprobe:1",
+            str(folder),
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+    )
+    build = planned(tmp_path, "netprobe", f"file://{blinky_repo}", args="[]", artifact="net.txt")
+    local = runner(tmp_path, container_engine, load_catalog(tmp_path / "catalog"))
+    record = local.run(build)
+    interfaces = (local.state.build_dir(record.id) / "artifacts" / "net.txt").read_text().split()
+    assert interfaces == ["lo"]

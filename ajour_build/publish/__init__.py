@@ -1,0 +1,1 @@
+"""Publishing firmware: OCI registry (ORAS), OCI layout directory, plain directory, hawkBit."""

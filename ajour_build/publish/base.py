@@ -1,0 +1,67 @@
+"""What every publisher takes and returns, and the Protocol they implement."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ajour_build.errors import PublishError
+
+VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    uri: str = ""
+    commit: str = ""
+    project: str = ""
+
+
+@dataclass(frozen=True)
+class BuilderInfo:
+    image: str = ""
+    args: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class FirmwareArtifact:
+    """A firmware file to publish, with its metadata."""
+
+    path: Path
+    version: str
+    source: SourceInfo = field(default_factory=SourceInfo)
+    builder: BuilderInfo = field(default_factory=BuilderInfo)
+
+    def check(self) -> int:
+        """Validate before any network traffic; return the size in bytes."""
+        if not VERSION.match(self.version):
+            raise PublishError(
+                f"version {self.version!r} is not publishable: use letters, digits and . _ + -"
+                " (at most 128 characters, no spaces); it becomes an OCI tag"
+            )
+        if not self.path.is_file():
+            raise PublishError(f"artifact {str(self.path)!r} does not exist or is not a file")
+        size = self.path.stat().st_size
+        if size == 0:
+            raise PublishError(f"artifact {str(self.path)!r} is empty; refusing to publish it")
+        return size
+
+
+@dataclass(frozen=True)
+class Published:
+    """Where the artifact now lives."""
+
+    target: str  # the URL it was published to
+    reference: str  # a stable reference: image@digest, or hawkBit's distribution set URL
+    digest: str  # sha256:<hex> of the OCI manifest, or of the artifact for hawkBit/dir
+    version: str
+    tags: tuple[str, ...] = ()
+
+
+class Publisher(Protocol):
+    """One backend: ``oci``, ``oci-layout``, ``dir`` or ``hawkbit``."""
+
+    def publish(self, artifact: FirmwareArtifact) -> Published:
+        """Publish, idempotently: the same version and content again changes nothing."""
