@@ -179,7 +179,7 @@ def test_image_url_result_step(tmp_path: Path) -> None:
 
 
 # Steps whose `ajour-build step` command lands with a later issue (named here, not hidden).
-PENDING = {"publish": "publishing (issue 4)"}
+PENDING: dict[str, str] = {}
 
 
 def test_every_step_command_in_pipelines_exists() -> None:
@@ -197,3 +197,43 @@ def test_every_step_command_in_pipelines_exists() -> None:
     for name in sorted(used - set(PENDING)):
         result = CliRunner().invoke(main, ["step", name, "--help"])
         assert result.exit_code == 0, f"ajour-build step {name} is missing"
+
+
+def test_publish_task_step_to_the_real_registry(tmp_path: Path) -> None:
+    from ajour_build.publish.target import inspect
+    from tests.registry import run_registry
+
+    task = load_task("ajour-firmware-publish")
+    (step,) = task["spec"]["steps"]
+    ws = tmp_path / "ws"
+    (ws / "source" / "fw" / "build").mkdir(parents=True)
+    (ws / "source" / "fw" / "build" / "blinky.bin").write_bytes(b"\x7fELF-not-really" * 8)
+    with run_registry(tmp_path / "registry") as registry:
+        tekton = Tekton(
+            task,
+            {
+                "publish-to": f"oci://{registry.host}/fw/blinky:latest",
+                "project": "fw",
+                "artifact-path": "build/blinky.bin",
+                "firmware-version": "5.0.1",
+                "source-url": "https://git.example.com/fw.git",
+                "source-commit": "c0ffee",
+                "builder-image": "localhost/ajour/builder-arm-gcc:0.1.0",
+                "builder-args": ["--board", "mps2-an385"],
+            },
+            {"source": str(ws)},
+            tmp_path / "results",
+        )
+        argv = tekton.argv(step["command"] + step.get("args", []))
+        assert argv[:4] == ["ajour-build", "step", "publish", "--"]
+        env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **tekton.env(step)}
+        assert env["AJOUR_DOCKERCONFIG_BOUND"] == "false" and env["DOCKER_CONFIG"] == ""
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        digest = (tmp_path / "results" / "IMAGE_DIGEST").read_text()
+        assert (
+            tmp_path / "results" / "IMAGE_URL"
+        ).read_text() == f"{registry.host}/fw/blinky:5.0.1"
+        info = inspect(f"oci://{registry.host}/fw/blinky:latest", {})
+        assert info.manifest_digest == digest and info.version == "5.0.1"
+        assert info.source.commit == "c0ffee" and info.builder.args == ("--board", "mps2-an385")

@@ -46,7 +46,7 @@ DROGUE_LABEL = "io.drogue.metadata"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_FIRMWARE_BYTES = 256 * 1024 * 1024
 
-Layout = Literal["v1", "drogue-octet", "drogue-scratch"]
+Layout = Literal["v1", "drogue-octet", "drogue-scratch", "drogue-file"]
 
 
 class _Model(BaseModel):

@@ -65,13 +65,15 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from ajour_build.cli import build, builders, spec, step
+    from ajour_build.cli import build, builders, publish, spec, step
 
     main.add_command(spec.validate)
     main.add_command(spec.render)
     main.add_command(build.build)
     main.add_command(builders.builders)
     main.add_command(step.step)
+    main.add_command(publish.publish)
+    main.add_command(publish.inspect)
 
 
 _register()

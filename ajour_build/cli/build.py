@@ -119,6 +119,9 @@ def _summary(records: list[BuildRecord]) -> Table:
 @click.option("--version", "version", help="Firmware version to stamp (default: the commit).")
 @click.option("--builders", "builders_dir", type=click.Path(path_type=Path))
 @click.option("--state-dir", type=click.Path(path_type=Path))
+@click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")
+@click.option("--to", "publish_to", help="Publish target (default: the spec's registry image).")
+@click.option("--notify", "notify_url", help="Tell delivery after publishing (http/mqtt URL).")
 @click.option("--json", "as_json", is_flag=True, help="Print the build records as JSON.")
 @click.pass_context
 def build(
@@ -132,9 +135,12 @@ def build(
     version: str | None,
     builders_dir: Path | None,
     state_dir: Path | None,
+    do_publish: bool,
+    publish_to: str | None,
+    notify_url: str | None,
     as_json: bool,
 ) -> None:
-    """Clone, build in the builder image, check and record the artifact."""
+    """Clone, build in the builder image, check and record the artifact; --publish it."""
     want_json(ctx, as_json)
     if application is None:
         raise click.UsageError("give --app (and optionally --device)")
@@ -167,9 +173,37 @@ def build(
                 failed = [r for r in state.records() if r.name == planned.name]
                 records.extend(failed[-1:])
                 break
-    _report(records, as_json, state)
+    published = []
+    if do_publish and failure is None:
+        for planned, record in zip(plan.builds, records, strict=True):
+            published.append(_publish(planned.publish_to, publish_to, record, state, notify_url))
+    _report(records, as_json, state, published)
     if failure is not None:
         raise failure
+
+
+def _publish(
+    default_to: str, to: str | None, record: BuildRecord, state: StateDir, notify_url: str | None
+) -> dict[str, object]:
+    from ajour_build.cli.publish import publish_artifact
+    from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, SourceInfo
+
+    assert record.artifact is not None and record.version is not None
+    artifact = FirmwareArtifact(
+        state.build_dir(record.id) / "artifacts" / record.artifact.name,
+        record.version,
+        SourceInfo(record.git_url, record.commit or ""),
+        BuilderInfo(record.builder.image if record.builder else ""),
+    )
+    done, warning = publish_artifact(artifact, to or default_to, notify_url, insecure=False)
+    return {
+        "build": record.id,
+        "target": done.target,
+        "digest": done.digest,
+        "reference": done.reference,
+        "version": done.version,
+        "warning": warning,
+    }
 
 
 def _display_for(as_json: bool) -> _Display:
@@ -190,9 +224,16 @@ def _live(display: _Display) -> Iterator[None]:
             display.live = None
 
 
-def _report(records: list[BuildRecord], as_json: bool, state: StateDir) -> None:
+def _report(
+    records: list[BuildRecord], as_json: bool, state: StateDir, published: list[dict[str, object]]
+) -> None:
     if as_json:
-        click.echo(json.dumps([dump(r) for r in records], indent=2))
+        out_json = [dump(r) for r in records]
+        for entry in published:
+            for item in out_json:
+                if item["id"] == entry["build"]:
+                    item["published"] = entry
+        click.echo(json.dumps(out_json, indent=2))
         return
     out = console()
     out.print(_summary(records))
@@ -202,3 +243,7 @@ def _report(records: list[BuildRecord], as_json: bool, state: StateDir) -> None:
             out.print(f"{r.name}: cached (same commit, builder, args and env; key {key})")
         if r.artifact:
             out.print(f"artifacts: {state.build_dir(r.id) / 'artifacts'}")
+    for entry in published:
+        out.print(f"published {entry['version']} to {entry['target']} ({entry['digest']})")
+        if entry["warning"]:
+            console(stderr=True).print(f"[yellow]warning:[/] {entry['warning']}")

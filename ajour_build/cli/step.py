@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ajour_build.errors import AjourError
+from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, SourceInfo
 from ajour_build.steps.clone import clear, clone
 
 
@@ -55,3 +56,36 @@ def result_step() -> None:
     path = Path(_env("AJOUR_RESULT_PATH"))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(_env("AJOUR_RESULT_VALUE"), encoding="utf-8")
+
+
+@step.command("publish", context_settings={"ignore_unknown_options": True})
+@click.argument("builder_args", nargs=-1, type=click.UNPROCESSED)
+def publish_step(builder_args: tuple[str, ...]) -> None:
+    """Publish AJOUR_ARTIFACT_FILE to AJOUR_PUBLISH_TO (builder args follow --, as metadata)."""
+    from ajour_build.cli.publish import publish_artifact
+
+    if os.environ.get("AJOUR_DOCKERCONFIG_BOUND") == "false" or not os.environ.get("DOCKER_CONFIG"):
+        os.environ.pop("DOCKER_CONFIG", None)  # an unbound workspace gives an empty path
+    artifact = FirmwareArtifact(
+        Path(_env("AJOUR_ARTIFACT_FILE")),
+        _env("AJOUR_FIRMWARE_VERSION"),
+        SourceInfo(
+            _env("AJOUR_SOURCE_URL", required=False),
+            _env("AJOUR_SOURCE_COMMIT", required=False),
+            _env("AJOUR_SOURCE_PROJECT", required=False),
+        ),
+        BuilderInfo(_env("AJOUR_BUILDER_IMAGE", required=False), builder_args),
+    )
+    published, warning = publish_artifact(
+        artifact, _env("AJOUR_PUBLISH_TO"), os.environ.get("AJOUR_NOTIFY_URL") or None, False
+    )
+    _result(
+        "AJOUR_RESULT_IMAGE_URL",
+        published.reference.split("@", 1)[0] + ":" + published.version
+        if published.target.startswith("oci://")
+        else published.target,
+    )
+    _result("AJOUR_RESULT_IMAGE_DIGEST", published.digest)
+    click.echo(f"published {published.version} to {published.target} ({published.digest})")
+    if warning:
+        click.echo(f"warning: {warning}", err=True)

@@ -1,0 +1,193 @@
+"""An OCI image layout directory (the embedded default: no registry server).
+
+``oci-layout`` + ``index.json`` + ``blobs/sha256/<hex>``. Blobs are written to a temporary
+file and renamed into place; ``index.json`` is replaced atomically under a lock, so a
+reader never sees a half-written blob or index and concurrent writers do not lose tags.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ajour_build.artifact.format import (
+    MANIFEST_MEDIA_TYPE,
+    Descriptor,
+    FirmwareInfo,
+    describe,
+    firmware_from_tar,
+    verified,
+)
+from ajour_build.errors import ArtifactError
+
+REF_NAME = "org.opencontainers.image.ref.name"
+INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
+
+
+class LayoutStore:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # -- writing -------------------------------------------------------------------------
+    def init(self) -> None:
+        (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
+        marker = self.root / "oci-layout"
+        if not marker.exists():
+            self._atomic(marker, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+        if not (self.root / "index.json").exists():
+            self._atomic(self.root / "index.json", self._index_bytes([]))
+
+    def _atomic(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, data: bytes) -> str:
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        path = self._blob_path(digest)
+        if not path.exists():
+            self._atomic(path, data)
+        return digest
+
+    def put_file(self, source: Path) -> tuple[str, int]:
+        """Copy a file into the blob store (streamed); return its digest and size."""
+        digest = hashlib.sha256()
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root / "blobs" / "sha256")
+        size = 0
+        try:
+            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
+                for block in iter(lambda: src.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+                    size += len(block)
+                out.flush()
+                os.fsync(out.fileno())
+            name = "sha256:" + digest.hexdigest()
+            os.replace(tmp, self._blob_path(name))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return name, size
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with (self.root / ".lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def tag(self, tag: str, manifest_digest: str, size: int) -> None:
+        """Point ``tag`` at a manifest already in the blob store (replacing an older one)."""
+        if not self._blob_path(manifest_digest).exists():
+            raise ArtifactError(f"cannot tag {tag}: manifest {manifest_digest} is not stored")
+        with self._locked():
+            entries = [
+                m
+                for m in self._index().get("manifests", [])
+                if m.get("annotations", {}).get(REF_NAME) != tag
+            ]
+            entries.append(
+                {
+                    "mediaType": MANIFEST_MEDIA_TYPE,
+                    "digest": manifest_digest,
+                    "size": size,
+                    "annotations": {REF_NAME: tag},
+                }
+            )
+            self._atomic(self.root / "index.json", self._index_bytes(entries))
+
+    @staticmethod
+    def _index_bytes(entries: list[dict[str, Any]]) -> bytes:
+        index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries}
+        return json.dumps(index, indent=2).encode() + b"\n"
+
+    # -- reading -------------------------------------------------------------------------
+    def _blob_path(self, digest: str) -> Path:
+        algo, _, hexdigest = digest.partition(":")
+        if (
+            algo != "sha256"
+            or len(hexdigest) != 64
+            or not all(c in "0123456789abcdef" for c in hexdigest)
+        ):
+            raise ArtifactError(f"{digest!r} is not a sha256 digest")
+        return self.root / "blobs" / "sha256" / hexdigest
+
+    def _index(self) -> dict[str, Any]:
+        try:
+            data = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ArtifactError(f"{self.root} is not an OCI layout (no index.json)") from None
+        except ValueError as exc:
+            raise ArtifactError(f"{self.root}/index.json is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ArtifactError(f"{self.root}/index.json is not an OCI index")
+        return data
+
+    def tags(self) -> list[str]:
+        return sorted(
+            m["annotations"][REF_NAME]
+            for m in self._index().get("manifests", [])
+            if isinstance(m, dict) and REF_NAME in m.get("annotations", {})
+        )
+
+    def resolve(self, tag: str) -> str | None:
+        for entry in self._index().get("manifests", []):
+            if isinstance(entry, dict) and entry.get("annotations", {}).get(REF_NAME) == tag:
+                return str(entry["digest"])
+        return None
+
+    def read_blob(self, digest: str, size_hint: int | None = None) -> bytes:
+        path = self._blob_path(digest)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"blob {digest} is missing from {self.root}") from None
+        return verified(data, digest, f"blob {digest} in {self.root}")
+
+    def manifest(self, tag: str) -> tuple[bytes, str]:
+        digest = self.resolve(tag)
+        if digest is None:
+            known = ", ".join(self.tags()) or "none"
+            raise ArtifactError(f"tag {tag!r} not found in {self.root} (tags: {known})")
+        return self.read_blob(digest), digest
+
+    def inspect(self, tag: str) -> FirmwareInfo:
+        body, _ = self.manifest(tag)
+        return describe(body, lambda d: self.read_blob(d.digest), tag)
+
+    def firmware(self, info: FirmwareInfo) -> bytes:
+        if info.firmware is not None:
+            data = self.read_blob(info.firmware.digest)  # verified against its digest
+            if info.firmware.digest == info.checksum:
+                return data
+        elif info.layer is not None:
+            data = firmware_from_tar(info.layer, self.read_blob(info.layer.digest))
+        else:  # pragma: no cover
+            raise ArtifactError("no firmware blob")
+        return verified(data, info.checksum, f"firmware {info.version}")
+
+
+def descriptor_of(data: bytes, media_type: str) -> Descriptor:
+    return Descriptor.model_validate(
+        {
+            "mediaType": media_type,
+            "digest": "sha256:" + hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
+    )

@@ -1,0 +1,126 @@
+"""``ajour-build publish`` and ``ajour-build inspect``."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+from rich.table import Table
+
+from ajour_build.cli import console, want_json
+from ajour_build.errors import ArtifactError, PublishError
+from ajour_build.publish import notify
+from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, Published, SourceInfo
+from ajour_build.publish.target import inspect as inspect_target
+from ajour_build.publish.target import publisher_for
+
+
+def publish_artifact(
+    artifact: FirmwareArtifact, to: str, notify_url: str | None, insecure: bool
+) -> tuple[Published, str | None]:
+    """Publish, then notify; a failed notification is a warning (the artifact is out)."""
+    published = publisher_for(to, os.environ, insecure).publish(artifact)
+    warning = None
+    if notify_url:
+        try:
+            notify.send(notify_url, published)
+        except PublishError as exc:
+            warning = str(exc)
+    return published, warning
+
+
+def _report(published: Published, warning: str | None, as_json: bool) -> None:
+    if as_json:
+        click.echo(
+            json.dumps(
+                {**vars(published), "tags": list(published.tags), "warning": warning}, indent=2
+            )
+        )
+        return
+    out = console()
+    out.print(f"published {published.version} to {published.target}")
+    out.print(f"  reference: {published.reference}")
+    out.print(f"  digest:    {published.digest}")
+    if published.tags:
+        out.print(f"  tags:      {', '.join(published.tags)}")
+    if warning:
+        console(stderr=True).print(f"[yellow]warning:[/] {warning}")
+
+
+@click.command()
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option(
+    "--to",
+    "to",
+    required=True,
+    help="oci://host/repo:tag, oci-layout:///dir:tag, dir:///dir/<name>, hawkbit://…",
+)
+@click.option("--version", "version", required=True, help="The firmware version (immutable).")
+@click.option("--source-uri", default="", help="Git URI of the source (metadata).")
+@click.option("--source-commit", default="", help="Commit the firmware was built from.")
+@click.option("--source-project", default="", help="Project folder in the repository.")
+@click.option("--builder-image", default="", help="Builder image (metadata).")
+@click.option("--builder-arg", "builder_args", multiple=True, help="Builder argument (repeat).")
+@click.option("--notify", "notify_url", help="Tell delivery: http(s):// URL or mqtt://host/topic.")
+@click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def publish(
+    ctx: click.Context,
+    artifact: Path,
+    to: str,
+    version: str,
+    source_uri: str,
+    source_commit: str,
+    source_project: str,
+    builder_image: str,
+    builder_args: tuple[str, ...],
+    notify_url: str | None,
+    insecure: bool,
+    as_json: bool,
+) -> None:
+    """Publish a firmware file (format v1 in OCI; Drogue's layout in a directory)."""
+    want_json(ctx, as_json)
+    firmware = FirmwareArtifact(
+        artifact,
+        version,
+        SourceInfo(source_uri, source_commit, source_project),
+        BuilderInfo(builder_image, builder_args),
+    )
+    published, warning = publish_artifact(firmware, to, notify_url, insecure)
+    _report(published, warning, as_json)
+
+
+@click.command()
+@click.argument("target")
+@click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def inspect(ctx: click.Context, target: str, insecure: bool, as_json: bool) -> None:
+    """Show what is published: the true version behind a tag, size, checksum, source."""
+    want_json(ctx, as_json)
+    try:
+        info = inspect_target(target, os.environ, insecure)
+    except ArtifactError as exc:
+        raise PublishError(str(exc)) from None
+    if as_json:
+        click.echo(info.model_dump_json(indent=2))
+        return
+    table = Table("field", "value", show_header=False)
+    rows = [
+        ("target", target),
+        ("version", info.version),
+        ("size", str(info.size)),
+        ("checksum", info.checksum),
+        ("digest", info.manifest_digest or "-"),
+        ("layout", info.layout),
+        ("source", info.source.uri or "-"),
+        ("commit", info.source.commit or "-"),
+        ("builder", info.builder.image or "-"),
+        ("created", info.created or "-"),
+    ]
+    for key, value in rows:
+        table.add_row(key, value)
+    console().print(table)

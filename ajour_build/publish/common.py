@@ -1,0 +1,53 @@
+"""What the OCI-shaped publishers (registry and layout) share: the v1 metadata."""
+
+from __future__ import annotations
+
+import hashlib
+
+from ajour_build.artifact.format import (
+    Builder,
+    FirmwareConfig,
+    Source,
+    build_manifest,
+    canonical,
+    config_blob,
+    now_rfc3339,
+    sha256_digest,
+)
+from ajour_build.publish.base import FirmwareArtifact
+
+
+def file_digest(artifact: FirmwareArtifact) -> str:
+    digest = hashlib.sha256()
+    with artifact.path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return "sha256:" + digest.hexdigest()
+
+
+class V1Parts:
+    """The config blob, manifest bytes and digests for one artifact (format v1)."""
+
+    def __init__(self, artifact: FirmwareArtifact) -> None:
+        size = artifact.check()
+        self.checksum = file_digest(artifact)
+        self.config = FirmwareConfig(
+            version=artifact.version,
+            size=size,
+            checksum=self.checksum,
+            source=Source(**vars(artifact.source)),
+            builder=Builder(image=artifact.builder.image, args=artifact.builder.args),
+            created=now_rfc3339(),
+        )
+        self.config_bytes = config_blob(self.config)
+        self.manifest = build_manifest(self.config, self.config_bytes, artifact.path.name)
+        self.manifest_bytes = canonical(self.manifest)
+        self.digest = sha256_digest(self.manifest_bytes)
+
+
+def conflict(version: str, where: str, existing: str, ours: str) -> str:
+    return (
+        f"version {version} is already published at {where} with different firmware"
+        f" (published {existing}, this build {ours}); versions are immutable: bump the"
+        " version instead of overwriting it"
+    )

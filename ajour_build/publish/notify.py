@@ -1,0 +1,68 @@
+"""Telling delivery about a new publish: an HTTP POST or an MQTT message.
+
+The event is ``{image, tag, digest, version, target}``. Delivery also learns of pushes
+from the registry's own notifications (``notifications.endpoints``); this event covers
+layout directories and registries without notifications.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from urllib.parse import urlsplit
+
+from ajour_build.errors import PublishError
+from ajour_build.publish.base import Published
+
+
+def event(published: Published) -> dict[str, str]:
+    image = published.reference.split("@", 1)[0]
+    tag = published.tags[-1] if published.tags else published.version
+    return {
+        "image": image,
+        "tag": tag,
+        "digest": published.digest,
+        "version": published.version,
+        "target": published.target,
+    }
+
+
+def send(url: str, published: Published, timeout: float = 5.0) -> None:
+    body = json.dumps(event(published)).encode()
+    parts = urlsplit(url)
+    if parts.scheme in ("http", "https"):
+        request = urllib.request.Request(
+            url, data=body, method="POST", headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                response.read(1024)
+        except (urllib.error.URLError, OSError) as exc:
+            raise PublishError(f"published, but notifying {url} failed: {exc}") from None
+        return
+    if parts.scheme == "mqtt":
+        _mqtt(
+            parts.hostname or "127.0.0.1", parts.port or 1883, parts.path.lstrip("/"), body, timeout
+        )
+        return
+    raise PublishError(f"notify URL {url!r} must be http(s):// or mqtt://host:port/topic")
+
+
+def _mqtt(host: str, port: int, topic: str, body: bytes, timeout: float) -> None:
+    try:
+        import paho.mqtt.publish as mqtt_publish
+    except ImportError:
+        raise PublishError(
+            "mqtt:// notifications need the mqtt extra (pip install ajour[mqtt])"
+        ) from None
+    if not topic:
+        raise PublishError("the MQTT notify URL needs a topic: mqtt://host:port/<topic>")
+    try:
+        mqtt_publish.single(
+            topic, body, qos=1, hostname=host, port=port, keepalive=int(timeout) + 5
+        )
+    except OSError as exc:
+        raise PublishError(
+            f"published, but the MQTT notification to {host}:{port} failed: {exc}"
+        ) from None

@@ -1,0 +1,83 @@
+"""From a target URL to its publisher, and to a reader for ``inspect``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+
+from ajour_build.artifact import credentials
+from ajour_build.artifact.format import FirmwareInfo
+from ajour_build.artifact.layout import LayoutStore
+from ajour_build.artifact.reference import SCHEMES, parse_dir, parse_layout, parse_oci
+from ajour_build.artifact.registry import RegistryReader
+from ajour_build.errors import ArtifactError, PublishError
+from ajour_build.publish.base import Publisher
+
+
+def scheme_of(url: str) -> str:
+    scheme = url.split("://", 1)[0] if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise PublishError(
+            f"{url!r}: unknown target; use oci://host/repo:tag, oci-layout:///dir:tag,"
+            " dir:///dir/<name> or hawkbit://host/<module>"
+        )
+    return scheme
+
+
+def publisher_for(url: str, env: Mapping[str, str], insecure: bool = False) -> Publisher:
+    scheme = scheme_of(url)
+    try:
+        if scheme == "oci":
+            from ajour_build.publish.oci import OciPublisher
+
+            ref = parse_oci(url)
+            return OciPublisher(ref, credentials.lookup(ref.host, env), insecure)
+        if scheme == "oci-layout":
+            from ajour_build.publish.layout import LayoutPublisher
+
+            return LayoutPublisher(parse_layout(url))
+        if scheme == "dir":
+            from ajour_build.publish.directory import DirPublisher
+
+            return DirPublisher(parse_dir(url))
+    except ArtifactError as exc:
+        raise PublishError(str(exc)) from None
+    from ajour_build.publish.hawkbit import HawkbitPublisher
+
+    return HawkbitPublisher.from_url(url, env)
+
+
+def inspect(url: str, env: Mapping[str, str], insecure: bool = False) -> FirmwareInfo:
+    """What is published at ``url``: the true version behind a moving tag, and more."""
+    scheme = scheme_of(url)
+    if scheme == "oci":
+        ref = parse_oci(url)
+        reader = RegistryReader(ref.host, credentials.lookup(ref.host, env), insecure)
+        return reader.inspect(ref)
+    if scheme == "oci-layout":
+        layout = parse_layout(url)
+        return LayoutStore(layout.path).inspect(layout.tag)
+    if scheme == "dir":
+        return _inspect_dir(url)
+    raise ArtifactError("inspect reads oci://, oci-layout:// and dir:// targets")
+
+
+def _inspect_dir(url: str) -> FirmwareInfo:
+    ref = parse_dir(url)
+    meta_path = ref.path / f"{ref.name}.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        checksum = "sha256:" + str(meta["checksum"]).removeprefix("sha256:")
+        return FirmwareInfo(
+            version=str(meta["version"]),
+            size=int(meta["size"]),
+            checksum=checksum,
+            layout="drogue-file",
+            manifest_digest="",
+            title=Path(f"{ref.name}.bin").name,
+        )
+    except FileNotFoundError:
+        raise ArtifactError(f"{meta_path} does not exist") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ArtifactError(f"{meta_path} is not {{version, checksum, size}}: {exc}") from None
