@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -125,3 +126,40 @@ def test_inspect_cli_shows_the_version_behind_latest(tmp_path: Path) -> None:
     missing = runner.invoke(main, ["inspect", f"oci-layout://{tmp_path / 'l'}:nope"])
     assert missing.exit_code == 1 and "tag 'nope' not found" in missing.output
     assert sys.executable
+
+
+def test_mqtt_notification_reaches_a_subscriber(tmp_path: Path) -> None:
+    import queue
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from tests.broker import run_broker
+
+    with run_broker(tmp_path / "mqtt") as port:
+        got: queue.Queue[bytes] = queue.Queue()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2)
+        client.on_message = lambda _c, _u, msg: got.put(bytes(msg.payload))
+        client.connect("127.0.0.1", port)
+        client.subscribe("ajour/published", qos=1)
+        client.loop_start()
+        try:
+            time.sleep(0.2)
+            done = Published(
+                "oci://r/fw:latest",
+                "r/fw@sha256:" + "1" * 64,
+                "sha256:" + "1" * 64,
+                "3.3",
+                ("3.3", "latest"),
+            )
+            notify.send(f"mqtt://127.0.0.1:{port}/ajour/published", done)
+            assert json.loads(got.get(timeout=5)) == {
+                "image": "r/fw",
+                "tag": "latest",
+                "digest": "sha256:" + "1" * 64,
+                "version": "3.3",
+                "target": "oci://r/fw:latest",
+            }
+        finally:
+            client.loop_stop()
+            client.disconnect()
