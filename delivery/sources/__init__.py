@@ -1,0 +1,1 @@
+"""Firmware sources behind one Protocol: OCI registry, OCI layout dir, file dir (hawkBit next)."""

@@ -1,0 +1,106 @@
+"""Which firmware each device should run: fleet spec (Device overrides Application) → source.
+
+``container.image`` is relative to the registry prefix: ``host[:port]/path`` for a registry,
+or ``oci-layout:///dir`` for layout directories on disk (one per repository, the embedded
+default). ``file`` names a firmware in the file directory. Sources are shared by every
+device with the same spec, so a fleet of thousands resolves a handful of tags.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ajour_build.artifact import credentials
+from ajour_build.artifact.layout import LayoutStore
+from ajour_build.artifact.reference import OciRef
+from ajour_build.artifact.registry import RegistryReader
+from ajour_build.fleet import Fleet
+from ajour_build.spec.firmware import Firmware
+from delivery.cache import ByteLru, TtlCache
+from delivery.errors import DeliveryError
+from delivery.sources.base import FirmwareSource
+from delivery.sources.file import FileSource
+from delivery.sources.layout import LayoutSource
+from delivery.sources.oci import OciSource
+
+LAYOUT = "oci-layout://"
+
+
+def _split(image: str) -> tuple[str, str]:
+    image = image.split("@", 1)[0]
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+        return repo, tag
+    return image, "latest"
+
+
+@dataclass
+class Targets:
+    fleet: Fleet
+    registry: str = "127.0.0.1:5000/ajour"
+    file_dir: Path | None = None
+    ttl: float = 30.0
+    insecure: bool = False
+    env: Mapping[str, str] = field(default_factory=dict)
+    blob_cache_bytes: int = 64 * 1024 * 1024
+    _sources: dict[str, FirmwareSource] = field(default_factory=dict, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        self._tags: TtlCache[str, str] = TtlCache(self.ttl)
+        self._blobs: ByteLru[str] = ByteLru(self.blob_cache_bytes)
+
+    def knows(self, application: str, device: str) -> bool:
+        return (application, device) in self.fleet.devices
+
+    def firmware_spec(self, application: str, device: str) -> Firmware | None:
+        return self.fleet.effective_firmware(application, device)
+
+    def source(self, application: str, device: str) -> FirmwareSource | None:
+        """The shared source for this device's firmware spec, or None if it has none."""
+        spec = self.firmware_spec(application, device)
+        if spec is None:
+            return None
+        key = spec.model_dump_json(exclude={"container": {"build"}})
+        with self._lock:
+            found = self._sources.get(key)
+            if found is None:
+                found = self._make(spec)
+                self._sources[key] = found
+            return found
+
+    def _make(self, spec: Firmware) -> FirmwareSource:
+        if spec.container is not None:
+            repo, tag = _split(spec.container.image)
+            if self.registry.startswith(LAYOUT):
+                root = Path(self.registry[len(LAYOUT) :]) / repo
+                return LayoutSource(LayoutStore(root), tag, self._blobs)
+            host, _, prefix = self.registry.partition("/")
+            full = f"{prefix}/{repo}" if prefix else repo
+            reader = RegistryReader(host, credentials.lookup(host, self.env), self.insecure)
+            return OciSource(reader, OciRef(host, full, tag), self._tags, self._blobs)
+        if spec.file is not None:
+            if self.file_dir is None:
+                raise DeliveryError(
+                    f"firmware file {spec.file.name!r} needs a file directory: pass --file-dir"
+                )
+            return FileSource(self.file_dir, spec.file.name)
+        raise DeliveryError("hawkBit firmware sources are not served yet (hawkBit DDI: issue 5)")
+
+    def invalidate(self, image: str = "", tag: str = "") -> int:
+        """Drop cached tag resolutions (all, or those of ``image``); return how many sources."""
+        with self._lock:
+            sources = list(self._sources.values())
+        count = 0
+        for source in sources:
+            ref = getattr(source, "ref", None)
+            if not image or (
+                isinstance(ref, OciRef) and ref.image == image and (not tag or ref.tag == tag)
+            ):
+                source.invalidate()
+                count += 1
+        return count

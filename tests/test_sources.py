@@ -1,0 +1,121 @@
+"""Delivery's firmware sources against real storage: registry, layout dir, file dir."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ajour_build.artifact.layout import LayoutStore
+from ajour_build.artifact.reference import parse_oci
+from ajour_build.artifact.registry import RegistryReader
+from ajour_build.publish.base import FirmwareArtifact
+from ajour_build.publish.target import publisher_for
+from delivery.cache import ByteLru, TtlCache
+from delivery.sources.base import SourceUnavailable
+from delivery.sources.file import FileSource
+from delivery.sources.layout import LayoutSource
+from delivery.sources.oci import OciSource
+from tests.registry import free_port, run_registry
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def publish(tmp: Path, url: str, version: str, content: bytes) -> None:
+    path = tmp / f"fw-{version}.bin"
+    path.write_bytes(content)
+    publisher_for(url, {}).publish(FirmwareArtifact(path, version))
+
+
+def test_registry_source_follows_the_moving_tag(tmp_path: Path) -> None:
+    with run_registry(tmp_path / "registry") as registry:
+        url = f"oci://{registry.host}/fw/app:latest"
+        publish(tmp_path, url, "1.0", b"A" * 3000)
+        clock = Clock()
+        source = OciSource(RegistryReader(registry.host), parse_oci(url), TtlCache(30, clock))
+        first = source.target()
+        assert (first.version, first.size) == (b"1.0", 3000)
+        assert first.checksum == hashlib.sha256(b"A" * 3000).digest()
+        publish(tmp_path, url, "1.1", b"B" * 2000)
+        assert source.target().version == b"1.0", "tag resolution is cached within the TTL"
+        source.invalidate()  # what a publish event or a registry notification does
+        assert source.target().version == b"1.1"
+        publish(tmp_path, url, "1.2", b"C" * 1000)
+        clock.now += 31  # no event: the TTL bounds how stale the target can be
+        assert source.target().version == b"1.2"
+
+
+def test_registry_source_refuses_corruption_and_survives_outages(tmp_path: Path) -> None:
+    with run_registry(tmp_path / "registry") as registry:
+        url = f"oci://{registry.host}/fw/c:latest"
+        content = b"\x11" * 1024
+        publish(tmp_path, url, "9", content)
+        hexdigest = hashlib.sha256(content).hexdigest()
+        blob = (
+            registry.root
+            / "storage"
+            / "docker"
+            / "registry"
+            / "v2"
+            / "blobs"
+            / "sha256"
+            / hexdigest[:2]
+            / hexdigest
+            / "data"
+        )
+        blob.write_bytes(b"\x12" + content[1:])
+        source = OciSource(RegistryReader(registry.host), parse_oci(url))
+        with pytest.raises(SourceUnavailable, match="corrupted"):
+            source.target()
+    down = OciSource(
+        RegistryReader(f"127.0.0.1:{free_port()}"),
+        parse_oci(f"oci://127.0.0.1:{free_port()}/fw/x:latest"),
+    )
+    with pytest.raises(SourceUnavailable, match="unreachable"):
+        down.target()
+
+
+def test_layout_source(tmp_path: Path) -> None:
+    url = f"oci-layout://{tmp_path / 'layout'}:stable"
+    publish(tmp_path, url, "2.0", b"L" * 700)
+    source = LayoutSource(LayoutStore(tmp_path / "layout"), "stable")
+    assert source.target().version == b"2.0"
+    publish(tmp_path, url, "2.1", b"M" * 700)
+    assert source.target().version == b"2.1"
+    with pytest.raises(SourceUnavailable, match="tag 'nope' not found"):
+        LayoutSource(LayoutStore(tmp_path / "layout"), "nope").target()
+
+
+def test_file_source_reads_drogue_layout_and_refuses_mismatch(tmp_path: Path) -> None:
+    publish(tmp_path, f"dir://{tmp_path / 'files' / 'sensor'}", "0.3", b"S" * 99)
+    source = FileSource(tmp_path / "files", "sensor")
+    target = source.target()
+    assert (target.version, target.data) == (b"0.3", b"S" * 99)
+    (tmp_path / "files" / "sensor.bin").write_bytes(b"T" * 99)
+    source.invalidate()
+    with pytest.raises(SourceUnavailable, match="does not match"):
+        source.target()
+    with pytest.raises(SourceUnavailable, match="does not exist"):
+        FileSource(tmp_path / "files", "missing").target()
+
+
+@given(
+    st.lists(st.tuples(st.integers(0, 20), st.binary(max_size=40)), max_size=60),
+    st.integers(1, 200),
+)
+def test_byte_lru_never_exceeds_its_capacity(ops: list[tuple[int, bytes]], capacity: int) -> None:
+    lru: ByteLru[int] = ByteLru(capacity)
+    for key, value in ops:
+        lru.put(key, value)
+        assert lru.size <= capacity
+        got = lru.get(key)
+        assert got is None or got == value
