@@ -1,0 +1,163 @@
+"""The delivery decision (contract 4): which command a device gets for the status it sent.
+
+``decide()`` is pure and stateless. Everything it needs is in the device's status, the
+target firmware and the policy, so any worker can answer any device, in any order, any
+number of times. Its rules follow Drogue Ajour's updater, with its flaws fixed:
+
+- No target (none configured, or the firmware source is unavailable): ``Wait``, polling
+  again after ``policy.poll_wait`` seconds.
+- The device runs the target version: ``Sync``, polling again after ``policy.poll_synced``.
+- Otherwise the device resumes at ``update.offset`` only when its update is for the target
+  version and ``0 <= offset <= size``. Any other update (another version, or an offset past
+  the end, which the original answered with a ``Swap`` of a half-written image) restarts
+  at 0.
+- At ``offset == size``: ``Swap`` with the raw 32-byte SHA-256 of the image.
+- Otherwise: ``Write`` of ``data[offset:offset + min(mtu, size - offset)]``, with the mtu
+  clamped by ``effective_mtu()``. A ``Write`` is never empty and never leaves the image.
+- Every command echoes the status's ``correlation_id``.
+
+An empty image is refused where it is made: ``Firmware`` raises ``InvalidFirmware`` for it,
+so the firmware source treats it as "no target" and devices get ``Wait``. Swapping to an
+empty image (whose checksum a device would accept) would brick the device; writing it
+would loop forever.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+from delivery.errors import DeliveryError
+from delivery.protocol import Command, Status, Swap, Sync, Wait, Write
+
+__all__ = [
+    "DEFAULT_POLICY",
+    "Firmware",
+    "InvalidFirmware",
+    "InvalidPolicy",
+    "Policy",
+    "decide",
+    "effective_mtu",
+]
+
+CHECKSUM_SIZE = 32
+"""Size of the raw SHA-256 digest that ``Swap`` carries."""
+
+U32_MAX = 0xFFFF_FFFF
+"""Offsets, sizes and poll intervals are u32 on the wire."""
+
+
+class InvalidFirmware(DeliveryError, ValueError):
+    """A firmware image that must never be delivered (empty, or a malformed checksum)."""
+
+
+class InvalidPolicy(DeliveryError, ValueError):
+    """A delivery policy whose limits contradict each other."""
+
+
+@dataclass(frozen=True, slots=True)
+class Firmware:
+    """A target firmware image: its version, its bytes and their raw SHA-256.
+
+    Construction checks only what is cheap: the image is not empty, it fits the u32 offsets
+    of the wire, and the checksum is 32 raw bytes (not hex). It does not hash the image;
+    ``from_image()`` does, for callers that have no trusted checksum.
+    """
+
+    version: bytes
+    data: bytes = field(repr=False)
+    checksum: bytes
+
+    def __post_init__(self) -> None:
+        if not self.data:
+            raise InvalidFirmware(f"firmware {self.version!r} is empty: refusing to deliver it")
+        if len(self.data) > U32_MAX:
+            raise InvalidFirmware(
+                f"firmware {self.version!r} is {len(self.data)} bytes: "
+                f"more than the protocol's u32 offsets can address"
+            )
+        if len(self.checksum) != CHECKSUM_SIZE:
+            raise InvalidFirmware(
+                f"firmware {self.version!r}: checksum must be the raw {CHECKSUM_SIZE}-byte "
+                f"SHA-256, got {len(self.checksum)} bytes"
+            )
+
+    @classmethod
+    def from_image(cls, version: bytes, data: bytes) -> Firmware:
+        """The firmware for ``data``, with its SHA-256 computed here."""
+        return cls(version, data, hashlib.sha256(data).digest())
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Per-application delivery settings. Poll intervals are in seconds.
+
+    - ``default_mtu``: block size for devices that report no mtu, or mtu 0.
+    - ``max_mtu``: larger reported mtus (up to 2**32 - 1 on the wire) are clamped to this.
+    - ``min_mtu``: smaller non-zero mtus are raised to this, so a device reporting mtu 1
+      does not need one round trip per byte.
+    - ``poll_synced``: sent with ``Sync``; ``None`` lets the device choose.
+    - ``poll_wait``: sent with ``Wait`` when there is no target.
+    """
+
+    default_mtu: int = 512
+    max_mtu: int = 16384
+    min_mtu: int = 16
+    poll_synced: int | None = 300
+    poll_wait: int = 30
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.min_mtu <= self.default_mtu <= self.max_mtu:
+            raise InvalidPolicy(
+                "need 1 <= min_mtu <= default_mtu <= max_mtu, got "
+                f"min_mtu={self.min_mtu}, default_mtu={self.default_mtu}, "
+                f"max_mtu={self.max_mtu}"
+            )
+        for name, poll in (("poll_synced", self.poll_synced), ("poll_wait", self.poll_wait)):
+            if poll is not None and not 0 <= poll <= U32_MAX:
+                raise InvalidPolicy(f"{name} must be between 0 and {U32_MAX} seconds, got {poll}")
+
+
+DEFAULT_POLICY = Policy()
+
+
+def effective_mtu(status: Status, policy: Policy = DEFAULT_POLICY) -> int:
+    """The block size for this device: its mtu, clamped to ``[min_mtu, max_mtu]``.
+
+    No mtu, or an mtu of 0 or less (a u32 on the wire, so 0 is the only such value a
+    device can send), means "unknown": ``default_mtu``.
+    """
+    mtu = status.mtu
+    if mtu is None or mtu <= 0:
+        return policy.default_mtu
+    if mtu < policy.min_mtu:
+        return policy.min_mtu
+    if mtu > policy.max_mtu:
+        return policy.max_mtu
+    return mtu
+
+
+def decide(status: Status, target: Firmware | None, policy: Policy = DEFAULT_POLICY) -> Command:
+    """The command for a device that sent ``status``, when it should run ``target``."""
+    correlation_id = status.correlation_id
+    if target is None:
+        return Wait(correlation_id=correlation_id, poll=policy.poll_wait)
+    version = target.version
+    if status.version == version:
+        return Sync(version=version, correlation_id=correlation_id, poll=policy.poll_synced)
+    data = target.data
+    size = len(data)
+    offset = 0
+    update = status.update
+    if update is not None and update.version == version and 0 <= update.offset <= size:
+        offset = update.offset
+    if offset == size:
+        return Swap(version=version, correlation_id=correlation_id, checksum=target.checksum)
+    end = offset + effective_mtu(status, policy)
+    return Write(
+        version=version, correlation_id=correlation_id, offset=offset, data=data[offset:end]
+    )

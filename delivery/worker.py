@@ -1,0 +1,121 @@
+"""The delivery worker's core: one status in, one command out, computed from that status.
+
+Transport-independent (MQTT and HTTP call :meth:`Worker.handle`). A bad message is counted
+and logged, never raised: one device cannot stop the worker serving the others.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+
+from delivery.decision import DEFAULT_POLICY, Firmware, InvalidFirmware, Policy, decide
+from delivery.errors import DeliveryError
+from delivery.protocol import (
+    Command,
+    ProtocolError,
+    Status,
+    Swap,
+    Sync,
+    Wait,
+    Write,
+    decode_status,
+    encode_command,
+)
+from delivery.sources.base import SourceUnavailable, Target
+from delivery.store import DeviceStatus, State, StatusStore, now
+from delivery.targets import Targets
+
+log = logging.getLogger("delivery.worker")
+
+
+@dataclass
+class Counters:
+    _counts: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._counts[name] += 1
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._counts)
+
+
+@dataclass
+class Worker:
+    targets: Targets
+    store: StatusStore | None = None
+    policy: Policy = DEFAULT_POLICY
+    counters: Counters = field(default_factory=Counters)
+
+    def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
+        """The CBOR command for a device's CBOR status, or None (unknown or rejected)."""
+        if not self.targets.knows(application, device):
+            self.counters.add("unknown_device")
+            log.info("status from unknown device %s/%s ignored", application, device)
+            return None
+        try:
+            status = decode_status(payload)
+        except ProtocolError as exc:
+            self.counters.add("rejected")
+            log.warning("rejected status from %s/%s: %s", application, device, exc)
+            return None
+        target, problem = self._target(application, device)
+        command = decide(status, target, self.policy)
+        self.counters.add(type(command).__name__.lower())
+        if self.store is not None:
+            self.store.observe(
+                self._observed(application, device, status, target, command, problem)
+            )
+        return encode_command(command)
+
+    def _target(self, application: str, device: str) -> tuple[Firmware | None, str]:
+        try:
+            source = self.targets.source(application, device)
+            if source is None:
+                return None, "no firmware assigned"
+            found: Target = source.target()
+            return Firmware(found.version, found.data, found.checksum), ""
+        except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
+            self.counters.add("source_unavailable")
+            log.warning("no target for %s/%s: %s", application, device, exc)
+            return None, str(exc)
+
+    def _observed(
+        self,
+        application: str,
+        device: str,
+        status: Status,
+        target: Firmware | None,
+        command: Command,
+        problem: str,
+    ) -> DeviceStatus:
+        state: State
+        offset: int | None = None
+        if isinstance(command, Sync):
+            state = "Synced"
+        elif isinstance(command, Write):
+            state, offset = "Updating", command.offset
+        elif isinstance(command, Swap):
+            state, offset = "Updating", len(target.data) if target else None
+        elif isinstance(command, Wait) and problem and problem != "no firmware assigned":
+            state = "Failed"
+        else:
+            state = "Waiting"
+        spec = self.targets.firmware_spec(application, device)
+        return DeviceStatus(
+            application=application,
+            device=device,
+            current=status.version.decode("utf-8", errors="replace"),
+            target=target.version.decode("utf-8", errors="replace") if target else None,
+            offset=offset,
+            size=len(target.data) if target else None,
+            state=state,
+            source=spec.kind if spec else "",
+            detail=problem,
+            last_seen=now(),
+        )

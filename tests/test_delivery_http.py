@@ -1,0 +1,179 @@
+"""Delivery over HTTP, end to end: registry → worker → 200 simulated devices, and bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ajour_build.fleet import load_fleet
+from delivery.cli import main
+from delivery.http import HttpSettings, HttpTransport
+from delivery.protocol import Status, decode_command, encode_status
+from delivery.simulator import simulate_http
+from delivery.store import StatusStore
+from delivery.targets import Targets
+from delivery.worker import Worker
+from tests.registry import Registry, run_registry
+from tests.test_sources import publish
+
+DEVICES = 200
+
+
+def fleet_yaml() -> str:
+    docs = [
+        "kind: Application\nmetadata: {name: app}\n"
+        "spec: {firmware: {container: {image: fw/app:latest}}}\n"
+    ]
+    for i in range(DEVICES):
+        docs.append(
+            f"metadata: {{name: dev{i}, application: app}}\n"
+            f"spec: {{credentials: {{credentials: [{{pass: pw-{i}}}]}}}}\n"
+        )
+    docs.append(
+        "metadata: {name: userdev, application: app}\n"
+        "spec: {credentials: {credentials: [{user: {username: alice, password: wonder}}]}}\n"
+    )
+    return "---\n".join(docs)
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[Registry, HttpTransport, Path]]:
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet_yaml())
+    with run_registry(tmp_path / "registry") as registry:
+        worker = Worker(
+            Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", ttl=600),
+            StatusStore(tmp_path / "status.db"),
+        )
+        transport = HttpTransport(worker, HttpSettings(port=0))
+        transport.start()
+        try:
+            yield registry, transport, tmp_path
+        finally:
+            transport.stop()
+
+
+def post(url: str, body: bytes, auth: str | None = None) -> tuple[int, bytes]:
+    headers = {"Content-Type": "application/cbor"}
+    if auth:
+        headers["Authorization"] = "Basic " + base64.b64encode(auth.encode()).decode()
+    req = urllib.request.Request(url, data=body, method="POST", headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        data = exc.read()
+        exc.close()
+        return exc.code, data
+
+
+def test_two_hundred_devices_update_over_http_and_follow_a_new_publish(
+    served: tuple[Registry, HttpTransport, Path],
+) -> None:
+    registry, transport, tmp = served
+    url = f"oci://{registry.host}/ajour/fw/app:latest"
+    publish(tmp, url, "1.0", bytes(range(256)) * 64)  # 16 KiB
+    names = [f"dev{i}" for i in range(DEVICES)]
+    results = simulate_http(
+        transport.url, "app", names, b"0.1", 512, lambda name: f"pw-{name[3:]}"
+    )  # each device its own password
+    assert [r.final for r in results] == ["1.0"] * DEVICES
+    assert all(r.synced and not r.error and r.swaps_rejected == 0 for r in results)
+
+    publish(tmp, url, "1.1", bytes(range(255, -1, -1)) * 64)
+    event = json.dumps(
+        {"image": f"{registry.host}/ajour/fw/app", "tag": "latest", "digest": "x", "version": "1.1"}
+    ).encode()
+    req = urllib.request.Request(f"{transport.url}/v1/events", data=event, method="POST")
+    with urllib.request.urlopen(req) as resp:
+        assert json.loads(resp.read()) == {"invalidated": 1}
+    again = simulate_http(transport.url, "app", ["dev0"], b"1.0", 512, "pw-0")
+    assert again[0].final == "1.1"
+
+    with urllib.request.urlopen(f"{transport.url}/v1/status/app/dev0") as resp:
+        (row,) = json.loads(resp.read())
+    assert (row["state"], row["current"], row["target"]) == ("Synced", "1.1", "1.1")
+
+
+def test_many_devices_concurrently_without_auth(tmp_path: Path) -> None:
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet_yaml())
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "2.0", b"z" * 8192)
+    worker = Worker(
+        Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}"), StatusStore()
+    )
+    transport = HttpTransport(worker, HttpSettings(port=0, authenticate=False))
+    transport.start()
+    try:
+        names = [f"dev{i}" for i in range(DEVICES)]
+        results = simulate_http(transport.url, "app", names, b"0.1", 256, None, concurrency=32)
+        assert [r.final for r in results] == ["2.0"] * DEVICES
+        assert all(r.bytes_received == 8192 and r.steps == 8192 // 256 + 2 for r in results)
+        store = worker.store
+        assert store is not None
+        assert {r.state for r in store.devices("app")} == {"Synced"}
+    finally:
+        transport.stop()
+
+
+def test_http_authentication_and_bad_requests(served: tuple[Registry, HttpTransport, Path]) -> None:
+    registry, transport, tmp = served
+    publish(tmp, f"oci://{registry.host}/ajour/fw/app:latest", "1.0", b"x" * 100)
+    status = encode_status(Status(b"0.1", 512, 5))
+    dfu = f"{transport.url}/v1/dfu?application=app&device=dev7&ct=30"
+    assert post(dfu, status)[0] == 401
+    assert post(dfu, status, "dev7@app:wrong")[0] == 401
+    code, body = post(dfu, status, "dev7@app:pw-7")
+    assert code == 200 and decode_command(body).correlation_id == 5
+    by_user = post(f"{transport.url}/v1/dfu", status, "dev7@app:pw-7")
+    assert by_user[0] == 200, "the device may be named by its basic-auth username"
+    assert (
+        post(f"{transport.url}/v1/dfu?application=app&device=userdev", status, "alice:wonder")[0]
+        == 200
+    )
+    assert (
+        post(f"{transport.url}/v1/dfu?application=app&device=userdev", status, "mallory:wonder")[0]
+        == 401
+    )
+    assert post(f"{transport.url}/v1/dfu?application=app&device=ghost", status, "x:y")[0] == 404
+    code, body = post(dfu, b"\xffgarbage", "dev7@app:pw-7")
+    assert code == 400 and b"not a valid embedded-update CBOR Status" in body
+    assert post(dfu, b"\x00" * 5000, "dev7@app:pw-7")[0] == 413
+    assert post(f"{transport.url}/v1/dfu", status)[0] == 400
+
+
+def test_status_cli_reads_the_worker(served: tuple[Registry, HttpTransport, Path]) -> None:
+    registry, transport, tmp = served
+    publish(tmp, f"oci://{registry.host}/ajour/fw/app:latest", "1.0", b"x" * 600)
+    post(
+        f"{transport.url}/v1/dfu?application=app&device=dev3",
+        encode_status(Status(b"0.1", 256)),
+        "dev3@app:pw-3",
+    )
+    result = CliRunner().invoke(main, ["status", "--url", transport.url])
+    assert result.exit_code == 0, result.output
+    assert "app/dev3: Updating current=0.1 target=1.0 progress=0/600" in result.output
+    sim = CliRunner().invoke(
+        main,
+        [
+            "simulate",
+            "--http",
+            transport.url,
+            "--app",
+            "app",
+            "--devices",
+            "1",
+            "--prefix",
+            "dev",
+            "--password",
+            "pw-0",
+        ],
+    )
+    assert sim.exit_code == 0 and "1 devices on 1.0" in sim.output

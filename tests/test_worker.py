@@ -1,0 +1,148 @@
+"""The worker core: real codec, real registry, simulated devices, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from ajour_build.fleet import load_fleet
+from delivery.device import SimulatedDevice
+from delivery.protocol import Status, UpdateStatus, Wait, decode_command, encode_status
+from delivery.store import StatusStore
+from delivery.targets import Targets
+from delivery.worker import Worker
+from tests.registry import free_port, run_registry
+from tests.test_sources import publish
+
+FLEET = """\
+kind: Application
+metadata: {name: app}
+spec: {firmware: {container: {image: fw/app:latest}}}
+""" + "".join(f"---\nmetadata: {{name: dev{i}, application: app}}\n" for i in range(20))
+
+
+def make_worker(tmp_path: Path, registry: str) -> Worker:
+    (tmp_path / "fleet").mkdir(exist_ok=True)
+    (tmp_path / "fleet" / "f.yaml").write_text(FLEET)
+    targets = Targets(load_fleet([tmp_path / "fleet"]), registry, ttl=60)
+    return Worker(targets, StatusStore())
+
+
+def converge(worker: Worker, device: SimulatedDevice, name: str, limit: int = 10_000) -> int:
+    for step in range(limit):
+        reply = worker.handle("app", name, encode_status(device.status()))
+        assert reply is not None
+        device.apply(decode_command(reply))
+        if device.synced:
+            return step
+    raise AssertionError("device did not converge")
+
+
+def test_devices_converge_and_pick_up_a_new_publish(tmp_path: Path) -> None:
+    with run_registry(tmp_path / "registry") as registry:
+        url = f"oci://{registry.host}/ajour/fw/app:latest"
+        image_one = bytes(range(256)) * 40  # 10 KiB
+        publish(tmp_path, url, "1.0", image_one)
+        worker = make_worker(tmp_path, f"{registry.host}/ajour")
+        devices = [SimulatedDevice(b"0.9", mtu=[0, 64, 512, 2**32 - 1][i % 4]) for i in range(20)]
+        for i, device in enumerate(devices):
+            converge(worker, device, f"dev{i}")
+            assert device.version == b"1.0" and device.swaps_rejected == 0
+        row = worker.store.get("app", "dev3") if worker.store else None
+        assert row is not None and (row.state, row.current, row.target) == ("Synced", "1.0", "1.0")
+
+        publish(tmp_path, url, "1.1", image_one[::-1])
+        assert worker.targets.invalidate(f"{registry.host}/ajour/fw/app", "latest") == 1
+        for i, device in enumerate(devices):
+            converge(worker, device, f"dev{i}")
+            assert device.version == b"1.1"
+        counts = worker.counters.snapshot()
+        assert counts["swap"] == 40 and counts.get("rejected", 0) == 0
+
+
+def test_bad_input_never_stops_the_worker(tmp_path: Path) -> None:
+    with run_registry(tmp_path / "registry") as registry:
+        publish(tmp_path, f"oci://{registry.host}/ajour/fw/app:latest", "2.0", b"\xaa" * 5000)
+        worker = make_worker(tmp_path, f"{registry.host}/ajour")
+        good = encode_status(Status(b"1.0", 512))
+        bad_inputs = [
+            b"\xff\x00garbled",
+            json.dumps({"version": "1.0"}).encode(),
+            bytes.fromhex("a1011902"),  # truncated
+            encode_status(Status(b"1.0", 512))[:-1],
+            b"\xa1\x01\x19\x02\x00",  # no version
+            b"\x00" * 5000,  # over 4 KiB
+        ]
+        for payload in bad_inputs:
+            assert worker.handle("app", "dev0", payload) is None
+        assert worker.counters.snapshot()["rejected"] == len(bad_inputs)
+        assert worker.handle("app", "stranger", good) is None
+        assert worker.counters.snapshot()["unknown_device"] == 1
+        # mtu 0 and 2^32-1 are clamped; an offset past the end and an unknown update
+        # version restart at 0
+        for status in (
+            Status(b"1.0", 0),
+            Status(b"1.0", 2**32 - 1),
+            Status(b"1.0", 512, 7, UpdateStatus(b"2.0", 99_999)),
+            Status(b"1.0", 512, 8, UpdateStatus(b"9.9", 100)),
+        ):
+            reply = worker.handle("app", "dev1", encode_status(status))
+            assert reply is not None
+            command = decode_command(reply)
+            assert getattr(command, "offset", None) == 0
+            assert command.correlation_id == status.correlation_id
+        for _ in range(10_000):  # a flood from one device id: answered, nothing breaks
+            assert worker.handle("app", "dev2", good) is not None
+        device = SimulatedDevice(b"1.0")
+        converge(worker, device, "dev3")
+        assert device.version == b"2.0"
+
+
+def test_registry_down_means_wait_and_a_failed_state(tmp_path: Path) -> None:
+    worker = make_worker(tmp_path, f"127.0.0.1:{free_port()}/ajour")
+    reply = worker.handle("app", "dev0", encode_status(Status(b"1.0", 512, 42)))
+    assert reply is not None
+    command = decode_command(reply)
+    assert isinstance(command, Wait) and command.correlation_id == 42 and command.poll == 30
+    row = worker.store.get("app", "dev0") if worker.store else None
+    assert row is not None and row.state == "Failed" and "unreachable" in row.detail
+
+
+def test_corrupted_blob_is_not_served(tmp_path: Path) -> None:
+    import hashlib
+
+    with run_registry(tmp_path / "registry") as registry:
+        content = b"\x5a" * 3000
+        publish(tmp_path, f"oci://{registry.host}/ajour/fw/app:latest", "3.0", content)
+        hexdigest = hashlib.sha256(content).hexdigest()
+        blob = (
+            registry.root
+            / "storage"
+            / "docker"
+            / "registry"
+            / "v2"
+            / "blobs"
+            / "sha256"
+            / hexdigest[:2]
+            / hexdigest
+            / "data"
+        )
+        blob.write_bytes(b"\x5b" + content[1:])
+        worker = make_worker(tmp_path, f"{registry.host}/ajour")
+        reply = worker.handle("app", "dev0", encode_status(Status(b"1.0", 512)))
+        assert reply is not None and isinstance(decode_command(reply), Wait)
+
+
+@pytest.mark.parametrize("mtu", [None, 1, 100, 512, 4096])
+def test_write_sizes_respect_mtu(tmp_path: Path, mtu: int | None) -> None:
+    from ajour_build.artifact.layout import LayoutStore
+
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1", b"q" * 3000)
+    assert LayoutStore(tmp_path / "oci" / "fw" / "app").tags() == ["1", "latest"]
+    worker = make_worker(tmp_path, f"oci-layout://{tmp_path / 'oci'}")
+    device = SimulatedDevice(b"0", mtu=mtu)
+    steps = converge(worker, device, "dev0")
+    eff = {None: 512, 1: 16}.get(mtu, mtu)
+    assert eff is not None and steps == -(-3000 // eff) + 1 and device.version == b"1"
