@@ -61,9 +61,12 @@ class ByteLru(Generic[K]):
             return value
 
     def put(self, key: K, value: bytes) -> None:
-        if len(value) > self.capacity:
-            return  # larger than the whole cache: serve it, do not keep it
         with self._lock:
+            if len(value) > self.capacity:  # larger than the whole cache: never kept, and
+                old = self._data.pop(key, None)  # an older value must not stand in for it
+                if old is not None:
+                    self.size -= len(old)
+                return
             old = self._data.pop(key, None)
             if old is not None:
                 self.size -= len(old)

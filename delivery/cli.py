@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import sys
 import threading
@@ -78,6 +79,8 @@ def _hostport(value: str) -> tuple[str, int]:
 @main.command()
 @_FLEET
 @click.option("--http", "http_addr", help="Serve HTTP on HOST:PORT (for example 127.0.0.1:8081).")
+@click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt://[user:password@]host[:port].")
+@click.option("--group", default="ajour", show_default=True, help="MQTT shared subscription group.")
 @click.option(
     "--registry",
     default="127.0.0.1:5000/ajour",
@@ -88,42 +91,68 @@ def _hostport(value: str) -> tuple[str, int]:
 @click.option("--store", "store_path", default=":memory:", help="SQLite file for device status.")
 @click.option("--ttl", default=30.0, show_default=True, help="Tag resolution cache TTL (s).")
 @click.option("--insecure-no-auth", is_flag=True, help="Do not authenticate devices (demos only).")
+@click.option("--hawkbit-url", help="hawkBit DDI base URL, for hawkbit firmware specs.")
+@click.option("--hawkbit-tenant", default="DEFAULT", show_default=True)
 def serve(
     fleet_paths: tuple[Path, ...],
     http_addr: str | None,
+    mqtt_url: str | None,
+    group: str,
     registry: str,
     file_dir: Path | None,
     store_path: str,
     ttl: float,
     insecure_no_auth: bool,
+    hawkbit_url: str | None,
+    hawkbit_tenant: str,
 ) -> None:
-    """Serve firmware to the fleet's devices until interrupted."""
+    """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
     from delivery.http import HttpSettings, HttpTransport
     from delivery.store import StatusStore
-    from delivery.targets import Targets
+    from delivery.targets import HawkbitSettings, Targets
     from delivery.worker import Worker
 
-    if not http_addr:
-        raise DeliveryError("give a transport: --http HOST:PORT")
-    worker = Worker(
-        Targets(load_fleet(list(fleet_paths)), registry, file_dir, ttl), StatusStore(store_path)
-    )
-    host, port = _hostport(http_addr)
-    transport = HttpTransport(worker, HttpSettings(host, port, not insecure_no_auth))
+    if not http_addr and not mqtt_url:
+        raise DeliveryError("give a transport: --http HOST:PORT and/or --mqtt mqtt://host:port")
+    hawkbit = None
+    if hawkbit_url:
+        token = os.environ.get("AJOUR_HAWKBIT_GATEWAY_TOKEN", "")
+        if not token:
+            raise DeliveryError(
+                "--hawkbit-url needs AJOUR_HAWKBIT_GATEWAY_TOKEN in the environment"
+            )
+        hawkbit = HawkbitSettings(hawkbit_url, hawkbit_tenant, token)
+    targets = Targets(load_fleet(list(fleet_paths)), registry, file_dir, ttl, hawkbit=hawkbit)
+    worker = Worker(targets, StatusStore(store_path))
+    started: list[Any] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    transport.start()
-    click.echo(f"serving {len(worker.targets.fleet.devices)} devices on {transport.url}", err=True)
     try:
+        if http_addr:
+            host, port = _hostport(http_addr)
+            http = HttpTransport(worker, HttpSettings(host, port, not insecure_no_auth))
+            http.start()
+            started.append(http)
+            click.echo(f"serving HTTP on {http.url}", err=True)
+        if mqtt_url:
+            from delivery.mqtt import MqttSettings, MqttTransport
+
+            broker = MqttTransport(worker, MqttSettings(url=mqtt_url, group=group))
+            broker.start()
+            started.append(broker)
+            click.echo(f"serving MQTT as {broker.subscription}", err=True)
+        click.echo(f"{len(targets.fleet.devices)} devices in the fleet", err=True)
         stop.wait()
     except KeyboardInterrupt:
         pass
     finally:
-        transport.stop()
+        for transport in reversed(started):
+            transport.stop()
 
 
 @main.command()
-@click.option("--http", "http_url", required=True, help="Worker URL, e.g. http://127.0.0.1:8081.")
+@click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
+@click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883.")
 @click.option("--app", "application", required=True)
 @click.option("--devices", default=1, show_default=True, help="How many devices.")
 @click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
@@ -132,7 +161,8 @@ def serve(
 @click.option("--password", help="Device password (basic auth as <device>@<app>).")
 @click.option("--json", "as_json", is_flag=True)
 def simulate(
-    http_url: str,
+    http_url: str | None,
+    mqtt_url: str | None,
     application: str,
     devices: int,
     prefix: str,
@@ -142,10 +172,16 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Run simulated embedded-update devices until they are in sync."""
-    from delivery.simulator import simulate_http
+    from delivery.simulator import simulate_http, simulate_mqtt
 
+    if bool(http_url) == bool(mqtt_url):
+        raise DeliveryError("give exactly one of --http URL or --mqtt URL")
     names = [f"{prefix}{i}" for i in range(devices)]
-    results = simulate_http(http_url, application, names, start_version.encode(), mtu, password)
+    if http_url:
+        results = simulate_http(http_url, application, names, start_version.encode(), mtu, password)
+    else:
+        assert mqtt_url is not None
+        results = simulate_mqtt(mqtt_url, application, names, start_version.encode(), mtu)
     versions: dict[str, int] = {}
     for r in results:
         versions[r.final] = versions.get(r.final, 0) + 1
@@ -168,6 +204,29 @@ def simulate(
             click.echo(f"{r.device}: not synced ({r.error or 'gave up'})", err=True)
     if failed:
         raise DeliveryError(f"{len(failed)} of {len(results)} devices did not sync")
+
+
+@main.command("broker-config")
+@_FLEET
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--worker-user", default="ajour-worker", show_default=True)
+@click.option(
+    "--worker-password",
+    envvar="AJOUR_MQTT_WORKER_PASSWORD",
+    required=True,
+    help="The worker's broker password (or AJOUR_MQTT_WORKER_PASSWORD).",
+)
+def broker_config(
+    fleet_paths: tuple[Path, ...], out_dir: Path, worker_user: str, worker_password: str
+) -> None:
+    """Write a mosquitto password file and ACL: each device only on its own topics."""
+    from delivery.broker import broker_files, write
+
+    files = broker_files(load_fleet(list(fleet_paths)), worker_user, worker_password)
+    passwd, acl = write(files, out_dir)
+    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}")
+    for name in files.skipped:
+        click.echo(f"skipped {name}: no password credentials in its spec", err=True)
 
 
 @main.command()

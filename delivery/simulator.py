@@ -124,3 +124,97 @@ def simulate_http(
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(names)))) as pool:
         return list(pool.map(one, names))
+
+
+def simulate_mqtt(
+    url: str,
+    app: str,
+    names: list[str],
+    version: bytes,
+    mtu: int | None,
+    status_topic: str = "ajour/{app}/{device}/dfu",
+    command_topic: str = "ajour/{app}/{device}/dfu/cmd",
+    qos: int = 1,
+    timeout: float = 120.0,
+    wait_cap: float = 0.05,
+) -> list[DeviceResult]:
+    """Simulate devices over one MQTT connection (a gateway): status out, command in."""
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    from delivery.mqtt import TopicTemplate, connect_args, nodelay
+
+    status_t, command_t = TopicTemplate(status_topic), TopicTemplate(command_topic)
+    host, port, user, password = connect_args(url)
+    devices = {name: SimulatedDevice(version, mtu) for name in names}
+    steps = dict.fromkeys(names, 0)
+    started = {name: time.perf_counter() for name in names}
+    finished: dict[str, float] = {}
+    done = threading.Event()
+    lock = threading.Lock()
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    if user is not None:
+        client.username_pw_set(user, password)
+
+    def send(name: str) -> None:
+        client.publish(status_t.format(app, name), encode_status(devices[name].status()), qos=qos)
+
+    def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+        names_ = command_t.parse(message.topic)
+        if names_ is None or names_[1] not in devices:
+            return
+        name = names_[1]
+        command = decode_command(bytes(message.payload))
+        with lock:
+            device = devices[name]
+            device.apply(command)
+            steps[name] += 1
+            if device.synced:
+                finished[name] = time.perf_counter()
+                if len(finished) == len(devices):
+                    done.set()
+                return
+        if isinstance(command, Wait):
+            threading.Timer(min(float(command.poll or 1), wait_cap), send, (name,)).start()
+        else:
+            send(name)
+
+    connected = threading.Event()
+    client.on_message = on_message
+
+    def on_connect(c: mqtt.Client, *_: object) -> None:
+        nodelay(c)
+        c.subscribe(command_t.format(app, "+"), qos=qos)
+        connected.set()
+
+    client.on_connect = on_connect
+    client.connect(host, port, keepalive=30)
+    client.loop_start()
+    try:
+        if not connected.wait(10):
+            raise DeliveryError(f"cannot connect to the MQTT broker at {host}:{port}")
+        time.sleep(0.2)  # let the subscription settle before the first status
+        for name in names:
+            send(name)
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return [
+        DeviceResult(
+            app,
+            n,
+            version.decode(errors="replace"),
+            devices[n].version.decode(errors="replace"),
+            devices[n].synced,
+            steps[n],
+            devices[n].bytes_received,
+            devices[n].waits,
+            devices[n].swaps_rejected,
+            finished.get(n, time.perf_counter()) - started[n],
+            "" if devices[n].synced else "timed out",
+        )
+        for n in names
+    ]

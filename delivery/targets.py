@@ -38,6 +38,19 @@ def _split(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
+@dataclass(frozen=True)
+class HawkbitSettings:
+    """hawkBit DDI as a gateway: one tenant, one gateway token for all controllers."""
+
+    base_url: str
+    tenant: str
+    gateway_token: str
+    insecure: bool = False
+
+    def __repr__(self) -> str:  # the token never reaches a log
+        return f"HawkbitSettings(base_url={self.base_url!r}, tenant={self.tenant!r})"
+
+
 @dataclass
 class Targets:
     fleet: Fleet
@@ -47,6 +60,7 @@ class Targets:
     insecure: bool = False
     env: Mapping[str, str] = field(default_factory=dict)
     blob_cache_bytes: int = 64 * 1024 * 1024
+    hawkbit: HawkbitSettings | None = None
     _sources: dict[str, FirmwareSource] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -89,7 +103,22 @@ class Targets:
                     f"firmware file {spec.file.name!r} needs a file directory: pass --file-dir"
                 )
             return FileSource(self.file_dir, spec.file.name)
-        raise DeliveryError("hawkBit firmware sources are not served yet (hawkBit DDI: issue 5)")
+        if spec.hawkbit is not None:
+            if self.hawkbit is None:
+                raise DeliveryError(
+                    f"hawkBit controller {spec.hawkbit.controller!r} needs hawkBit settings:"
+                    " pass --hawkbit-url and --hawkbit-tenant, and AJOUR_HAWKBIT_GATEWAY_TOKEN"
+                )
+            from delivery.sources.hawkbit import HawkbitSource
+
+            return HawkbitSource(
+                self.hawkbit.base_url,
+                self.hawkbit.tenant,
+                spec.hawkbit.controller,
+                self.hawkbit.gateway_token,
+                insecure=self.hawkbit.insecure,
+            )
+        raise DeliveryError("firmware spec has no source")  # pragma: no cover
 
     def invalidate(self, image: str = "", tag: str = "") -> int:
         """Drop cached tag resolutions (all, or those of ``image``); return how many sources."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import shutil
 import socket
 import subprocess
@@ -16,12 +17,20 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 @contextmanager
-def run_broker(tmp: Path) -> Iterator[int]:
-    """Start mosquitto (anonymous, loopback only); yield its port."""
+def run_broker(tmp: Path, passwd: Path | None = None, acl: Path | None = None) -> Iterator[int]:
+    """Start mosquitto on loopback (anonymous unless a password file is given); yield its port."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = tmp / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    # started as root, mosquitto would switch to its own user and lose access to our files
+    text = f"listener {port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+    if passwd is None:
+        text += "allow_anonymous true\n"
+    else:
+        text += f"allow_anonymous false\npassword_file {passwd}\n"
+    if acl is not None:
+        text += f"acl_file {acl}\n"
+    conf.write_text(text)
     log = (tmp / "mosquitto.log").open("wb")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
     try:

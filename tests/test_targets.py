@@ -67,7 +67,22 @@ def test_layout_and_file_targets(tmp_path: Path) -> None:
     bench_source = targets.source("app", "bench")
     assert app_source is not None and app_source.target().version == b"3.0"
     assert bench_source is not None and bench_source.target().data == b"F" * 9
-    with pytest.raises(DeliveryError, match="hawkBit"):
+    with pytest.raises(DeliveryError, match="--hawkbit-url"):
         targets.source("app", "legacy")
     with pytest.raises(DeliveryError, match="--file-dir"):
         Targets(load_fleet([tmp_path / "fleet"])).source("app", "bench")
+
+
+def test_hawkbit_target_via_the_ddi_fake(tmp_path: Path) -> None:
+    from delivery.targets import HawkbitSettings
+    from tests.hawkbit_ddi_fake import HawkbitDdiFake
+
+    with HawkbitDdiFake(controller_id="c1") as fake:
+        fake.deploy("7.7", b"hawk" * 100)
+        targets = Targets(
+            load_fleet([fleet(tmp_path)]),
+            hawkbit=HawkbitSettings(fake.base_url, fake.tenant, fake.gateway_token),
+        )
+        source = targets.source("app", "legacy")
+        assert source is not None and source.target().version == b"7.7"
+        assert fake.spec_violations == []

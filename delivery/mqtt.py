@@ -1,0 +1,151 @@
+"""The MQTT transport: statuses in on a topic template, commands out on another.
+
+Workers share the load through a shared subscription (``$share/<group>/…``): the broker
+hands each status to one worker. Devices publish to ``ajour/<app>/<device>/dfu`` and read
+``ajour/<app>/<device>/dfu/cmd`` by default; the broker authenticates them (see
+:mod:`delivery.broker`). TCP_NODELAY is set: without it a QoS 1 round trip takes 40-90 ms.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from delivery.errors import DeliveryError
+from delivery.worker import Worker
+
+log = logging.getLogger("delivery.mqtt")
+_SEGMENT = r"([^/+#]+)"
+
+
+@dataclass
+class MqttSettings:
+    url: str = "mqtt://127.0.0.1:1883"
+    status_topic: str = "ajour/{app}/{device}/dfu"
+    command_topic: str = "ajour/{app}/{device}/dfu/cmd"
+    group: str = "ajour"  # shared subscription group; "" subscribes directly
+    qos: int = 1
+
+
+class TopicTemplate:
+    """``ajour/{app}/{device}/dfu`` ↔ topics, each placeholder one whole level."""
+
+    def __init__(self, template: str) -> None:
+        levels = template.split("/")
+        if (
+            levels.count("{app}") != 1
+            or levels.count("{device}") != 1
+            or any(
+                ("{" in lv or "+" in lv or "#" in lv) and lv not in ("{app}", "{device}")
+                for lv in levels
+            )
+        ):
+            raise DeliveryError(
+                f"topic template {template!r} needs {{app}} and {{device}} once each, each a"
+                " whole topic level, and no wildcards"
+            )
+        self.template = template
+        pattern = "/".join(
+            _SEGMENT if lv in ("{app}", "{device}") else re.escape(lv) for lv in levels
+        )
+        self._regex = re.compile(f"^{pattern}$")
+        self._order = [lv for lv in levels if lv in ("{app}", "{device}")]
+
+    @property
+    def wildcard(self) -> str:
+        return self.template.replace("{app}", "+").replace("{device}", "+")
+
+    def parse(self, topic: str) -> tuple[str, str] | None:
+        match = self._regex.match(topic)
+        if match is None:
+            return None
+        values = dict(zip(self._order, match.groups(), strict=True))
+        return values["{app}"], values["{device}"]
+
+    def format(self, app: str, device: str) -> str:
+        return self.template.replace("{app}", app).replace("{device}", device)
+
+
+def connect_args(url: str) -> tuple[str, int, str | None, str | None]:
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt" or not parts.hostname:
+        raise DeliveryError(f"MQTT URL {url!r} must be mqtt://[user:password@]host[:port]")
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return parts.hostname, parts.port or 1883, user, password
+
+
+def nodelay(client: mqtt.Client) -> None:
+    sock = client.socket()
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class MqttTransport:
+    def __init__(self, worker: Worker, settings: MqttSettings, client_id: str = "") -> None:
+        self.worker = worker
+        self.settings = settings
+        self.status = TopicTemplate(settings.status_topic)
+        self.command = TopicTemplate(settings.command_topic)
+        host, port, user, password = connect_args(settings.url)
+        self._addr = (host, port)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id or f"ajour-worker-{uuid.uuid4().hex[:8]}",
+        )
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.ready = threading.Event()
+
+    @property
+    def subscription(self) -> str:
+        wildcard = self.status.wildcard
+        return f"$share/{self.settings.group}/{wildcard}" if self.settings.group else wildcard
+
+    def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("MQTT connection refused: %s", reason)
+            return
+        nodelay(client)
+        client.subscribe(self.subscription, qos=self.settings.qos)
+        self.ready.set()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
+        names = self.status.parse(message.topic)
+        if names is None:
+            self.worker.counters.add("foreign_topic")
+            return
+        app, device = names
+        try:
+            reply = self.worker.handle(app, device, bytes(message.payload))
+        except Exception:  # a daemon never dies on one message
+            log.exception("handling %s failed", message.topic)
+            self.worker.counters.add("internal_error")
+            return
+        if reply is not None:
+            client.publish(self.command.format(app, device), reply, qos=self.settings.qos)
+
+    def start(self, timeout: float = 10.0) -> None:
+        try:
+            self.client.connect(*self._addr, keepalive=30)
+        except OSError as exc:
+            raise DeliveryError(f"cannot reach the MQTT broker at {self._addr}: {exc}") from None
+        self.client.loop_start()
+        if not self.ready.wait(timeout):
+            self.stop()
+            raise DeliveryError(f"the MQTT broker at {self._addr} did not accept the worker")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
