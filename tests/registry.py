@@ -86,7 +86,9 @@ class Registry:
 
 
 @contextmanager
-def run_registry(tmp: Path, htpasswd: Path | None = None) -> Iterator[Registry]:
+def run_registry(
+    tmp: Path, htpasswd: Path | None = None, also_notify: str | None = None
+) -> Iterator[Registry]:
     port = free_port()
     with receiver() as (events_url, events):
         config = {
@@ -99,13 +101,9 @@ def run_registry(tmp: Path, htpasswd: Path | None = None) -> Iterator[Registry]:
             "http": {"addr": f"127.0.0.1:{port}"},
             "notifications": {
                 "endpoints": [
-                    {
-                        "name": "ajour-delivery",
-                        "url": events_url,
-                        "timeout": "1s",
-                        "threshold": 3,
-                        "backoff": "1s",
-                    }
+                    {"name": name, "url": url, "timeout": "1s", "threshold": 3, "backoff": "1s"}
+                    for name, url in (("test-receiver", events_url), ("worker", also_notify))
+                    if url
                 ]
             },
         }

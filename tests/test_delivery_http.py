@@ -177,3 +177,35 @@ def test_status_cli_reads_the_worker(served: tuple[Registry, HttpTransport, Path
         ],
     )
     assert sim.exit_code == 0 and "1 devices on 1.0" in sim.output
+
+
+def test_registry_notification_reaches_the_worker(tmp_path: Path) -> None:
+    """A push by any client: the registry's own notification invalidates the tag at once."""
+    import time
+
+    from tests.registry import free_port
+
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet_yaml())
+    port = free_port()
+    worker_url = f"http://127.0.0.1:{port}"
+    with run_registry(tmp_path / "registry", also_notify=f"{worker_url}/v1/events") as registry:
+        url = f"oci://{registry.host}/ajour/fw/app:latest"
+        publish(tmp_path, url, "1.0", b"a" * 500)
+        worker = Worker(
+            Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", ttl=3600),
+            StatusStore(),
+        )
+        transport = HttpTransport(worker, HttpSettings(port=port, authenticate=False))
+        transport.start()
+        try:
+            assert simulate_http(worker_url, "app", ["dev0"], b"0", 512, None)[0].final == "1.0"
+            before = worker.counters.snapshot().get("events", 0)
+            publish(tmp_path, url, "1.1", b"b" * 500)  # no --notify: only the registry tells
+            deadline = time.monotonic() + 15
+            while worker.counters.snapshot().get("events", 0) == before:
+                assert time.monotonic() < deadline, "the registry never notified the worker"
+                time.sleep(0.05)
+            assert simulate_http(worker_url, "app", ["dev0"], b"1.0", 512, None)[0].final == "1.1"
+        finally:
+            transport.stop()
