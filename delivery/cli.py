@@ -69,6 +69,21 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
         click.echo(json.dumps({"application": app, "device": name, "firmware": source}))
 
 
+def _policies(synced: int, wait: int, app_polls: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
+    """The default Policy and per-application ones from ``APP=SYNCED[:WAIT]`` options."""
+    from delivery.decision import Policy
+
+    default = Policy(poll_synced=synced, poll_wait=wait)
+    per_app: dict[str, Any] = {}
+    for item in app_polls:
+        app, sep, value = item.partition("=")
+        synced_s, _, wait_s = value.partition(":")
+        if not sep or not app or not synced_s.isdigit() or (wait_s and not wait_s.isdigit()):
+            raise DeliveryError(f"--app-poll expects APP=SYNCED[:WAIT] in seconds, got {item!r}")
+        per_app[app] = Policy(poll_synced=int(synced_s), poll_wait=int(wait_s or wait))
+    return default, per_app
+
+
 def _hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
@@ -93,6 +108,25 @@ def _hostport(value: str) -> tuple[str, int]:
 @click.option("--insecure-no-auth", is_flag=True, help="Do not authenticate devices (demos only).")
 @click.option("--hawkbit-url", help="hawkBit DDI base URL, for hawkbit firmware specs.")
 @click.option("--hawkbit-tenant", default="DEFAULT", show_default=True)
+@click.option(
+    "--poll-synced",
+    default=300,
+    show_default=True,
+    help="Seconds a synced device waits before its next status.",
+)
+@click.option(
+    "--poll-wait",
+    default=30,
+    show_default=True,
+    help="Seconds a device waits when there is no firmware to serve.",
+)
+@click.option(
+    "--app-poll",
+    "app_polls",
+    multiple=True,
+    metavar="APP=SYNCED[:WAIT]",
+    help="Poll intervals for one application (repeatable).",
+)
 def serve(
     fleet_paths: tuple[Path, ...],
     http_addr: str | None,
@@ -105,6 +139,9 @@ def serve(
     insecure_no_auth: bool,
     hawkbit_url: str | None,
     hawkbit_tenant: str,
+    poll_synced: int,
+    poll_wait: int,
+    app_polls: tuple[str, ...],
 ) -> None:
     """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
     from delivery.http import HttpSettings, HttpTransport
@@ -123,7 +160,8 @@ def serve(
             )
         hawkbit = HawkbitSettings(hawkbit_url, hawkbit_tenant, token)
     targets = Targets(load_fleet(list(fleet_paths)), registry, file_dir, ttl, hawkbit=hawkbit)
-    worker = Worker(targets, StatusStore(store_path))
+    policy, policies = _policies(poll_synced, poll_wait, app_polls)
+    worker = Worker(targets, StatusStore(store_path), policy, policies)
     started: list[Any] = []
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -50,6 +50,7 @@ class Worker:
     targets: Targets
     store: StatusStore | None = None
     policy: Policy = DEFAULT_POLICY
+    policies: dict[str, Policy] = field(default_factory=dict)  # per application
     counters: Counters = field(default_factory=Counters)
 
     def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
@@ -65,7 +66,7 @@ class Worker:
             log.warning("rejected status from %s/%s: %s", application, device, exc)
             return None
         target, problem = self._target(application, device)
-        command = decide(status, target, self.policy)
+        command = decide(status, target, self.policies.get(application, self.policy))
         self.counters.add(type(command).__name__.lower())
         if self.store is not None:
             self.store.observe(
