@@ -179,6 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 256  # the default backlog of 5 drops connects from busy fleets
 
     def __init__(self, worker: Worker, settings: HttpSettings) -> None:
         self.worker = worker

@@ -61,6 +61,10 @@ class HttpDeviceLink:
             raise DeliveryError(f"HTTP {response.status}: {body[:200]!r}")
         return body
 
+    def reset(self) -> None:
+        """Drop the connection; the next exchange reconnects."""
+        self.conn.close()
+
     def close(self) -> None:
         self.conn.close()
 
@@ -72,19 +76,29 @@ def run_device(
     exchange: Exchange,
     max_steps: int = 100_000,
     wait_cap: float = 0.05,
+    retries: int = 3,
 ) -> DeviceResult:
-    """Follow commands until Sync (or an error, or ``max_steps``)."""
+    """Follow commands until Sync; like a real device, retry a failed exchange a few times."""
     started, start = device.version.decode(errors="replace"), time.perf_counter()
-    steps, error = 0, ""
-    try:
-        while steps < max_steps and not device.synced:
+    steps, error, failures = 0, "", 0
+    while steps < max_steps and not device.synced:
+        try:
             command = decode_command(exchange(encode_status(device.status())))
-            device.apply(command)
-            steps += 1
-            if isinstance(command, Wait):
-                time.sleep(min(float(command.poll or 1), wait_cap))
-    except (DeliveryError, OSError) as exc:
-        error = str(exc)
+        except (DeliveryError, OSError) as exc:
+            failures += 1
+            if failures > retries:
+                error = str(exc)
+                break
+            reset = getattr(exchange, "reset", None)
+            if callable(reset):
+                reset()
+            time.sleep(0.05 * failures)
+            continue
+        failures = 0
+        device.apply(command)
+        steps += 1
+        if isinstance(command, Wait):
+            time.sleep(min(float(command.poll or 1), wait_cap))
     return DeviceResult(
         app,
         name,

@@ -66,6 +66,7 @@ class Targets:
 
     def __post_init__(self) -> None:
         self._tags: TtlCache[str, str] = TtlCache(self.ttl)
+        self._by_device: dict[tuple[str, str], FirmwareSource] = {}
         self._blobs: ByteLru[str] = ByteLru(self.blob_cache_bytes)
 
     def knows(self, application: str, device: str) -> bool:
@@ -76,6 +77,9 @@ class Targets:
 
     def source(self, application: str, device: str) -> FirmwareSource | None:
         """The shared source for this device's firmware spec, or None if it has none."""
+        known = self._by_device.get((application, device))
+        if known is not None:
+            return known
         spec = self.firmware_spec(application, device)
         if spec is None:
             return None
@@ -85,6 +89,7 @@ class Targets:
             if found is None:
                 found = self._make(spec)
                 self._sources[key] = found
+            self._by_device[(application, device)] = found  # the fleet does not change
             return found
 
     def _make(self, spec: Firmware) -> FirmwareSource:

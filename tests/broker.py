@@ -23,7 +23,10 @@ def run_broker(tmp: Path, passwd: Path | None = None, acl: Path | None = None) -
     port = free_port()
     conf = tmp / "mosquitto.conf"
     # started as root, mosquitto would switch to its own user and lose access to our files
-    text = f"listener {port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+    text = (
+        f"listener {port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+        "set_tcp_nodelay true\n"
+    )
     if passwd is None:
         text += "allow_anonymous true\n"
     else:

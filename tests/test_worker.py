@@ -165,3 +165,29 @@ def test_poll_intervals_per_application(tmp_path: Path) -> None:
     assert isinstance(command, Sync) and command.poll == 60
     with pytest.raises(DeliveryError, match="APP=SYNCED"):
         _policies(300, 30, ("app=soon",))
+
+
+def test_simulated_device_retries_a_failed_exchange(tmp_path: Path) -> None:
+    from delivery.errors import DeliveryError
+    from delivery.simulator import run_device
+
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "6", b"r" * 100)
+    worker = make_worker(tmp_path, f"oci-layout://{tmp_path / 'oci'}")
+    failures = {"left": 2}
+
+    def flaky(status: bytes) -> bytes:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise DeliveryError("HTTP 503")
+        reply = worker.handle("app", "dev0", status)
+        assert reply is not None
+        return reply
+
+    result = run_device("app", "dev0", SimulatedDevice(b"1"), flaky)
+    assert result.synced and result.final == "6" and failures["left"] == 0
+
+    def down(status: bytes) -> bytes:
+        raise DeliveryError("HTTP 503")
+
+    gave_up = run_device("app", "dev1", SimulatedDevice(b"1"), down, retries=3)
+    assert not gave_up.synced and gave_up.error == "HTTP 503" and gave_up.steps == 0

@@ -11,6 +11,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +29,7 @@ from ajour_build.artifact.format import (
 from ajour_build.errors import ArtifactError
 
 REF_NAME = "org.opencontainers.image.ref.name"
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 INDEX_MEDIA_TYPE = "application/vnd.oci.image.index.v1+json"
 
 
@@ -120,11 +122,7 @@ class LayoutStore:
     # -- reading -------------------------------------------------------------------------
     def _blob_path(self, digest: str) -> Path:
         algo, _, hexdigest = digest.partition(":")
-        if (
-            algo != "sha256"
-            or len(hexdigest) != 64
-            or not all(c in "0123456789abcdef" for c in hexdigest)
-        ):
+        if algo != "sha256" or not _HEX64.fullmatch(hexdigest):
             raise ArtifactError(f"{digest!r} is not a sha256 digest")
         return self.root / "blobs" / "sha256" / hexdigest
 

@@ -16,10 +16,20 @@ class LayoutSource:
     tag: str
     blobs: ByteLru[str] = field(default_factory=lambda: ByteLru(64 * 1024 * 1024))
 
+    _cached: tuple[tuple[int, int, int], Target] | None = field(default=None, repr=False)
+
     def invalidate(self) -> None:
-        """Nothing to drop: the index is read on every call (a small local file)."""
+        self._cached = None
 
     def target(self) -> Target:
+        """The tag's firmware; re-read only when ``index.json`` changed (stat is cheap)."""
+        try:
+            stat = (self.store.root / "index.json").stat()
+        except OSError:
+            stat = None
+        stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None
+        if stamp is not None and self._cached is not None and self._cached[0] == stamp:
+            return self._cached[1]
         try:
             info = self.store.inspect(self.tag)
             data = self.blobs.get(info.checksum)
@@ -28,4 +38,7 @@ class LayoutSource:
                 self.blobs.put(info.checksum, data)
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        return Target(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        target = Target(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        if stamp is not None:
+            self._cached = (stamp, target)
+        return target
