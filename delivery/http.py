@@ -92,12 +92,11 @@ class _Handler(BaseHTTPRequestHandler):
         if parts[:2] != ["v1", "status"] or len(parts) > 4:
             self._error(404, "not found: use POST /v1/dfu or GET /v1/status[/<app>[/<device>]]")
             return
-        store = self.server.worker.store
-        rows = store.devices(parts[2] if len(parts) > 2 else None) if store else []
+        rows = self.server.worker.statuses(parts[2] if len(parts) > 2 else None)
         if len(parts) == 4:
             rows = [r for r in rows if r.device == parts[3]]
             if not rows:
-                self._error(404, f"no status observed for device {parts[3]!r}")
+                self._error(404, f"device {parts[3]!r} is not in application {parts[2]!r}")
                 return
         data = json.dumps([r.as_dict() for r in rows]).encode()
         self._reply(200, data, "application/json")

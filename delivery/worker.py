@@ -74,6 +74,29 @@ class Worker:
             )
         return encode_command(command)
 
+    def statuses(self, application: str | None = None) -> list[DeviceStatus]:
+        """Observed statuses, plus the fleet's devices never seen yet (state ``Unknown``)."""
+        seen = {
+            (r.application, r.device): r
+            for r in (self.store.devices(application) if self.store else [])
+        }
+        for app, name in self.targets.fleet.devices:
+            if (application is None or app == application) and (app, name) not in seen:
+                spec = self.targets.firmware_spec(app, name)
+                seen[(app, name)] = DeviceStatus(
+                    application=app,
+                    device=name,
+                    current="",
+                    target=None,
+                    offset=None,
+                    size=None,
+                    state="Unknown",
+                    source=spec.kind if spec else "",
+                    detail="no status received yet",
+                    last_seen=0.0,
+                )
+        return [seen[key] for key in sorted(seen)]
+
     def _target(self, application: str, device: str) -> tuple[Firmware | None, str]:
         try:
             source = self.targets.source(application, device)

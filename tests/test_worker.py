@@ -191,3 +191,14 @@ def test_simulated_device_retries_a_failed_exchange(tmp_path: Path) -> None:
 
     gave_up = run_device("app", "dev1", SimulatedDevice(b"1"), down, retries=3)
     assert not gave_up.synced and gave_up.error == "HTTP 503" and gave_up.steps == 0
+
+
+def test_status_lists_devices_never_seen_as_unknown(tmp_path: Path) -> None:
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1", b"u" * 10)
+    worker = make_worker(tmp_path, f"oci-layout://{tmp_path / 'oci'}")
+    worker.handle("app", "dev1", encode_status(Status(b"1", 512)))
+    rows = {r.device: r for r in worker.statuses("app")}
+    assert len(rows) == 20
+    assert rows["dev1"].state == "Synced" and rows["dev0"].state == "Unknown"
+    assert rows["dev0"].detail == "no status received yet"
+    assert worker.statuses("other") == []
