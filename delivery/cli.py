@@ -97,6 +97,12 @@ def _hostport(value: str) -> tuple[str, int]:
 @click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt://[user:password@]host[:port].")
 @click.option("--group", default="ajour", show_default=True, help="MQTT shared subscription group.")
 @click.option(
+    "--drogue-app",
+    "drogue_apps",
+    multiple=True,
+    help="Use Drogue Cloud's MQTT integration (app/<APP> CloudEvents) for APP.",
+)
+@click.option(
     "--registry",
     default="127.0.0.1:5000/ajour",
     show_default=True,
@@ -132,6 +138,7 @@ def serve(
     http_addr: str | None,
     mqtt_url: str | None,
     group: str,
+    drogue_apps: tuple[str, ...],
     registry: str,
     file_dir: Path | None,
     store_path: str,
@@ -175,7 +182,9 @@ def serve(
         if mqtt_url:
             from delivery.mqtt import MqttSettings, MqttTransport
 
-            broker = MqttTransport(worker, MqttSettings(url=mqtt_url, group=group))
+            mode = "drogue" if drogue_apps else "ajour"
+            settings = MqttSettings(url=mqtt_url, group=group, mode=mode, applications=drogue_apps)
+            broker = MqttTransport(worker, settings)
             broker.start()
             started.append(broker)
             click.echo(f"serving MQTT as {broker.subscription}", err=True)

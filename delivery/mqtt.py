@@ -8,6 +8,8 @@ hands each status to one worker. Devices publish to ``ajour/<app>/<device>/dfu``
 
 from __future__ import annotations
 
+import base64
+import json
 import logging
 import re
 import socket
@@ -34,6 +36,10 @@ class MqttSettings:
     command_topic: str = "ajour/{app}/{device}/dfu/cmd"
     group: str = "ajour"  # shared subscription group; "" subscribes directly
     qos: int = 1
+    # "drogue": Drogue Cloud's MQTT integration instead: CloudEvents (JSON, structured mode)
+    # on app/<application>, commands to command/<application>/<device>/dfu
+    mode: str = "ajour"
+    applications: tuple[str, ...] = ()
 
 
 class TopicTemplate:
@@ -75,6 +81,26 @@ class TopicTemplate:
         return self.template.replace("{app}", app).replace("{device}", device)
 
 
+def cloud_event(body: bytes) -> tuple[str, str, bytes] | None:
+    """(application, device, CBOR status) from a Drogue ``dfu`` CloudEvent, else None."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(event, dict) or event.get("subject") != "dfu":
+        return None
+    app, device = event.get("application"), event.get("device")
+    if not isinstance(app, str) or not isinstance(device, str):
+        return None
+    data = event.get("data_base64")
+    if not isinstance(data, str):
+        return None  # Drogue's JSON-encoded statuses are not served: devices send CBOR
+    try:
+        return app, device, base64.b64decode(data, validate=True)
+    except ValueError:
+        return None
+
+
 def connect_args(url: str) -> tuple[str, int, str | None, str | None]:
     parts = urlsplit(url)
     if parts.scheme != "mqtt" or not parts.hostname:
@@ -109,32 +135,51 @@ class MqttTransport:
         self.ready = threading.Event()
 
     @property
+    def subscriptions(self) -> list[str]:
+        filters = (
+            [f"app/{app}" for app in self.settings.applications]
+            if self.settings.mode == "drogue"
+            else [self.status.wildcard]
+        )
+        group = self.settings.group
+        return [f"$share/{group}/{f}" if group else f for f in filters]
+
+    @property
     def subscription(self) -> str:
-        wildcard = self.status.wildcard
-        return f"$share/{self.settings.group}/{wildcard}" if self.settings.group else wildcard
+        return ", ".join(self.subscriptions)
 
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if reason.is_failure:
             log.error("MQTT connection refused: %s", reason)
             return
         nodelay(client)
-        client.subscribe(self.subscription, qos=self.settings.qos)
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=self.settings.qos)
         self.ready.set()
 
     def _on_message(self, client: mqtt.Client, _u: Any, message: mqtt.MQTTMessage) -> None:
-        names = self.status.parse(message.topic)
-        if names is None:
-            self.worker.counters.add("foreign_topic")
-            return
-        app, device = names
+        if self.settings.mode == "drogue":
+            parsed = cloud_event(bytes(message.payload))
+            if parsed is None:
+                self.worker.counters.add("foreign_event")
+                return
+            app, device, payload = parsed
+            reply_topic = f"command/{app}/{device}/dfu"
+        else:
+            names = self.status.parse(message.topic)
+            if names is None:
+                self.worker.counters.add("foreign_topic")
+                return
+            app, device = names
+            payload, reply_topic = bytes(message.payload), self.command.format(app, device)
         try:
-            reply = self.worker.handle(app, device, bytes(message.payload))
+            reply = self.worker.handle(app, device, payload)
         except Exception:  # a daemon never dies on one message
             log.exception("handling %s failed", message.topic)
             self.worker.counters.add("internal_error")
             return
         if reply is not None:
-            client.publish(self.command.format(app, device), reply, qos=self.settings.qos)
+            client.publish(reply_topic, reply, qos=self.settings.qos)
 
     def start(self, timeout: float = 10.0) -> None:
         try:

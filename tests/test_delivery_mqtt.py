@@ -195,3 +195,55 @@ def test_serve_command_with_both_transports(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
         assert proc.returncode == 0
+
+
+def test_drogue_cloudevents_integration_mode(tmp_path: Path) -> None:
+    """Drogue Cloud's integration: CloudEvents on app/<app>, commands on command/…/dfu."""
+    import base64
+    import json
+
+    from delivery.device import SimulatedDevice
+
+    worker = layout_worker(tmp_path, b"d" * 3000, "8.0")
+    with run_broker(tmp_path / "mqtt") as port:
+        transport = MqttTransport(
+            worker,
+            MqttSettings(url=f"mqtt://127.0.0.1:{port}", mode="drogue", applications=("app",)),
+        )
+        transport.start()
+        assert transport.subscriptions == ["$share/ajour/app/app"]
+        endpoint = mqtt.Client(CallbackAPIVersion.VERSION2)  # plays Drogue's MQTT endpoint
+        got: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        endpoint.on_message = lambda _c, _u, m: got.put((m.topic, bytes(m.payload)))
+        endpoint.connect("127.0.0.1", port)
+        endpoint.subscribe("command/app/+/dfu", qos=1)
+        endpoint.loop_start()
+        try:
+            time.sleep(0.3)
+            device = SimulatedDevice(b"0.1", 1024)
+            for _ in range(10):
+                event = {
+                    "specversion": "1.0",
+                    "id": "1",
+                    "source": "drogue://app/dev5",
+                    "type": "io.drogue.event.v1",
+                    "subject": "dfu",
+                    "application": "app",
+                    "device": "dev5",
+                    "datacontenttype": "application/cbor",
+                    "data_base64": base64.b64encode(encode_status(device.status())).decode(),
+                }
+                endpoint.publish("app/app", json.dumps(event), qos=1)
+                topic, payload = got.get(timeout=5)
+                assert topic == "command/app/dev5/dfu"
+                device.apply(decode_command(payload))
+                if device.synced:
+                    break
+            assert device.version == b"8.0" and device.synced
+            endpoint.publish("app/app", json.dumps({"subject": "telemetry"}), qos=1)
+            time.sleep(0.3)
+            assert worker.counters.snapshot()["foreign_event"] == 1
+        finally:
+            endpoint.disconnect()
+            endpoint.loop_stop()
+            transport.stop()
