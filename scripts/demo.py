@@ -5,9 +5,10 @@
 3. make a local git repository from examples/firmware/c-blinky, build it with the local
    runner in the arm-gcc builder image (podman; ``--runner host`` without podman), run the
    firmware in QEMU and read back the stamped version;
-4. build again: the cache answers in well under a second.
-
-Publishing and delivery join the story as they land.
+4. build again: the cache answers in well under a second;
+5. publish to an OCI layout dir (the embedded default), start the delivery worker, and
+   update 20 simulated devices over HTTP; bump to 1.1.0, publish to the same tag, notify
+   the worker, and watch the devices follow.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -96,6 +98,31 @@ def git_repo(path: Path) -> None:
         subprocess.run(["git", *cmd], cwd=path, check=True)
 
 
+DEVICES = 20
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_ready(worker: subprocess.Popen[str], timeout: float = 20) -> None:
+    """Read the worker's start-up lines until it says it serves (no sleep-based races)."""
+    deadline = time.monotonic() + timeout
+    assert worker.stderr is not None
+    seen = ""
+    while time.monotonic() < deadline:
+        line = worker.stderr.readline()
+        seen += line
+        if "devices in the fleet" in line:
+            return
+        if not line and worker.poll() is not None:
+            break
+    raise SystemExit(f"the delivery worker did not start:\n{seen}")
+
+
 def podman_works() -> bool:
     return shutil.which("podman") is not None and shutil.which("debootstrap") is not None
 
@@ -140,7 +167,10 @@ def main() -> int:
         git_repo(repo)
     fleet = work / "fleet"
     fleet.mkdir(exist_ok=True)
-    (fleet / "blinky.yaml").write_text(APP.format(repo=repo))
+    devices = "".join(
+        f"---\nmetadata: {{name: dev{i}, application: blinky}}\n" for i in range(DEVICES)
+    )
+    (fleet / "blinky.yaml").write_text(APP.format(repo=repo) + devices)
     (fleet / "ajour.yaml").write_text(
         "allowed_applications: [blinky]\n"
         "builders:\n  arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}\n"
@@ -155,45 +185,124 @@ def main() -> int:
             "--if-missing",
         )
     state = work / "state"
-    build = [
-        str(fleet),
-        "--app",
-        "blinky",
-        "--runner",
-        runner,
-        "--state-dir",
-        str(state),
-        "--builders",
-        str(REPO / "builder-images"),
-        "--version",
-        "1.0.0",
-        "--json",
-    ]
-    first = json.loads(
-        demo.ajour(f"build blinky 1.0.0 ({runner})", "build", *build, "--no-cache").stdout
-    )
-    elf = state / "builds" / first[0]["id"] / "artifacts" / "blinky.elf"
+    layout = work / "oci"
+    port = free_port()
+    worker_url = f"http://127.0.0.1:{port}"
+
+    def build(version: str, *extra: str) -> dict[str, object]:
+        args_ = [
+            str(fleet),
+            "--app",
+            "blinky",
+            "--runner",
+            runner,
+            "--state-dir",
+            str(state),
+            "--builders",
+            str(REPO / "builder-images"),
+            "--version",
+            version,
+            "--json",
+            "--publish",
+            "--to",
+            f"oci-layout://{layout}/blinky:latest",
+            "--notify",
+            f"{worker_url}/v1/events",
+            *extra,
+        ]
+        record: dict[str, object] = json.loads(
+            demo.ajour(f"build + publish blinky {version} ({runner})", "build", *args_).stdout
+        )[0]
+        return record
+
+    first = build("1.0.0", "--no-cache")
+    elf = state / "builds" / str(first["id"]) / "artifacts" / "blinky.elf"
     printed = demo.run("run the firmware in QEMU (mps2-an385)", [*QEMU, "-kernel", str(elf)])
-    again = json.loads(demo.ajour("build again (cache)", "build", *build).stdout)
-    table = Table("build", "state", "version", "sha256", "size", "time")
-    for record in (first[0], again[0]):
-        state_word = "cached" if record["cached"] else record["state"]
-        table.add_row(
-            record["name"],
-            state_word,
-            record["version"],
-            record["artifact"]["sha256"][:12],
-            str(record["artifact"]["size"]),
-            f"{record['duration']:.2f}s",
-        )
+    console.print(f"  QEMU printed: [bold]{(printed.stdout + printed.stderr).strip()}[/]")
+    again = json.loads(
+        demo.ajour(
+            "build again (cache)",
+            "build",
+            str(fleet),
+            "--app",
+            "blinky",
+            "--runner",
+            runner,
+            "--state-dir",
+            str(state),
+            "--builders",
+            str(REPO / "builder-images"),
+            "--version",
+            "1.0.0",
+            "--json",
+        ).stdout
+    )[0]
+    console.print(f"  second build: cached={again['cached']} in {again['duration']:.2f}s")
+
+    console.rule(f"3. delivery: {DEVICES} simulated devices over HTTP")
+    tool = str(Path(sys.executable).parent / "ajour-delivery")
+    worker = subprocess.Popen(
+        [
+            tool,
+            "serve",
+            "--fleet",
+            str(fleet),
+            "--http",
+            f"127.0.0.1:{port}",
+            "--registry",
+            f"oci-layout://{layout}",
+            "--insecure-no-auth",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rounds: list[tuple[str, dict[str, int]]] = []
+    try:
+        wait_ready(worker)
+        console.print(f"[green]ok[/] delivery worker serving on {worker_url}")
+        for start, label in (("0.9.0", "devices start on 0.9.0"), ("1.0.0", None)):
+            if label is None:
+                build("1.1.0")  # bump: build, publish to the same tag, notify the worker
+            result = json.loads(
+                demo.run(
+                    f"simulate {DEVICES} devices (embedded-update over HTTP)",
+                    [
+                        tool,
+                        "simulate",
+                        "--http",
+                        worker_url,
+                        "--app",
+                        "blinky",
+                        "--devices",
+                        str(DEVICES),
+                        "--start-version",
+                        start,
+                        "--json",
+                    ],
+                ).stdout
+            )
+            rounds.append((label or "after the 1.1.0 push", result["versions"]))
+    finally:
+        worker.terminate()
+        worker.wait(10)
+    published = first.get("published")
+    digest = published.get("digest", "-") if isinstance(published, dict) else "-"
+    table = Table("round", "devices per version")
+    for label, versions in rounds:
+        table.add_row(label, ", ".join(f"{v}: {n}" for v, n in sorted(versions.items())))
     console.print(table)
-    console.print(f"QEMU printed: [bold]{(printed.stdout + printed.stderr).strip()}[/]")
     console.print(
         f"\nPipelineRuns: {out}/"
         f"\n  apply: kubectl apply -n ajour -R -f pipelines/ && kubectl apply -f {out}/"
         f"\nBuild records and artifacts: {state}/builds/"
+        f"\nFirmware (OCI layout): {layout}/blinky (ajour-build inspect"
+        f" oci-layout://{layout}/blinky:latest)"
+        f"\nbuild digest: {digest}"
         f"\ndone in {time.perf_counter() - started:.1f}s"
     )
+    if rounds[-1][1] != {"1.1.0": DEVICES}:
+        raise SystemExit("the devices did not all reach 1.1.0")
     return 0
 
 
