@@ -1,0 +1,1 @@
+"""The build service: git-push webhooks, REST API, build backends (local, Tekton)."""

@@ -1,0 +1,63 @@
+"""From a git push to the builds it affects (allowlist enforced, identical specs collapsed)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from ajour_build.config import InstallationConfig
+from ajour_build.fleet import Fleet
+from ajour_build.plan import PlannedBuild, plan_builds
+from ajour_build.service.webhooks import Push
+
+
+def repo_key(uri: str) -> str:
+    """``host/path`` of a git URI: scheme, user, ``.git`` and the host's case don't matter."""
+    scp = re.match(r"^(?:[A-Za-z0-9._-]+@)?([A-Za-z0-9.-]+):(?!//)(.+)$", uri)
+    if scp and "://" not in uri:
+        host, path = scp.group(1), scp.group(2)
+    else:
+        parts = urlsplit(uri)
+        host = (parts.hostname or "") + (
+            f":{parts.port}" if parts.port and parts.scheme in ("https", "http") else ""
+        )
+        path = parts.path
+    path = path.strip("/")
+    path = path[:-4] if path.endswith(".git") else path
+    return f"{host.lower()}/{path}"
+
+
+@dataclass(frozen=True)
+class Matched:
+    builds: tuple[PlannedBuild, ...]
+    refused: tuple[str, ...]
+
+
+def _rev_matches(rev: str, push: Push) -> bool:
+    return rev == push.name or rev == push.ref or (len(rev) >= 7 and push.after.startswith(rev))
+
+
+def match(fleet: Fleet, config: InstallationConfig, push: Push) -> Matched:
+    """Every distinct build whose source is the pushed repository and revision."""
+    keys = {repo_key(u) for u in push.urls}
+    if push.deleted:
+        return Matched((), ())
+
+    def hits(uri: str, rev: str) -> bool:
+        return repo_key(uri) in keys and _rev_matches(rev, push)
+
+    plan = plan_builds(fleet, config)
+    builds = tuple(b for b in plan.builds if hits(b.build.source.git.uri, b.build.source.git.rev))
+    refused: list[str] = []
+    for app in sorted(fleet.applications):
+        if config.allowlist.allows(app):
+            continue
+        consumers = [None, *(d.name for d in fleet.devices_of(app))]
+        for device in consumers:
+            firmware = fleet.effective_firmware(app, device)
+            build = firmware.build if firmware is not None else None
+            if build is not None and hits(build.source.git.uri, build.source.git.rev):
+                refused.append(config.allowlist.refusal(app))
+                break
+    return Matched(builds, tuple(refused))
