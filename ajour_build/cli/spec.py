@@ -101,6 +101,12 @@ def validate(
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--app", "application", help="Only this application (and its devices).")
 @click.option("--device", help="Only this device (needs --app).")
+@click.option(
+    "--triggers",
+    "with_triggers",
+    is_flag=True,
+    help="Also emit Tekton Triggers (EventListener, bindings, templates).",
+)
 @click.pass_context
 def render(
     ctx: click.Context,
@@ -111,6 +117,7 @@ def render(
     as_json: bool,
     application: str | None,
     device: str | None,
+    with_triggers: bool,
 ) -> None:
     """Render one Tekton v1 PipelineRun per distinct build of the fleet."""
     want_json(ctx, as_json)
@@ -121,12 +128,20 @@ def render(
     assert config is not None
     plan = plan_builds(fleet, config, application, device).require_allowed()
     renderer = Renderer(config)
-    rendered = {f"{b.name}.yaml": renderer.manifest(b) for b in plan.builds}
+    rendered: dict[str, Any] = {f"{b.name}.yaml": renderer.manifest(b) for b in plan.builds}
+    trigger_docs: list[Any] = []
+    if with_triggers:
+        from ajour_build.render.triggers import render_triggers
+
+        trigger_docs = render_triggers(plan.builds, config)
     files: list[Path] = []
     if output is not None:
-        files = write_files(output, {n: dump_all([m]) for n, m in rendered.items()})
+        texts = {n: dump_all([m]) for n, m in rendered.items()}
+        if trigger_docs:
+            texts["ajour-triggers.yaml"] = dump_all(trigger_docs)
+        files = write_files(output, texts)
     if to_stdout:
-        click.echo(dump_all(rendered.values()), nl=False)
+        click.echo(dump_all([*rendered.values(), *trigger_docs]), nl=False)
     report = {
         "builds": [
             {
