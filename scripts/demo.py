@@ -189,8 +189,8 @@ def main() -> int:
     port = free_port()
     worker_url = f"http://127.0.0.1:{port}"
 
-    def build(version: str, *extra: str) -> dict[str, object]:
-        args_ = [
+    def build_args(version: str) -> list[str]:
+        return [
             str(fleet),
             "--app",
             "blinky",
@@ -203,6 +203,11 @@ def main() -> int:
             "--version",
             version,
             "--json",
+        ]
+
+    def build(version: str, *extra: str) -> dict[str, object]:
+        args_ = [
+            *build_args(version),
             "--publish",
             "--to",
             f"oci-layout://{layout}/blinky:latest",
@@ -219,24 +224,7 @@ def main() -> int:
     elf = state / "builds" / str(first["id"]) / "artifacts" / "blinky.elf"
     printed = demo.run("run the firmware in QEMU (mps2-an385)", [*QEMU, "-kernel", str(elf)])
     console.print(f"  QEMU printed: [bold]{(printed.stdout + printed.stderr).strip()}[/]")
-    again = json.loads(
-        demo.ajour(
-            "build again (cache)",
-            "build",
-            str(fleet),
-            "--app",
-            "blinky",
-            "--runner",
-            runner,
-            "--state-dir",
-            str(state),
-            "--builders",
-            str(REPO / "builder-images"),
-            "--version",
-            "1.0.0",
-            "--json",
-        ).stdout
-    )[0]
+    again = json.loads(demo.ajour("build again (cache)", "build", *build_args("1.0.0")).stdout)[0]
     console.print(f"  second build: cached={again['cached']} in {again['duration']:.2f}s")
 
     console.rule(f"3. delivery: {DEVICES} simulated devices over HTTP")

@@ -6,6 +6,7 @@ the events a registry sends for pushes made by any client.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -79,6 +80,22 @@ class Registry:
     events: Events
     process: subprocess.Popen[bytes]
     root: Path
+
+    def blob_file(self, content: bytes) -> Path:
+        """Where this registry stores the blob holding ``content`` (to corrupt it in tests)."""
+        hexdigest = hashlib.sha256(content).hexdigest()
+        return (
+            self.root
+            / "storage"
+            / "docker"
+            / "registry"
+            / "v2"
+            / "blobs"
+            / "sha256"
+            / hexdigest[:2]
+            / hexdigest
+            / "data"
+        )
 
     def stop(self) -> None:
         self.process.terminate()

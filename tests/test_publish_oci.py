@@ -261,19 +261,7 @@ def test_corrupted_blob_is_detected_on_read(registry: Registry, tmp_path: Path) 
     url = f"oci://{registry.host}/fw/c:latest"
     content = b"\x55" * 4096
     publisher_for(url, {}).publish(FirmwareArtifact(firmware(tmp_path, content), "3.0"))
-    hexdigest = sha256_digest(content).removeprefix("sha256:")
-    blob = (
-        registry.root
-        / "storage"
-        / "docker"
-        / "registry"
-        / "v2"
-        / "blobs"
-        / "sha256"
-        / hexdigest[:2]
-        / hexdigest
-        / "data"
-    )
+    blob = registry.blob_file(content)
     blob.write_bytes(b"\x66" + content[1:])
     info = inspect(url, {})
     with pytest.raises(ArtifactError, match="is corrupted: expected digest sha256:"):

@@ -59,19 +59,7 @@ def test_registry_source_refuses_corruption_and_survives_outages(tmp_path: Path)
         url = f"oci://{registry.host}/fw/c:latest"
         content = b"\x11" * 1024
         publish(tmp_path, url, "9", content)
-        hexdigest = hashlib.sha256(content).hexdigest()
-        blob = (
-            registry.root
-            / "storage"
-            / "docker"
-            / "registry"
-            / "v2"
-            / "blobs"
-            / "sha256"
-            / hexdigest[:2]
-            / hexdigest
-            / "data"
-        )
+        blob = registry.blob_file(content)
         blob.write_bytes(b"\x12" + content[1:])
         source = OciSource(RegistryReader(registry.host), parse_oci(url))
         with pytest.raises(SourceUnavailable, match="corrupted"):

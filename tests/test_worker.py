@@ -111,24 +111,11 @@ def test_registry_down_means_wait_and_a_failed_state(tmp_path: Path) -> None:
 
 
 def test_corrupted_blob_is_not_served(tmp_path: Path) -> None:
-    import hashlib
 
     with run_registry(tmp_path / "registry") as registry:
         content = b"\x5a" * 3000
         publish(tmp_path, f"oci://{registry.host}/ajour/fw/app:latest", "3.0", content)
-        hexdigest = hashlib.sha256(content).hexdigest()
-        blob = (
-            registry.root
-            / "storage"
-            / "docker"
-            / "registry"
-            / "v2"
-            / "blobs"
-            / "sha256"
-            / hexdigest[:2]
-            / hexdigest
-            / "data"
-        )
+        blob = registry.blob_file(content)
         blob.write_bytes(b"\x5b" + content[1:])
         worker = make_worker(tmp_path, f"{registry.host}/ajour")
         reply = worker.handle("app", "dev0", encode_status(Status(b"1.0", 512)))
