@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ajour_build.allowlist import ALLOW_ALL, Allowlist
@@ -96,6 +96,56 @@ class BuilderEntry(_Section):
     description: Text = ""
 
 
+class WebhookSecrets(_Section):
+    """Shared secrets of the push webhooks; a provider without one is refused (not open)."""
+
+    github: SecretStr | None = None
+    gitlab: SecretStr | None = None
+    gitea: SecretStr | None = None
+
+    def secret(self, provider: str) -> str:
+        value = getattr(self, provider, None)
+        return value.get_secret_value() if isinstance(value, SecretStr) else ""
+
+
+class ServiceConfig(_Section):
+    """``ajour-build serve``: backend, records, auth, and where builds publish."""
+
+    backend: Literal["local", "tekton"] = "local"
+    # SQLAlchemy URL of the build records; empty: SQLite in the state directory
+    database: Text = ""
+    # bearer tokens of the REST API and the console's trigger buttons
+    tokens: tuple[SecretStr, ...] = ()
+    webhooks: WebhookSecrets = WebhookSecrets()
+    queue_size: int = Field(default=16, ge=1, le=10_000)
+    workers: int = Field(default=1, ge=1, le=64)
+    runner: Literal["container", "host"] = "container"
+    publish: bool = True
+    # publish to <publish_to>/<image> instead of the registry prefix (e.g. oci-layout:///srv/fw)
+    publish_to: Text = ""
+    # tell delivery about new firmware (http(s)://…/v1/events or mqtt://…)
+    notify: Text = ""
+    # the delivery worker's HTTP base URL, for the console's device views
+    delivery_url: Text = ""
+    # let anyone read builds and the console's views (triggers and cancels still need a token)
+    public_read: bool = False
+    # builds that were running when the service died: retry them, or only report them
+    on_interrupted: Literal["retry", "report"] = "report"
+
+    @field_validator("database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if value and not re.match(r"^[a-z][a-z0-9+]*://", value):
+            raise ValueError(
+                f"{value!r} is not a database URL; write sqlite:////path/builds.db or"
+                " postgresql://user@host/db"
+            )
+        return value
+
+    def token_values(self) -> tuple[str, ...]:
+        return tuple(t.get_secret_value() for t in self.tokens if t.get_secret_value())
+
+
 class InstallationConfig(BaseSettings):
     """One Ajour installation: registry, allowlist, cluster settings, builder catalog."""
 
@@ -115,6 +165,7 @@ class InstallationConfig(BaseSettings):
     pipeline_ref: PipelineRefConfig = PipelineRefConfig()
     workspace: WorkspaceConfig = WorkspaceConfig()
     builders: dict[DnsLabel, BuilderEntry] = Field(default_factory=dict)
+    service: ServiceConfig = ServiceConfig()
     # where the config came from, for messages; not read from the file
     source: str = Field(default="defaults", exclude=True)
 

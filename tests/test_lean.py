@@ -11,10 +11,15 @@ FORBIDDEN = [
     "git",
     "rich",
     "kubernetes",
+    "fastapi",
+    "sqlalchemy",
+    "uvicorn",
     "ajour_build.render",
     "ajour_build.tekton",
     "ajour_build.plan",
     "ajour_build.cli",
+    "ajour_build.service",
+    "ajour_build.console",
 ]
 
 

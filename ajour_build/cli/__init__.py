@@ -65,7 +65,7 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 
 def _register() -> None:
-    from ajour_build.cli import build, builders, publish, spec, step
+    from ajour_build.cli import build, builders, publish, serve, spec, step
 
     main.add_command(spec.validate)
     main.add_command(spec.render)
@@ -74,6 +74,7 @@ def _register() -> None:
     main.add_command(step.step)
     main.add_command(publish.publish)
     main.add_command(publish.inspect)
+    main.add_command(serve.serve)
 
 
 _register()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from collections import deque
@@ -17,33 +16,17 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from ajour_build.builders import podman
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import console, want_json
 from ajour_build.cli.spec import _config
 from ajour_build.errors import AjourError, BuildCancelled, BuildError, SourceError
 from ajour_build.fleet import load_fleet
 from ajour_build.plan import plan_builds
-from ajour_build.runner.container import ContainerEngine
-from ajour_build.runner.host import HostEngine
-from ajour_build.runner.job import Engine, Progress
+from ajour_build.runner.engines import engine_for
+from ajour_build.runner.job import Progress
 from ajour_build.runner.local import LocalRunner
 from ajour_build.runner.records import BuildRecord, StateDir, dump
 from ajour_build.settings import LocalSettings
-
-
-@contextmanager
-def engine_for(runner: str, settings: LocalSettings) -> Iterator[Engine]:
-    if runner == "host":
-        yield HostEngine()
-        return
-    url = settings.container_host or os.environ.get("DOCKER_HOST", "")
-    if url:
-        yield ContainerEngine(url)
-        return
-    env = podman.environment(settings.state_dir)
-    with podman.api_service(settings.state_dir, env) as socket_url:
-        yield ContainerEngine(socket_url)
 
 
 class _Display:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -83,10 +84,13 @@ class ContainerEngine:
             pump = threading.Thread(target=_pump, args=(container, log), daemon=True)
             pump.start()
             try:
-                status = container.wait(timeout=job.timeout)
+                status = _wait(container, job)
             except requests.exceptions.ReadTimeout:
                 _kill(container)
                 raise BuildError(f"build timed out after {job.timeout}s", log.tail()) from None
+            except BuildCancelled as exc:
+                _kill(container)
+                raise BuildCancelled(str(exc), log.tail()) from None
             except KeyboardInterrupt:
                 _kill(container)
                 raise BuildCancelled("build cancelled (Ctrl-C)", log.tail()) from None
@@ -97,6 +101,26 @@ class ContainerEngine:
                 container.remove(force=True)
             except docker.errors.APIError:
                 pass
+
+
+def _wait(container: Any, job: BuildJob) -> dict[str, Any]:
+    """Wait in short slices so a cancel request is seen within a second."""
+    deadline = time.monotonic() + job.timeout
+    while True:
+        if job.cancel.is_set():
+            raise BuildCancelled("build cancelled by request")
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise requests.exceptions.ReadTimeout()
+        try:
+            status: dict[str, Any] = container.wait(timeout=max(1, min(1.0, left)))
+            return status
+        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as exc:
+            if "timed out" not in str(exc).lower() and isinstance(
+                exc, requests.exceptions.ConnectionError
+            ):
+                raise
+            continue
 
 
 def _pump(container: Any, log: BuildLog) -> None:

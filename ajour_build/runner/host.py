@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 
 from ajour_build.errors import BuildCancelled, BuildError
@@ -50,10 +51,13 @@ class HostEngine:
         reader = threading.Thread(target=_pump, args=(proc, log), daemon=True)
         reader.start()
         try:
-            code = proc.wait(timeout=job.timeout)
+            code = _wait(proc, job)
         except subprocess.TimeoutExpired:
             _stop(proc)
             raise BuildError(f"build timed out after {job.timeout}s", log.tail()) from None
+        except BuildCancelled as exc:
+            _stop(proc)
+            raise BuildCancelled(str(exc), log.tail()) from None
         except KeyboardInterrupt:
             _stop(proc)
             raise BuildCancelled("build cancelled (Ctrl-C)", log.tail()) from None
@@ -62,6 +66,19 @@ class HostEngine:
             if proc.stdout is not None:
                 proc.stdout.close()
         return code
+
+
+def _wait(proc: subprocess.Popen[bytes], job: BuildJob) -> int:
+    """The exit code; TimeoutExpired after job.timeout, BuildCancelled when job.cancel is set."""
+    deadline = time.monotonic() + job.timeout
+    while True:
+        if job.cancel.is_set():
+            raise BuildCancelled("build cancelled by request")
+        try:
+            return proc.wait(timeout=max(0.0, min(0.25, deadline - time.monotonic())))
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
 
 
 def _pump(proc: subprocess.Popen[bytes], log: BuildLog) -> None:

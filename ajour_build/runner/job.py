@@ -24,6 +24,8 @@ class BuildJob:
     network: bool = False
     timeout: int = 3600
     entrypoint: Path | None = None  # host mode only
+    # set by the service to stop this build; engines check it while they wait
+    cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
     @property
     def workdir(self) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -54,6 +55,7 @@ class LocalRunner:
     catalog: list[Builder] = field(default_factory=list)
     use_cache: bool = True
     progress: Progress = field(default_factory=Progress)
+    cancel: threading.Event | None = None  # set it to stop the running build
 
     def _job(self, planned: PlannedBuild, workspace: Path, commit: str, version: str) -> BuildJob:
         build = planned.build
@@ -79,6 +81,7 @@ class LocalRunner:
             network=builder.spec.network if builder else False,
             timeout=_seconds(planned.timeout),
             entrypoint=builder.entrypoint if builder else None,
+            cancel=self.cancel or threading.Event(),
         )
 
     def run(self, planned: PlannedBuild, version: str | None = None) -> BuildRecord:
@@ -139,11 +142,13 @@ class LocalRunner:
     ) -> BuildRecord:
         git = planned.build.source.git
         self.progress.on_step("resolve")
-        commit = resolve_commit(git.uri, git.rev)
+        # without an explicit version the checkout decides (its VERSION file, else the commit)
+        commit = resolve_commit(git.uri, git.rev) if version else None
         workspace = staging / "workspace"
-        if commit is None:  # a short sha or similar: only a clone can tell
+        if commit is None:  # no version given, or a short sha: only a clone can tell
             self.progress.on_step("clone")
-            commit = clone(git.uri, git.rev, workspace / "source").commit
+            checkout = clone(git.uri, git.rev, workspace / "source", version or "")
+            commit, version = checkout.commit, checkout.version
         stamp = version or commit
         job = self._job(planned, workspace, commit, stamp)
         image_id = self.engine.image_id(job)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,7 +91,27 @@ def clone(url: str, revision: str, dest: Path, firmware_version: str = "") -> Ch
         repo.git.checkout("--quiet", "--detach", commit)
     except git.GitCommandError as exc:
         raise SourceError(f"git failed for {redact_uri(url)}: {_last_line(exc)}") from None
-    return Checkout(url, revision, commit, firmware_version or commit, dest)
+    return Checkout(url, revision, commit, firmware_version or version_file(dest) or commit, dest)
+
+
+_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_~-]{0,127}$")
+
+
+def version_file(checkout: Path) -> str:
+    """The version a ``VERSION`` file at the top of the repository names ("" if none).
+
+    Only its first line counts, and only a plain version (``1.2.0``, ``2.0.0-rc.1``): a
+    file that says anything else is ignored rather than stamped into firmware.
+    """
+    path = checkout / "VERSION"
+    try:
+        if not path.is_file() or path.is_symlink() or path.stat().st_size > 4096:
+            return ""
+        first = path.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+    except OSError:
+        return ""
+    text = first[0].strip() if first else ""
+    return text if _VERSION.match(text) else ""
 
 
 def clear(path: Path) -> None:

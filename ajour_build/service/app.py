@@ -1,0 +1,174 @@
+"""The build service: one FastAPI app with webhooks, the REST API, health and the console.
+
+``create_app(service)`` wires routes to a :class:`Service`; ``assemble(...)`` builds a
+Service from the installation config (backend, records, fleet). Errors become JSON
+``{"error", "status"}`` with the right status code and, for 429, ``Retry-After``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from ajour_build import __version__
+from ajour_build.builders.catalog import load_catalog
+from ajour_build.config import InstallationConfig
+from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.runner.engines import engine_for
+from ajour_build.runner.host import HostEngine
+from ajour_build.runner.records import StateDir
+from ajour_build.service import api, hooks
+from ajour_build.service.backends.base import Backend, BackendError
+from ajour_build.service.backends.local import LocalBackend
+from ajour_build.service.records import Records, RecordsError
+from ajour_build.service.scheduler import FleetSource, NotFound, Scheduler
+from ajour_build.service.schemas import Health
+from ajour_build.service.state import Service, service_of
+from ajour_build.service.webhooks import WebhookError
+from ajour_build.settings import LocalSettings
+
+log = logging.getLogger(__name__)
+
+
+def _status(exc: AjourError) -> int:
+    if isinstance(exc, NotFound):
+        return 404
+    if isinstance(exc, NotAllowedError):
+        return 403
+    if isinstance(exc, BackendError | WebhookError):
+        return exc.status
+    if isinstance(exc, RecordsError):
+        return 503
+    if isinstance(exc, SpecError):
+        return 409  # the fleet on disk is broken; the request itself was fine
+    return 400
+
+
+def _error(exc: AjourError) -> JSONResponse:
+    status = _status(exc)
+    headers = {}
+    if isinstance(exc, BackendError) and exc.retry_after:
+        headers["Retry-After"] = str(exc.retry_after)
+    return JSONResponse({"error": str(exc), "status": status}, status, headers=headers)
+
+
+def create_app(service: Service, console: bool = False) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        try:
+            yield
+        finally:
+            service.stop()
+
+    app = FastAPI(
+        title="Ajour build service",
+        version=__version__,
+        description="Push webhooks, builds and their logs, and triggers (allowlist enforced).",
+        lifespan=lifespan,
+    )
+    app.state.service = service
+
+    @app.exception_handler(AjourError)
+    async def ajour_error(request: Request, exc: AjourError) -> JSONResponse:
+        if _status(exc) >= 500:
+            log.error("%s %s: %s", request.method, request.url.path, exc)
+        return _error(exc)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(
+            {"error": str(exc.detail), "status": exc.status_code},
+            exc.status_code,
+            headers=dict(exc.headers or {}),
+        )
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    def healthz() -> Health:
+        """The process is up."""
+        return Health(status="ok")
+
+    @app.get(
+        "/readyz",
+        response_model=Health,
+        tags=["health"],
+        responses={503: {"model": Health, "description": "Not ready; see checks."}},
+    )
+    def readyz(request: Request) -> JSONResponse:
+        """Ready for work: records reachable, backend started, fleet specs valid."""
+        svc = service_of(request)
+        checks: dict[str, str] = {}
+        try:
+            svc.records.counts()
+            checks["records"] = "ok"
+        except RecordsError as exc:
+            checks["records"] = str(exc)
+        checks["backend"] = f"{svc.backend.name}: ok" if svc.started else "not started"
+        checks["fleet"] = svc.scheduler.fleet.error or "ok"
+        ok = all(v == "ok" or v.endswith(": ok") for v in checks.values())
+        body = Health(status="ok" if ok else "unavailable", checks=checks)
+        return JSONResponse(body.model_dump(), 200 if ok else 503)
+
+    app.include_router(hooks.router)
+    app.include_router(api.router)
+    app.include_router(api.drogue)
+    if console:
+        from ajour_build.console.routes import mount
+
+        mount(app)
+    return app
+
+
+def make_backend(
+    config: InstallationConfig, records: Records, settings: LocalSettings, builders_dir: Path
+) -> Backend:
+    svc = config.service
+    if svc.backend == "tekton":
+        from ajour_build.service.backends.tekton import TektonBackend
+
+        return TektonBackend(records, config)
+    catalog = load_catalog(builders_dir) if builders_dir.is_dir() else []
+    context = (
+        nullcontext(HostEngine()) if svc.runner == "host" else engine_for("container", settings)
+    )
+    return LocalBackend(
+        records,
+        StateDir(settings.state_dir),
+        catalog=catalog,
+        queue_size=svc.queue_size,
+        workers=svc.workers,
+        publish=svc.publish,
+        insecure=config.registry.insecure,
+        notify_url=svc.notify,
+        engine_context=context,
+    )
+
+
+def assemble(
+    fleet_paths: list[Path],
+    config: InstallationConfig,
+    settings: LocalSettings,
+    builders_dir: Path | None = None,
+    open_access: bool = False,
+) -> Service:
+    """A Service from the installation config; nothing is started yet."""
+    svc = config.service
+    if not open_access and not svc.token_values():
+        raise AjourError(
+            "the build service needs API tokens: set service.tokens in ajour.yaml (or"
+            " AJOUR_SERVICE__TOKENS='[\"…\"]'), or pass --insecure-no-auth on a trusted machine"
+        )
+    records = (
+        Records(svc.database)
+        if svc.database
+        else Records.sqlite(settings.state_dir / "service" / "builds.db")
+    )
+    backend = make_backend(config, records, settings, builders_dir or settings.builders_dir)
+    scheduler = Scheduler(FleetSource(fleet_paths), config, records, backend)
+    return Service(config, records, backend, scheduler, open_access=open_access)

@@ -1,0 +1,1 @@
+"""Where the service runs builds: ``local`` (embedded default) or ``tekton`` (Kubernetes)."""

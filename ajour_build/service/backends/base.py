@@ -1,0 +1,58 @@
+"""The contract between the service and a build backend.
+
+The service creates the build record (state ``queued``) and hands the backend a
+:class:`Submission`. From then on the backend owns the record's life: it moves it to
+``running`` and to exactly one end state through :meth:`Records.transition`, appends log
+lines, and sets commit, version, digest and reference when it knows them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from ajour_build.errors import AjourError
+from ajour_build.plan import PlannedBuild
+
+
+@dataclass(frozen=True)
+class Submission:
+    build_id: str
+    planned: PlannedBuild
+    publish_to: str  # the full target, e.g. oci://host/ajour/blinky:latest
+    version: str | None = None  # None: the builder's own rule (VERSION file, else the commit)
+
+
+class BackendError(AjourError):
+    """A backend refused or failed a request; ``status`` is the HTTP status to answer."""
+
+    def __init__(self, message: str, status: int = 503, retry_after: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class QueueFull(BackendError):
+    """No room for more builds now (HTTP 429 with Retry-After)."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, 429, retry_after)
+
+
+class Backend(Protocol):
+    name: str
+
+    def start(self) -> None:
+        """Connect and start workers or watches (called once, before any submit)."""
+
+    def free_slots(self) -> int | None:
+        """How many more builds fit now; None when there is no local limit."""
+
+    def submit(self, submission: Submission) -> None:
+        """Start or queue the build; raise QueueFull or BackendError (record stays queued)."""
+
+    def cancel(self, build_id: str) -> bool:
+        """Stop a queued or running build; False if the backend does not know it."""
+
+    def stop(self) -> None:
+        """Stop workers and watches; running builds end as cancelled or interrupted."""

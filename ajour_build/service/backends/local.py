@@ -1,0 +1,219 @@
+"""The embedded default backend: the local runner behind a bounded queue and worker threads.
+
+A build goes queued → running → succeeded | failed | cancelled. Publishing is part of the
+build: a build that compiled but could not be published failed (its log says why). Cancel
+takes a queued build off the queue at once and stops a running one within a second
+(the engine kills the builder container or process group).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+import time
+from contextlib import AbstractContextManager, ExitStack
+from dataclasses import dataclass, field
+
+from ajour_build.builders.catalog import Builder
+from ajour_build.errors import AjourError, BuildCancelled
+from ajour_build.publish import notify
+from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, Published, SourceInfo
+from ajour_build.publish.target import publisher_for
+from ajour_build.runner.job import Engine, Progress
+from ajour_build.runner.local import LocalRunner
+from ajour_build.runner.records import BuildRecord, StateDir
+from ajour_build.service.backends.base import QueueFull, Submission
+from ajour_build.service.records import Records
+
+log = logging.getLogger(__name__)
+SECONDS_PER_BUILD = 30  # the Retry-After hint per queued build when the queue is full
+
+
+class LogSink:
+    """Batches log lines into the records: at most every 0.2 s, and at the end."""
+
+    def __init__(self, records: Records, build_id: str) -> None:
+        self.records = records
+        self.build_id = build_id
+        self.pending: list[str] = []
+        self.lock = threading.Lock()
+        self.last = time.monotonic()
+
+    def line(self, text: str) -> None:
+        with self.lock:
+            self.pending.append(text)
+            if len(self.pending) < 200 and time.monotonic() - self.last < 0.2:
+                return
+        self.flush()
+
+    def flush(self) -> None:
+        with self.lock:
+            lines, self.pending = self.pending, []
+            self.last = time.monotonic()
+        try:
+            self.records.append_log(self.build_id, lines)
+        except AjourError as exc:  # the build goes on; its log has a gap
+            log.warning("build %s: %d log lines lost: %s", self.build_id, len(lines), exc)
+
+
+@dataclass
+class LocalBackend:
+    records: Records
+    state: StateDir
+    catalog: list[Builder] = field(default_factory=list)
+    queue_size: int = 16
+    workers: int = 1
+    publish: bool = True
+    insecure: bool = False
+    notify_url: str = ""
+    engine: Engine | None = None
+    # or a context manager that yields one for the backend's lifetime (the podman service)
+    engine_context: AbstractContextManager[Engine] | None = None
+    name: str = "local"
+    _queue: queue.Queue[Submission | None] = field(init=False, repr=False)
+    _threads: list[threading.Thread] = field(init=False, default_factory=list, repr=False)
+    _cancels: dict[str, threading.Event] = field(init=False, default_factory=dict, repr=False)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
+    _stack: ExitStack = field(init=False, default_factory=ExitStack, repr=False)
+
+    def __post_init__(self) -> None:
+        self._queue = queue.Queue(maxsize=self.queue_size)
+
+    # -- Backend -------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.engine is None:
+            if self.engine_context is None:
+                raise AjourError("the local backend needs an engine or an engine context")
+            self.engine = self._stack.enter_context(self.engine_context)
+        for index in range(self.workers):
+            thread = threading.Thread(target=self._work, name=f"ajour-build-{index}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def free_slots(self) -> int:
+        return self.queue_size - self._queue.qsize()
+
+    def submit(self, submission: Submission) -> None:
+        with self._lock:
+            self._cancels[submission.build_id] = threading.Event()
+        try:
+            self._queue.put_nowait(submission)
+        except queue.Full:
+            with self._lock:
+                self._cancels.pop(submission.build_id, None)
+            raise QueueFull(
+                f"the build queue is full ({self.queue_size} waiting); try again later",
+                retry_after=SECONDS_PER_BUILD * max(1, self.workers),
+            ) from None
+
+    def cancel(self, build_id: str) -> bool:
+        with self._lock:
+            event = self._cancels.get(build_id)
+        if event is None:
+            return False
+        event.set()
+        # a queued build ends now; a running one ends when its engine has stopped it
+        current = self.records.get(build_id)
+        if current is not None and current.state == "queued":
+            self.records.transition(build_id, "cancelled", failure="cancelled before it started")
+        return True
+
+    def stop(self) -> None:
+        with self._lock:
+            events = list(self._cancels.values())
+        for event in events:
+            event.set()
+        for _ in self._threads:
+            try:
+                self._queue.put_nowait(None)
+            except queue.Full:
+                break
+        for thread in self._threads:
+            thread.join(15)
+        self._stack.close()
+
+    # -- work ----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            try:
+                item = self._queue.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if item is None:
+                return
+            try:
+                self._run(item)
+            except Exception as exc:  # one build never takes the worker down
+                log.exception("build %s: unexpected error", item.build_id)
+                self.records.transition(item.build_id, "failed", failure=f"internal error: {exc}")
+            finally:
+                with self._lock:
+                    self._cancels.pop(item.build_id, None)
+
+    def _run(self, item: Submission) -> None:
+        with self._lock:
+            cancel = self._cancels.get(item.build_id) or threading.Event()
+        if cancel.is_set() or self.records.transition(item.build_id, "running") is None:
+            return  # cancelled while queued
+        sink = LogSink(self.records, item.build_id)
+        progress = Progress(
+            on_step=lambda step: sink.line(f"[ajour] step: {step}"), on_line=sink.line
+        )
+        assert self.engine is not None
+        runner = LocalRunner(self.state, self.engine, self.catalog, True, progress, cancel)
+        try:
+            record = runner.run(item.planned, item.version)
+        except BuildCancelled:
+            sink.flush()
+            self.records.transition(item.build_id, "cancelled", failure="cancelled by request")
+            return
+        except AjourError as exc:
+            sink.flush()
+            self.records.transition(item.build_id, "failed", failure=_first_line(exc))
+            return
+        values = {
+            "commit": record.commit,
+            "version": record.version,
+            "cached": record.cached,
+            "backend_ref": record.id,
+        }
+        self.records.update(item.build_id, **values)
+        if not self.publish:
+            sink.flush()
+            self.records.transition(item.build_id, "succeeded")
+            return
+        sink.line(f"[ajour] step: publish to {item.publish_to}")
+        try:
+            published = self._publish(item, record)
+        except AjourError as exc:
+            sink.line(f"[ajour] publish failed: {_first_line(exc)}")
+            sink.flush()
+            self.records.transition(item.build_id, "failed", failure=f"publish: {_first_line(exc)}")
+            return
+        sink.line(f"[ajour] published {published.version} as {published.reference}")
+        sink.flush()
+        self.records.transition(
+            item.build_id, "succeeded", digest=published.digest, reference=published.reference
+        )
+
+    def _publish(self, item: Submission, record: BuildRecord) -> Published:
+        assert record.artifact is not None and record.version is not None
+        artifact = FirmwareArtifact(
+            self.state.build_dir(record.id) / "artifacts" / record.artifact.name,
+            record.version,
+            SourceInfo(record.git_url, record.commit or ""),
+            BuilderInfo(record.builder.image if record.builder else ""),
+        )
+        published = publisher_for(item.publish_to, os.environ, self.insecure).publish(artifact)
+        if self.notify_url:
+            try:
+                notify.send(self.notify_url, published)
+            except AjourError as exc:  # the firmware is out; delivery will find it later
+                log.warning("build %s: notifying delivery failed: %s", item.build_id, exc)
+        return published
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).split("\n")[0]

@@ -1,0 +1,248 @@
+"""Turns triggers (a push, an API call, a retry) into build records and backend submissions.
+
+Every build start goes through :func:`ajour_build.plan.plan_builds`, so the allowlist
+applies to webhooks, the API, the console and retries alike. Identical build specs
+collapse: into one build per trigger, and onto a build of the same spec that is still
+queued (it will check out the newest commit anyway).
+
+The fleet is read again when a spec file changes. A change that does not validate keeps
+the last good fleet, and the error is reported by ``/readyz`` and in trigger answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ajour_build.config import InstallationConfig
+from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.fleet import Fleet, load_fleet
+from ajour_build.plan import PlannedBuild, plan_builds
+from ajour_build.service.backends.base import Backend, BackendError, QueueFull, Submission
+from ajour_build.service.push import match
+from ajour_build.service.records import Build, NewBuild, Query, Records
+from ajour_build.service.webhooks import Push
+from ajour_build.spec.document import iter_spec_files
+from ajour_build.spec.fields import redact_uri
+
+log = logging.getLogger(__name__)
+
+
+class NotFound(AjourError):
+    """An application, device or build that does not exist."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a trigger did: builds queued (or joined), and refusals with their reasons."""
+
+    queued: tuple[Build, ...] = ()
+    joined: tuple[Build, ...] = ()  # identical builds already waiting in the queue
+    refused: tuple[str, ...] = ()
+    explanation: str = ""
+
+    def as_json(self) -> dict[str, object]:
+        from ajour_build.service.records import as_json
+
+        return {
+            "triggered": [as_json(b) for b in self.queued],
+            "alreadyQueued": [as_json(b) for b in self.joined],
+            "refused": list(self.refused),
+            "explanation": self.explanation,
+        }
+
+
+@dataclass
+class FleetSource:
+    """The fleet from spec files, read again when a file changes."""
+
+    paths: list[Path]
+    fleet: Fleet = field(init=False)
+    error: str | None = field(init=False, default=None)
+    _signature: tuple[tuple[str, int, int], ...] = field(init=False, default=())
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self._signature = self._scan()
+        self.fleet = load_fleet(self.paths)  # the first read must succeed
+
+    def _scan(self) -> tuple[tuple[str, int, int], ...]:
+        out = []
+        for path in iter_spec_files([p for p in self.paths if p.exists()], frozenset()):
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((str(path), st.st_mtime_ns, st.st_size))
+        return tuple(sorted(out))
+
+    def current(self) -> Fleet:
+        with self._lock:
+            signature = self._scan()
+            if signature != self._signature:
+                self._signature = signature
+                try:
+                    self.fleet = load_fleet(self.paths)
+                    self.error = None
+                    log.info("fleet specs changed: read again")
+                except SpecError as exc:
+                    self.error = str(exc)
+                    log.error(
+                        "fleet specs changed but do not validate; keeping the last good fleet: %s",
+                        exc,
+                    )
+            return self.fleet
+
+
+@dataclass
+class Scheduler:
+    fleet: FleetSource
+    config: InstallationConfig
+    records: Records
+    backend: Backend
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+
+    # -- triggers ------------------------------------------------------------------------
+    def trigger(
+        self,
+        application: str,
+        device: str | None = None,
+        reason: str = "api",
+        version: str | None = None,
+    ) -> Outcome:
+        """Build an application (every distinct build it and its devices need) or a device."""
+        fleet = self.fleet.current()
+        if application not in fleet.applications:
+            raise NotFound(f"application {application!r} is not in the fleet")
+        if device is not None and (application, device) not in fleet.devices:
+            raise NotFound(f"device {device!r} of application {application!r} is not in the fleet")
+        if not self.config.allowlist.allows(application):
+            raise NotAllowedError([self.config.allowlist.refusal(application)])
+        plan = plan_builds(fleet, self.config, application, device)
+        if not plan.builds:
+            what = f"device {device!r}" if device else f"application {application!r}"
+            return Outcome(
+                explanation=f"{what} has no firmware.container.build section: nothing to build"
+            )
+        return self._enqueue(plan.builds, reason, version, plan.refused)
+
+    def push(self, push: Push) -> Outcome:
+        fleet = self.fleet.current()
+        found = match(fleet, self.config, push)
+        if not found.builds:
+            urls = ", ".join(redact_uri(u) for u in push.urls) or "no clone URL"
+            why = (
+                f"no application or device builds {urls} at {push.name!r} (commit"
+                f" {push.after[:12]}); fleet sources are matched by repository (scheme, user,"
+                " .git and host case ignored) and by source.git.rev (branch, tag or sha)"
+            )
+            if push.deleted:
+                why = f"{push.ref} was deleted: nothing to build"
+            elif found.refused:
+                why = "every matching application is refused by the allowlist"
+            return Outcome(refused=found.refused, explanation=why)
+        reason = f"push {push.provider} {push.ref} {push.after[:12]}"
+        return self._enqueue(found.builds, reason, None, found.refused)
+
+    def retry(self, build: Build, reason: str) -> Outcome:
+        """A build again (after an interruption): same application and consumers."""
+        fleet = self.fleet.current()
+        plan = plan_builds(fleet, self.config)
+        again = [p for p in plan.builds if p.key == build.spec_hash]
+        if not again:
+            return Outcome(explanation=f"{build.name}: its spec is no longer in the fleet")
+        return self._enqueue(again, reason, build.version, plan.refused, retry_of=build)
+
+    def _enqueue(
+        self,
+        planned: tuple[PlannedBuild, ...] | list[PlannedBuild],
+        reason: str,
+        version: str | None,
+        refused: tuple[str, ...],
+        retry_of: Build | None = None,
+    ) -> Outcome:
+        with self._lock:
+            waiting = {b.spec_hash: b for b in self.records.find(Query(states=("queued",)))}
+            fresh = [p for p in planned if p.key not in waiting or version]
+            joined = tuple(waiting[p.key] for p in planned if p.key in waiting and not version)
+            slots = self.backend.free_slots()
+            if slots is not None and len(fresh) > slots:
+                raise QueueFull(
+                    f"the build queue has room for {slots} build(s), this trigger needs"
+                    f" {len(fresh)}; nothing was queued, try again later",
+                    retry_after=30,
+                )
+            queued: list[Build] = []
+            for p in fresh:
+                queued.append(self._submit(p, reason, version, retry_of))
+        return Outcome(tuple(queued), joined, refused, _explain(queued, joined))
+
+    def _submit(
+        self, planned: PlannedBuild, reason: str, version: str | None, retry_of: Build | None
+    ) -> Build:
+        target = self.publish_target(planned)
+        build = self.records.create(
+            NewBuild(
+                name=planned.name,
+                spec_hash=planned.key,
+                application=planned.application,
+                consumers=tuple(str(c) for c in planned.consumers),
+                backend=self.backend.name,
+                reason=reason,
+                git_url=redact_uri(planned.build.source.git.uri),
+                revision=planned.build.source.git.rev,
+                image=planned.image,
+                publish_to=target,
+                version=version,
+                retry_of=retry_of.id if retry_of else None,
+                attempt=retry_of.attempt + 1 if retry_of else 1,
+            )
+        )
+        try:
+            self.backend.submit(Submission(build.id, planned, target, version))
+        except BackendError as exc:
+            self.records.transition(build.id, "failed", failure=f"not started: {exc}")
+            raise
+        log.info("build %s queued (%s): %s", build.id, reason, planned.name)
+        return self.records.require(build.id)
+
+    def publish_target(self, planned: PlannedBuild) -> str:
+        override = self.config.service.publish_to.rstrip("/")
+        if not override:
+            return planned.publish_to
+        image = planned.image.removeprefix(self.config.registry.prefix + "/")
+        return f"{override}/{image}"
+
+    # -- other requests ------------------------------------------------------------------
+    def cancel(self, build_id: str) -> Build:
+        build = self.records.get(build_id)
+        if build is None:
+            raise NotFound(f"build {build_id!r} does not exist")
+        if not build.active:
+            return build
+        if not self.backend.cancel(build_id):
+            self.records.transition(build_id, "cancelled", failure="cancelled by request")
+        return self.records.require(build_id)
+
+    def recover(self) -> list[Build]:
+        """Mark what a previous process left running as interrupted; retry if configured."""
+        interrupted = self.records.interrupt_active()
+        for build in interrupted:
+            log.warning("build %s was interrupted by a restart", build.id)
+            if self.config.service.on_interrupted == "retry":
+                try:
+                    self.retry(build, f"retry of {build.id} (interrupted by a restart)")
+                except AjourError as exc:
+                    log.error("retrying build %s failed: %s", build.id, exc)
+        return interrupted
+
+
+def _explain(queued: list[Build], joined: tuple[Build, ...]) -> str:
+    parts = []
+    if queued:
+        parts.append(f"{len(queued)} build(s) queued")
+    if joined:
+        parts.append(f"{len(joined)} identical build(s) already queued (joined)")
+    return "; ".join(parts) or "nothing to build"
