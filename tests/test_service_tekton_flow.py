@@ -113,3 +113,28 @@ def test_push_creates_a_pipelinerun_and_its_status_reaches_the_api(
         finish(api, other["metadata"]["name"], "Cancelled", status="False")
         assert h.wait(second["id"], ("cancelled", "failed"), timeout=20)["state"] == "cancelled"
     assert "kube-token-never-logged" not in caplog.text
+
+
+def test_a_restart_adopts_pipelineruns_that_went_on_in_the_cluster(
+    tmp_path: Path, kube: KubeFake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig(tmp_path / "kubeconfig", kube.url)))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    h = Harness(
+        tmp_path,
+        "allowed_applications: [fw]\n"
+        f"service: {{backend: tekton, on_interrupted: retry, tokens: [{TOKEN}]}}\n",
+    )
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "fleet.yaml").write_text(APPS.format(uri=h.remote_uri))
+    api = kube.api_client()
+    with h.running(), h.client() as c:
+        build = c.post("/api/v1/applications/fw/devices/d1/trigger").json()["triggered"][0]
+    (run,) = runs(api)
+    finish(api, run["metadata"]["name"], "Succeeded")  # while the service is down
+    with h.running():
+        done = h.wait(build["id"], ("succeeded", "failed", "interrupted"), timeout=20)
+        with h.client() as c:
+            count = c.get("/api/v1/builds").json()["count"]
+    assert done["state"] == "succeeded" and done["digest"] == DIGEST
+    assert count == 1 and len(runs(api)) == 1  # adopted, not interrupted and built again

@@ -57,6 +57,11 @@ class LocalRunner:
     progress: Progress = field(default_factory=Progress)
     cancel: threading.Event | None = None  # set it to stop the running build
 
+    def _check(self) -> None:
+        """Between steps: stop here if the build was cancelled."""
+        if self.cancel is not None and self.cancel.is_set():
+            raise BuildCancelled("build cancelled by request")
+
     def _job(self, planned: PlannedBuild, workspace: Path, commit: str, version: str) -> BuildJob:
         build = planned.build
         builder = find(self.catalog, build.image) or find(self.catalog, planned.builder_image)
@@ -141,6 +146,7 @@ class LocalRunner:
         started: datetime,
     ) -> BuildRecord:
         git = planned.build.source.git
+        self._check()
         self.progress.on_step("resolve")
         # without an explicit version the checkout decides (its VERSION file, else the commit)
         commit = resolve_commit(git.uri, git.rev) if version else None
@@ -154,6 +160,7 @@ class LocalRunner:
         image_id = self.engine.image_id(job)
         key = cache_key(job, commit, image_id, planned.build.artifact.path)
         builder = BuilderRef(image=job.image, id=image_id, runner=self.engine.name)
+        self._check()
         if self.use_cache and (hit := self.state.cached(key)) is not None:
             cached, artifacts = hit
             log.note(f"cached: reusing build {cached.id} (key {key[:12]})")
@@ -167,6 +174,7 @@ class LocalRunner:
         inside = job.workdir.is_relative_to((workspace / "source").resolve())
         if not inside or not job.workdir.is_dir():
             raise BuildError(f"project folder {git.project!r} does not exist in the repository")
+        self._check()
         self.progress.on_step("build")
         code = self.engine.run(job, log)
         if code != 0:

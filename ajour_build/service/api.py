@@ -50,7 +50,7 @@ def reader(request: Request, _: Credentials) -> Service:
 
 def writer(request: Request, _: Credentials) -> Service:
     service = service_of(request)
-    auth.check(request, service.tokens, service.open_access)
+    auth.check_write(request, service.tokens, service.open_access)
     return service
 
 
@@ -82,8 +82,14 @@ def _instant(text: str | None, name: str) -> datetime | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise HTTPException(422, f"{name}={text!r} is not a time; {_ISO_DOC}") from None
-    parsed = parsed + timedelta(seconds=1) if leap else parsed
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    try:
+        parsed = parsed + timedelta(seconds=1) if leap else parsed
+        parsed = parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+        parsed.astimezone(UTC)  # the zone must not push it out of range either
+    except OverflowError:  # within a zone's offset of year 1 or 9999: the edge of time
+        edge = datetime.min if parsed.year < 5000 else datetime.max
+        return edge.replace(tzinfo=UTC)
+    return parsed
 
 
 @router.get("/builds", response_model=BuildList, responses={401: _ERRORS[401]})
@@ -148,7 +154,7 @@ async def _follow(service: Service, build_id: str) -> AsyncIterator[str]:
 def build_log_page(
     build_id: str,
     service: Reader,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> LogPage:
     """Log lines after sequence number ``after`` (for polling clients such as the console)."""

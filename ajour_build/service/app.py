@@ -58,7 +58,7 @@ def _error(exc: AjourError) -> JSONResponse:
     return JSONResponse({"error": str(exc), "status": status}, status, headers=headers)
 
 
-def create_app(service: Service, console: bool = False) -> FastAPI:
+def create_app(service: Service, console: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
@@ -109,7 +109,10 @@ def create_app(service: Service, console: bool = False) -> FastAPI:
             checks["records"] = "ok"
         except RecordsError as exc:
             checks["records"] = str(exc)
-        checks["backend"] = f"{svc.backend.name}: ok" if svc.started else "not started"
+        checks["backend"] = f"{svc.backend.name}: {svc.backend.health()}"
+        if not svc.started:
+            checks["backend"] = "not started"
+        svc.scheduler.fleet.current()  # read the specs again if they changed
         checks["fleet"] = svc.scheduler.fleet.error or "ok"
         ok = all(v == "ok" or v.endswith(": ok") for v in checks.values())
         body = Health(status="ok" if ok else "unavailable", checks=checks)

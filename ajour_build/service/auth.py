@@ -46,3 +46,29 @@ def check(request: Request, tokens: tuple[str, ...], open_access: bool) -> None:
         raise HTTPException(
             401, "the bearer token is not valid", headers={"WWW-Authenticate": "Bearer"}
         )
+
+
+def same_site(request: Request) -> bool:
+    """False for a request a browser sent on behalf of another site (CSRF).
+
+    Browsers say where a request comes from (``Sec-Fetch-Site``, ``Origin``); scripts and
+    curl send neither, and are judged by their token alone.
+    """
+    site = request.headers.get("sec-fetch-site")
+    if site is not None and site not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True
+    return origin == f"{request.url.scheme}://{request.headers.get('host', '')}"
+
+
+def check_write(request: Request, tokens: tuple[str, ...], open_access: bool) -> None:
+    """A write (trigger, cancel): same-site if from a browser, and with a valid token."""
+    if not same_site(request):
+        raise HTTPException(
+            403,
+            "cross-site request refused: triggers and cancels must come from this service's"
+            " own pages or from a client with a token",
+        )
+    check(request, tokens, open_access)

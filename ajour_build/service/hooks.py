@@ -10,6 +10,7 @@ nor a replayed body with a new id builds twice. A delivery that could not be que
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Literal
 
 from fastapi import APIRouter, Request
@@ -18,9 +19,10 @@ from starlette.concurrency import run_in_threadpool
 
 from ajour_build.errors import AjourError
 from ajour_build.service.schemas import BuildOut, ErrorOut, WebhookOut
-from ajour_build.service.state import service_of
+from ajour_build.service.state import Service, service_of
 from ajour_build.service.webhooks import MAX_BODY, WebhookError, parse, verify
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
 Provider = Literal["github", "gitlab", "gitea"]
 EVENT_HEADER = {"github": "x-github-event", "gitlab": "x-gitlab-event", "gitea": "x-gitea-event"}
@@ -77,11 +79,18 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
     if delivery:
         keys.append(f"{provider}:id:{delivery[:120]}")
     records = service.records
-    fresh = [await run_in_threadpool(records.remember_delivery, k) for k in keys]
-    if not all(fresh):
-        for key, new in zip(keys, fresh, strict=True):
-            if new:
-                await run_in_threadpool(records.forget_delivery, key)
+    remembered: list[str] = []
+    try:
+        for key in keys:
+            if await run_in_threadpool(records.remember_delivery, key):
+                remembered.append(key)
+        if len(remembered) == len(keys):
+            outcome = await run_in_threadpool(service.scheduler.push, push)
+    except BaseException:
+        await _forget(service, remembered)  # not handled: let the provider's retry in
+        raise
+    if len(remembered) != len(keys):
+        await _forget(service, remembered)
         out = WebhookOut(
             event=event,
             delivery=delivery,
@@ -89,12 +98,6 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
             explanation="this delivery (same id or same signed body) was already handled",
         )
         return _answer(200, out)
-    try:
-        outcome = await run_in_threadpool(service.scheduler.push, push)
-    except AjourError:
-        for key in keys:
-            await run_in_threadpool(records.forget_delivery, key)
-        raise
     out = WebhookOut(
         event=event,
         delivery=delivery,
@@ -104,6 +107,14 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
         explanation=outcome.explanation,
     )
     return _answer(202, out)
+
+
+async def _forget(service: Service, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            await run_in_threadpool(service.records.forget_delivery, key)
+        except AjourError as exc:  # the records are down; the delivery stays remembered
+            log.error("could not forget webhook delivery %s: %s", key, exc)
 
 
 def _answer(status: int, out: WebhookOut) -> JSONResponse:

@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 from ajour_build.config import InstallationConfig
 from ajour_build.fleet import Fleet
-from ajour_build.plan import PlannedBuild, plan_builds
+from ajour_build.plan import Plan, PlannedBuild, plan_builds
 from ajour_build.service.webhooks import Push
 
 
@@ -38,8 +38,14 @@ def _rev_matches(rev: str, push: Push) -> bool:
     return rev == push.name or rev == push.ref or (len(rev) >= 7 and push.after.startswith(rev))
 
 
-def match(fleet: Fleet, config: InstallationConfig, push: Push) -> Matched:
-    """Every distinct build whose source is the pushed repository and revision."""
+def match(
+    fleet: Fleet, config: InstallationConfig, push: Push, plan: Plan | None = None
+) -> Matched:
+    """Every distinct build whose source is the pushed repository and revision.
+
+    ``plan`` is ``plan_builds(fleet, config)`` when the caller already has it (it depends
+    only on the fleet and the config, both immutable).
+    """
     keys = {repo_key(u) for u in push.urls}
     if push.deleted:
         return Matched((), ())
@@ -47,7 +53,7 @@ def match(fleet: Fleet, config: InstallationConfig, push: Push) -> Matched:
     def hits(uri: str, rev: str) -> bool:
         return repo_key(uri) in keys and _rev_matches(rev, push)
 
-    plan = plan_builds(fleet, config)
+    plan = plan if plan is not None else plan_builds(fleet, config)
     builds = tuple(b for b in plan.builds if hits(b.build.source.git.uri, b.build.source.git.rev))
     refused: list[str] = []
     for app in sorted(fleet.applications):

@@ -264,12 +264,17 @@ class Records:
         with self._tx() as conn:
             conn.execute(insert(log_lines), rows)
 
-    def interrupt_active(self) -> list[Build]:
-        """Mark builds left queued or running by a previous process as interrupted."""
+    def interrupt_active(self, keep_submitted: bool = False) -> list[Build]:
+        """Mark builds left queued or running by a previous process as interrupted.
+
+        ``keep_submitted`` leaves alone builds a durable backend already took over (they
+        have a ``backend_ref``, e.g. a PipelineRun that goes on without the service).
+        """
+        active = select(builds.c.id).where(builds.c.state.in_(ACTIVE))
+        if keep_submitted:
+            active = active.where(builds.c.backend_ref == "")
         with self._tx() as conn:
-            ids = [
-                r[0] for r in conn.execute(select(builds.c.id).where(builds.c.state.in_(ACTIVE)))
-            ]
+            ids = [r[0] for r in conn.execute(active)]
             if ids:
                 conn.execute(
                     update(builds)
@@ -329,6 +334,16 @@ class Records:
         stmt = stmt.limit(query.limit).offset(query.offset)
         with self._read() as conn:
             return [self._build(conn, row) for row in conn.execute(stmt).mappings().all()]
+
+    def queued_by_spec(self) -> dict[str, str]:
+        """Spec hash → id of the newest queued build of that spec (all of them, one query)."""
+        stmt = (
+            select(builds.c.spec_hash, builds.c.id)
+            .where(builds.c.state == "queued")
+            .order_by(builds.c.created)
+        )
+        with self._read() as conn:
+            return {str(h): str(i) for h, i in conn.execute(stmt).all()}
 
     def counts(self) -> dict[str, int]:
         stmt = select(builds.c.state, func.count()).group_by(builds.c.state)

@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ajour_build.config import InstallationConfig
 from ajour_build.errors import AjourError, NotAllowedError, SpecError
 from ajour_build.fleet import Fleet, load_fleet
-from ajour_build.plan import PlannedBuild, plan_builds
+from ajour_build.plan import Plan, PlannedBuild, plan_builds
 from ajour_build.service.backends.base import Backend, BackendError, QueueFull, Submission
 from ajour_build.service.push import match
-from ajour_build.service.records import Build, NewBuild, Query, Records
+from ajour_build.service.records import Build, NewBuild, Records
 from ajour_build.service.webhooks import Push
 from ajour_build.spec.document import iter_spec_files
 from ajour_build.spec.fields import redact_uri
 
 log = logging.getLogger(__name__)
+MAX_ATTEMPTS = 3  # a build that keeps dying with the service is not retried forever
 
 
 class NotFound(AjourError):
@@ -59,13 +61,16 @@ class FleetSource:
     """The fleet from spec files, read again when a file changes."""
 
     paths: list[Path]
+    rescan_seconds: float = 1.0  # how stale a spec change may be before it is seen
     fleet: Fleet = field(init=False)
     error: str | None = field(init=False, default=None)
+    _scanned: float = field(init=False, default=0.0)
     _signature: tuple[tuple[str, int, int], ...] = field(init=False, default=())
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self._signature = self._scan()
+        self._scanned = time.monotonic()
         self.fleet = load_fleet(self.paths)  # the first read must succeed
 
     def _scan(self) -> tuple[tuple[str, int, int], ...]:
@@ -80,6 +85,9 @@ class FleetSource:
 
     def current(self) -> Fleet:
         with self._lock:
+            if time.monotonic() - self._scanned < self.rescan_seconds:
+                return self.fleet
+            self._scanned = time.monotonic()
             signature = self._scan()
             if signature != self._signature:
                 self._signature = signature
@@ -103,6 +111,16 @@ class Scheduler:
     records: Records
     backend: Backend
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
+    _plan: tuple[Fleet, Plan] | None = field(init=False, default=None)
+
+    def plan(self, fleet: Fleet) -> Plan:
+        """The whole fleet's plan, computed once per fleet (fleets and config are immutable)."""
+        cached = self._plan
+        if cached is not None and cached[0] is fleet:
+            return cached[1]
+        plan = plan_builds(fleet, self.config)
+        self._plan = (fleet, plan)
+        return plan
 
     # -- triggers ------------------------------------------------------------------------
     def trigger(
@@ -130,7 +148,7 @@ class Scheduler:
 
     def push(self, push: Push) -> Outcome:
         fleet = self.fleet.current()
-        found = match(fleet, self.config, push)
+        found = match(fleet, self.config, push, self.plan(fleet))
         if not found.builds:
             urls = ", ".join(redact_uri(u) for u in push.urls) or "no clone URL"
             why = (
@@ -149,7 +167,7 @@ class Scheduler:
     def retry(self, build: Build, reason: str) -> Outcome:
         """A build again (after an interruption): same application and consumers."""
         fleet = self.fleet.current()
-        plan = plan_builds(fleet, self.config)
+        plan = self.plan(fleet)
         again = [p for p in plan.builds if p.key == build.spec_hash]
         if not again:
             return Outcome(explanation=f"{build.name}: its spec is no longer in the fleet")
@@ -164,9 +182,13 @@ class Scheduler:
         retry_of: Build | None = None,
     ) -> Outcome:
         with self._lock:
-            waiting = {b.spec_hash: b for b in self.records.find(Query(states=("queued",)))}
+            waiting = self.records.queued_by_spec()
             fresh = [p for p in planned if p.key not in waiting or version]
-            joined = tuple(waiting[p.key] for p in planned if p.key in waiting and not version)
+            joined = tuple(
+                self.records.require(waiting[p.key])
+                for p in planned
+                if p.key in waiting and not version
+            )
             slots = self.backend.free_slots()
             if slots is not None and len(fresh) > slots:
                 raise QueueFull(
@@ -228,9 +250,12 @@ class Scheduler:
 
     def recover(self) -> list[Build]:
         """Mark what a previous process left running as interrupted; retry if configured."""
-        interrupted = self.records.interrupt_active()
+        interrupted = self.records.interrupt_active(keep_submitted=self.backend.durable)
         for build in interrupted:
             log.warning("build %s was interrupted by a restart", build.id)
+            if build.attempt >= MAX_ATTEMPTS:
+                log.error("build %s: not retried, it was attempt %d", build.id, build.attempt)
+                continue
             if self.config.service.on_interrupted == "retry":
                 try:
                     self.retry(build, f"retry of {build.id} (interrupted by a restart)")

@@ -41,9 +41,15 @@ class QueueFull(BackendError):
 
 class Backend(Protocol):
     name: str
+    # True when builds outlive the service (PipelineRuns go on in the cluster): a restart
+    # then adopts submitted builds instead of marking them interrupted
+    durable: bool
 
     def start(self) -> None:
         """Connect and start workers or watches (called once, before any submit)."""
+
+    def health(self) -> str:
+        """ "ok", or what is wrong (a dead worker or watch thread)."""
 
     def free_slots(self) -> int | None:
         """How many more builds fit now; None when there is no local limit."""

@@ -15,6 +15,7 @@ import threading
 import time
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
+from typing import Any
 
 from ajour_build.builders.catalog import Builder
 from ajour_build.errors import AjourError, BuildCancelled
@@ -25,7 +26,7 @@ from ajour_build.runner.job import Engine, Progress
 from ajour_build.runner.local import LocalRunner
 from ajour_build.runner.records import BuildRecord, StateDir
 from ajour_build.service.backends.base import QueueFull, Submission
-from ajour_build.service.records import Records
+from ajour_build.service.records import Records, State
 
 log = logging.getLogger(__name__)
 SECONDS_PER_BUILD = 30  # the Retry-After hint per queued build when the queue is full
@@ -72,14 +73,14 @@ class LocalBackend:
     # or a context manager that yields one for the backend's lifetime (the podman service)
     engine_context: AbstractContextManager[Engine] | None = None
     name: str = "local"
-    _queue: queue.Queue[Submission | None] = field(init=False, repr=False)
+    durable: bool = False
+    _queue: queue.Queue[Submission] = field(init=False, default_factory=queue.Queue, repr=False)
+    _waiting: set[str] = field(init=False, default_factory=set, repr=False)  # queued, live
     _threads: list[threading.Thread] = field(init=False, default_factory=list, repr=False)
     _cancels: dict[str, threading.Event] = field(init=False, default_factory=dict, repr=False)
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
+    _stopping: threading.Event = field(init=False, default_factory=threading.Event, repr=False)
     _stack: ExitStack = field(init=False, default_factory=ExitStack, repr=False)
-
-    def __post_init__(self) -> None:
-        self._queue = queue.Queue(maxsize=self.queue_size)
 
     # -- Backend -------------------------------------------------------------------------
     def start(self) -> None:
@@ -92,65 +93,87 @@ class LocalBackend:
             thread.start()
             self._threads.append(thread)
 
+    def health(self) -> str:
+        dead = [t.name for t in self._threads if not t.is_alive()]
+        if dead and not self._stopping.is_set():
+            return f"build workers stopped unexpectedly: {', '.join(dead)}"
+        return "ok"
+
     def free_slots(self) -> int:
-        return self.queue_size - self._queue.qsize()
+        """Room in the queue: builds cancelled while they waited do not count."""
+        with self._lock:
+            return self.queue_size - len(self._waiting)
 
     def submit(self, submission: Submission) -> None:
         with self._lock:
+            if len(self._waiting) >= self.queue_size:
+                raise QueueFull(
+                    f"the build queue is full ({self.queue_size} waiting); try again later",
+                    retry_after=SECONDS_PER_BUILD * max(1, len(self._waiting) // self.workers),
+                )
             self._cancels[submission.build_id] = threading.Event()
-        try:
-            self._queue.put_nowait(submission)
-        except queue.Full:
-            with self._lock:
-                self._cancels.pop(submission.build_id, None)
-            raise QueueFull(
-                f"the build queue is full ({self.queue_size} waiting); try again later",
-                retry_after=SECONDS_PER_BUILD * max(1, self.workers),
-            ) from None
+            self._waiting.add(submission.build_id)
+        self._queue.put(submission)
 
     def cancel(self, build_id: str) -> bool:
         with self._lock:
             event = self._cancels.get(build_id)
+            waiting = build_id in self._waiting
+            self._waiting.discard(build_id)
         if event is None:
             return False
         event.set()
-        # a queued build ends now; a running one ends when its engine has stopped it
-        current = self.records.get(build_id)
-        if current is not None and current.state == "queued":
+        # a queued build ends now; a running one ends when its runner has stopped it
+        if waiting:
             self.records.transition(build_id, "cancelled", failure="cancelled before it started")
         return True
 
     def stop(self) -> None:
+        """Stop the workers; running builds end as interrupted (a restart is not a cancel)."""
+        self._stopping.set()
         with self._lock:
             events = list(self._cancels.values())
         for event in events:
             event.set()
-        for _ in self._threads:
-            try:
-                self._queue.put_nowait(None)
-            except queue.Full:
-                break
         for thread in self._threads:
-            thread.join(15)
+            thread.join(30)
+            if thread.is_alive():
+                log.warning("build worker %s did not stop in time", thread.name)
         self._stack.close()
 
     # -- work ----------------------------------------------------------------------------
     def _work(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                item = self._queue.get(timeout=0.5)
+                item = self._queue.get(timeout=0.25)
             except queue.Empty:
                 continue
-            if item is None:
-                return
+            with self._lock:
+                live = item.build_id in self._waiting
+                self._waiting.discard(item.build_id)
             try:
-                self._run(item)
-            except Exception as exc:  # one build never takes the worker down
+                if live and not self._stopping.is_set():
+                    self._run(item)
+            except Exception as exc:  # one build, or one database hiccup, never ends a worker
                 log.exception("build %s: unexpected error", item.build_id)
-                self.records.transition(item.build_id, "failed", failure=f"internal error: {exc}")
+                self._end(item.build_id, "failed", f"internal error: {exc}")
             finally:
                 with self._lock:
                     self._cancels.pop(item.build_id, None)
+
+    def _end(self, build_id: str, state: State, failure: str | None = None, **values: Any) -> None:
+        """Record an end state; if the records are down, log it and go on."""
+        try:
+            self.records.transition(build_id, state, failure=failure, **values)
+        except AjourError as exc:
+            log.error(
+                "build %s ended %s, but the records are unavailable: %s", build_id, state, exc
+            )
+
+    def _cancelled(self) -> tuple[State, str]:
+        if self._stopping.is_set():
+            return "interrupted", "the service stopped while this build was running"
+        return "cancelled", "cancelled by request"
 
     def _run(self, item: Submission) -> None:
         with self._lock:
@@ -165,13 +188,15 @@ class LocalBackend:
         runner = LocalRunner(self.state, self.engine, self.catalog, True, progress, cancel)
         try:
             record = runner.run(item.planned, item.version)
+            if cancel.is_set():  # asked while the runner was between steps, or a cache hit
+                raise BuildCancelled("cancelled by request")
         except BuildCancelled:
             sink.flush()
-            self.records.transition(item.build_id, "cancelled", failure="cancelled by request")
+            self._end(item.build_id, *self._cancelled())
             return
         except AjourError as exc:
             sink.flush()
-            self.records.transition(item.build_id, "failed", failure=_first_line(exc))
+            self._end(item.build_id, "failed", _first_line(exc))
             return
         values = {
             "commit": record.commit,
@@ -182,7 +207,7 @@ class LocalBackend:
         self.records.update(item.build_id, **values)
         if not self.publish:
             sink.flush()
-            self.records.transition(item.build_id, "succeeded")
+            self._end(item.build_id, "succeeded")
             return
         sink.line(f"[ajour] step: publish to {item.publish_to}")
         try:
@@ -190,11 +215,11 @@ class LocalBackend:
         except AjourError as exc:
             sink.line(f"[ajour] publish failed: {_first_line(exc)}")
             sink.flush()
-            self.records.transition(item.build_id, "failed", failure=f"publish: {_first_line(exc)}")
+            self._end(item.build_id, "failed", f"publish: {_first_line(exc)}")
             return
         sink.line(f"[ajour] published {published.version} as {published.reference}")
         sink.flush()
-        self.records.transition(
+        self._end(
             item.build_id, "succeeded", digest=published.digest, reference=published.reference
         )
 

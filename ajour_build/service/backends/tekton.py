@@ -87,6 +87,7 @@ class TektonBackend:
     """Runs builds as Tekton PipelineRuns; see the module docstring."""
 
     name = "tekton"
+    durable = True
 
     def __init__(
         self,
@@ -147,6 +148,11 @@ class TektonBackend:
         self._thread.start()
         log.info("Tekton backend: watching PipelineRuns in %s at %s", self.namespace, self.server)
 
+    def health(self) -> str:
+        if self._thread is not None and not self._thread.is_alive():
+            return "the PipelineRun watch thread stopped"
+        return "ok"
+
     def free_slots(self) -> int | None:
         return None  # the cluster queues PipelineRuns itself
 
@@ -154,7 +160,9 @@ class TektonBackend:
         manifest = self.manifest(submission)
         name = manifest["metadata"]["name"]
         self._create(manifest, name, submission.build_id)
-        self.records.update(submission.build_id, backend_ref=name)
+        current = self.records.update(submission.build_id, backend_ref=name)
+        if not current.active:  # cancelled while we were creating it: stop it in the cluster
+            self.cancel(submission.build_id)
         log.info("build %s: created PipelineRun %s/%s", submission.build_id, self.namespace, name)
 
     def cancel(self, build_id: str) -> bool:

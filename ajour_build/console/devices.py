@@ -1,0 +1,196 @@
+"""Devices as the console shows them: the fleet's devices joined with delivery's status.
+
+Delivery's worker answers ``GET <delivery_url>/v1/status[/<app>]`` with what it observed.
+Its answer is read defensively (it is another process, maybe another version): entries of
+the wrong shape are dropped, unknown states read as ``Unknown``. When the worker cannot be
+reached, the pages say so and still list the fleet's devices.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from ajour_build.fleet import Fleet
+from ajour_build.spec.fields import redact_uri
+
+STATES = ("Synced", "Updating", "Waiting", "Failed", "Unknown")
+TIMEOUT = 2.0
+
+
+@dataclass(frozen=True)
+class DeviceRow:
+    """One device: where it is (current), where it goes (target), how far it got."""
+
+    application: str
+    device: str
+    current: str = ""
+    target: str | None = None
+    offset: int | None = None
+    size: int | None = None
+    state: str = "Unknown"
+    source: str = ""
+    detail: str = ""
+    last_seen: float = 0.0
+
+    @property
+    def percent(self) -> int | None:
+        if self.offset is None or not self.size:
+            return None
+        return max(0, min(100, math.floor(100 * self.offset / self.size)))
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.application, self.device
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """Delivery's view of the devices, or why there is none (``error``)."""
+
+    rows: tuple[DeviceRow, ...] = ()
+    error: str = ""
+
+    @property
+    def reachable(self) -> bool:
+        return not self.error
+
+    def counts(self) -> dict[str, int]:
+        found = Counter(r.state for r in self.rows)
+        return {state: found.get(state, 0) for state in STATES}
+
+
+def _text(value: Any, limit: int = 512) -> str:
+    return value[:limit] if isinstance(value, str) else ""
+
+
+def _count(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        return None
+    return value
+
+
+def parse_row(item: Any) -> DeviceRow | None:
+    """One entry of delivery's status JSON, or None when it is not one."""
+    if not isinstance(item, dict):
+        return None
+    app, device = _text(item.get("application"), 253), _text(item.get("device"), 253)
+    if not app or not device:
+        return None
+    state = _text(item.get("state"))
+    seen = item.get("lastSeen")
+    if isinstance(seen, bool) or not isinstance(seen, int | float) or not math.isfinite(seen):
+        seen = 0.0
+    target = item.get("target")
+    return DeviceRow(
+        application=app,
+        device=device,
+        current=_text(item.get("current")),
+        target=_text(target) if isinstance(target, str) else None,
+        offset=_count(item.get("offset")),
+        size=_count(item.get("size")),
+        state=state if state in STATES else "Unknown",
+        source=_text(item.get("source"), 64),
+        detail=_text(item.get("detail"), 2048),
+        last_seen=max(0.0, float(seen)),
+    )
+
+
+def fetch(base_url: str, application: str | None = None) -> Delivery:
+    """Delivery's status of every device (or of one application's); never raises."""
+    if not base_url:
+        return Delivery(error="service.delivery_url is not set")
+    url = base_url.rstrip("/") + "/v1/status"
+    if application is not None:
+        url += "/" + quote(application, safe="")
+    shown = redact_uri(base_url)
+    try:
+        response = httpx.get(url, timeout=TIMEOUT, follow_redirects=False)
+    except httpx.HTTPError as exc:
+        return Delivery(error=f"cannot reach {shown}: {type(exc).__name__}")
+    except (httpx.InvalidURL, ValueError):
+        return Delivery(error=f"service.delivery_url {shown!r} is not a usable URL")
+    if response.status_code == 404 and application is not None:
+        return Delivery()  # delivery knows no device of this application
+    if response.status_code != 200:
+        return Delivery(error=f"{shown} answered HTTP {response.status_code}")
+    try:
+        data = response.json()
+    except ValueError:
+        return Delivery(error=f"{shown} did not answer JSON")
+    if not isinstance(data, list):
+        return Delivery(error=f"{shown} answered JSON that is not a list of devices")
+    rows = (parse_row(item) for item in data)
+    return Delivery(rows=tuple(r for r in rows if r is not None))
+
+
+def merge(fleet: Fleet, delivery: Delivery, application: str | None = None) -> list[DeviceRow]:
+    """The fleet's devices with delivery's status, plus devices only delivery knows."""
+    seen = {r.key: r for r in delivery.rows}
+    why = "no status from delivery yet" if delivery.reachable else "delivery unreachable"
+    for (app, name), _device in fleet.devices.items():
+        if (application is None or app == application) and (app, name) not in seen:
+            spec = fleet.effective_firmware(app, name)
+            seen[(app, name)] = DeviceRow(app, name, source=spec.kind if spec else "", detail=why)
+    return [seen[key] for key in sorted(seen) if application is None or key[0] == application]
+
+
+def by_application(rows: list[DeviceRow]) -> dict[str, list[DeviceRow]]:
+    grouped: dict[str, list[DeviceRow]] = {}
+    for row in rows:
+        grouped.setdefault(row.application, []).append(row)
+    return grouped
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """How far one firmware version got through an application's devices."""
+
+    application: str
+    version: str
+    versions: tuple[str, ...]  # versions to choose from, newest first
+    on: tuple[DeviceRow, ...]
+    updating: tuple[DeviceRow, ...]
+    waiting: tuple[DeviceRow, ...]  # not yet on it, and not updating to it
+
+    @property
+    def total(self) -> int:
+        return len(self.on) + len(self.updating) + len(self.waiting)
+
+
+def versions_seen(rows: list[DeviceRow], built: list[str]) -> list[str]:
+    """Target versions, newest first: by when delivery last served them, then builds."""
+    latest: dict[str, float] = {}
+    for row in rows:
+        if row.target:
+            latest[row.target] = max(latest.get(row.target, 0.0), row.last_seen)
+    ordered = sorted(latest, key=lambda v: latest[v], reverse=True)
+    for version in built:  # newest build first
+        if version and version not in latest:
+            ordered.append(version)
+            latest[version] = 0.0
+    return ordered
+
+
+def rollout(
+    application: str, rows: list[DeviceRow], built: list[str], version: str | None
+) -> Rollout:
+    """The rollout of ``version`` (default: the newest version seen) to the devices."""
+    versions = versions_seen(rows, built)
+    chosen = version if version else (versions[0] if versions else "")
+    on, updating, waiting = [], [], []
+    for row in rows:
+        if chosen and row.current == chosen:
+            on.append(row)
+        elif chosen and row.state == "Updating" and row.target == chosen:
+            updating.append(row)
+        else:
+            waiting.append(row)
+    if chosen and chosen not in versions:
+        versions.append(chosen)
+    return Rollout(application, chosen, tuple(versions), tuple(on), tuple(updating), tuple(waiting))

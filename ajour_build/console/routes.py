@@ -1,0 +1,228 @@
+"""The console's routes: pages (GET, open per ``service.open_reads``), actions (POST, token).
+
+Every answer is HTML: errors become pages with links back, never a 500 or a JSON body. The
+actions are plain form posts; after a trigger the browser is sent (303) to the new build.
+Console routes stay out of the OpenAPI document: they are for people, not clients.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ajour_build.console import access, pages, views
+from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.service import auth
+from ajour_build.service.backends.base import BackendError
+from ajour_build.service.records import RecordsError
+from ajour_build.service.scheduler import NotFound, Outcome
+from ajour_build.service.state import service_of
+
+MAX_APP = 63
+MAX_DEVICE = 253
+router = APIRouter(include_in_schema=False)
+
+
+def problem(request: Request, exc: AjourError) -> Response:
+    """An error from the service's parts, as a page with the matching status."""
+    if isinstance(exc, NotFound):
+        return views.message(request, 404, "Not found", str(exc), [("/devices", "Devices")])
+    if isinstance(exc, NotAllowedError):
+        return views.message(request, 403, "Refused by the allowlist", str(exc))
+    if isinstance(exc, BackendError):
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+        title = "The build queue is full" if exc.status == 429 else "The build backend failed"
+        return views.message(request, exc.status, title, str(exc), headers=headers)
+    if isinstance(exc, RecordsError):
+        return views.message(request, 503, "Build records unavailable", str(exc))
+    if isinstance(exc, SpecError):
+        return views.message(request, 409, "The fleet specs do not validate", str(exc))
+    return views.message(request, 400, "Cannot do that", str(exc))
+
+
+def _page(request: Request, page: Callable[[], Response]) -> Response:
+    """``page()`` if the request may read, else the way to the login page."""
+    if not access.viewer(request).can_read:
+        if request.query_params.get("fragment") is not None:
+            return Response("sign in again", 401, media_type="text/plain", headers=views.HEADERS)
+        return RedirectResponse(access.login_url(access.here(request)), 303)
+    try:
+        return page()
+    except AjourError as exc:
+        return problem(request, exc)
+
+
+def _signin(request: Request, status: int, note: str, next_path: str) -> Response:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return views.render(
+        request,
+        "login.html",
+        status=status,
+        headers=headers,
+        section="login",
+        next_path=access.safe_next(next_path),
+        note=note,
+    )
+
+
+# -- pages --------------------------------------------------------------------------------
+@router.get("/")
+def overview(request: Request) -> Response:
+    return _page(request, lambda: pages.overview(request))
+
+
+@router.get("/builds")
+def builds(request: Request) -> Response:
+    return _page(request, lambda: pages.builds(request))
+
+
+@router.get("/builds/{build_id}")
+def build(request: Request, build_id: str) -> Response:
+    return _page(request, lambda: pages.build_detail(request, build_id))
+
+
+@router.get("/devices")
+def device_list(request: Request) -> Response:
+    return _page(request, lambda: pages.device_list(request))
+
+
+@router.get("/devices/{app}")
+def app_devices(request: Request, app: str) -> Response:
+    return _page(request, lambda: pages.device_list(request, app))
+
+
+@router.get("/devices/{app}/{device:path}")
+def device(request: Request, app: str, device: str) -> Response:
+    return _page(request, lambda: pages.device_detail(request, app, device))
+
+
+@router.get("/rollouts")
+def rollouts(request: Request) -> Response:
+    return _page(request, lambda: pages.rollouts(request))
+
+
+@router.get("/rollouts/{app}")
+def rollout(request: Request, app: str) -> Response:
+    return _page(request, lambda: pages.rollout(request, app))
+
+
+# -- actions ------------------------------------------------------------------------------
+def _after_trigger(request: Request, outcome: Outcome, what: str) -> Response:
+    started = outcome.queued or outcome.joined
+    if started:
+        return RedirectResponse(f"/builds/{views.segment(started[0].id)}", 303)
+    text = outcome.explanation or "nothing to build"
+    if outcome.refused:
+        text += " (refused: " + "; ".join(outcome.refused) + ")"
+    return views.message(request, 200, f"Nothing to build for {what}", text)
+
+
+@router.post("/actions/trigger")
+async def trigger(request: Request) -> Response:
+    """Build an application (``application``) or one device (and ``device``)."""
+    try:
+        fields = await access.form(request)
+    except access.FormRefused as exc:
+        return views.message(request, exc.status, exc.title, str(exc))
+    if not access.viewer(request).can_write:
+        note = "Sign in with an API token to trigger builds."
+        return _signin(request, 401, note, fields.get("next", "/"))
+    app, device = fields.get("application", "").strip(), fields.get("device", "").strip()
+    if not app or len(app) > MAX_APP or len(device) > MAX_DEVICE:
+        text = "the form needs an application name (and, for a device build, a device name)"
+        return views.message(request, 400, "Cannot trigger a build", text)
+    scheduler = service_of(request).scheduler
+    try:
+        outcome = await run_in_threadpool(scheduler.trigger, app, device or None, "console")
+    except AjourError as exc:
+        return problem(request, exc)
+    return _after_trigger(request, outcome, f"{app}/{device}" if device else app)
+
+
+@router.post("/builds/{build_id}/cancel")
+async def cancel(request: Request, build_id: str) -> Response:
+    """Cancel a queued or running build; back to its page either way."""
+    try:
+        fields = await access.form(request)
+    except access.FormRefused as exc:
+        return views.message(request, exc.status, exc.title, str(exc))
+    back = f"/builds/{views.segment(build_id)}"
+    if not access.viewer(request).can_write:
+        note = "Sign in with an API token to cancel builds."
+        return _signin(request, 401, note, fields.get("next", back))
+    scheduler = service_of(request).scheduler
+    try:
+        await run_in_threadpool(scheduler.cancel, build_id)
+    except AjourError as exc:
+        return problem(request, exc)
+    return RedirectResponse(back, 303)
+
+
+@router.get("/login")
+def login_form(request: Request) -> Response:
+    note = "You are signed in." if access.viewer(request).signed_in else ""
+    return _signin(request, 200, note, request.query_params.get("next", "/"))
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    try:
+        fields = await access.form(request)
+    except access.FormRefused as exc:
+        return views.message(request, exc.status, exc.title, str(exc))
+    token, next_path = fields.get("token", "").strip(), fields.get("next", "/")
+    if not auth.valid(token, service_of(request).tokens):
+        return _signin(request, 401, "That token is not valid.", next_path)
+    response = RedirectResponse(access.safe_next(next_path), 303)
+    access.set_token(response, request, token)
+    return response
+
+
+@router.post("/logout")
+def logout(request: Request) -> Response:
+    response = RedirectResponse("/" if service_of(request).open_reads else "/login", 303)
+    access.clear_token(response, request)
+    return response
+
+
+# -- wiring -------------------------------------------------------------------------------
+def _wants_html(request: Request) -> bool:
+    path = request.url.path
+    if request.method != "GET" or path.startswith(("/api/", "/webhooks/", "/static/")):
+        return False
+    return "text/html" in request.headers.get("accept", "")
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+AnyHandler = Callable[[Request, Any], Response | Awaitable[Response]]
+
+
+def _not_found(previous: AnyHandler) -> Handler:
+    """Unknown paths: a page for browsers; everyone else gets the app's own JSON errors."""
+
+    async def handle(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        if exc.status_code == 404 and _wants_html(request):
+            text = f"Nothing lives at {request.url.path!r}."
+            links = [("/builds", "Builds"), ("/devices", "Devices")]
+            return views.message(request, 404, "Page not found", text, links)
+        answer = previous(request, exc)
+        return await answer if inspect.isawaitable(answer) else answer
+
+    return handle
+
+
+def mount(app: FastAPI) -> None:
+    """Serve the console: pages at ``/``, its CSS and script under ``/static/``."""
+    app.mount("/static", StaticFiles(directory=views.STATIC), name="console-static")
+    app.include_router(router)
+    previous = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
+    app.add_exception_handler(StarletteHTTPException, _not_found(previous))

@@ -1,0 +1,134 @@
+"""The local backend under stress: database hiccups, cancels that free the queue, prompt stops,
+and browsers posting from other sites (found by review; each test failed before its fix).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ajour_build.runner.host import HostEngine
+from ajour_build.runner.records import StateDir
+from ajour_build.service.backends.base import Submission
+from ajour_build.service.backends.local import LocalBackend
+from ajour_build.service.records import NewBuild, Records, RecordsError
+from tests.test_service import make
+
+
+@pytest.fixture
+def records(tmp_path: Path) -> Iterator[Records]:
+    found = Records.sqlite(tmp_path / "builds.db")
+    yield found
+    found.close()
+
+
+def new(records: Records) -> str:
+    build = records.create(
+        NewBuild("ajour-a-1", "h" * 64, "a", ("a",), "local", "test", "file:///x", "main", "", "")
+    )
+    return build.id
+
+
+def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_a_database_hiccup_does_not_kill_the_worker(
+    tmp_path: Path, records: Records, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    backend = LocalBackend(records, StateDir(tmp_path / "state"), engine=HostEngine(), workers=1)
+    backend.start()
+    real = records.transition
+    down = {"now": True}
+
+    def flaky(*args: Any, **kwargs: Any) -> Any:
+        if down["now"]:
+            raise RecordsError("build records unavailable (database is locked)")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(records, "transition", flaky)
+    first = new(records)
+    backend.submit(Submission(first, None, "dir:///nowhere"))  # type: ignore[arg-type]
+    until(lambda: backend.free_slots() == backend.queue_size, "the worker to take the build")
+    time.sleep(0.3)  # let it fail on the database
+    down["now"] = False
+    assert backend.health() == "ok"
+    second = new(records)
+    backend.submit(Submission(second, None, "dir:///nowhere"))  # type: ignore[arg-type]
+    # the same worker takes the next build (and fails it: there is no plan to run)
+    until(lambda: records.require(second).state == "failed", "the next build to end")
+    assert "internal error" in (records.require(second).failure or "")
+    backend.stop()
+
+
+def test_cancelled_builds_free_their_queue_slot(tmp_path: Path, records: Records) -> None:
+    backend = LocalBackend(
+        records, StateDir(tmp_path / "state"), engine=HostEngine(), queue_size=2, workers=1
+    )  # not started: everything stays queued
+    ids = [new(records), new(records)]
+    for build_id in ids:
+        backend.submit(Submission(build_id, None, "dir:///x"))  # type: ignore[arg-type]
+    assert backend.free_slots() == 0
+    for build_id in ids:
+        assert backend.cancel(build_id)
+        assert records.require(build_id).state == "cancelled"
+    assert backend.free_slots() == 2
+    backend.submit(Submission(new(records), None, "dir:///x"))  # type: ignore[arg-type]
+    assert backend.free_slots() == 1
+
+
+def test_stop_is_prompt_with_a_full_queue(tmp_path: Path, records: Records) -> None:
+    backend = LocalBackend(
+        records, StateDir(tmp_path / "state"), engine=HostEngine(), queue_size=2, workers=2
+    )
+    for _ in range(2):
+        backend.submit(Submission(new(records), None, "dir:///x"))  # type: ignore[arg-type]
+    backend.start()
+    started = time.monotonic()
+    backend.stop()
+    assert time.monotonic() - started < 5
+    assert all(not t.is_alive() for t in backend._threads)
+
+
+def test_a_restart_interrupts_running_builds_instead_of_cancelling(tmp_path: Path) -> None:
+    h = make(tmp_path)
+    h.commit({"delay": "60\n"})
+    with h.running(), h.client() as c:
+        build = c.post("/api/v1/applications/fw/devices/d1/trigger").json()["triggered"][0]
+        h.wait_log(build["id"], "tick 1")
+    with h.running(), h.client() as c:
+        after = c.get(f"/api/v1/builds/{build['id']}").json()
+    assert after["state"] == "interrupted"
+    assert "service stopped" in after["failure"]
+
+
+def test_browsers_cannot_post_from_other_sites(tmp_path: Path) -> None:
+    h = make(tmp_path)
+    with h.running(), h.client() as c:
+        evil = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}
+        api = c.post("/api/v1/applications/fw/trigger", headers=evil)
+        assert api.status_code == 403 and "cross-site" in api.json()["error"]
+        form = c.post(
+            "/actions/trigger",
+            data={"application": "fw"},
+            headers={**evil, "Accept": "text/html"},
+        )
+        assert form.status_code == 403 and "another site" in form.text
+        same = c.post(
+            "/actions/trigger",
+            data={"application": "plain"},
+            headers={"Origin": h.url, "Sec-Fetch-Site": "same-origin", "Accept": "text/html"},
+        )
+        assert same.status_code == 200 and "Nothing to build" in same.text
+        assert c.get("/api/v1/builds").json()["count"] == 0
+        with httpx.Client(base_url=h.url) as anon:
+            refused = anon.post("/actions/trigger", data={"application": "fw"})
+            assert refused.status_code == 401
