@@ -17,8 +17,9 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ajour_build.service.backends.base import Submission
 from ajour_build.service.push import match
-from ajour_build.service.records import NewBuild, Query
+from ajour_build.service.records import NewBuild
 from ajour_build.service.schemas import BuildOut, WebhookOut
 from ajour_build.service.state import Service
 from ajour_build.service.webhooks import parse, verify
@@ -68,9 +69,9 @@ STEPS = (
     "delivery keys: sha256 of the body",
     "remember_delivery x2: two SQLite transactions",
     "fleet.current(): list and stat every spec file",
-    "match: plan_builds over the whole fleet, allowlist",
-    "records.find(queued): the collapse check (queue drained)",
-    "_submit: insert build + consumers, read back twice, submit",
+    "match: the fleet's plan (cached per fleet), allowlist",
+    "records.queued_by_spec(): the collapse check (queue drained)",
+    "record + submit: insert build + consumers, submit, read back",
     "answer: BuildOut, model_dump, JSONResponse",
 )
 
@@ -100,12 +101,15 @@ def path_parts(root: Path, apps: int, iterations: int) -> dict[str, Any]:
         t4 = clock()
         fleet = scheduler.fleet.current()
         t5 = clock()
-        found = match(fleet, config, push)
+        found = match(fleet, config, push, scheduler.plan(fleet))
         t6 = clock()
-        records.find(Query(states=("queued",)))
+        records.queued_by_spec()
         t7 = clock()
         reason = f"push {push.provider} {push.ref} {push.after[:12]}"
-        build = scheduler._submit(found.builds[0], reason, None, None)
+        planned = found.builds[0]
+        build = scheduler._record(planned, reason, None, None)
+        service.backend.submit(Submission(build.id, planned, build.publish_to, None))
+        build = records.require(build.id)
         t8 = clock()
         out = WebhookOut(event="push", triggered=[BuildOut.of(build)], explanation="queued")
         JSONResponse(out.model_dump(mode="json", by_alias=True), status_code=202)

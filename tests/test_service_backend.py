@@ -14,9 +14,10 @@ import pytest
 
 from ajour_build.runner.host import HostEngine
 from ajour_build.runner.records import StateDir
-from ajour_build.service.backends.base import Submission
+from ajour_build.service.backends.base import BackendError, Submission
 from ajour_build.service.backends.local import LocalBackend
 from ajour_build.service.records import NewBuild, Records, RecordsError
+from ajour_build.service.scheduler import FleetSource, Scheduler
 from tests.test_service import make
 
 
@@ -132,3 +133,52 @@ def test_browsers_cannot_post_from_other_sites(tmp_path: Path) -> None:
         with httpx.Client(base_url=h.url) as anon:
             refused = anon.post("/actions/trigger", data={"application": "fw"})
             assert refused.status_code == 401
+
+
+class SecondSubmitFails:
+    """A Backend (the protocol, not a mock of a service) whose second submit is refused."""
+
+    name = "second-fails"
+    durable = False
+
+    def __init__(self) -> None:
+        self.submitted: list[str] = []
+        self.cancelled: list[str] = []
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def health(self) -> str:
+        return "ok"
+
+    def free_slots(self) -> int | None:
+        return None
+
+    def submit(self, submission: Submission) -> None:
+        if self.submitted:
+            raise BackendError("the Kubernetes API at https://k8s.invalid is unreachable")
+        self.submitted.append(submission.build_id)
+
+    def cancel(self, build_id: str) -> bool:
+        self.cancelled.append(build_id)
+        return True
+
+
+def test_a_trigger_is_all_or_nothing_when_a_backend_fails_midway(
+    tmp_path: Path, records: Records
+) -> None:
+    h = make(tmp_path)
+    backend = SecondSubmitFails()
+    scheduler = Scheduler(FleetSource([tmp_path / "fleet"]), h.config(), records, backend)
+    with pytest.raises(BackendError, match="unreachable"):
+        scheduler.trigger("fw")  # two distinct builds: fw (+d1) and d2
+    (first,) = backend.submitted
+    assert backend.cancelled == [first]
+    states = {b.id: (b.state, b.failure or "") for b in records.find()}
+    assert len(states) == 2
+    assert states.pop(first) == (
+        "cancelled",
+        "rolled back: another build of the same trigger could not start"
+        " (the Kubernetes API at https://k8s.invalid is unreachable)",
+    )
+    ((state, failure),) = states.values()
+    assert state == "failed" and failure.startswith("not started: the Kubernetes API")

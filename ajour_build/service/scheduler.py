@@ -196,16 +196,40 @@ class Scheduler:
                     f" {len(fresh)}; nothing was queued, try again later",
                     retry_after=30,
                 )
-            queued: list[Build] = []
-            for p in fresh:
-                queued.append(self._submit(p, reason, version, retry_of))
+            # records first, under the lock: a concurrent identical trigger joins them
+            created = [(p, self._record(p, reason, version, retry_of)) for p in fresh]
+        # the backend outside the lock: a Tekton submit is a network call with retries
+        submitted: list[Build] = []
+        try:
+            for p, build in created:
+                target = build.publish_to
+                self.backend.submit(Submission(build.id, p, target, version))
+                log.info("build %s queued (%s): %s", build.id, reason, p.name)
+                submitted.append(build)
+        except BackendError as exc:
+            self._roll_back([b for _, b in created], submitted, exc)
+            raise
+        queued = [self.records.require(b.id) for b in submitted]
         return Outcome(tuple(queued), joined, refused, _explain(queued, joined))
 
-    def _submit(
+    def _roll_back(self, created: list[Build], submitted: list[Build], exc: BackendError) -> None:
+        """All or nothing: a trigger whose build k could not start leaves no build behind."""
+        done = {b.id for b in submitted}
+        for build in created:
+            if build.id in done:
+                try:
+                    self.backend.cancel(build.id)
+                except BackendError as err:
+                    log.error("build %s: rolling back failed: %s", build.id, err)
+                why = f"rolled back: another build of the same trigger could not start ({exc})"
+                self.records.transition(build.id, "cancelled", failure=why)
+            else:
+                self.records.transition(build.id, "failed", failure=f"not started: {exc}")
+
+    def _record(
         self, planned: PlannedBuild, reason: str, version: str | None, retry_of: Build | None
     ) -> Build:
-        target = self.publish_target(planned)
-        build = self.records.create(
+        return self.records.create(
             NewBuild(
                 name=planned.name,
                 spec_hash=planned.key,
@@ -216,19 +240,12 @@ class Scheduler:
                 git_url=redact_uri(planned.build.source.git.uri),
                 revision=planned.build.source.git.rev,
                 image=planned.image,
-                publish_to=target,
+                publish_to=self.publish_target(planned),
                 version=version,
                 retry_of=retry_of.id if retry_of else None,
                 attempt=retry_of.attempt + 1 if retry_of else 1,
             )
         )
-        try:
-            self.backend.submit(Submission(build.id, planned, target, version))
-        except BackendError as exc:
-            self.records.transition(build.id, "failed", failure=f"not started: {exc}")
-            raise
-        log.info("build %s queued (%s): %s", build.id, reason, planned.name)
-        return self.records.require(build.id)
 
     def publish_target(self, planned: PlannedBuild) -> str:
         override = self.config.service.publish_to.rstrip("/")
