@@ -178,6 +178,21 @@ def test_replayed_delivery_and_replayed_body_are_deduplicated(h: Harness) -> Non
         assert c.get("/api/v1/builds").json()["count"] == 1
 
 
+def test_a_delivery_being_handled_is_not_reported_as_handled(h: Harness) -> None:
+    payload = push(h)
+    assert h.service is not None
+    records = h.service.records
+    # another request holds the claim (it might still fail): this copy gets 409, not 200
+    assert records.remember_delivery("github:id:d-9") == "new"
+    busy = h.github(payload, delivery="d-9")
+    assert busy.status_code == 409 and "being handled" in busy.json()["error"]
+    # that request failed and let go of its claim: the redelivery builds
+    records.forget_delivery("github:id:d-9")
+    again = h.github(payload, delivery="d-9")
+    assert again.status_code == 202 and len(again.json()["triggered"]) == 1
+    assert h.github(payload, delivery="d-9").json()["duplicate"] is True
+
+
 def test_non_json_and_oversized_bodies(h: Harness) -> None:
     bad = h.github({}, body=b"not json {")
     assert bad.status_code == 400 and "not JSON" in bad.json()["error"]

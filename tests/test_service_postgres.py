@@ -45,10 +45,15 @@ def test_records_on_postgresql(url: str) -> None:
         assert records.queued_by_spec() == {"a" * 64: second}
         lines = records.logs(first)
         assert [len(line) for _, line in lines] == [8, 4096]
-        assert records.remember_delivery("github:id:1") is True
-        assert records.remember_delivery("github:id:1") is False  # IntegrityError on PostgreSQL
+        assert records.remember_delivery("github:id:1") == "new"
+        assert records.remember_delivery("github:id:1") == "pending"  # IntegrityError on PG
         records.forget_delivery("github:id:1")
-        assert records.remember_delivery("github:id:1") is True
+        assert records.remember_delivery("github:id:1") == "new"
+        records.settle_delivery("github:id:1")
+        assert records.remember_delivery("github:id:1") == "done"
+        assert records.remember_delivery("github:id:2") == "new"
+        assert records.drop_pending_deliveries() == 1
+        assert records.remember_delivery("github:id:2") == "new"
         assert [b.id for b in records.interrupt_active()] == [second]
         assert records.counts()["interrupted"] == 1
     finally:

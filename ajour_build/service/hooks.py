@@ -56,6 +56,7 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
         200: {"model": WebhookOut, "description": "A ping, another event, or a duplicate."},
         400: {"model": ErrorOut, "description": "The body is not a push event in JSON."},
         401: {"model": ErrorOut, "description": "Missing or wrong signature."},
+        409: {"model": ErrorOut, "description": "The same delivery is being handled now."},
         413: {"model": ErrorOut, "description": "Body too large."},
         429: {"model": ErrorOut, "description": "Build queue full; see Retry-After."},
         500: {"model": ErrorOut, "description": "No secret configured for this provider."},
@@ -80,16 +81,28 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
         keys.append(f"{provider}:id:{delivery[:120]}")
     records = service.records
     remembered: list[str] = []
+    seen: set[str] = set()
     try:
         for key in keys:
-            if await run_in_threadpool(records.remember_delivery, key):
+            state = await run_in_threadpool(records.remember_delivery, key)
+            if state == "new":
                 remembered.append(key)
-        if len(remembered) == len(keys):
+            seen.add(state)
+        if not seen - {"new"}:
             outcome = await run_in_threadpool(service.scheduler.push, push)
+            for key in keys:
+                await run_in_threadpool(records.settle_delivery, key)
     except BaseException:
         await _forget(service, remembered)  # not handled: let the provider's retry in
         raise
-    if len(remembered) != len(keys):
+    if "pending" in seen:
+        await _forget(service, remembered)
+        raise WebhookError(
+            409,
+            "the same delivery is being handled by another request right now; if that one"
+            " fails, redeliver this one (it was not recorded as handled)",
+        )
+    if "done" in seen:
         await _forget(service, remembered)
         out = WebhookOut(
             event=event,

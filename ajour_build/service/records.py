@@ -93,6 +93,8 @@ deliveries = Table(
     metadata,
     Column("key", String(160), primary_key=True),
     Column("received", DateTime(timezone=True), nullable=False),
+    # "pending" while its push is being handled, "done" once its builds are queued
+    Column("state", String(8), nullable=False, default="done"),
 )
 
 
@@ -287,14 +289,37 @@ class Records:
                 )
         return [self.require(i) for i in ids]
 
-    def remember_delivery(self, key: str) -> bool:
-        """Record a webhook delivery; False if it was seen before."""
+    def remember_delivery(self, key: str) -> str:
+        """Claim a webhook delivery as ``pending``; answer "new", "pending" or "done".
+
+        "pending" means another request is handling the same delivery right now: it may
+        still fail, so this one must not be told the delivery was handled.
+        """
         try:
             with self._tx() as conn:
-                conn.execute(insert(deliveries).values(key=key[:160], received=now()))
+                conn.execute(
+                    insert(deliveries).values(key=key[:160], received=now(), state="pending")
+                )
         except IntegrityError:
-            return False
-        return True
+            with self._read() as conn:
+                found = conn.execute(
+                    select(deliveries.c.state).where(deliveries.c.key == key[:160])
+                ).scalar()
+            return "pending" if found == "pending" else "done"
+        return "new"
+
+    def settle_delivery(self, key: str) -> None:
+        """The delivery's builds are queued: later copies of it are duplicates."""
+        with self._tx() as conn:
+            conn.execute(
+                update(deliveries).where(deliveries.c.key == key[:160]).values(state="done")
+            )
+
+    def drop_pending_deliveries(self) -> int:
+        """On start: nothing is being handled any more, so pending claims are void."""
+        with self._tx() as conn:
+            done = conn.execute(deliveries.delete().where(deliveries.c.state == "pending"))
+        return int(done.rowcount or 0)
 
     def forget_delivery(self, key: str) -> None:
         """Undo :meth:`remember_delivery` (the delivery was not handled; let a retry in)."""

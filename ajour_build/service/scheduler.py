@@ -267,6 +267,7 @@ class Scheduler:
 
     def recover(self) -> list[Build]:
         """Mark what a previous process left running as interrupted; retry if configured."""
+        self.records.drop_pending_deliveries()
         interrupted = self.records.interrupt_active(keep_submitted=self.backend.durable)
         for build in interrupted:
             log.warning("build %s was interrupted by a restart", build.id)
