@@ -94,6 +94,10 @@ def _no_app(request: Request, app: str, where: str) -> Response:
     return views.message(request, 404, "No such application", text, [(where, "Back")])
 
 
+DEVICE_PAGE = 200  # devices per page of one application
+OVERVIEW_ROWS = 50  # devices per application on /devices (the rest: its own pages)
+
+
 def device_list(request: Request, app: str | None = None) -> Response:
     svc = _svc(request)
     fleet = svc.scheduler.fleet.current()
@@ -105,6 +109,16 @@ def device_list(request: Request, app: str | None = None) -> Response:
         name: [] for name in fleet.applications if app in (None, name)
     }
     grouped.update(devices.by_application(rows))
+    raw_page = request.query_params.get("page", "1")
+    if not raw_page.isdigit() or not 1 <= int(raw_page) <= 100_000:
+        text = f"page={raw_page!r} is not a page number; pages start at 1"
+        return views.message(request, 400, "Cannot show that page", text, [("/devices", "Devices")])
+    page = int(raw_page)
+    # one application: pages of DEVICE_PAGE; all of them: the first OVERVIEW_ROWS of each
+    size = DEVICE_PAGE if app is not None else OVERVIEW_ROWS
+    start = (page - 1) * size if app is not None else 0
+    totals = {name: len(found) for name, found in grouped.items()}
+    shown = {name: found[start : start + size] for name, found in sorted(grouped.items())}
     return views.render(
         request,
         "devices.html",
@@ -112,7 +126,10 @@ def device_list(request: Request, app: str | None = None) -> Response:
         section="devices",
         application=app,
         delivery=delivery,
-        grouped=dict(sorted(grouped.items())),
+        grouped=shown,
+        totals=totals,
+        page=page,
+        first=start + 1,
     )
 
 
