@@ -15,7 +15,7 @@ import pytest
 from ajour_build.runner.host import HostEngine
 from ajour_build.runner.records import StateDir
 from ajour_build.service.backends.base import BackendError, Submission
-from ajour_build.service.backends.local import LocalBackend
+from ajour_build.service.backends.local import LocalBackend, LogSink
 from ajour_build.service.records import NewBuild, Records, RecordsError
 from ajour_build.service.scheduler import FleetSource, Scheduler
 from tests.test_service import make
@@ -182,3 +182,15 @@ def test_a_trigger_is_all_or_nothing_when_a_backend_fails_midway(
     )
     ((state, failure),) = states.values()
     assert state == "failed" and failure.startswith("not started: the Kubernetes API")
+
+
+def test_a_log_without_end_is_capped_in_the_records(records: Records) -> None:
+    build_id = new(records)
+    sink = LogSink(records, build_id, limit=500)
+    for i in range(5000):
+        sink.line(f"line {i}")
+    sink.flush()
+    stored = [line for _, line in records.logs(build_id, 0, 10_000)]
+    assert stored[:500] == [f"line {i}" for i in range(500)]
+    assert len(stored) == 501 and "log truncated at 500 lines" in stored[-1]
+    assert sink.dropped == 4500

@@ -30,20 +30,32 @@ from ajour_build.service.records import Records, State
 
 log = logging.getLogger(__name__)
 SECONDS_PER_BUILD = 30  # the Retry-After hint per queued build when the queue is full
+MAX_LOG_LINES = 50_000  # per build, in the records
 
 
 class LogSink:
-    """Batches log lines into the records: at most every 0.2 s, and at the end."""
+    """Batches log lines into the records: at most every 0.2 s, and at the end.
 
-    def __init__(self, records: Records, build_id: str) -> None:
+    At most ``limit`` lines per build go to the records; a builder that prints without end
+    cannot fill the database. The whole log stays in the state dir (``build.log``).
+    """
+
+    def __init__(self, records: Records, build_id: str, limit: int = MAX_LOG_LINES) -> None:
         self.records = records
         self.build_id = build_id
+        self.limit = limit
         self.pending: list[str] = []
+        self.stored = 0
+        self.dropped = 0
+        self.noted = False
         self.lock = threading.Lock()
         self.last = time.monotonic()
 
     def line(self, text: str) -> None:
         with self.lock:
+            if self.stored + len(self.pending) >= self.limit:
+                self.dropped += 1
+                return
             self.pending.append(text)
             if len(self.pending) < 200 and time.monotonic() - self.last < 0.2:
                 return
@@ -52,6 +64,13 @@ class LogSink:
     def flush(self) -> None:
         with self.lock:
             lines, self.pending = self.pending, []
+            self.stored += len(lines)
+            if self.dropped and not self.noted:
+                lines.append(
+                    f"[ajour] log truncated at {self.limit} lines; the whole log is the"
+                    " build's build.log in the state directory"
+                )
+                self.noted = True
             self.last = time.monotonic()
         try:
             self.records.append_log(self.build_id, lines)
