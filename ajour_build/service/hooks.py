@@ -90,8 +90,7 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
             seen.add(state)
         if not seen - {"new"}:
             outcome = await run_in_threadpool(service.scheduler.push, push)
-            for key in keys:
-                await run_in_threadpool(records.settle_delivery, key)
+            await _settle(service, keys)
     except BaseException:
         await _forget(service, remembered)  # not handled: let the provider's retry in
         raise
@@ -120,6 +119,15 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
         explanation=outcome.explanation,
     )
     return _answer(202, out)
+
+
+async def _settle(service: Service, keys: list[str]) -> None:
+    """The builds are queued: say so, even if the records then fail to mark the claims."""
+    for key in keys:
+        try:
+            await run_in_threadpool(service.records.settle_delivery, key)
+        except AjourError as exc:  # the claim stays pending until the next start
+            log.error("could not settle webhook delivery %s: %s", key, exc)
 
 
 async def _forget(service: Service, keys: list[str]) -> None:
