@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import timing
 from benchmarks.delivery_fixtures import APP, KIB, MTU, START, TARGET
 from benchmarks.delivery_fleet import replay
 from benchmarks.delivery_responders import make_worker, write_reply
@@ -26,21 +27,8 @@ from delivery.protocol import (
 from delivery.store import StatusStore
 
 
-def per_op_ns(fn: Callable[[], object], budget_s: float = 0.08, repeats: int = 5) -> float:
-    """Best-of-``repeats`` ns per call of ``fn``, each repeat about ``budget_s`` long."""
-    start = time.perf_counter_ns()
-    for _ in range(10):
-        fn()
-    once = max((time.perf_counter_ns() - start) / 10, 1.0)
-    n = max(10, min(200_000, int(budget_s * 1e9 / once)))
-    best = float("inf")
-    gc.collect()
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / n)
-    return best
+def per_op_ns(fn: Callable[[], object]) -> float:
+    return timing.per_op_ns(fn, budget_s=0.08)
 
 
 def codec(image: bytes) -> dict[str, Any]:

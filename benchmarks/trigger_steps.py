@@ -23,6 +23,7 @@ from ajour_build.service.records import NewBuild
 from ajour_build.service.schemas import BuildOut, WebhookOut
 from ajour_build.service.state import Service
 from ajour_build.service.webhooks import parse, verify
+from benchmarks import timing
 from benchmarks.trigger_load import Pushes
 from benchmarks.trigger_servers import SECRET, make_service, write_fleet
 
@@ -30,21 +31,8 @@ QUEUE_DEPTHS = (0, 16, 100)  # 16: LocalBackend's default queue_size; 100: Query
 LARGE_FLEET = (100, 100)  # applications, devices each: the render benchmark's 10k devices
 
 
-def per_op_ns(fn: Callable[[], object], budget_s: float = 0.05, repeats: int = 5) -> float:
-    """Best-of-``repeats`` ns per call of ``fn``, each repeat about ``budget_s`` long."""
-    start = time.perf_counter_ns()
-    for _ in range(10):
-        fn()
-    once = max((time.perf_counter_ns() - start) / 10, 1.0)
-    n = max(10, min(200_000, int(budget_s * 1e9 / once)))
-    best = float("inf")
-    gc.collect()
-    for _ in range(repeats):
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            fn()
-        best = min(best, (time.perf_counter_ns() - start) / n)
-    return best
+def per_op_ns(fn: Callable[[], object], repeats: int = 5) -> float:
+    return timing.per_op_ns(fn, budget_s=0.05, repeats=repeats)
 
 
 def signature_cost(pushes: Pushes) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from ajour_build.config import load_config
 from ajour_build.fleet import load_fleet
 from ajour_build.service.push import match, repo_key
 from ajour_build.service.webhooks import WebhookError, parse, verify
+from tests.service import github_push, gitlab_push
 
 SECRET = "s3cret-hook"
 FLEET = """\
@@ -80,58 +81,25 @@ def real_push(tmp_path: Path, branch: str) -> tuple[str, str]:
     return first.hexsha, second.hexsha
 
 
+HTTPS = "https://git.example.com/acme/firmware"
+SSH = "git@git.example.com:acme/firmware.git"
+
+
 def github_payload(ref: str, before: str, after: str) -> dict[str, Any]:
-    return {
-        "ref": ref,
-        "before": before,
-        "after": after,
-        "created": False,
-        "deleted": False,
-        "forced": False,
-        "base_ref": None,
-        "compare": "https://git.example.com/acme/firmware/compare",
-        "commits": [{"id": after, "message": "second", "distinct": True}],
-        "head_commit": {"id": after, "message": "second"},
-        "repository": {
-            "id": 1,
-            "name": "firmware",
-            "full_name": "acme/firmware",
-            "html_url": "https://git.example.com/acme/firmware",
-            "clone_url": "https://git.example.com/acme/firmware.git",
-            "ssh_url": "git@git.example.com:acme/firmware.git",
-            "git_url": "git://git.example.com/acme/firmware.git",
-            "default_branch": "main",
-        },
-        "pusher": {"name": "dev", "email": "dev@ajour.invalid"},
-        "sender": {"login": "dev"},
-    }
+    """GitHub's push shape (tests/service.py) with the several URLs GitHub names."""
+    payload = github_push(HTTPS, ref, before, after)
+    payload["repository"].update(
+        clone_url=f"{HTTPS}.git", ssh_url=SSH, git_url="git://git.example.com/acme/firmware.git"
+    )
+    return payload
 
 
 def gitlab_payload(ref: str, before: str, after: str) -> dict[str, Any]:
-    return {
-        "object_kind": "push",
-        "event_name": "push",
-        "before": before,
-        "after": after,
-        "ref": ref,
-        "checkout_sha": after,
-        "user_username": "dev",
-        "project": {
-            "id": 7,
-            "name": "firmware",
-            "path_with_namespace": "acme/firmware",
-            "git_http_url": "https://git.example.com/acme/firmware.git",
-            "git_ssh_url": "git@git.example.com:acme/firmware.git",
-            "web_url": "https://git.example.com/acme/firmware",
-        },
-        "commits": [{"id": after, "message": "second"}],
-        "total_commits_count": 1,
-        "repository": {
-            "name": "firmware",
-            "url": "git@git.example.com:acme/firmware.git",
-            "git_http_url": "https://git.example.com/acme/firmware.git",
-        },
-    }
+    """GitLab's Push Hook shape (tests/service.py) with its HTTP and SSH URLs."""
+    payload = gitlab_push(f"{HTTPS}.git", ref, before, after)
+    payload["project"].update(git_ssh_url=SSH, web_url=HTTPS)
+    payload["repository"]["url"] = SSH
+    return payload
 
 
 def sign_github(body: bytes) -> dict[str, str]:

@@ -442,32 +442,3 @@ def _safe(url: str) -> str:
 
 def now() -> datetime:
     return datetime.now(UTC)
-
-
-def as_json(build: Build) -> dict[str, Any]:
-    data: dict[str, Any] = {
-        "id": build.id,
-        "name": build.name,
-        "specHash": build.spec_hash,
-        "application": build.application,
-        "consumers": list(build.consumers),
-        "state": build.state,
-        "backend": build.backend,
-        "backendRef": build.backend_ref,
-        "reason": build.reason,
-        "git": {"url": build.git_url, "revision": build.revision, "commit": build.commit},
-        "version": build.version,
-        "image": build.image,
-        "publishTo": build.publish_to,
-        "digest": build.digest,
-        "reference": build.reference,
-        "cached": build.cached,
-        "failure": build.failure,
-        "attempt": build.attempt,
-        "retryOf": build.retry_of,
-        "created": build.created.isoformat(),
-        "started": build.started.isoformat() if build.started else None,
-        "finished": build.finished.isoformat() if build.finished else None,
-        "duration": build.duration,
-    }
-    return data

@@ -45,16 +45,6 @@ class Outcome:
     refused: tuple[str, ...] = ()
     explanation: str = ""
 
-    def as_json(self) -> dict[str, object]:
-        from ajour_build.service.records import as_json
-
-        return {
-            "triggered": [as_json(b) for b in self.queued],
-            "alreadyQueued": [as_json(b) for b in self.joined],
-            "refused": list(self.refused),
-            "explanation": self.explanation,
-        }
-
 
 @dataclass
 class FleetSource:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ajour_build.service.records import Build, State
+from ajour_build.service.scheduler import Outcome
 
 
 class _Out(BaseModel):
@@ -136,10 +137,7 @@ class DrogueBuildInfo(BaseModel):
     status: str | None = None
 
 
-def outcome_out(outcome: object) -> TriggerOut:
-    from ajour_build.service.scheduler import Outcome
-
-    assert isinstance(outcome, Outcome)
+def outcome_out(outcome: Outcome) -> TriggerOut:
     return TriggerOut(
         triggered=[BuildOut.of(b) for b in outcome.queued],
         already_queued=[BuildOut.of(b) for b in outcome.joined],
