@@ -9,6 +9,8 @@ reached, the pages say so and still list the fleet's devices.
 from __future__ import annotations
 
 import math
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -127,6 +129,32 @@ def fetch(base_url: str, application: str | None = None) -> Delivery:
         return Delivery(error=f"{shown} answered JSON that is not a list of devices")
     rows = (parse_row(item) for item in data)
     return Delivery(rows=tuple(r for r in rows if r is not None))
+
+
+class StatusCache:
+    """Delivery's status, read at most once per ``ttl`` seconds per application.
+
+    Every open console tab polls; without this, each poll of each tab would make the
+    delivery worker list its devices. One cache per console (on ``app.state``).
+    """
+
+    def __init__(self, ttl: float = 1.0) -> None:
+        self.ttl = ttl
+        self._lock = threading.Lock()
+        self._entries: dict[tuple[str, str | None], tuple[float, Delivery]] = {}
+
+    def get(self, base_url: str, application: str | None = None) -> Delivery:
+        key = (base_url, application)
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is not None and time.monotonic() - hit[0] < self.ttl:
+                return hit[1]
+            found = fetch(base_url, application)  # under the lock: one fetch, not one per tab
+            self._entries[key] = (time.monotonic(), found)
+            if len(self._entries) > 1024:  # many applications: forget the oldest
+                oldest = min(self._entries, key=lambda k: self._entries[k][0])
+                del self._entries[oldest]
+            return found
 
 
 def merge(fleet: Fleet, delivery: Delivery, application: str | None = None) -> list[DeviceRow]:

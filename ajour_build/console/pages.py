@@ -20,10 +20,15 @@ def _svc(request: Request) -> Service:
     return service_of(request)
 
 
+def _delivery(request: Request, application: str | None = None) -> devices.Delivery:
+    cache: devices.StatusCache = request.app.state.delivery_status
+    return cache.get(_svc(request).config.service.delivery_url, application)
+
+
 def overview(request: Request) -> Response:
     svc = _svc(request)
     fleet = svc.scheduler.fleet.current()
-    delivery = devices.fetch(svc.config.service.delivery_url)
+    delivery = _delivery(request)
     return views.render(
         request,
         "overview.html",
@@ -101,7 +106,7 @@ OVERVIEW_ROWS = 50  # devices per application on /devices (the rest: its own pag
 def device_list(request: Request, app: str | None = None) -> Response:
     svc = _svc(request)
     fleet = svc.scheduler.fleet.current()
-    delivery = devices.fetch(svc.config.service.delivery_url, app)
+    delivery = _delivery(request, app)
     rows = devices.merge(fleet, delivery, app)
     if app is not None and app not in fleet.applications and not rows:
         return _no_app(request, app, "/devices")
@@ -136,7 +141,7 @@ def device_list(request: Request, app: str | None = None) -> Response:
 def device_detail(request: Request, app: str, device: str) -> Response:
     svc = _svc(request)
     fleet = svc.scheduler.fleet.current()
-    delivery = devices.fetch(svc.config.service.delivery_url, app)
+    delivery = _delivery(request, app)
     rows = [r for r in devices.merge(fleet, delivery, app) if r.device == device]
     spec = fleet.devices.get((app, device))
     if spec is None and not rows:
@@ -167,7 +172,7 @@ def _built_versions(svc: Service, app: str) -> list[str]:
 def rollouts(request: Request) -> Response:
     svc = _svc(request)
     fleet = svc.scheduler.fleet.current()
-    delivery = devices.fetch(svc.config.service.delivery_url)
+    delivery = _delivery(request)
     grouped = devices.by_application(devices.merge(fleet, delivery))
     names = sorted(set(fleet.applications) | set(grouped))
     plans = [
@@ -192,7 +197,7 @@ def rollout(request: Request, app: str) -> Response:
         text = "a firmware version has at most 128 characters"
         back = f"/rollouts/{views.segment(app)}"
         return views.message(request, 400, "Cannot show that version", text, [(back, "Back")])
-    delivery = devices.fetch(svc.config.service.delivery_url, app)
+    delivery = _delivery(request, app)
     rows = devices.merge(fleet, delivery, app)
     if app not in fleet.applications and not rows:
         return _no_app(request, app, "/rollouts")

@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ajour_build.console import access, pages, views
+from ajour_build.console import access, devices, pages, views
 from ajour_build.errors import AjourError, NotAllowedError, SpecError
 from ajour_build.service import auth
 from ajour_build.service.backends.base import BackendError
@@ -224,5 +224,6 @@ def mount(app: FastAPI) -> None:
     """Serve the console: pages at ``/``, its CSS and script under ``/static/``."""
     app.mount("/static", StaticFiles(directory=views.STATIC), name="console-static")
     app.include_router(router)
+    app.state.delivery_status = devices.StatusCache()
     previous = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(StarletteHTTPException, _not_found(previous))
