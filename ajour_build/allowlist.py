@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from ajour_build.errors import NotAllowedError
+from ajour_build.core.errors import NotAllowedError
 
 ALLOW_ALL = "*"
 

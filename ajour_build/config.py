@@ -16,9 +16,10 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ajour_build.allowlist import ALLOW_ALL, Allowlist
-from ajour_build.errors import ConfigError, Problem, SpecError
-from ajour_build.spec.document import Document, DocumentError, read_documents
-from ajour_build.spec.fields import (
+from ajour_build.core.errors import ConfigError, Problem, SpecError
+from ajour_build.core.fleet import CONFIG_NAMES
+from ajour_build.core.spec.document import Document, DocumentError, read_documents
+from ajour_build.core.spec.fields import (
     DnsLabel,
     DnsSubdomain,
     Duration,
@@ -26,9 +27,8 @@ from ajour_build.spec.fields import (
     Text,
     _dns_label,
 )
-from ajour_build.spec.problems import known_fields, problems_from_validation
+from ajour_build.core.spec.problems import known_fields, problems_from_validation
 
-CONFIG_NAMES = frozenset({"ajour.yaml", "ajour.yml"})
 ENV_PREFIX = "AJOUR_"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _REGISTRY_PREFIX = re.compile(

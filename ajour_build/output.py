@@ -8,7 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ajour_build.errors import OutputError
+from ajour_build.core.errors import OutputError
 
 INDEX = ".ajour-render.json"
 

@@ -12,9 +12,9 @@ import json
 from dataclasses import dataclass
 
 from ajour_build.config import InstallationConfig
-from ajour_build.errors import AjourError, NotAllowedError
-from ajour_build.fleet import Fleet
-from ajour_build.spec.firmware import Build
+from ajour_build.core.errors import AjourError, NotAllowedError
+from ajour_build.core.fleet import Fleet
+from ajour_build.core.spec.firmware import Build
 
 
 @dataclass(frozen=True)

@@ -36,13 +36,13 @@ sys.path.insert(0, str(REPO))
 from ajour_build.builders import podman  # noqa: E402
 from ajour_build.builders.catalog import load_catalog  # noqa: E402
 from ajour_build.config import load_config  # noqa: E402
-from ajour_build.fleet import load_fleet  # noqa: E402
+from ajour_build.core.fleet import load_fleet  # noqa: E402
 from ajour_build.plan import PlannedBuild, plan_builds  # noqa: E402
 from ajour_build.runner.container import ContainerEngine  # noqa: E402
 from ajour_build.runner.host import HostEngine  # noqa: E402
 from ajour_build.runner.job import Engine  # noqa: E402
-from ajour_build.runner.local import LocalRunner  # noqa: E402
-from ajour_build.runner.records import StateDir  # noqa: E402
+from ajour_build.runner.local_runner import LocalRunner  # noqa: E402
+from ajour_build.runner.state_dir import StateDir  # noqa: E402
 
 IMAGE = "localhost/ajour/builder-arm-gcc:0.1.0"
 ENV = {

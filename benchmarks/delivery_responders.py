@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from benchmarks.delivery_fixtures import IMAGE_SIZE, MTU, STATUS_TOPIC, TARGET
 from delivery.mqtt import MqttSettings, MqttTransport, TopicTemplate, nodelay
 from delivery.protocol import Write, encode_command

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 import yaml
 
 from ajour_build.config import load_config
-from ajour_build.fleet import Fleet, load_fleet
+from ajour_build.core.fleet import Fleet, load_fleet
 from ajour_build.plan import Plan, plan_builds
 from ajour_build.render.dump import dump_all
 from ajour_build.render.pipelinerun import Renderer

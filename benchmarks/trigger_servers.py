@@ -22,7 +22,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ajour_build.config import load_config
-from ajour_build.service.app import create_app
+from ajour_build.server import create_app
 from ajour_build.service.backends.base import Submission
 from ajour_build.service.records import Records
 from ajour_build.service.scheduler import FleetSource, Scheduler

@@ -17,8 +17,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ajour_build.push import match
 from ajour_build.service.backends.base import Submission
-from ajour_build.service.push import match
 from ajour_build.service.records import NewBuild
 from ajour_build.service.schemas import BuildOut, WebhookOut
 from ajour_build.service.state import Service

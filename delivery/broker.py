@@ -15,8 +15,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from ajour_build.fleet import Fleet
-from delivery.auth import passwords
+from ajour_build.core.files import atomic_write
+from ajour_build.core.fleet import Fleet
+from delivery.device_auth import passwords
 from delivery.mqtt import TopicTemplate
 
 ITERATIONS = 101
@@ -73,9 +74,5 @@ def write(files: BrokerFiles, directory: Path) -> tuple[Path, Path]:
     directory.mkdir(parents=True, exist_ok=True)
     passwd, acl = directory / "passwd", directory / "acl"
     for path, text in ((passwd, files.passwd), (acl, files.acl)):
-        tmp = path.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, text, mode=0o600)
     return passwd, acl

@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from ajour_build.errors import AjourError
-from ajour_build.fleet import load_fleet
+from ajour_build.core.errors import AjourError
+from ajour_build.core.fleet import load_fleet
 from delivery import __version__
 from delivery.errors import DeliveryError
 

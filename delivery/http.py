@@ -20,7 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from delivery import auth
+from delivery import device_auth
 from delivery.protocol import MAX_STATUS_BYTES
 from delivery.worker import Worker
 
@@ -173,7 +173,7 @@ class _Handler(BaseHTTPRequestHandler):
         user, password = creds
         spec = self.server.worker.targets.fleet.devices[(app, device)].credentials
         username = None if user in (device, f"{device}@{app}") else user
-        return auth.check(spec, password, username)
+        return device_auth.check(spec, password, username)
 
 
 class _Server(ThreadingHTTPServer):

@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ajour_build.artifact import credentials
-from ajour_build.artifact.layout import LayoutStore
-from ajour_build.artifact.reference import OciRef
-from ajour_build.artifact.registry import RegistryReader
-from ajour_build.fleet import Fleet
-from ajour_build.spec.firmware import Firmware
+from ajour_build.core.artifact import credentials
+from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.artifact.reference import OciRef
+from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.fleet import Fleet
+from ajour_build.core.spec.firmware import Firmware
 from delivery.cache import ByteLru, TtlCache
 from delivery.errors import DeliveryError
 from delivery.sources.base import FirmwareSource

@@ -24,7 +24,7 @@ from delivery.protocol import (
     decode_status,
     encode_command,
 )
-from delivery.sources.base import SourceUnavailable, Target
+from delivery.sources.base import SourceUnavailable
 from delivery.store import DeviceStatus, State, StatusStore, now
 from delivery.targets import Targets
 
@@ -102,8 +102,7 @@ class Worker:
             source = self.targets.source(application, device)
             if source is None:
                 return None, "no firmware assigned"
-            found: Target = source.target()
-            return Firmware(found.version, found.data, found.checksum), ""
+            return source.target(), ""
         except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
             self.counters.add("source_unavailable")
             log.warning("no target for %s/%s: %s", application, device, exc)

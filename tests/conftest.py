@@ -8,6 +8,12 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from hypothesis import HealthCheck, settings
+
+# The machine has 2 cores and CI may share them with services the tests start: judge the
+# properties, not how fast inputs are generated (examples and shrinking are unchanged).
+settings.register_profile("ajour", suppress_health_check=[HealthCheck.too_slow], deadline=None)
+settings.load_profile("ajour")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"

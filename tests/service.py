@@ -19,7 +19,7 @@ import httpx
 import uvicorn
 
 from ajour_build.config import InstallationConfig, load_config
-from ajour_build.service.app import assemble, create_app
+from ajour_build.server import assemble, create_app
 from ajour_build.service.state import Service
 from ajour_build.settings import LocalSettings
 from tests.registry import free_port

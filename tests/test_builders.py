@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ajour_build.builders import podman
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import main
-from ajour_build.errors import SpecError
+from ajour_build.core.errors import SpecError
 from tests.conftest import EXAMPLES, REPO
 from tests.firmware import BASE_IMAGE, ensure_builder_images, fake_builder, make_repo
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ajour_build.config import find_config, load_config
-from ajour_build.errors import ConfigError, SpecError
+from ajour_build.core.errors import ConfigError, SpecError
 from tests.conftest import CONFIG_YAML
 
 

@@ -28,7 +28,7 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 
 from ajour_build.console import devices, views
-from ajour_build.service.app import assemble, create_app
+from ajour_build.server import assemble, create_app
 from ajour_build.service.backends.base import QueueFull
 from ajour_build.service.state import Service
 from ajour_build.settings import LocalSettings

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from delivery.cli import main
 from delivery.http import HttpSettings, HttpTransport
 from delivery.protocol import Status, decode_command, encode_status

@@ -9,7 +9,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from delivery.broker import broker_files, write
 from delivery.mqtt import MqttSettings, MqttTransport, TopicTemplate
 from delivery.protocol import Status, decode_command, encode_status

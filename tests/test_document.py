@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.spec.document import (
+from ajour_build.core.spec.document import (
     DocumentError,
     YamlFloat,
     YamlInt,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.errors import SpecError
-from ajour_build.fleet import load_fleet
+from ajour_build.core.errors import SpecError
+from ajour_build.core.fleet import load_fleet
 from tests.conftest import APP, EXAMPLES
 
 Write = Callable[[str, str], Path]

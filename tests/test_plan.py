@@ -10,10 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ajour_build.config import load_config
-from ajour_build.errors import AjourError, NotAllowedError
-from ajour_build.fleet import load_fleet
+from ajour_build.core.errors import AjourError, NotAllowedError
+from ajour_build.core.fleet import load_fleet
+from ajour_build.core.spec.firmware import Build
 from ajour_build.plan import build_key, plan_builds
-from ajour_build.spec.firmware import Build
 from tests.conftest import APP, CONFIG_YAML, EXAMPLES
 
 Write = Callable[[str, str], Path]

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from ajour_build.errors import PublishError
+from ajour_build.core.errors import PublishError
 from ajour_build.publish.base import FirmwareArtifact, Published
 from ajour_build.publish.hawkbit import HawkbitAuth, HawkbitPublisher, Rollout
 from tests.hawkbit_fake import SPEC_PATH, HawkbitFake

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.artifact.format import sha256_digest
-from ajour_build.artifact.layout import LayoutStore
-from ajour_build.artifact.reference import parse_oci
-from ajour_build.artifact.registry import RegistryReader
-from ajour_build.errors import ArtifactError, PublishError
+from ajour_build.core.artifact.format import sha256_digest
+from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.artifact.reference import parse_oci
+from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.base import FirmwareArtifact, SourceInfo
-from ajour_build.publish.target import inspect, publisher_for
+from ajour_build.publish.destination import inspect, publisher_for
 from tests.registry import Registry, htpasswd_file, run_registry
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ajour_build.config import load_config
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from ajour_build.plan import plan_builds
 from ajour_build.render.pipelinerun import Renderer
 from tests.conftest import REPO

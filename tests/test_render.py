@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from ajour_build.config import load_config
-from ajour_build.errors import RenderError
-from ajour_build.fleet import load_fleet
+from ajour_build.core.errors import RenderError
+from ajour_build.core.fleet import load_fleet
 from ajour_build.plan import plan_builds
 from ajour_build.render.dump import dump_all
 from ajour_build.render.pipelinerun import Renderer

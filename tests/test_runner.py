@@ -15,14 +15,14 @@ import pytest
 from ajour_build.builders import podman
 from ajour_build.builders.catalog import Builder, load_catalog
 from ajour_build.config import load_config
-from ajour_build.errors import BuildError, SourceError
-from ajour_build.fleet import load_fleet
+from ajour_build.core.errors import BuildError, SourceError
+from ajour_build.core.fleet import load_fleet
 from ajour_build.plan import PlannedBuild, plan_builds
 from ajour_build.runner.container import ContainerEngine
 from ajour_build.runner.host import HostEngine
 from ajour_build.runner.job import Engine
-from ajour_build.runner.local import LocalRunner
-from ajour_build.runner.records import StateDir
+from ajour_build.runner.local_runner import LocalRunner
+from ajour_build.runner.state_dir import StateDir
 from tests.conftest import EXAMPLES, REPO
 from tests.firmware import ensure_builder_images, fake_builder, make_repo, run_qemu
 

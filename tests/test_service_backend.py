@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ajour_build.runner.host import HostEngine
-from ajour_build.runner.records import StateDir
+from ajour_build.runner.state_dir import StateDir
 from ajour_build.service.backends.base import BackendError, Submission
 from ajour_build.service.backends.local import LocalBackend, LogSink
 from ajour_build.service.records import NewBuild, Records, RecordsError

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.publish.target import inspect
+from ajour_build.publish.destination import inspect
 from tests.conftest import EXAMPLES, REPO
 from tests.firmware import ensure_builder_images, run_qemu
 from tests.registry import run_registry

@@ -21,7 +21,7 @@ import pytest
 from kubernetes import client
 
 from ajour_build.config import InstallationConfig, load_config
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from ajour_build.plan import PlannedBuild, plan_builds
 from ajour_build.service.backends.base import BackendError, Submission
 from ajour_build.service.backends.tekton import (

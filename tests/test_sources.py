@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ajour_build.artifact.layout import LayoutStore
-from ajour_build.artifact.reference import parse_oci
-from ajour_build.artifact.registry import RegistryReader
+from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.artifact.reference import parse_oci
+from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.publish.base import FirmwareArtifact
-from ajour_build.publish.target import publisher_for
+from ajour_build.publish.destination import publisher_for
 from delivery.cache import ByteLru, TtlCache
 from delivery.sources.base import SourceUnavailable
 from delivery.sources.file import FileSource

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from delivery.errors import DeliveryError
 from delivery.targets import Targets
 from tests.registry import run_registry

@@ -200,7 +200,7 @@ def test_every_step_command_in_pipelines_exists() -> None:
 
 
 def test_publish_task_step_to_the_real_registry(tmp_path: Path) -> None:
-    from ajour_build.publish.target import inspect
+    from ajour_build.publish.destination import inspect
     from tests.registry import run_registry
 
     task = load_task("ajour-firmware-publish")

@@ -12,8 +12,8 @@ import git
 import pytest
 
 from ajour_build.config import load_config
-from ajour_build.fleet import load_fleet
-from ajour_build.service.push import match, repo_key
+from ajour_build.core.fleet import load_fleet
+from ajour_build.push import match, repo_key
 from ajour_build.service.webhooks import WebhookError, parse, verify
 from tests.service import github_push, gitlab_push
 

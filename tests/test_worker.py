@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.fleet import load_fleet
+from ajour_build.core.fleet import load_fleet
 from delivery.device import SimulatedDevice
 from delivery.protocol import Status, UpdateStatus, Wait, decode_command, encode_status
 from delivery.store import StatusStore
@@ -124,7 +124,7 @@ def test_corrupted_blob_is_not_served(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("mtu", [None, 1, 100, 512, 4096])
 def test_write_sizes_respect_mtu(tmp_path: Path, mtu: int | None) -> None:
-    from ajour_build.artifact.layout import LayoutStore
+    from ajour_build.core.artifact.layout_store import LayoutStore
 
     publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1", b"q" * 3000)
     assert LayoutStore(tmp_path / "oci" / "fw" / "app").tags() == ["1", "latest"]

@@ -8,11 +8,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ajour_build.errors import AjourError, Problem, SpecError
-from ajour_build.spec.document import DocumentError, read_documents
-from ajour_build.spec.fields import DnsLabel, ImageRef, NonEmptyText, Text
-from ajour_build.spec.firmware import Strict
-from ajour_build.spec.problems import known_fields, problems_from_validation
+from ajour_build.core.errors import AjourError, Problem, SpecError
+from ajour_build.core.spec.document import DocumentError, read_documents
+from ajour_build.core.spec.fields import DnsLabel, ImageRef, NonEmptyText, Text
+from ajour_build.core.spec.firmware import Strict
+from ajour_build.core.spec.problems import known_fields, problems_from_validation
 
 ENTRYPOINT = "ajour-builder"
 CONTAINERFILE = "Containerfile"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ajour_build.builders import podman
 from ajour_build.builders.catalog import Builder
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 
 
 def build_image(builder: Builder, base_image: str, env: Mapping[str, str]) -> str:

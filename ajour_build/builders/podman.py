@@ -14,7 +14,8 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
+from ajour_build.core.files import atomic_write
 
 CONTAINERS_CONF = """\
 [containers]
@@ -42,9 +43,7 @@ def environment(state_dir: Path, base: Mapping[str, str] | None = None) -> dict[
         conf = state_dir / "containers.conf"
         if not conf.is_file() or conf.read_text() != CONTAINERS_CONF:
             conf.parent.mkdir(parents=True, exist_ok=True)
-            tmp = conf.with_suffix(".tmp")
-            tmp.write_text(CONTAINERS_CONF)
-            os.replace(tmp, conf)
+            atomic_write(conf, CONTAINERS_CONF)
         env["CONTAINERS_CONF"] = str(conf)
     return env
 

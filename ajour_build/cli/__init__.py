@@ -11,7 +11,7 @@ import click
 from rich.console import Console
 
 from ajour_build import __version__
-from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
 
 
 class AjourGroup(click.Group):

@@ -19,13 +19,13 @@ from rich.text import Text
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import console, want_json
 from ajour_build.cli.spec import _config
-from ajour_build.errors import AjourError, BuildCancelled, BuildError, SourceError
-from ajour_build.fleet import load_fleet
+from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
+from ajour_build.core.fleet import load_fleet
 from ajour_build.plan import plan_builds
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.job import Progress
-from ajour_build.runner.local import LocalRunner
-from ajour_build.runner.records import BuildRecord, StateDir, dump
+from ajour_build.runner.local_runner import LocalRunner
+from ajour_build.runner.state_dir import BuildRecord, StateDir, dump
 from ajour_build.settings import LocalSettings
 
 

@@ -14,7 +14,7 @@ from ajour_build.builders import podman
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.builders.image import build_image, ensure_base_image
 from ajour_build.cli import console
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 from ajour_build.settings import LocalSettings
 
 _DIR = click.option(

@@ -10,11 +10,11 @@ import click
 from rich.table import Table
 
 from ajour_build.cli import console, want_json
-from ajour_build.errors import ArtifactError, PublishError
+from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish import notify
 from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, Published, SourceInfo
-from ajour_build.publish.target import inspect as inspect_target
-from ajour_build.publish.target import publisher_for
+from ajour_build.publish.destination import inspect as inspect_target
+from ajour_build.publish.destination import publisher_for
 
 
 def publish_artifact(

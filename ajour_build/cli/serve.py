@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ajour_build.cli.spec import _config
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 from ajour_build.settings import LocalSettings
 
 
@@ -45,7 +45,7 @@ def serve(
     """Serve push webhooks, the build API and the console; build with the configured backend."""
     import uvicorn
 
-    from ajour_build.service.app import assemble, create_app
+    from ajour_build.server import assemble, create_app
 
     settings = LocalSettings()
     if state_dir is not None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, SourceInfo
 from ajour_build.steps.clone import clear, clone
 

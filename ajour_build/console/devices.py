@@ -18,8 +18,8 @@ from urllib.parse import quote
 
 import httpx
 
-from ajour_build.fleet import Fleet
-from ajour_build.spec.fields import redact_uri
+from ajour_build.core.fleet import Fleet
+from ajour_build.core.spec.fields import redact_uri
 
 STATES = ("Synced", "Updating", "Waiting", "Failed", "Unknown")
 TIMEOUT = 2.0

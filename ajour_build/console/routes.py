@@ -19,11 +19,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ajour_build.console import access, devices, pages, views
-from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.errors import AjourError
 from ajour_build.service import auth
-from ajour_build.service.backends.base import BackendError
-from ajour_build.service.records import RecordsError
-from ajour_build.service.scheduler import NotFound, Outcome
+from ajour_build.service.http_status import answer_for
+from ajour_build.service.scheduler import Outcome
 from ajour_build.service.state import service_of
 
 MAX_APP = 63
@@ -33,19 +32,11 @@ router = APIRouter(include_in_schema=False)
 
 def problem(request: Request, exc: AjourError) -> Response:
     """An error from the service's parts, as a page with the matching status."""
-    if isinstance(exc, NotFound):
-        return views.message(request, 404, "Not found", str(exc), [("/devices", "Devices")])
-    if isinstance(exc, NotAllowedError):
-        return views.message(request, 403, "Refused by the allowlist", str(exc))
-    if isinstance(exc, BackendError):
-        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-        title = "The build queue is full" if exc.status == 429 else "The build backend failed"
-        return views.message(request, exc.status, title, str(exc), headers=headers)
-    if isinstance(exc, RecordsError):
-        return views.message(request, 503, "Build records unavailable", str(exc))
-    if isinstance(exc, SpecError):
-        return views.message(request, 409, "The fleet specs do not validate", str(exc))
-    return views.message(request, 400, "Cannot do that", str(exc))
+    answer = answer_for(exc)
+    links = [("/devices", "Devices")] if answer.status == 404 else []
+    return views.message(
+        request, answer.status, answer.title, str(exc), links, headers=answer.headers or None
+    )
 
 
 def _page(request: Request, page: Callable[[], Response]) -> Response:

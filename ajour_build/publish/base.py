@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ajour_build.errors import PublishError
+from ajour_build.core.errors import PublishError
 
 VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-
-from ajour_build.artifact.format import (
+from ajour_build.core.artifact.format import (
     Builder,
     FirmwareConfig,
     Source,
@@ -14,15 +12,13 @@ from ajour_build.artifact.format import (
     now_rfc3339,
     sha256_digest,
 )
+from ajour_build.core.files import sha256_file
 from ajour_build.publish.base import FirmwareArtifact
 
 
 def file_digest(artifact: FirmwareArtifact) -> str:
-    digest = hashlib.sha256()
-    with artifact.path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return "sha256:" + digest.hexdigest()
+    """The artifact's ``sha256:<hex>`` digest."""
+    return "sha256:" + sha256_file(artifact.path)
 
 
 class V1Parts:

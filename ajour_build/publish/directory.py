@@ -8,31 +8,13 @@ checksum as hex, as Drogue's file source reads it). The ``.bin`` is replaced fir
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
-from ajour_build.artifact.reference import DirRef
-from ajour_build.errors import PublishError
+from ajour_build.core.artifact.reference import DirRef
+from ajour_build.core.errors import PublishError
+from ajour_build.core.files import atomic_copy, atomic_write
 from ajour_build.publish.base import FirmwareArtifact, Published
 from ajour_build.publish.common import conflict, file_digest
-
-
-def _replace(target: Path, data: bytes | None = None, source: Path | None = None) -> None:
-    """Atomically replace ``target`` with ``data`` or a copy of ``source``."""
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-    os.close(fd)
-    try:
-        if source is not None:
-            shutil.copyfile(source, tmp)
-        else:
-            Path(tmp).write_bytes(data or b"")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -57,8 +39,8 @@ class DirPublisher:
                 "checksum": checksum.removeprefix("sha256:"),
                 "size": size,
             }
-            _replace(self.ref.path / f"{self.ref.name}.bin", source=artifact.path)
-            _replace(meta_path, data=json.dumps(meta, indent=2).encode() + b"\n")
+            atomic_copy(artifact.path, self.ref.path / f"{self.ref.name}.bin")
+            atomic_write(meta_path, json.dumps(meta, indent=2) + "\n")
         except OSError as exc:
             raise PublishError(f"cannot write to {self.ref.path}: {exc}") from None
         except ValueError as exc:

@@ -7,8 +7,6 @@ content again changes nothing, and re-running after a failure picks up where it 
 
 from __future__ import annotations
 
-import hashlib
-import ipaddress
 import json
 import logging
 import re
@@ -21,7 +19,9 @@ from urllib.parse import quote, unquote, urlsplit
 import requests
 from requests.auth import HTTPBasicAuth
 
-from ajour_build.errors import PublishError
+from ajour_build.core.errors import PublishError
+from ajour_build.core.files import sha256_file
+from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.base import FirmwareArtifact, Published
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,6 @@ class _Reply:
     status: int
     body: bytes
     where: str
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: the only hosts plain http may go to without insecure=1."""
-    try:
-        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _excerpt(body: bytes) -> str:
@@ -225,8 +217,7 @@ class HawkbitPublisher:
                 f"version {artifact.version!r} is {len(artifact.version)} characters;"
                 f" hawkBit allows at most {VERSION_MAX}: shorten it"
             )
-        with artifact.path.open("rb") as fh:
-            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        digest = sha256_file(artifact.path)
         with requests.Session() as session:
             session.auth = self.auth
             session.headers["Accept"] = "application/json"

@@ -12,7 +12,7 @@ import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
-from ajour_build.errors import PublishError
+from ajour_build.core.errors import PublishError
 from ajour_build.publish.base import Published
 
 

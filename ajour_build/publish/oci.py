@@ -16,11 +16,16 @@ from typing import Any
 import oras.provider
 import requests
 
-from ajour_build.artifact.credentials import Credentials
-from ajour_build.artifact.format import CONFIG_MEDIA_TYPE, LAYER_MEDIA_TYPE, MANIFEST_MEDIA_TYPE
-from ajour_build.artifact.reference import OciRef, is_loopback
-from ajour_build.artifact.registry import RegistryReader
-from ajour_build.errors import ArtifactError, PublishError
+from ajour_build.core.artifact.credentials import Credentials
+from ajour_build.core.artifact.format import (
+    CONFIG_MEDIA_TYPE,
+    LAYER_MEDIA_TYPE,
+    MANIFEST_MEDIA_TYPE,
+)
+from ajour_build.core.artifact.reference import OciRef
+from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.errors import ArtifactError, PublishError
+from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.base import FirmwareArtifact, Published
 from ajour_build.publish.common import V1Parts, conflict
 

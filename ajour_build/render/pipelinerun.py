@@ -11,7 +11,7 @@ import yaml
 
 from ajour_build import __version__
 from ajour_build.config import InstallationConfig
-from ajour_build.errors import RenderError
+from ajour_build.core.errors import RenderError
 from ajour_build.plan import PlannedBuild
 from ajour_build.render.dump import dump
 from ajour_build.tekton.manifest import ManifestValidator

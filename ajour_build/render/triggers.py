@@ -18,10 +18,10 @@ from typing import Any
 import yaml
 
 from ajour_build.config import InstallationConfig
-from ajour_build.errors import RenderError
+from ajour_build.core.errors import RenderError
 from ajour_build.plan import PlannedBuild
+from ajour_build.push import repo_key
 from ajour_build.render.pipelinerun import Renderer, environment
-from ajour_build.service.push import repo_key
 from ajour_build.tekton.manifest import ManifestValidator
 
 TRIGGERS_API = "triggers.tekton.dev/v1beta1"

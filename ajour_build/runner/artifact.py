@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from ajour_build.errors import BuildError
+from ajour_build.core.errors import BuildError
+from ajour_build.core.files import sha256_file
 
 MAX_ARTIFACT_BYTES = 256 * 1024 * 1024
 
@@ -38,14 +38,6 @@ def _inside(path: Path, root: Path, what: str, tail: list[str]) -> Path:
             tail,
         )
     return real
-
-
-def _hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def collect(
@@ -78,13 +70,15 @@ def collect(
             continue  # never follow an extra outside the workspace; it is simply not kept
         shutil.copyfile(sib_real, dest / sibling.name)
         extras.append(
-            ArtifactFile(name=sibling.name, size=sib_real.stat().st_size, sha256=_hash(sib_real))
+            ArtifactFile(
+                name=sibling.name, size=sib_real.stat().st_size, sha256=sha256_file(sib_real)
+            )
         )
     return Artifact(
         name=candidate.name,
         path=artifact_path,
         size=size,
-        sha256=_hash(dest / candidate.name),
+        sha256=sha256_file(dest / candidate.name),
         extras=tuple(extras),
     )
 
@@ -93,6 +87,6 @@ def verify(directory: Path, artifact: Artifact) -> bool:
     """True when the stored files still match their recorded sha256."""
     for item in (artifact, *artifact.extras):
         path = directory / item.name
-        if not path.is_file() or _hash(path) != item.sha256:
+        if not path.is_file() or sha256_file(path) != item.sha256:
             return False
     return True

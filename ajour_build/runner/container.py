@@ -18,7 +18,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from ajour_build.errors import BuildCancelled, BuildError
+from ajour_build.core.errors import BuildCancelled, BuildError
 from ajour_build.runner.job import BuildJob, BuildLog
 
 WORKSPACE = "/workspace"

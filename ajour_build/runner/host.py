@@ -14,7 +14,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from ajour_build.errors import BuildCancelled, BuildError
+from ajour_build.core.errors import BuildCancelled, BuildError
 from ajour_build.runner.job import BuildJob, BuildLog
 
 _PASS = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "TERM")

@@ -1,4 +1,4 @@
-"""The build service: one FastAPI app with webhooks, the REST API, health and the console.
+"""The build service: one FastAPI app with webhooks, the REST API and health.
 
 ``create_app(service)`` wires routes to a :class:`Service`; ``assemble(...)`` builds a
 Service from the installation config (backend, records, fleet). Errors become JSON
@@ -19,46 +19,34 @@ from starlette.exceptions import HTTPException
 from ajour_build import __version__
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.config import InstallationConfig
-from ajour_build.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.errors import AjourError
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.host import HostEngine
-from ajour_build.runner.records import StateDir
-from ajour_build.service import api, hooks
-from ajour_build.service.backends.base import Backend, BackendError
+from ajour_build.runner.state_dir import StateDir
+from ajour_build.service import api, webhooks
+from ajour_build.service.backends.base import Backend
 from ajour_build.service.backends.local import LocalBackend
+from ajour_build.service.http_status import answer_for
 from ajour_build.service.records import Records, RecordsError
-from ajour_build.service.scheduler import FleetSource, NotFound, Scheduler
+from ajour_build.service.scheduler import FleetSource, Scheduler
 from ajour_build.service.schemas import Health
 from ajour_build.service.state import Service, service_of
-from ajour_build.service.webhooks import WebhookError
 from ajour_build.settings import LocalSettings
 
 log = logging.getLogger(__name__)
 
 
-def _status(exc: AjourError) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, NotAllowedError):
-        return 403
-    if isinstance(exc, BackendError | WebhookError):
-        return exc.status
-    if isinstance(exc, RecordsError):
-        return 503
-    if isinstance(exc, SpecError):
-        return 409  # the fleet on disk is broken; the request itself was fine
-    return 400
-
-
 def _error(exc: AjourError) -> JSONResponse:
-    status = _status(exc)
-    headers = {}
-    if isinstance(exc, BackendError) and exc.retry_after:
-        headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse({"error": str(exc), "status": status}, status, headers=headers)
+    answer = answer_for(exc)
+    return JSONResponse(
+        {"error": str(exc), "status": answer.status}, answer.status, headers=answer.headers
+    )
 
 
-def create_app(service: Service, console: bool = True) -> FastAPI:
+def create_app(service: Service) -> FastAPI:
+    """The service's own app: webhooks, REST API and health (``ajour_build.server`` adds the
+    console)."""
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         service.start()
@@ -77,7 +65,7 @@ def create_app(service: Service, console: bool = True) -> FastAPI:
 
     @app.exception_handler(AjourError)
     async def ajour_error(request: Request, exc: AjourError) -> JSONResponse:
-        if _status(exc) >= 500:
+        if answer_for(exc).status >= 500:
             log.error("%s %s: %s", request.method, request.url.path, exc)
         return _error(exc)
 
@@ -118,13 +106,9 @@ def create_app(service: Service, console: bool = True) -> FastAPI:
         body = Health(status="ok" if ok else "unavailable", checks=checks)
         return JSONResponse(body.model_dump(), 200 if ok else 503)
 
-    app.include_router(hooks.router)
+    app.include_router(webhooks.router)
     app.include_router(api.router)
     app.include_router(api.drogue)
-    if console:
-        from ajour_build.console.routes import mount
-
-        mount(app)
     return app
 
 

@@ -38,7 +38,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 
 State = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
 STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")

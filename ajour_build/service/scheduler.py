@@ -18,15 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ajour_build.config import InstallationConfig
-from ajour_build.errors import AjourError, NotAllowedError, SpecError
-from ajour_build.fleet import Fleet, load_fleet
+from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.fleet import Fleet, load_fleet
+from ajour_build.core.spec.document import iter_spec_files
+from ajour_build.core.spec.fields import redact_uri
 from ajour_build.plan import Plan, PlannedBuild, plan_builds
+from ajour_build.push import Push, match
 from ajour_build.service.backends.base import Backend, BackendError, QueueFull, Submission
-from ajour_build.service.push import match
 from ajour_build.service.records import Build, NewBuild, Records
-from ajour_build.service.webhooks import Push
-from ajour_build.spec.document import iter_spec_files
-from ajour_build.spec.fields import redact_uri
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # a build that keeps dying with the service is not retried forever

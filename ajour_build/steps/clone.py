@@ -10,8 +10,8 @@ from pathlib import Path
 import git
 from pydantic import TypeAdapter, ValidationError
 
-from ajour_build.errors import SourceError
-from ajour_build.spec.fields import GitRef, GitUri, redact_uri
+from ajour_build.core.errors import SourceError
+from ajour_build.core.spec.fields import GitRef, GitUri, redact_uri
 
 _URI: TypeAdapter[str] = TypeAdapter(GitUri)
 _REF: TypeAdapter[str] = TypeAdapter(GitRef)

@@ -1,10 +1,10 @@
-"""What a firmware source gives the worker: the target firmware, verified."""
+"""What a firmware source gives the worker: the target firmware (a ``decision.Firmware``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
+from delivery.decision import Firmware
 from delivery.errors import DeliveryError
 
 
@@ -12,21 +12,8 @@ class SourceUnavailable(DeliveryError):
     """The source cannot answer now (down, refused, corrupted): devices are told to wait."""
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
-    """A resolved firmware: its version, bytes and raw 32-byte sha256."""
-
-    version: bytes
-    data: bytes
-    checksum: bytes
-
-    @property
-    def size(self) -> int:
-        return len(self.data)
-
-
 class FirmwareSource(Protocol):
-    def target(self) -> Target:
+    def target(self) -> Firmware:
         """The firmware devices should run now; raise SourceUnavailable if unknown."""
 
     def invalidate(self) -> None:

@@ -18,7 +18,6 @@ http is refused unless the host is loopback or ``insecure=True``. TLS is always 
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import json
 import logging
 import re
@@ -30,8 +29,10 @@ from http.client import HTTPException
 from typing import Any, Final, Literal, NoReturn, get_args
 from urllib.parse import quote, urljoin, urlsplit
 
+from ajour_build.core.hosts import is_loopback
+from delivery.decision import Firmware
 from delivery.errors import DeliveryError
-from delivery.sources.base import SourceUnavailable, Target
+from delivery.sources.base import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -73,14 +74,6 @@ def format_sleep(seconds: int) -> str:
     if not 0 < seconds < 24 * 3600:
         raise ValueError(f"a hawkBit polling sleep is 1 to 86399 seconds, got {seconds}")
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
-
-
-def is_loopback(host: str) -> bool:
-    """127.0.0.0/8, ::1 or localhost: the only hosts plain http may go to without insecure."""
-    try:
-        return host.lower() == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -130,7 +123,7 @@ class HawkbitSource:
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._poll_seconds = DEFAULT_POLL_SECONDS
         self._action_id: str | None = None
-        self._cached: tuple[tuple[str, str], Target] | None = None
+        self._cached: tuple[tuple[str, str], Firmware] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -152,7 +145,7 @@ class HawkbitSource:
         """Nothing to forget: every ``target()`` asks hawkBit which action is current, and the
         artifact cache is keyed by action and sha256, so it cannot serve a stale firmware."""
 
-    def target(self) -> Target:
+    def target(self) -> Firmware:
         base = self._get_json(self.controller_url, "the controller base resource")
         self._poll_seconds = self._sleep(base)
         href = _href(base.get("_links"), "deploymentBase")
@@ -170,7 +163,7 @@ class HawkbitSource:
             self._action_id = action_id
             return cached[1]
         data = self._download(action_id, artifact)
-        target = Target(version.encode(), data, bytes.fromhex(sha256))
+        target = Firmware(version.encode(), data, bytes.fromhex(sha256))
         self._cached = ((action_id, sha256), target)
         self._action_id = action_id
         return target

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ajour_build.artifact.layout import LayoutStore
-from ajour_build.errors import ArtifactError
+from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.errors import ArtifactError
 from delivery.cache import ByteLru
-from delivery.sources.base import SourceUnavailable, Target
+from delivery.decision import Firmware
+from delivery.sources.base import SourceUnavailable
 
 
 @dataclass
@@ -16,12 +17,12 @@ class LayoutSource:
     tag: str
     blobs: ByteLru[str] = field(default_factory=lambda: ByteLru(64 * 1024 * 1024))
 
-    _cached: tuple[tuple[int, int, int], Target] | None = field(default=None, repr=False)
+    _cached: tuple[tuple[int, int, int], Firmware] | None = field(default=None, repr=False)
 
     def invalidate(self) -> None:
         self._cached = None
 
-    def target(self) -> Target:
+    def target(self) -> Firmware:
         """The tag's firmware; re-read only when ``index.json`` changed (stat is cheap)."""
         try:
             stat = (self.store.root / "index.json").stat()
@@ -38,7 +39,7 @@ class LayoutSource:
                 self.blobs.put(info.checksum, data)
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        target = Target(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        target = Firmware(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
         if stamp is not None:
             self._cached = (stamp, target)
         return target

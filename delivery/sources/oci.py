@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ajour_build.artifact.format import FirmwareInfo, describe
-from ajour_build.artifact.reference import OciRef
-from ajour_build.artifact.registry import RegistryReader
-from ajour_build.errors import ArtifactError
+from ajour_build.core.artifact.format import FirmwareInfo, describe
+from ajour_build.core.artifact.reference import OciRef
+from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.errors import ArtifactError
 from delivery.cache import ByteLru, TtlCache
-from delivery.sources.base import SourceUnavailable, Target
+from delivery.decision import Firmware
+from delivery.sources.base import SourceUnavailable
 
 DEFAULT_TTL = 30.0
 
@@ -28,7 +29,7 @@ class OciSource:
     def invalidate(self) -> None:
         self.tags.invalidate(self._key())
 
-    def target(self) -> Target:
+    def target(self) -> Firmware:
         try:
             digest = self.tags.get(self._key())
             if digest is None:
@@ -50,4 +51,4 @@ class OciSource:
                 self.blobs.put(info.checksum, data)
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        return Target(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        return Firmware(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))

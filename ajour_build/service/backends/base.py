@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 from ajour_build.plan import PlannedBuild
 
 

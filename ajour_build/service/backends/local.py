@@ -18,13 +18,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ajour_build.builders.catalog import Builder
-from ajour_build.errors import AjourError, BuildCancelled
+from ajour_build.core.errors import AjourError, BuildCancelled
 from ajour_build.publish import notify
 from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, Published, SourceInfo
-from ajour_build.publish.target import publisher_for
+from ajour_build.publish.destination import publisher_for
 from ajour_build.runner.job import Engine, Progress
-from ajour_build.runner.local import LocalRunner
-from ajour_build.runner.records import BuildRecord, StateDir
+from ajour_build.runner.local_runner import LocalRunner
+from ajour_build.runner.state_dir import BuildRecord, StateDir
 from ajour_build.service.backends.base import QueueFull, Submission
 from ajour_build.service.records import Records, State
 

@@ -22,7 +22,7 @@ import urllib3
 from kubernetes import client
 
 from ajour_build.config import InstallationConfig
-from ajour_build.errors import AjourError
+from ajour_build.core.errors import AjourError
 from ajour_build.render.pipelinerun import Renderer
 from ajour_build.service.backends.base import BackendError, Submission
 from ajour_build.service.backends.tekton_watch import (

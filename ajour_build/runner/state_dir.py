@@ -24,6 +24,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ajour_build.core.files import atomic_write
 from ajour_build.runner.artifact import Artifact, verify
 
 State = Literal["succeeded", "failed", "cancelled"]
@@ -69,9 +70,7 @@ def now() -> datetime:
 
 
 def _write_json(path: Path, record: BuildRecord) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(record.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write(path, record.model_dump_json(indent=2) + "\n")
 
 
 class StateDir:

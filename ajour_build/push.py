@@ -7,9 +7,25 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from ajour_build.config import InstallationConfig
-from ajour_build.fleet import Fleet
+from ajour_build.core.fleet import Fleet
 from ajour_build.plan import Plan, PlannedBuild, plan_builds
-from ajour_build.service.webhooks import Push
+
+
+@dataclass(frozen=True)
+class Push:
+    provider: str
+    urls: tuple[str, ...]  # every clone URL the provider names for the repository
+    ref: str  # refs/heads/<branch> or refs/tags/<tag>
+    after: str  # the pushed commit
+    deleted: bool = False
+
+    @property
+    def name(self) -> str:
+        """The branch or tag pushed."""
+        for prefix in ("refs/heads/", "refs/tags/"):
+            if self.ref.startswith(prefix):
+                return self.ref[len(prefix) :]
+        return self.ref
 
 
 def repo_key(uri: str) -> str:

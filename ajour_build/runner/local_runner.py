@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import TypedDict
 
 from ajour_build.builders.catalog import Builder, find
-from ajour_build.errors import BuildCancelled, BuildError, SourceError
+from ajour_build.core.errors import BuildCancelled, BuildError, SourceError
 from ajour_build.plan import PlannedBuild
 from ajour_build.runner.artifact import collect
 from ajour_build.runner.job import BuildJob, BuildLog, Engine, Progress
-from ajour_build.runner.records import BuilderRef, BuildRecord, StateDir, build_id, now
+from ajour_build.runner.state_dir import BuilderRef, BuildRecord, StateDir, build_id, now
 from ajour_build.steps.clone import clone, resolve_commit
 
 
@@ -200,6 +200,6 @@ class LocalRunner:
 
 
 def _seconds(duration: str) -> int:
-    from ajour_build.spec.fields import parse_duration
+    from ajour_build.core.spec.fields import parse_duration
 
     return parse_duration(duration)

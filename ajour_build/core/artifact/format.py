@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ajour_build.errors import ArtifactError
+from ajour_build.core.errors import ArtifactError
 
 ARTIFACT_TYPE = "application/vnd.ajour.firmware.v1"
 CONFIG_MEDIA_TYPE = "application/vnd.ajour.firmware.config.v1+json"

@@ -10,20 +10,22 @@ from typing import Any
 
 from pydantic import JsonValue, ValidationError
 
-from ajour_build.config import CONFIG_NAMES
-from ajour_build.errors import Problem, SpecError
-from ajour_build.spec.document import (
+from ajour_build.core.errors import Problem, SpecError
+from ajour_build.core.spec.document import (
     Document,
     DocumentError,
     PathKey,
     iter_spec_files,
     read_documents,
 )
-from ajour_build.spec.firmware import Firmware
-from ajour_build.spec.problems import format_path, known_fields, problems_from_validation
-from ajour_build.spec.resource import Resource, unknown_spec_sections
+from ajour_build.core.spec.firmware import Firmware
+from ajour_build.core.spec.problems import format_path, known_fields, problems_from_validation
+from ajour_build.core.spec.resource import Resource, unknown_spec_sections
 
 _VOCABULARY = known_fields(Resource)
+
+# The installation config's file names (see ajour_build.config): never read as fleet specs.
+CONFIG_NAMES = frozenset({"ajour.yaml", "ajour.yml"})
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from ajour_build.errors import Problem
+from ajour_build.core.errors import Problem
 
 PathKey = tuple[str | int, ...]
 

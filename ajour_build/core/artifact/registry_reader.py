@@ -14,8 +14,8 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
-from ajour_build.artifact.credentials import Credentials
-from ajour_build.artifact.format import (
+from ajour_build.core.artifact.credentials import Credentials
+from ajour_build.core.artifact.format import (
     DOCKER_MANIFEST,
     MANIFEST_MEDIA_TYPE,
     Descriptor,
@@ -25,8 +25,9 @@ from ajour_build.artifact.format import (
     sha256_digest,
     verified,
 )
-from ajour_build.artifact.reference import OciRef, is_loopback
-from ajour_build.errors import ArtifactError
+from ajour_build.core.artifact.reference import OciRef
+from ajour_build.core.errors import ArtifactError
+from ajour_build.core.hosts import is_loopback
 
 ACCEPT = ", ".join((MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST))
 MAX_BLOB = 256 * 1024 * 1024

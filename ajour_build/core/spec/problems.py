@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ajour_build.errors import Problem
-from ajour_build.spec.document import Document, PathKey
+from ajour_build.core.errors import Problem
+from ajour_build.core.spec.document import Document, PathKey
 
 _PREFIXES = ("Value error, ", "Assertion failed, ")
 

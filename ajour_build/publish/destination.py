@@ -6,12 +6,12 @@ import json
 from collections.abc import Mapping
 from pathlib import Path
 
-from ajour_build.artifact import credentials
-from ajour_build.artifact.format import FirmwareInfo
-from ajour_build.artifact.layout import LayoutStore
-from ajour_build.artifact.reference import SCHEMES, parse_dir, parse_layout, parse_oci
-from ajour_build.artifact.registry import RegistryReader
-from ajour_build.errors import ArtifactError, PublishError
+from ajour_build.core.artifact import credentials
+from ajour_build.core.artifact.format import FirmwareInfo
+from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.artifact.reference import SCHEMES, parse_dir, parse_layout, parse_oci
+from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.base import Publisher
 
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ajour_build.spec.fields import (
+from ajour_build.core.spec.fields import (
     Args,
     ArtifactPath,
     BuilderImage,

@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from ajour_build.errors import ArtifactError
+from ajour_build.core.errors import ArtifactError
 
 _REPO = re.compile(
     r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 )
 _TAG = re.compile(r"^[\w][\w.-]{0,127}$")
 SCHEMES = ("oci", "oci-layout", "dir", "hawkbit")
-
-
-def is_loopback(host: str) -> bool:
-    name = (
-        host.rsplit(":", 1)[0].strip("[]") if not host.startswith("[") else host[1:].split("]")[0]
-    )
-    if name == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

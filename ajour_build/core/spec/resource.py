@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from ajour_build.spec.fields import Text, _dns_label, _dns_subdomain
-from ajour_build.spec.firmware import Firmware
+from ajour_build.core.spec.fields import Text, _dns_label, _dns_subdomain
+from ajour_build.core.spec.firmware import Firmware
 
 API_VERSIONS = ("ajour.dev/v1alpha1",)
 

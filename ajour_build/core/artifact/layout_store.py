@@ -10,15 +10,13 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import re
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ajour_build.artifact.format import (
+from ajour_build.core.artifact.format import (
     MANIFEST_MEDIA_TYPE,
     Descriptor,
     FirmwareInfo,
@@ -26,7 +24,8 @@ from ajour_build.artifact.format import (
     firmware_from_tar,
     verified,
 )
-from ajour_build.errors import ArtifactError
+from ajour_build.core.errors import ArtifactError
+from ajour_build.core.files import atomic_copy, atomic_write, sha256_file
 
 REF_NAME = "org.opencontainers.image.ref.name"
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -42,48 +41,27 @@ class LayoutStore:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         marker = self.root / "oci-layout"
         if not marker.exists():
-            self._atomic(marker, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
+            atomic_write(marker, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         if not (self.root / "index.json").exists():
-            self._atomic(self.root / "index.json", self._index_bytes([]))
-
-    def _atomic(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            atomic_write(self.root / "index.json", self._index_bytes([]))
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
         path = self._blob_path(digest)
         if not path.exists():
-            self._atomic(path, data)
+            atomic_write(path, data)
         return digest
 
     def put_file(self, source: Path) -> tuple[str, int]:
         """Copy a file into the blob store (streamed); return its digest and size."""
-        digest = hashlib.sha256()
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self.root / "blobs" / "sha256")
-        size = 0
-        try:
-            with os.fdopen(fd, "wb") as out, source.open("rb") as src:
-                for block in iter(lambda: src.read(1 << 20), b""):
-                    digest.update(block)
-                    out.write(block)
-                    size += len(block)
-                out.flush()
-                os.fsync(out.fileno())
-            name = "sha256:" + digest.hexdigest()
-            os.replace(tmp, self._blob_path(name))
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return name, size
+        name = "sha256:" + sha256_file(source)
+        path = self._blob_path(name)
+        if not path.exists():
+            copied = atomic_copy(source, path)
+            if "sha256:" + copied != name:
+                path.unlink(missing_ok=True)
+                raise ArtifactError(f"{source} changed while it was copied into {self.root}")
+        return name, path.stat().st_size
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
@@ -112,7 +90,7 @@ class LayoutStore:
                     "annotations": {REF_NAME: tag},
                 }
             )
-            self._atomic(self.root / "index.json", self._index_bytes(entries))
+            atomic_write(self.root / "index.json", self._index_bytes(entries))
 
     @staticmethod
     def _index_bytes(entries: list[dict[str, Any]]) -> bytes:
