@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from ajour_build.config import InstallationConfig
 from ajour_build.core.errors import AjourError, NotAllowedError
 from ajour_build.core.fleet import Fleet
-from ajour_build.core.spec.firmware import Build
+from ajour_build.core.spec.firmware import BuildSpec
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class Consumer:
 @dataclass(frozen=True)
 class PlannedBuild:
     key: str
-    build: Build
+    build: BuildSpec
     builder_image: str
     image: str
     publish_to: str
@@ -63,7 +63,7 @@ class Plan:
         return self
 
 
-def build_key(build: Build, builder_image: str, publish_to: str, timeout: str) -> str:
+def build_key(build: BuildSpec, builder_image: str, publish_to: str, timeout: str) -> str:
     """sha256 over the canonical JSON of everything that changes what a build does."""
     git = build.source.git
     canonical = {

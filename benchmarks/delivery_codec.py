@@ -14,7 +14,7 @@ from benchmarks import timing
 from benchmarks.delivery_fixtures import APP, KIB, MTU, START, TARGET
 from benchmarks.delivery_fleet import replay
 from benchmarks.delivery_responders import make_worker, write_reply
-from delivery.decision import Firmware, decide
+from delivery.decision import FirmwareImage, decide
 from delivery.protocol import (
     Status,
     UpdateStatus,
@@ -32,7 +32,7 @@ def per_op_ns(fn: Callable[[], object]) -> float:
 
 
 def codec(image: bytes) -> dict[str, Any]:
-    firmware = Firmware.from_image(TARGET.encode(), image)
+    firmware = FirmwareImage.from_image(TARGET.encode(), image)
     offset = 64 * KIB
     write = Write(TARGET.encode(), 7, offset, image[offset : offset + MTU])
     write_bytes = encode_command(write)
@@ -67,7 +67,7 @@ HANDLE_STEPS = (
     "decode_status",
     "targets.source (effective spec, model_dump_json key)",
     "source.target (OCI layout: index, manifest, config; blob LRU)",
-    "Firmware(...)",
+    "FirmwareImage(...)",
     "decide",
     "counters.add",
     "_observed (firmware_spec, DeviceStatus)",
@@ -103,7 +103,7 @@ def handle_parts(root: Path, iterations: int = 2000) -> dict[str, Any]:
         assert source is not None
         found = source.target()
         t4 = clock()
-        firmware = Firmware(found.version, found.data, found.checksum)
+        firmware = FirmwareImage(found.version, found.data, found.checksum)
         t5 = clock()
         command = decide(status, firmware)
         t6 = clock()

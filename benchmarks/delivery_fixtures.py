@@ -13,8 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ajour_build.publish.base import FirmwareArtifact
 from ajour_build.publish.destination import publisher_for
+from ajour_build.publish.publisher import FirmwareArtifact
 from delivery.mqtt import MqttSettings
 from tests.broker import MOSQUITTO, run_broker
 from tests.registry import free_port

@@ -21,7 +21,7 @@ from benchmarks.delivery_fixtures import (
     process_cpu,
 )
 from benchmarks.delivery_responders import Responder
-from delivery.decision import Firmware, decide
+from delivery.decision import FirmwareImage, decide
 from delivery.device import SimulatedDevice
 from delivery.protocol import (
     Swap,
@@ -62,7 +62,7 @@ class Replay:
     command_sizes: tuple[int, ...] = ()
 
 
-def replay(firmware: Firmware) -> Replay:
+def replay(firmware: FirmwareImage) -> Replay:
     out = Replay()
     device = SimulatedDevice(START, MTU)
     statuses: list[int] = []
@@ -113,7 +113,7 @@ def fleet_update(
         after = responder.stats()
     finally:
         responder.close()
-    plan = replay(Firmware.from_image(TARGET.encode(), image))
+    plan = replay(FirmwareImage.from_image(TARGET.encode(), image))
     failed = [
         r.device
         for r in results

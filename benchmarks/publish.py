@@ -53,8 +53,8 @@ import oras  # noqa: E402
 
 from ajour_build.core.artifact.reference import OciRef, parse_oci  # noqa: E402
 from ajour_build.core.artifact.registry_reader import RegistryReader  # noqa: E402
-from ajour_build.publish.base import FirmwareArtifact  # noqa: E402
 from ajour_build.publish.destination import publisher_for  # noqa: E402
+from ajour_build.publish.publisher import FirmwareArtifact  # noqa: E402
 from tests.registry import run_registry  # noqa: E402
 
 KIB, MIB = 1024, 1024 * 1024

@@ -22,8 +22,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from ajour_build.config import load_config
+from ajour_build.lifecycle import Build
+from ajour_build.plan import PlannedBuild
 from ajour_build.server import create_app
-from ajour_build.service.backends.base import Submission
 from ajour_build.service.records import Records
 from ajour_build.service.scheduler import FleetSource, Scheduler
 from ajour_build.service.state import Service
@@ -79,7 +80,7 @@ class QueueOnlyBackend:
     def free_slots(self) -> int | None:
         return None
 
-    def submit(self, submission: Submission) -> None:
+    def submit(self, build: Build, planned: PlannedBuild) -> None:
         return None
 
     def cancel(self, build_id: str) -> bool:

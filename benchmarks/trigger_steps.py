@@ -17,9 +17,8 @@ from typing import Any
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from ajour_build.lifecycle import Build, BuildState
 from ajour_build.push import match
-from ajour_build.service.backends.base import Submission
-from ajour_build.service.records import NewBuild
 from ajour_build.service.schemas import BuildOut, WebhookOut
 from ajour_build.service.state import Service
 from ajour_build.service.webhooks import parse, verify
@@ -96,20 +95,20 @@ def path_parts(root: Path, apps: int, iterations: int) -> dict[str, Any]:
         reason = f"push {push.provider} {push.ref} {push.after[:12]}"
         planned = found.builds[0]
         build = scheduler._record(planned, reason, None, None)
-        service.backend.submit(Submission(build.id, planned, build.publish_to, None))
+        service.backend.submit(build, planned)
         build = records.require(build.id)
         t8 = clock()
         out = WebhookOut(event="push", triggered=[BuildOut.of(build)], explanation="queued")
         JSONResponse(out.model_dump(mode="json", by_alias=True), status_code=202)
         t9 = clock()
-        records.transition(build.id, "running")
+        records.transition(build.id, BuildState.RUNNING)
         whole = parse("github", "push", pushes.request(2 * n + 1)[0])
         assert whole is not None
         t10 = clock()
         outcome = scheduler.push(whole)
         t11 = clock()
         assert len(outcome.queued) == 1, outcome
-        records.transition(outcome.queued[0].id, "running")
+        records.transition(outcome.queued[0].id, BuildState.RUNNING)
         marks = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9)
         for i in range(len(STEPS)):
             samples[i].append(marks[i + 1] - marks[i])
@@ -136,13 +135,13 @@ def push_median_us(service: Service, pushes: Pushes, first: int, iterations: int
         outcome = service.scheduler.push(push)
         series.append(time.perf_counter_ns() - start)
         assert len(outcome.queued) == 1, outcome
-        service.records.transition(outcome.queued[0].id, "running")
+        service.records.transition(outcome.queued[0].id, BuildState.RUNNING)
     return statistics.median(series) / 1e3
 
 
-def other_build(k: int) -> NewBuild:
+def other_build(k: int) -> Build:
     """A build of a spec nobody pushes: it stays queued."""
-    return NewBuild(
+    return Build.queued(
         name=f"other-{k}",
         spec_hash=f"other-{k}",
         application="other",

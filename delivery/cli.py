@@ -17,6 +17,7 @@ import click
 
 from ajour_build.core.errors import AjourError
 from ajour_build.core.fleet import load_fleet
+from ajour_build.core.wire import read_reports
 from delivery import __version__
 from delivery.errors import DeliveryError
 
@@ -285,17 +286,17 @@ def status(url: str, application: str | None, as_json: bool) -> None:
     path = "/v1/status" + (f"/{application}" if application else "")
     try:
         with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as response:
-            rows = json.loads(response.read())
+            rows = read_reports(json.loads(response.read()))
     except (urllib.error.URLError, OSError, ValueError) as exc:
         raise DeliveryError(f"cannot read status from {url}: {exc}") from None
     if as_json:
-        click.echo(json.dumps(rows, indent=2))
+        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
     for r in rows:
-        progress = f"{r['offset']}/{r['size']}" if r["offset"] is not None else "-"
+        progress = f"{r.offset}/{r.size}" if r.offset is not None else "-"
         click.echo(
-            f"{r['application']}/{r['device']}: {r['state']} current={r['current']}"
-            f" target={r['target']} progress={progress}"
+            f"{r.application}/{r.device}: {r.state} current={r.current}"
+            f" target={r.target} progress={progress}"
         )
 
 

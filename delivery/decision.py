@@ -16,7 +16,7 @@ number of times. Its rules follow Drogue Ajour's updater, with its flaws fixed:
   clamped by ``effective_mtu()``. A ``Write`` is never empty and never leaves the image.
 - Every command echoes the status's ``correlation_id``.
 
-An empty image is refused where it is made: ``Firmware`` raises ``InvalidFirmware`` for it,
+An empty image is refused where it is made: ``FirmwareImage`` raises ``InvalidFirmware`` for it,
 so the firmware source treats it as "no target" and devices get ``Wait``. Swapping to an
 empty image (whose checksum a device would accept) would brick the device; writing it
 would loop forever.
@@ -32,7 +32,7 @@ from delivery.protocol import Command, Status, Swap, Sync, Wait, Write
 
 __all__ = [
     "DEFAULT_POLICY",
-    "Firmware",
+    "FirmwareImage",
     "InvalidFirmware",
     "InvalidPolicy",
     "Policy",
@@ -56,7 +56,7 @@ class InvalidPolicy(DeliveryError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class Firmware:
+class FirmwareImage:
     """A target firmware image: its version, its bytes and their raw SHA-256.
 
     Construction checks only what is cheap: the image is not empty, it fits the u32 offsets
@@ -83,7 +83,7 @@ class Firmware:
             )
 
     @classmethod
-    def from_image(cls, version: bytes, data: bytes) -> Firmware:
+    def from_image(cls, version: bytes, data: bytes) -> FirmwareImage:
         """The firmware for ``data``, with its SHA-256 computed here."""
         return cls(version, data, hashlib.sha256(data).digest())
 
@@ -141,7 +141,9 @@ def effective_mtu(status: Status, policy: Policy = DEFAULT_POLICY) -> int:
     return mtu
 
 
-def decide(status: Status, target: Firmware | None, policy: Policy = DEFAULT_POLICY) -> Command:
+def decide(
+    status: Status, target: FirmwareImage | None, policy: Policy = DEFAULT_POLICY
+) -> Command:
     """The command for a device that sent ``status``, when it should run ``target``."""
     correlation_id = status.correlation_id
     if target is None:

@@ -20,10 +20,14 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import TypeAdapter, ValidationError
+
+from ajour_build.core.wire import DeviceReport, PublishEvent
 from delivery import device_auth
 from delivery.protocol import MAX_STATUS_BYTES
 from delivery.worker import Worker
 
+REPORTS = TypeAdapter(list[DeviceReport])
 log = logging.getLogger("delivery.http")
 CBOR = "application/cbor"
 
@@ -48,9 +52,11 @@ def _changed(data: Any) -> list[tuple[str, str]]:
             if isinstance(repo, str) and isinstance(host, str):
                 out.append((f"{host}/{repo}", str(target.get("tag") or "")))
         return out
-    if isinstance(data, dict) and isinstance(data.get("image"), str):
-        return [(data["image"], str(data.get("tag") or ""))]
-    return []
+    try:
+        event = PublishEvent.model_validate(data)
+    except ValidationError:
+        return []
+    return [(event.image, event.tag)]
 
 
 def _basic(header: str | None) -> tuple[str, str] | None:
@@ -98,7 +104,7 @@ class _Handler(BaseHTTPRequestHandler):
             if not rows:
                 self._error(404, f"device {parts[3]!r} is not in application {parts[2]!r}")
                 return
-        data = json.dumps([r.as_dict() for r in rows]).encode()
+        data = REPORTS.dump_json([r.report() for r in rows], by_alias=True)
         self._reply(200, data, "application/json")
 
     def _events(self) -> None:

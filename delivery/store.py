@@ -11,10 +11,8 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
-State = Literal["Synced", "Updating", "Waiting", "Unknown", "Failed"]
-STATES: tuple[State, ...] = ("Synced", "Updating", "Waiting", "Unknown", "Failed")
+from ajour_build.core.wire import DeliveryState, DeviceReport
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -41,24 +39,25 @@ class DeviceStatus:
     target: str | None
     offset: int | None
     size: int | None
-    state: State
+    state: DeliveryState
     source: str
     detail: str
     last_seen: float
 
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "application": self.application,
-            "device": self.device,
-            "current": self.current,
-            "target": self.target,
-            "offset": self.offset,
-            "size": self.size,
-            "state": self.state,
-            "source": self.source,
-            "detail": self.detail,
-            "lastSeen": self.last_seen,
-        }
+    def report(self) -> DeviceReport:
+        """As the status JSON carries it (``ajour_build.core.wire``)."""
+        return DeviceReport.model_construct(
+            application=self.application,
+            device=self.device,
+            current=self.current,
+            target=self.target,
+            offset=self.offset,
+            size=self.size,
+            state=DeliveryState(self.state),
+            source=self.source,
+            detail=self.detail,
+            last_seen=self.last_seen,
+        )
 
 
 class StatusStore:

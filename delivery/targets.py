@@ -21,8 +21,8 @@ from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.firmware import Firmware
 from delivery.cache import ByteLru, TtlCache
 from delivery.errors import DeliveryError
-from delivery.sources.base import FirmwareSource
 from delivery.sources.file import FileSource
+from delivery.sources.firmware_source import FirmwareSource
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
 

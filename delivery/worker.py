@@ -11,7 +11,8 @@ import threading
 from collections import Counter
 from dataclasses import dataclass, field
 
-from delivery.decision import DEFAULT_POLICY, Firmware, InvalidFirmware, Policy, decide
+from ajour_build.core.wire import DeliveryState
+from delivery.decision import DEFAULT_POLICY, FirmwareImage, InvalidFirmware, Policy, decide
 from delivery.errors import DeliveryError
 from delivery.protocol import (
     Command,
@@ -24,8 +25,8 @@ from delivery.protocol import (
     decode_status,
     encode_command,
 )
-from delivery.sources.base import SourceUnavailable
-from delivery.store import DeviceStatus, State, StatusStore, now
+from delivery.sources.firmware_source import SourceUnavailable
+from delivery.store import DeviceStatus, StatusStore, now
 from delivery.targets import Targets
 
 log = logging.getLogger("delivery.worker")
@@ -90,14 +91,14 @@ class Worker:
                     target=None,
                     offset=None,
                     size=None,
-                    state="Unknown",
+                    state=DeliveryState.UNKNOWN,
                     source=spec.kind if spec else "",
                     detail="no status received yet",
                     last_seen=0.0,
                 )
         return [seen[key] for key in sorted(seen)]
 
-    def _target(self, application: str, device: str) -> tuple[Firmware | None, str]:
+    def _target(self, application: str, device: str) -> tuple[FirmwareImage | None, str]:
         try:
             source = self.targets.source(application, device)
             if source is None:
@@ -113,22 +114,22 @@ class Worker:
         application: str,
         device: str,
         status: Status,
-        target: Firmware | None,
+        target: FirmwareImage | None,
         command: Command,
         problem: str,
     ) -> DeviceStatus:
-        state: State
+        state: DeliveryState
         offset: int | None = None
         if isinstance(command, Sync):
-            state = "Synced"
+            state = DeliveryState.SYNCED
         elif isinstance(command, Write):
-            state, offset = "Updating", command.offset
+            state, offset = DeliveryState.UPDATING, command.offset
         elif isinstance(command, Swap):
-            state, offset = "Updating", len(target.data) if target else None
+            state, offset = DeliveryState.UPDATING, len(target.data) if target else None
         elif isinstance(command, Wait) and problem and problem != "no firmware assigned":
-            state = "Failed"
+            state = DeliveryState.FAILED
         else:
-            state = "Waiting"
+            state = DeliveryState.WAITING
         spec = self.targets.firmware_spec(application, device)
         return DeviceStatus(
             application=application,

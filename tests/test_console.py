@@ -28,8 +28,9 @@ import pytest
 from playwright.sync_api import Browser, ConsoleMessage, Dialog, Page, expect, sync_playwright
 
 from ajour_build.console import devices, views
+from ajour_build.core.wire import DeviceReport, read_reports
 from ajour_build.server import assemble, create_app
-from ajour_build.service.backends.base import QueueFull
+from ajour_build.service.backends.backend import QueueFull
 from ajour_build.service.state import Service
 from ajour_build.settings import LocalSettings
 from delivery.device import SimulatedDevice
@@ -160,15 +161,14 @@ def test_templates_autoescape_and_never_mark_data_safe() -> None:
 
 
 def test_delivery_status_is_read_defensively() -> None:
-    row = devices.parse_row(
+    [row] = read_reports([
         {"application": "a", "device": "d", "current": 1, "offset": -3, "size": True,
          "state": "Exploded", "lastSeen": float("nan"), "target": ["x"]}
-    )  # fmt: skip
-    assert row == devices.DeviceRow("a", "d")
-    assert devices.parse_row(["a"]) is None
-    assert devices.parse_row({"application": "a"}) is None
-    ok = devices.parse_row({"application": "a", "device": "d", "offset": 50, "size": 200})
-    assert ok is not None and ok.percent == 25
+    ])  # fmt: skip
+    assert row == DeviceReport(application="a", device="d")
+    assert read_reports([["a"], {"application": "a"}, {"device": "d"}]) == []
+    [ok] = read_reports([{"application": "a", "device": "d", "offset": 50, "size": 200}])
+    assert ok.percent == 25
     assert devices.fetch("").error == "service.delivery_url is not set"
     assert "cannot reach" in devices.fetch(f"http://127.0.0.1:{free_port()}").error
     assert "not a usable URL" in devices.fetch("http://[::1").error

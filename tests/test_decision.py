@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from delivery.decision import (
     DEFAULT_POLICY,
-    Firmware,
+    FirmwareImage,
     InvalidFirmware,
     InvalidPolicy,
     Policy,
@@ -46,7 +46,7 @@ def image(size: int) -> bytes:
     return bytes(i * 7 % 251 for i in range(size))
 
 
-FW = Firmware.from_image(NEW, image(1000))
+FW = FirmwareImage.from_image(NEW, image(1000))
 
 
 # --- the device model ---------------------------------------------------------------------
@@ -98,7 +98,7 @@ class SimulatedDevice:
             case Wait():
                 self.waits += 1
 
-    def run(self, target: Firmware | None, policy: Policy, max_steps: int) -> int:
+    def run(self, target: FirmwareImage | None, policy: Policy, max_steps: int) -> int:
         """Talk to ``decide()`` until ``Sync``; return the number of commands it took."""
         for step in range(1, max_steps + 1):
             self.apply(decide(self.status(), target, policy))
@@ -113,7 +113,7 @@ versions = st.sampled_from([b"", OLD, NEW, b"1.0.0"]) | st.binary(max_size=16)
 correlation_ids = st.none() | st.integers(0, U32_MAX)
 mtus = st.none() | st.sampled_from([0, 1, 15, 16, 17, 512, 16384, 16385, U32_MAX])
 mtus |= st.integers(0, 64) | st.integers(0, U32_MAX)
-firmwares = st.builds(Firmware.from_image, versions, st.binary(min_size=1, max_size=3000))
+firmwares = st.builds(FirmwareImage.from_image, versions, st.binary(min_size=1, max_size=3000))
 
 
 @st.composite
@@ -133,7 +133,7 @@ policies = st.just(DEFAULT_POLICY) | custom_policies()
 
 
 @st.composite
-def updates(draw: st.DrawFn, target: Firmware) -> UpdateStatus | None:
+def updates(draw: st.DrawFn, target: FirmwareImage) -> UpdateStatus | None:
     """Any update a device may report for ``target``: valid, foreign, past the end, absurd."""
     version = draw(st.just(target.version) | versions)
     offset = draw(st.integers(0, target.size + 2) | st.integers(0, U32_MAX))
@@ -141,13 +141,13 @@ def updates(draw: st.DrawFn, target: Firmware) -> UpdateStatus | None:
 
 
 @st.composite
-def scenarios(draw: st.DrawFn) -> tuple[Status, Firmware]:
+def scenarios(draw: st.DrawFn) -> tuple[Status, FirmwareImage]:
     target = draw(firmwares)
     status = Status(draw(versions), draw(mtus), draw(correlation_ids), draw(updates(target)))
     return status, target
 
 
-def honest_device(status: Status, target: Firmware) -> SimulatedDevice:
+def honest_device(status: Status, target: FirmwareImage) -> SimulatedDevice:
     """A device in ``status`` that really holds what its update claims, where it can."""
     device = SimulatedDevice(status.version, status.mtu, status.update)
     update = status.update
@@ -156,7 +156,7 @@ def honest_device(status: Status, target: Firmware) -> SimulatedDevice:
     return device
 
 
-def blocks(target: Firmware, status: Status, policy: Policy = DEFAULT_POLICY) -> int:
+def blocks(target: FirmwareImage, status: Status, policy: Policy = DEFAULT_POLICY) -> int:
     return math.ceil(target.size / effective_mtu(status, policy))
 
 
@@ -165,7 +165,7 @@ def blocks(target: Firmware, status: Status, policy: Policy = DEFAULT_POLICY) ->
 
 @given(scenarios(), policies)
 def test_writes_stay_inside_the_image_and_within_the_mtu(
-    scenario: tuple[Status, Firmware], policy: Policy
+    scenario: tuple[Status, FirmwareImage], policy: Policy
 ) -> None:
     status, target = scenario
     command = decide(status, target, policy)
@@ -178,7 +178,9 @@ def test_writes_stay_inside_the_image_and_within_the_mtu(
 
 
 @given(scenarios(), policies)
-def test_correlation_id_is_always_echoed(scenario: tuple[Status, Firmware], policy: Policy) -> None:
+def test_correlation_id_is_always_echoed(
+    scenario: tuple[Status, FirmwareImage], policy: Policy
+) -> None:
     status, target = scenario
     assert decide(status, target, policy).correlation_id == status.correlation_id
     assert decide(status, None, policy).correlation_id == status.correlation_id
@@ -186,7 +188,7 @@ def test_correlation_id_is_always_echoed(scenario: tuple[Status, Firmware], poli
 
 @given(scenarios(), policies)
 def test_a_device_converges_then_gets_sync(
-    scenario: tuple[Status, Firmware], policy: Policy
+    scenario: tuple[Status, FirmwareImage], policy: Policy
 ) -> None:
     status, target = scenario
     device = honest_device(status, target)
@@ -200,7 +202,7 @@ def test_a_device_converges_then_gets_sync(
 
 @given(firmwares, versions, mtus, st.data())
 def test_a_device_lying_about_its_progress_recovers_after_one_rejected_swap(
-    target: Firmware, version: bytes, mtu: int | None, data: st.DataObject
+    target: FirmwareImage, version: bytes, mtu: int | None, data: st.DataObject
 ) -> None:
     """A device claiming k bytes it does not hold: one failed Swap, then a full rewrite."""
     claimed = data.draw(st.integers(1, target.size))
@@ -217,7 +219,7 @@ def test_a_device_lying_about_its_progress_recovers_after_one_rejected_swap(
 
 @given(firmwares, versions, mtus, correlation_ids, st.data())
 def test_resume_continues_at_a_valid_offset(
-    target: Firmware,
+    target: FirmwareImage,
     version: bytes,
     mtu: int | None,
     correlation_id: int | None,
@@ -235,7 +237,7 @@ def test_resume_continues_at_a_valid_offset(
 
 @given(firmwares, versions, versions, mtus, st.data())
 def test_an_update_for_another_version_restarts_at_zero(
-    target: Firmware, version: bytes, other: bytes, mtu: int | None, data: st.DataObject
+    target: FirmwareImage, version: bytes, other: bytes, mtu: int | None, data: st.DataObject
 ) -> None:
     offset = data.draw(st.integers(0, U32_MAX))
     status = Status(version, mtu, None, UpdateStatus(other, offset))
@@ -249,7 +251,7 @@ def test_an_update_for_another_version_restarts_at_zero(
 
 @given(firmwares, versions, mtus, st.data())
 def test_an_offset_past_the_end_restarts_at_zero(
-    target: Firmware, version: bytes, mtu: int | None, data: st.DataObject
+    target: FirmwareImage, version: bytes, mtu: int | None, data: st.DataObject
 ) -> None:
     offset = data.draw(st.integers(target.size + 1, U32_MAX))
     status = Status(version, mtu, None, UpdateStatus(target.version, offset))
@@ -263,7 +265,7 @@ def test_an_offset_past_the_end_restarts_at_zero(
 
 @given(scenarios(), scenarios(), policies)
 def test_decide_is_stateless(
-    first: tuple[Status, Firmware], second: tuple[Status, Firmware], policy: Policy
+    first: tuple[Status, FirmwareImage], second: tuple[Status, FirmwareImage], policy: Policy
 ) -> None:
     before = decide(*first, policy)
     decide(*second, policy)
@@ -272,7 +274,9 @@ def test_decide_is_stateless(
 
 
 @given(scenarios(), policies)
-def test_every_command_survives_the_wire(scenario: tuple[Status, Firmware], policy: Policy) -> None:
+def test_every_command_survives_the_wire(
+    scenario: tuple[Status, FirmwareImage], policy: Policy
+) -> None:
     status, target = scenario
     for command in (decide(status, target, policy), decide(status, None, policy)):
         assert decode_command(encode_command(command)) == command
@@ -342,7 +346,7 @@ def test_a_negative_offset_restarts() -> None:
 def test_the_vectors_update_status_resumes() -> None:
     # status_update in ../shared/vectors/embedded-update.tsv
     status = Status(OLD, 512, None, UpdateStatus(NEW, 1024))
-    target = Firmware.from_image(NEW, image(4096))
+    target = FirmwareImage.from_image(NEW, image(4096))
     assert decide(status, target) == Write(NEW, None, 1024, target.data[1024:1536])
 
 
@@ -363,7 +367,7 @@ def test_the_vectors_update_status_resumes() -> None:
 )
 def test_effective_mtu_examples(mtu: int | None, expected: int) -> None:
     assert effective_mtu(Status(OLD, mtu)) == expected
-    target = Firmware.from_image(NEW, image(20000))
+    target = FirmwareImage.from_image(NEW, image(20000))
     command = decide(Status(OLD, mtu), target)
     assert isinstance(command, Write) and len(command.data) == expected
 
@@ -386,7 +390,7 @@ def test_an_honest_device_updates_in_blocks_then_syncs() -> None:
 
 
 def test_a_corrupted_image_is_rejected_by_the_device_and_rewritten() -> None:
-    bad = Firmware(NEW, FW.data, bytes(32))
+    bad = FirmwareImage(NEW, FW.data, bytes(32))
     device = SimulatedDevice(OLD, 512)
     for _ in range(3):  # write, write, swap
         device.apply(decide(device.status(), bad))
@@ -399,14 +403,14 @@ def test_a_corrupted_image_is_rejected_by_the_device_and_rewritten() -> None:
 
 def test_an_empty_image_is_refused() -> None:
     with pytest.raises(InvalidFirmware, match="empty"):
-        Firmware.from_image(NEW, b"")
+        FirmwareImage.from_image(NEW, b"")
 
 
 @pytest.mark.parametrize("checksum", [b"", bytes(31), bytes(33), hashlib.sha256().hexdigest()])
 def test_a_checksum_that_is_not_a_raw_sha256_is_refused(checksum: bytes | str) -> None:
     raw = checksum.encode() if isinstance(checksum, str) else checksum
     with pytest.raises(InvalidFirmware, match="32-byte"):
-        Firmware(NEW, b"x", raw)
+        FirmwareImage(NEW, b"x", raw)
 
 
 def test_firmware_repr_leaves_out_the_image() -> None:

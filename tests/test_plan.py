@@ -1,4 +1,4 @@
-"""Build planning: dedupe by effective spec, stable names, the allowlist gate."""
+"""BuildSpec planning: dedupe by effective spec, stable names, the allowlist gate."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from ajour_build.config import load_config
 from ajour_build.core.errors import AjourError, NotAllowedError
 from ajour_build.core.fleet import load_fleet
-from ajour_build.core.spec.firmware import Build
+from ajour_build.core.spec.firmware import BuildSpec
 from ajour_build.plan import build_key, plan_builds
 from tests.conftest import APP, CONFIG_YAML, EXAMPLES
 
@@ -100,13 +100,13 @@ _texts = st.text(alphabet="abcxyz-0123456789./", min_size=1, max_size=12)
 @given(args=st.lists(_texts, max_size=5), rev=_texts, other=_texts)
 def test_build_key_changes_with_every_input(args: list[str], rev: str, other: str) -> None:
     base = {"image": "b:1", "source": {"git": {"uri": "https://h/r", "rev": "main"}}, "args": args}
-    build = Build.model_validate(base)
+    build = BuildSpec.model_validate(base)
     key = build_key(build, "b:1", "oci://r/x:1", "1h0m0s")
-    assert key == build_key(Build.model_validate(base), "b:1", "oci://r/x:1", "1h0m0s")
+    assert key == build_key(BuildSpec.model_validate(base), "b:1", "oci://r/x:1", "1h0m0s")
     assert key != build_key(build, "b:2", "oci://r/x:1", "1h0m0s")
     assert key != build_key(build, "b:1", "oci://r/x:2", "1h0m0s")
     assert key != build_key(build, "b:1", "oci://r/x:1", "2h0m0s")
-    changed = Build.model_validate({**base, "args": [*args, other]})
+    changed = BuildSpec.model_validate({**base, "args": [*args, other]})
     assert key != build_key(changed, "b:1", "oci://r/x:1", "1h0m0s")
     if (
         rev != "main"
@@ -114,7 +114,7 @@ def test_build_key_changes_with_every_input(args: list[str], rev: str, other: st
         and not rev.endswith((".", "/"))
         and not rev.startswith(("/", "-"))
     ):
-        moved = Build.model_validate(
+        moved = BuildSpec.model_validate(
             {**base, "source": {"git": {"uri": "https://h/r", "rev": rev}}}
         )
         assert key != build_key(moved, "b:1", "oci://r/x:1", "1h0m0s")

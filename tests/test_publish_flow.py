@@ -12,8 +12,8 @@ from click.testing import CliRunner
 from ajour_build.cli import main
 from ajour_build.core.errors import PublishError
 from ajour_build.publish import notify
-from ajour_build.publish.base import Published
 from ajour_build.publish.destination import inspect
+from ajour_build.publish.publisher import Published
 from tests.conftest import EXAMPLES, REPO
 from tests.firmware import make_repo
 from tests.registry import free_port, receiver, run_registry

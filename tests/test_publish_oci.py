@@ -19,8 +19,8 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
-from ajour_build.publish.base import FirmwareArtifact, SourceInfo
 from ajour_build.publish.destination import inspect, publisher_for
+from ajour_build.publish.publisher import FirmwareArtifact, SourceInfo
 from tests.registry import Registry, htpasswd_file, run_registry
 
 

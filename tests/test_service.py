@@ -16,7 +16,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ajour_build.service.records import NewBuild, Records
+from ajour_build.lifecycle import Build, BuildState
+from ajour_build.service.records import Records
 from tests.firmware import fake_builder
 from tests.service import BUILDER, SECRET, TOKEN, Harness, github_push, gitlab_push
 
@@ -367,11 +368,19 @@ def test_records_survive_a_restart_and_running_builds_are_marked(tmp_path: Path)
     # ("died while running": the record still says running)
     records = Records.sqlite(db)
     orphan = records.create(
-        NewBuild(
-            "ajour-fw-x", "f" * 64, "fw", ("fw",), "local", "api", "file:///x", "main", "i", "t"
+        Build.queued(
+            name="ajour-fw-x",
+            spec_hash="f" * 64,
+            application="fw",
+            consumers=("fw",),
+            reason="api",
+            git_url="file:///x",
+            revision="main",
+            image="i",
+            publish_to="t",
         )
     )
-    records.transition(orphan.id, "running")
+    records.transition(orphan.id, BuildState.RUNNING)
     records.close()
     with h.running(), h.client() as c:
         items = {b["id"]: b for b in c.get("/api/v1/builds", params={"limit": 50}).json()["items"]}
@@ -394,11 +403,19 @@ def test_interrupted_builds_are_retried_when_configured(tmp_path: Path) -> None:
     records = Records.sqlite(db)
     spec = records.find()[0].spec_hash
     orphan = records.create(
-        NewBuild(
-            "ajour-fw-d2", spec, "fw", ("fw/d2",), "local", "api", h.remote_uri, "beta", "i", "t"
+        Build.queued(
+            name="ajour-fw-d2",
+            spec_hash=spec,
+            application="fw",
+            consumers=("fw/d2",),
+            reason="api",
+            git_url=h.remote_uri,
+            revision="beta",
+            image="i",
+            publish_to="t",
         )
     )
-    records.transition(orphan.id, "running")
+    records.transition(orphan.id, BuildState.RUNNING)
     records.close()
     with h.running(), h.client() as c:
         retried = [b for b in c.get("/api/v1/builds").json()["items"] if b["retryOf"] == orphan.id]

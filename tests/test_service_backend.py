@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
+from ajour_build.lifecycle import Build
+from ajour_build.plan import PlannedBuild
 from ajour_build.runner.host import HostEngine
 from ajour_build.runner.state_dir import StateDir
-from ajour_build.service.backends.base import BackendError, Submission
+from ajour_build.service.backends.backend import BackendError
 from ajour_build.service.backends.local import LocalBackend, LogSink
-from ajour_build.service.records import NewBuild, Records, RecordsError
+from ajour_build.service.records import Records, RecordsError
 from ajour_build.service.scheduler import FleetSource, Scheduler
 from tests.test_service import make
 
@@ -28,11 +30,13 @@ def records(tmp_path: Path) -> Iterator[Records]:
     found.close()
 
 
-def new(records: Records) -> str:
-    build = records.create(
-        NewBuild("ajour-a-1", "h" * 64, "a", ("a",), "local", "test", "file:///x", "main", "", "")
-    )
-    return build.id
+def new(records: Records) -> Build:
+    return records.create(
+        Build.queued(
+            name="ajour-a-1", spec_hash="h" * 64, application="a", consumers=("a",),
+            reason="test", git_url="file:///x", revision="main", publish_to="dir:///x",
+        )
+    )  # fmt: skip
 
 
 def until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
@@ -58,16 +62,16 @@ def test_a_database_hiccup_does_not_kill_the_worker(
 
     monkeypatch.setattr(records, "transition", flaky)
     first = new(records)
-    backend.submit(Submission(first, None, "dir:///nowhere"))  # type: ignore[arg-type]
+    backend.submit(first, None)  # type: ignore[arg-type]
     # the worker fails to mark it running, then fails to mark it failed: both raise
     until(lambda: down["failed"] >= 2, "the worker to meet the database outage")
     down["now"] = False
     assert backend.health() == "ok"
     second = new(records)
-    backend.submit(Submission(second, None, "dir:///nowhere"))  # type: ignore[arg-type]
+    backend.submit(second, None)  # type: ignore[arg-type]
     # the same worker takes the next build (and fails it: there is no plan to run)
-    until(lambda: records.require(second).state == "failed", "the next build to end")
-    assert "internal error" in (records.require(second).failure or "")
+    until(lambda: records.require(second.id).state == "failed", "the next build to end")
+    assert "internal error" in (records.require(second.id).failure or "")
     backend.stop()
 
 
@@ -75,15 +79,15 @@ def test_cancelled_builds_free_their_queue_slot(tmp_path: Path, records: Records
     backend = LocalBackend(
         records, StateDir(tmp_path / "state"), engine=HostEngine(), queue_size=2, workers=1
     )  # not started: everything stays queued
-    ids = [new(records), new(records)]
-    for build_id in ids:
-        backend.submit(Submission(build_id, None, "dir:///x"))  # type: ignore[arg-type]
+    builds = [new(records), new(records)]
+    for build in builds:
+        backend.submit(build, None)  # type: ignore[arg-type]
     assert backend.free_slots() == 0
-    for build_id in ids:
-        assert backend.cancel(build_id)
-        assert records.require(build_id).state == "cancelled"
+    for build in builds:
+        assert backend.cancel(build.id)
+        assert records.require(build.id).state == "cancelled"
     assert backend.free_slots() == 2
-    backend.submit(Submission(new(records), None, "dir:///x"))  # type: ignore[arg-type]
+    backend.submit(new(records), None)  # type: ignore[arg-type]
     assert backend.free_slots() == 1
 
 
@@ -92,7 +96,7 @@ def test_stop_is_prompt_with_a_full_queue(tmp_path: Path, records: Records) -> N
         records, StateDir(tmp_path / "state"), engine=HostEngine(), queue_size=2, workers=2
     )
     for _ in range(2):
-        backend.submit(Submission(new(records), None, "dir:///x"))  # type: ignore[arg-type]
+        backend.submit(new(records), None)  # type: ignore[arg-type]
     backend.start()
     started = time.monotonic()
     backend.stop()
@@ -154,10 +158,10 @@ class SecondSubmitFails:
     def free_slots(self) -> int | None:
         return None
 
-    def submit(self, submission: Submission) -> None:
+    def submit(self, build: Build, planned: PlannedBuild) -> None:
         if self.submitted:
             raise BackendError("the Kubernetes API at https://k8s.invalid is unreachable")
-        self.submitted.append(submission.build_id)
+        self.submitted.append(build.id)
 
     def cancel(self, build_id: str) -> bool:
         self.cancelled.append(build_id)
@@ -186,7 +190,7 @@ def test_a_trigger_is_all_or_nothing_when_a_backend_fails_midway(
 
 
 def test_a_log_without_end_is_capped_in_the_records(records: Records) -> None:
-    build_id = new(records)
+    build_id = new(records).id
     sink = LogSink(records, build_id, limit=500)
     for i in range(5000):
         sink.line(f"line {i}")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.service.records import NewBuild, Query, Records, RecordsError
+from ajour_build.lifecycle import Build, BuildState
+from ajour_build.service.records import Query, Records, RecordsError
 from tests.postgres import run_postgres
 from tests.test_service import make
 
@@ -20,9 +21,10 @@ def url() -> Iterator[str]:
 
 
 def build(records: Records, app: str = "fw", consumers: tuple[str, ...] = ("fw",)) -> str:
-    new = NewBuild(
-        "ajour-fw-1", "a" * 64, app, consumers, "local", "t", "file:///x", "main", "", ""
-    )
+    new = Build.queued(
+        name="ajour-fw-1", spec_hash="a" * 64, application=app, consumers=consumers,
+        reason="t", git_url="file:///x", revision="main",
+    )  # fmt: skip
     return records.create(new).id
 
 
@@ -31,10 +33,12 @@ def test_records_on_postgresql(url: str) -> None:
     try:
         first = build(records, consumers=("fw", "fw/d1"))
         second = build(records, "other", ("other/x",))
-        assert records.transition(first, "running") is not None
+        assert records.transition(first, BuildState.RUNNING) is not None
         records.append_log(first, ["line one", "x" * 10_000])
-        assert records.transition(first, "succeeded", digest="sha256:" + "0" * 64) is not None
-        assert records.transition(first, "failed") is None  # the first end wins
+        assert (
+            records.transition(first, BuildState.SUCCEEDED, digest="sha256:" + "0" * 64) is not None
+        )
+        assert records.transition(first, BuildState.FAILED) is None  # the first end wins
         done = records.require(first)
         assert done.state == "succeeded" and done.consumers == ("fw", "fw/d1")
         assert done.started is not None and done.started.tzinfo is not None

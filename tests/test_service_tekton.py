@@ -22,15 +22,16 @@ from kubernetes import client
 
 from ajour_build.config import InstallationConfig, load_config
 from ajour_build.core.fleet import load_fleet
+from ajour_build.lifecycle import Build
 from ajour_build.plan import PlannedBuild, plan_builds
-from ajour_build.service.backends.base import BackendError, Submission
+from ajour_build.service.backends.backend import BackendError
 from ajour_build.service.backends.tekton import (
     TektonBackend,
     api_client_from_environment,
     run_name,
 )
 from ajour_build.service.backends.tekton_watch import BUILD_ID_LABEL, outcome
-from ajour_build.service.records import Build, NewBuild, Records
+from ajour_build.service.records import Records
 from ajour_build.tekton.manifest import SCHEMA_FILES, ManifestValidator, strict_schema
 from tests.conftest import APP, CONFIG_YAML, shared
 from tests.kube_fake import PIPELINERUNS, KubeFake
@@ -89,7 +90,7 @@ def backend(
 
 def new_build(records: Records, planned: PlannedBuild, version: str | None = None) -> Build:
     return records.create(
-        NewBuild(
+        Build.queued(
             name=planned.name,
             spec_hash=planned.key,
             application=planned.application,
@@ -109,7 +110,7 @@ def submit(
     backend: TektonBackend, records: Records, planned: PlannedBuild, version: str | None = None
 ) -> Build:
     build = new_build(records, planned, version)
-    backend.submit(Submission(build.id, planned, planned.publish_to, version))
+    backend.submit(build, planned)
     return records.require(build.id)
 
 
@@ -364,15 +365,15 @@ def test_existing_run_of_another_build_is_a_conflict_and_our_own_is_adopted(
     }
     custom(api).create_namespaced_custom_object("tekton.dev", "v1", NS, "pipelineruns", squatter)
     with pytest.raises(BackendError) as refused:
-        backend.submit(Submission(other.id, planned, planned.publish_to))
+        backend.submit(other, planned)
     assert refused.value.status == 409
     assert name in str(refused.value) and "b-someone" in str(refused.value)
     assert records.require(other.id).backend_ref == ""
 
     mine = new_build(records, planned)  # an earlier attempt created it, then the answer got lost
-    earlier = backend.manifest(Submission(mine.id, planned, planned.publish_to))
+    earlier = backend.manifest(mine, planned)
     custom(api).create_namespaced_custom_object("tekton.dev", "v1", NS, "pipelineruns", earlier)
-    backend.submit(Submission(mine.id, planned, planned.publish_to))
+    backend.submit(mine, planned)
     assert records.require(mine.id).backend_ref == earlier["metadata"]["name"]
     listed = custom(api).list_namespaced_custom_object("tekton.dev", "v1", NS, "pipelineruns")
     ours = [
@@ -402,7 +403,7 @@ def test_unreachable_api_is_a_fast_precise_503_without_credentials(
     started = time.monotonic()
     try:
         with pytest.raises(BackendError) as failed:
-            backend.submit(Submission(build.id, planned, planned.publish_to))
+            backend.submit(build, planned)
     finally:
         cast(Any, down).close()
     assert time.monotonic() - started < 5

@@ -19,7 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from delivery.errors import DeliveryError
-from delivery.sources.base import SourceUnavailable
+from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.hawkbit import (
     DEFAULT_POLL_SECONDS,
     MAX_ARTIFACT,

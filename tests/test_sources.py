@@ -12,11 +12,11 @@ from hypothesis import strategies as st
 from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
-from ajour_build.publish.base import FirmwareArtifact
 from ajour_build.publish.destination import publisher_for
+from ajour_build.publish.publisher import FirmwareArtifact
 from delivery.cache import ByteLru, TtlCache
-from delivery.sources.base import SourceUnavailable
 from delivery.sources.file import FileSource
+from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
 from tests.registry import free_port, run_registry

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from collections import deque
@@ -25,7 +26,7 @@ from ajour_build.plan import plan_builds
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.job import Progress
 from ajour_build.runner.local_runner import LocalRunner
-from ajour_build.runner.state_dir import BuildRecord, StateDir, dump
+from ajour_build.runner.state_dir import LocalBuild, StateDir, dump
 from ajour_build.settings import LocalSettings
 
 
@@ -70,7 +71,7 @@ class _Display:
             self.lines.append(line)
 
 
-def _summary(records: list[BuildRecord]) -> Table:
+def _summary(records: list[LocalBuild]) -> Table:
     table = Table("build", "state", "version", "sha256", "size", "time")
     for r in records:
         state = "cached" if r.cached else r.state
@@ -140,7 +141,7 @@ def build(
     catalog = load_catalog(catalog_dir) if catalog_dir.is_dir() else []
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
-    records: list[BuildRecord] = []
+    records: list[LocalBuild] = []
     failure: AjourError | None = None
     with engine_for(runner, settings) as engine:
         local = LocalRunner(state, engine, catalog, not no_cache, display.progress())
@@ -166,19 +167,12 @@ def build(
 
 
 def _publish(
-    default_to: str, to: str | None, record: BuildRecord, state: StateDir, notify_url: str | None
+    default_to: str, to: str | None, record: LocalBuild, state: StateDir, notify_url: str | None
 ) -> dict[str, object]:
-    from ajour_build.cli.publish import publish_artifact
-    from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, SourceInfo
+    from ajour_build.publish.destination import release
 
-    assert record.artifact is not None and record.version is not None
-    artifact = FirmwareArtifact(
-        state.build_dir(record.id) / "artifacts" / record.artifact.name,
-        record.version,
-        SourceInfo(record.git_url, record.commit or ""),
-        BuilderInfo(record.builder.image if record.builder else ""),
-    )
-    done, warning = publish_artifact(artifact, to or default_to, notify_url, insecure=False)
+    out = release(state.firmware_of(record), to or default_to, os.environ, False, notify_url)
+    done, warning = out.published, out.warning
     return {
         "build": record.id,
         "target": done.target,
@@ -208,7 +202,7 @@ def _live(display: _Display) -> Iterator[None]:
 
 
 def _report(
-    records: list[BuildRecord], as_json: bool, state: StateDir, published: list[dict[str, object]]
+    records: list[LocalBuild], as_json: bool, state: StateDir, published: list[dict[str, object]]
 ) -> None:
     if as_json:
         out_json = [dump(r) for r in records]

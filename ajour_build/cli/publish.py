@@ -11,24 +11,9 @@ from rich.table import Table
 
 from ajour_build.cli import console, want_json
 from ajour_build.core.errors import ArtifactError, PublishError
-from ajour_build.publish import notify
-from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, Published, SourceInfo
 from ajour_build.publish.destination import inspect as inspect_target
-from ajour_build.publish.destination import publisher_for
-
-
-def publish_artifact(
-    artifact: FirmwareArtifact, to: str, notify_url: str | None, insecure: bool
-) -> tuple[Published, str | None]:
-    """Publish, then notify; a failed notification is a warning (the artifact is out)."""
-    published = publisher_for(to, os.environ, insecure).publish(artifact)
-    warning = None
-    if notify_url:
-        try:
-            notify.send(notify_url, published)
-        except PublishError as exc:
-            warning = str(exc)
-    return published, warning
+from ajour_build.publish.destination import release
+from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, Published, SourceInfo
 
 
 def _report(published: Published, warning: str | None, as_json: bool) -> None:
@@ -89,8 +74,8 @@ def publish(
         SourceInfo(source_uri, source_commit, source_project),
         BuilderInfo(builder_image, builder_args),
     )
-    published, warning = publish_artifact(firmware, to, notify_url, insecure)
-    _report(published, warning, as_json)
+    out = release(firmware, to, os.environ, insecure, notify_url)
+    _report(out.published, out.warning, as_json)
 
 
 @click.command()

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ajour_build.core.errors import AjourError
-from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, SourceInfo
+from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, SourceInfo
 from ajour_build.steps.clone import clear, clone
 
 
@@ -62,7 +62,7 @@ def result_step() -> None:
 @click.argument("builder_args", nargs=-1, type=click.UNPROCESSED)
 def publish_step(builder_args: tuple[str, ...]) -> None:
     """Publish AJOUR_ARTIFACT_FILE to AJOUR_PUBLISH_TO (builder args follow --, as metadata)."""
-    from ajour_build.cli.publish import publish_artifact
+    from ajour_build.publish.destination import release
 
     if os.environ.get("AJOUR_DOCKERCONFIG_BOUND") == "false" or not os.environ.get("DOCKER_CONFIG"):
         os.environ.pop("DOCKER_CONFIG", None)  # an unbound workspace gives an empty path
@@ -76,9 +76,10 @@ def publish_step(builder_args: tuple[str, ...]) -> None:
         ),
         BuilderInfo(_env("AJOUR_BUILDER_IMAGE", required=False), builder_args),
     )
-    published, warning = publish_artifact(
-        artifact, _env("AJOUR_PUBLISH_TO"), os.environ.get("AJOUR_NOTIFY_URL") or None, False
+    out = release(
+        artifact, _env("AJOUR_PUBLISH_TO"), os.environ, False, os.environ.get("AJOUR_NOTIFY_URL")
     )
+    published, warning = out.published, out.warning
     _result(
         "AJOUR_RESULT_IMAGE_URL",
         published.reference.split("@", 1)[0] + ":" + published.version

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlencode
 
-from ajour_build.service.records import STATES, Build, Query
+from ajour_build.lifecycle import STATES, Build
+from ajour_build.service.records import Query
 
 PAGE = 50
 MAX_OFFSET = 1_000_000

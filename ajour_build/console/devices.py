@@ -8,54 +8,26 @@ reached, the pages say so and still list the fleet's devices.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.fields import redact_uri
+from ajour_build.core.wire import DELIVERY_STATES, DeviceReport, read_reports
 
-STATES = ("Synced", "Updating", "Waiting", "Failed", "Unknown")
 TIMEOUT = 2.0
-
-
-@dataclass(frozen=True)
-class DeviceRow:
-    """One device: where it is (current), where it goes (target), how far it got."""
-
-    application: str
-    device: str
-    current: str = ""
-    target: str | None = None
-    offset: int | None = None
-    size: int | None = None
-    state: str = "Unknown"
-    source: str = ""
-    detail: str = ""
-    last_seen: float = 0.0
-
-    @property
-    def percent(self) -> int | None:
-        if self.offset is None or not self.size:
-            return None
-        return max(0, min(100, math.floor(100 * self.offset / self.size)))
-
-    @property
-    def key(self) -> tuple[str, str]:
-        return self.application, self.device
 
 
 @dataclass(frozen=True)
 class Delivery:
     """Delivery's view of the devices, or why there is none (``error``)."""
 
-    rows: tuple[DeviceRow, ...] = ()
+    rows: tuple[DeviceReport, ...] = ()
     error: str = ""
 
     @property
@@ -64,43 +36,7 @@ class Delivery:
 
     def counts(self) -> dict[str, int]:
         found = Counter(r.state for r in self.rows)
-        return {state: found.get(state, 0) for state in STATES}
-
-
-def _text(value: Any, limit: int = 512) -> str:
-    return value[:limit] if isinstance(value, str) else ""
-
-
-def _count(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        return None
-    return value
-
-
-def parse_row(item: Any) -> DeviceRow | None:
-    """One entry of delivery's status JSON, or None when it is not one."""
-    if not isinstance(item, dict):
-        return None
-    app, device = _text(item.get("application"), 253), _text(item.get("device"), 253)
-    if not app or not device:
-        return None
-    state = _text(item.get("state"))
-    seen = item.get("lastSeen")
-    if isinstance(seen, bool) or not isinstance(seen, int | float) or not math.isfinite(seen):
-        seen = 0.0
-    target = item.get("target")
-    return DeviceRow(
-        application=app,
-        device=device,
-        current=_text(item.get("current")),
-        target=_text(target) if isinstance(target, str) else None,
-        offset=_count(item.get("offset")),
-        size=_count(item.get("size")),
-        state=state if state in STATES else "Unknown",
-        source=_text(item.get("source"), 64),
-        detail=_text(item.get("detail"), 2048),
-        last_seen=max(0.0, float(seen)),
-    )
+        return {state: found.get(state, 0) for state in DELIVERY_STATES}
 
 
 def fetch(base_url: str, application: str | None = None) -> Delivery:
@@ -127,8 +63,7 @@ def fetch(base_url: str, application: str | None = None) -> Delivery:
         return Delivery(error=f"{shown} did not answer JSON")
     if not isinstance(data, list):
         return Delivery(error=f"{shown} answered JSON that is not a list of devices")
-    rows = (parse_row(item) for item in data)
-    return Delivery(rows=tuple(r for r in rows if r is not None))
+    return Delivery(rows=tuple(read_reports(data)))
 
 
 class StatusCache:
@@ -157,19 +92,21 @@ class StatusCache:
             return found
 
 
-def merge(fleet: Fleet, delivery: Delivery, application: str | None = None) -> list[DeviceRow]:
+def merge(fleet: Fleet, delivery: Delivery, application: str | None = None) -> list[DeviceReport]:
     """The fleet's devices with delivery's status, plus devices only delivery knows."""
     seen = {r.key: r for r in delivery.rows}
     why = "no status from delivery yet" if delivery.reachable else "delivery unreachable"
     for (app, name), _device in fleet.devices.items():
         if (application is None or app == application) and (app, name) not in seen:
             spec = fleet.effective_firmware(app, name)
-            seen[(app, name)] = DeviceRow(app, name, source=spec.kind if spec else "", detail=why)
+            seen[(app, name)] = DeviceReport(
+                application=app, device=name, source=spec.kind if spec else "", detail=why
+            )
     return [seen[key] for key in sorted(seen) if application is None or key[0] == application]
 
 
-def by_application(rows: list[DeviceRow]) -> dict[str, list[DeviceRow]]:
-    grouped: dict[str, list[DeviceRow]] = {}
+def by_application(rows: list[DeviceReport]) -> dict[str, list[DeviceReport]]:
+    grouped: dict[str, list[DeviceReport]] = {}
     for row in rows:
         grouped.setdefault(row.application, []).append(row)
     return grouped
@@ -182,16 +119,16 @@ class Rollout:
     application: str
     version: str
     versions: tuple[str, ...]  # versions to choose from, newest first
-    on: tuple[DeviceRow, ...]
-    updating: tuple[DeviceRow, ...]
-    waiting: tuple[DeviceRow, ...]  # not yet on it, and not updating to it
+    on: tuple[DeviceReport, ...]
+    updating: tuple[DeviceReport, ...]
+    waiting: tuple[DeviceReport, ...]  # not yet on it, and not updating to it
 
     @property
     def total(self) -> int:
         return len(self.on) + len(self.updating) + len(self.waiting)
 
 
-def versions_seen(rows: list[DeviceRow], built: list[str]) -> list[str]:
+def versions_seen(rows: list[DeviceReport], built: list[str]) -> list[str]:
     """Target versions, newest first: by when delivery last served them, then builds."""
     latest: dict[str, float] = {}
     for row in rows:
@@ -206,7 +143,7 @@ def versions_seen(rows: list[DeviceRow], built: list[str]) -> list[str]:
 
 
 def rollout(
-    application: str, rows: list[DeviceRow], built: list[str], version: str | None
+    application: str, rows: list[DeviceReport], built: list[str], version: str | None
 ) -> Rollout:
     """The rollout of ``version`` (default: the newest version seen) to the devices."""
     versions = versions_seen(rows, built)

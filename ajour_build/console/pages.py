@@ -10,7 +10,9 @@ from fastapi import Request, Response
 
 from ajour_build.console import devices, views
 from ajour_build.console.builds import PAGE, BadFilter, Filters, events
-from ajour_build.service.records import STATES, Query
+from ajour_build.core.wire import DeviceReport
+from ajour_build.lifecycle import STATES
+from ajour_build.service.records import Query
 from ajour_build.service.state import Service, service_of
 
 LOG_LINES = 5000
@@ -110,7 +112,7 @@ def device_list(request: Request, app: str | None = None) -> Response:
     rows = devices.merge(fleet, delivery, app)
     if app is not None and app not in fleet.applications and not rows:
         return _no_app(request, app, "/devices")
-    grouped: dict[str, list[devices.DeviceRow]] = {
+    grouped: dict[str, list[DeviceReport]] = {
         name: [] for name in fleet.applications if app in (None, name)
     }
     grouped.update(devices.by_application(rows))
@@ -157,7 +159,7 @@ def device_detail(request: Request, app: str, device: str) -> Response:
         device=device,
         in_fleet=spec is not None,
         delivery=delivery,
-        row=rows[0] if rows else devices.DeviceRow(app, device),
+        row=rows[0] if rows else DeviceReport(application=app, device=device),
         firmware=fleet.effective_firmware(app, device) if spec is not None else None,
         own_firmware=own,
         builds=found,

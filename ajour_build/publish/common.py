@@ -13,7 +13,7 @@ from ajour_build.core.artifact.format import (
     sha256_digest,
 )
 from ajour_build.core.files import sha256_file
-from ajour_build.publish.base import FirmwareArtifact
+from ajour_build.publish.publisher import FirmwareArtifact
 
 
 def file_digest(artifact: FirmwareArtifact) -> str:

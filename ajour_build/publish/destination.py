@@ -1,9 +1,15 @@
-"""From a target URL to its publisher, and to a reader for ``inspect``."""
+"""From a target URL to its publisher, and to a reader for ``inspect``.
+
+:func:`release` is the one way firmware goes out, for the CLI, the Tekton publish step and
+the service: publish, then tell delivery. A failed notification is a warning, not a
+failure: the firmware is published, and delivery finds it at its next tag check.
+"""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from ajour_build.core.artifact import credentials
@@ -12,7 +18,8 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import SCHEMES, parse_dir, parse_layout, parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
-from ajour_build.publish.base import Publisher
+from ajour_build.publish import notify
+from ajour_build.publish.publisher import FirmwareArtifact, Published, Publisher
 
 
 def scheme_of(url: str) -> str:
@@ -46,6 +53,29 @@ def publisher_for(url: str, env: Mapping[str, str], insecure: bool = False) -> P
     from ajour_build.publish.hawkbit import HawkbitPublisher
 
     return HawkbitPublisher.from_url(url, env)
+
+
+@dataclass(frozen=True)
+class Release:
+    published: Published
+    warning: str | None = None  # notifying delivery failed (the firmware is out all the same)
+
+
+def release(
+    artifact: FirmwareArtifact,
+    to: str,
+    env: Mapping[str, str],
+    insecure: bool = False,
+    notify_url: str | None = None,
+) -> Release:
+    """Publish ``artifact`` to ``to``, then notify ``notify_url`` (http(s):// or mqtt://)."""
+    published = publisher_for(to, env, insecure).publish(artifact)
+    if notify_url:
+        try:
+            notify.send(notify_url, published)
+        except PublishError as exc:
+            return Release(published, str(exc))
+    return Release(published)
 
 
 def inspect(url: str, env: Mapping[str, str], insecure: bool = False) -> FirmwareInfo:

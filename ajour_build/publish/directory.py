@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from ajour_build.core.artifact.reference import DirRef
 from ajour_build.core.errors import PublishError
 from ajour_build.core.files import atomic_copy, atomic_write
-from ajour_build.publish.base import FirmwareArtifact, Published
 from ajour_build.publish.common import conflict, file_digest
+from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 
 @dataclass

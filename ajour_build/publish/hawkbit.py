@@ -22,7 +22,7 @@ from requests.auth import HTTPBasicAuth
 from ajour_build.core.errors import PublishError
 from ajour_build.core.files import sha256_file
 from ajour_build.core.hosts import is_loopback
-from ajour_build.publish.base import FirmwareArtifact, Published
+from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import LayoutRef
 from ajour_build.core.errors import ArtifactError, PublishError
-from ajour_build.publish.base import FirmwareArtifact, Published
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 
 @dataclass

@@ -1,35 +1,34 @@
 """Telling delivery about a new publish: an HTTP POST or an MQTT message.
 
-The event is ``{image, tag, digest, version, target}``. Delivery also learns of pushes
+The event is a ``PublishEvent`` (``ajour_build.core.wire``): ``{image, tag, digest, version,
+target}``. Delivery also learns of pushes
 from the registry's own notifications (``notifications.endpoints``); this event covers
 layout directories and registries without notifications.
 """
 
 from __future__ import annotations
 
-import json
 import urllib.error
 import urllib.request
 from urllib.parse import urlsplit
 
 from ajour_build.core.errors import PublishError
-from ajour_build.publish.base import Published
+from ajour_build.core.wire import PublishEvent
+from ajour_build.publish.publisher import Published
 
 
-def event(published: Published) -> dict[str, str]:
-    image = published.reference.split("@", 1)[0]
-    tag = published.tags[-1] if published.tags else published.version
-    return {
-        "image": image,
-        "tag": tag,
-        "digest": published.digest,
-        "version": published.version,
-        "target": published.target,
-    }
+def event(published: Published) -> PublishEvent:
+    return PublishEvent(
+        image=published.reference.split("@", 1)[0],
+        tag=published.tags[-1] if published.tags else published.version,
+        digest=published.digest,
+        version=published.version,
+        target=published.target,
+    )
 
 
 def send(url: str, published: Published, timeout: float = 5.0) -> None:
-    body = json.dumps(event(published)).encode()
+    body = event(published).model_dump_json().encode()
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
         request = urllib.request.Request(

@@ -26,8 +26,8 @@ from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
-from ajour_build.publish.base import FirmwareArtifact, Published
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 
 @dataclass

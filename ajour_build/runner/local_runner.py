@@ -19,10 +19,11 @@ from typing import TypedDict
 
 from ajour_build.builders.catalog import Builder, find
 from ajour_build.core.errors import BuildCancelled, BuildError, SourceError
+from ajour_build.lifecycle import BuildState, now
 from ajour_build.plan import PlannedBuild
 from ajour_build.runner.artifact import collect
 from ajour_build.runner.job import BuildJob, BuildLog, Engine, Progress
-from ajour_build.runner.state_dir import BuilderRef, BuildRecord, StateDir, build_id, now
+from ajour_build.runner.state_dir import BuilderRef, LocalBuild, StateDir, build_id
 from ajour_build.steps.clone import clone, resolve_commit
 
 
@@ -33,6 +34,7 @@ class _Identity(TypedDict):
     consumers: tuple[str, ...]
     git_url: str
     revision: str
+    created: datetime
 
 
 def cache_key(job: BuildJob, commit: str, image_id: str, artifact_path: str) -> str:
@@ -89,7 +91,7 @@ class LocalRunner:
             cancel=self.cancel or threading.Event(),
         )
 
-    def run(self, planned: PlannedBuild, version: str | None = None) -> BuildRecord:
+    def run(self, planned: PlannedBuild, version: str | None = None) -> LocalBuild:
         git = planned.build.source.git
         started = now()
         bid = build_id(planned.name)
@@ -102,14 +104,15 @@ class LocalRunner:
             consumers=tuple(str(c) for c in planned.consumers),
             git_url=git.uri,
             revision=git.rev,
+            created=started,
         )
-        record: BuildRecord | None = None
+        record: LocalBuild | None = None
         try:
             record = self._run(planned, version, staging, log, base, started)
         except BuildCancelled as exc:
-            record = BuildRecord(
+            record = LocalBuild(
                 **base,
-                state="cancelled",
+                state=BuildState.CANCELLED,
                 started=started,
                 finished=now(),
                 failure=str(exc).split("\n")[0],
@@ -118,9 +121,9 @@ class LocalRunner:
             raise
         except (BuildError, SourceError) as exc:
             tail = exc.log_tail if isinstance(exc, BuildError) else log.tail()
-            record = BuildRecord(
+            record = LocalBuild(
                 **base,
-                state="failed",
+                state=BuildState.FAILED,
                 started=started,
                 finished=now(),
                 failure=str(exc).split("\nlast log lines:")[0],
@@ -144,7 +147,7 @@ class LocalRunner:
         log: BuildLog,
         base: _Identity,
         started: datetime,
-    ) -> BuildRecord:
+    ) -> LocalBuild:
         git = planned.build.source.git
         self._check()
         self.progress.on_step("resolve")
@@ -183,9 +186,9 @@ class LocalRunner:
         artifact = collect(
             job.workdir, workspace, planned.build.artifact.path, staging / "artifacts", log.tail()
         )
-        record = BuildRecord(
+        record = LocalBuild(
             **base,
-            state="succeeded",
+            state=BuildState.SUCCEEDED,
             cache_key=key,
             commit=commit,
             version=stamp,

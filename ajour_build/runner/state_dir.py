@@ -18,16 +18,16 @@ import os
 import shutil
 import tempfile
 import time
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from ajour_build.core.errors import BuildError
 from ajour_build.core.files import atomic_write
+from ajour_build.lifecycle import Build, now
+from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, SourceInfo
 from ajour_build.runner.artifact import Artifact, verify
 
-State = Literal["succeeded", "failed", "cancelled"]
 STALE_STAGING_SECONDS = 24 * 3600
 
 
@@ -39,37 +39,17 @@ class BuilderRef(BaseModel):
     runner: str
 
 
-class BuildRecord(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+class LocalBuild(Build):
+    """A build the local runner ran (any outcome), as ``record.json`` keeps it: the build's
+    lifecycle fields plus what only the runner knows (cache key, builder, artifacts)."""
 
-    id: str
-    name: str
-    application: str
-    consumers: tuple[str, ...]
-    state: State
-    cached: bool = False
     cache_key: str | None = None
-    git_url: str
-    revision: str
-    commit: str | None = None
-    version: str | None = None
     builder: BuilderRef | None = None
     artifact: Artifact | None = None
-    started: datetime
-    finished: datetime
-    failure: str | None = None
     log_tail: tuple[str, ...] = ()
 
-    @property
-    def duration(self) -> float:
-        return (self.finished - self.started).total_seconds()
 
-
-def now() -> datetime:
-    return datetime.now(UTC)
-
-
-def _write_json(path: Path, record: BuildRecord) -> None:
+def _write_json(path: Path, record: LocalBuild) -> None:
     atomic_write(path, record.model_dump_json(indent=2) + "\n")
 
 
@@ -95,27 +75,38 @@ class StateDir:
     def build_dir(self, build_id: str) -> Path:
         return self.root / "builds" / build_id
 
-    def commit_build(self, staging: Path, record: BuildRecord) -> Path:
+    def commit_build(self, staging: Path, record: LocalBuild) -> Path:
         """Write the record into ``staging`` and move it to ``builds/<id>`` at once."""
         _write_json(staging / "record.json", record)
         final = self.build_dir(record.id)
         os.rename(staging, final)
         return final
 
-    def records(self) -> list[BuildRecord]:
+    def firmware_of(self, record: LocalBuild) -> FirmwareArtifact:
+        """The firmware a succeeded build left, as a publisher takes it."""
+        if record.artifact is None or record.version is None:
+            raise BuildError(f"build {record.id} has no artifact to publish ({record.state})")
+        return FirmwareArtifact(
+            self.build_dir(record.id) / "artifacts" / record.artifact.name,
+            record.version,
+            SourceInfo(record.git_url, record.commit or ""),
+            BuilderInfo(record.builder.image if record.builder else ""),
+        )
+
+    def records(self) -> list[LocalBuild]:
         out = []
         for path in sorted((self.root / "builds").glob("*/record.json")):
             try:
-                out.append(BuildRecord.model_validate_json(path.read_text(encoding="utf-8")))
+                out.append(LocalBuild.model_validate_json(path.read_text(encoding="utf-8")))
             except (OSError, ValidationError):
                 continue  # a foreign or damaged entry is skipped, never fatal
         return out
 
     # -- cache ---------------------------------------------------------------------------
-    def cached(self, key: str) -> tuple[BuildRecord, Path] | None:
+    def cached(self, key: str) -> tuple[LocalBuild, Path] | None:
         entry = self.root / "cache" / key
         try:
-            record = BuildRecord.model_validate_json((entry / "record.json").read_text())
+            record = LocalBuild.model_validate_json((entry / "record.json").read_text())
         except (OSError, ValidationError, ValueError):
             return None
         if record.artifact is None or not verify(entry / "artifacts", record.artifact):
@@ -123,7 +114,7 @@ class StateDir:
             return None
         return record, entry / "artifacts"
 
-    def store_cache(self, key: str, record: BuildRecord, artifacts: Path) -> None:
+    def store_cache(self, key: str, record: LocalBuild, artifacts: Path) -> None:
         staging = self.staging("cache")
         shutil.copytree(artifacts, staging / "artifacts")
         _write_json(staging / "record.json", record)
@@ -140,7 +131,7 @@ def build_id(name: str) -> str:
     return f"{stamp}-{name}"
 
 
-def dump(record: BuildRecord) -> dict[str, object]:
+def dump(record: LocalBuild) -> dict[str, object]:
     data: dict[str, object] = json.loads(record.model_dump_json())
-    data["duration"] = round(record.duration, 3)
+    data["duration"] = record.duration
     return data

@@ -12,8 +12,8 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials
 from starlette.concurrency import run_in_threadpool
 
+from ajour_build.lifecycle import STATES, Build, BuildState
 from ajour_build.service import auth
-from ajour_build.service.records import STATES, Build, State
 from ajour_build.service.records import Query as BuildQuery
 from ajour_build.service.scheduler import NotFound
 from ajour_build.service.schemas import (
@@ -97,7 +97,7 @@ def list_builds(
     service: Reader,
     application: Annotated[str | None, Query(max_length=63)] = None,
     device: Annotated[str | None, Query(max_length=253)] = None,
-    state: Annotated[list[State] | None, Query()] = None,
+    state: Annotated[list[BuildState] | None, Query()] = None,
     since: Annotated[str | None, Query(description=_ISO_DOC, json_schema_extra=_TIME)] = None,
     until: Annotated[str | None, Query(description=_ISO_DOC, json_schema_extra=_TIME)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -24,7 +24,7 @@ from ajour_build.runner.engines import engine_for
 from ajour_build.runner.host import HostEngine
 from ajour_build.runner.state_dir import StateDir
 from ajour_build.service import api, webhooks
-from ajour_build.service.backends.base import Backend
+from ajour_build.service.backends.backend import Backend
 from ajour_build.service.backends.local import LocalBackend
 from ajour_build.service.http_status import answer_for
 from ajour_build.service.records import Records, RecordsError

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
-from ajour_build.service.backends.base import BackendError
+from ajour_build.service.backends.backend import BackendError
 from ajour_build.service.records import RecordsError
 from ajour_build.service.scheduler import NotFound
 from ajour_build.service.webhooks import WebhookError

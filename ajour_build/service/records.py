@@ -8,13 +8,12 @@ record. On start, builds that were queued or running when the service died are m
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from sqlalchemy import (
     Boolean,
@@ -39,10 +38,8 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ajour_build.core.errors import AjourError
+from ajour_build.lifecycle import ACTIVE, STATES, Build, BuildState, now
 
-State = Literal["queued", "running", "succeeded", "failed", "cancelled", "interrupted"]
-STATES: tuple[State, ...] = ("queued", "running", "succeeded", "failed", "cancelled", "interrupted")
-ACTIVE: tuple[State, ...] = ("queued", "running")
 MAX_LOG_LINE = 4096
 
 metadata = MetaData()
@@ -103,64 +100,6 @@ class RecordsError(AjourError):
 
 
 @dataclass(frozen=True)
-class Build:
-    """One build as the API and the console show it."""
-
-    id: str
-    name: str
-    spec_hash: str
-    application: str
-    consumers: tuple[str, ...]
-    state: State
-    backend: str
-    backend_ref: str
-    reason: str
-    git_url: str
-    revision: str
-    commit: str | None
-    version: str | None
-    image: str
-    publish_to: str
-    digest: str | None
-    reference: str | None
-    cached: bool
-    failure: str | None
-    attempt: int
-    retry_of: str | None
-    created: datetime
-    started: datetime | None
-    finished: datetime | None
-
-    @property
-    def duration(self) -> float | None:
-        if self.started is None:
-            return None
-        end = self.finished or now()
-        return round((end - self.started).total_seconds(), 3)
-
-    @property
-    def active(self) -> bool:
-        return self.state in ACTIVE
-
-
-@dataclass(frozen=True)
-class NewBuild:
-    name: str
-    spec_hash: str
-    application: str
-    consumers: tuple[str, ...]
-    backend: str
-    reason: str
-    git_url: str
-    revision: str
-    image: str
-    publish_to: str
-    version: str | None = None
-    retry_of: str | None = None
-    attempt: int = 1
-
-
-@dataclass(frozen=True)
 class Query:
     application: str | None = None
     device: str | None = None
@@ -203,36 +142,18 @@ class Records:
         self.engine.dispose()
 
     # -- writes --------------------------------------------------------------------------
-    def create(self, new: NewBuild) -> Build:
-        bid = f"b-{now().strftime('%Y%m%d%H%M%S')}-{secrets.token_hex(4)}"
-        row = {
-            "id": bid,
-            "name": new.name,
-            "spec_hash": new.spec_hash,
-            "application": new.application,
-            "state": "queued",
-            "backend": new.backend,
-            "backend_ref": "",
-            "reason": new.reason,
-            "git_url": new.git_url,
-            "revision": new.revision,
-            "version": new.version,
-            "image": new.image,
-            "publish_to": new.publish_to,
-            "cached": False,
-            "attempt": new.attempt,
-            "retry_of": new.retry_of,
-            "created": now(),
-        }
+    def create(self, build: Build) -> Build:
+        """Insert a new build (``Build.queued(...)``) with its consumers."""
+        row = build.model_dump(exclude={"consumers"})
         rows = [
-            {"build_id": bid, "application": app, "device": dev}
-            for app, _, dev in (c.partition("/") for c in new.consumers)
+            {"build_id": build.id, "application": app, "device": dev}
+            for app, _, dev in (c.partition("/") for c in build.consumers)
         ]
         with self._tx() as conn:
             conn.execute(insert(builds).values(**row))
             if rows:
                 conn.execute(insert(consumers), rows)
-        return self.require(bid)
+        return self.require(build.id)
 
     def update(self, build_id: str, **values: Any) -> Build:
         unknown = set(values) - set(builds.c.keys())
@@ -242,10 +163,10 @@ class Records:
             conn.execute(update(builds).where(builds.c.id == build_id).values(**values))
         return self.require(build_id)
 
-    def transition(self, build_id: str, state: State, **values: Any) -> Build | None:
+    def transition(self, build_id: str, state: BuildState, **values: Any) -> Build | None:
         """Move an active build to ``state``; None if it already ended (first end wins)."""
         stamp: dict[str, Any] = {}
-        if state == "running":
+        if state == BuildState.RUNNING:
             stamp["started"] = now()
         elif state not in ACTIVE:
             stamp["finished"] = now()
@@ -282,7 +203,7 @@ class Records:
                     update(builds)
                     .where(builds.c.id.in_(ids))
                     .values(
-                        state="interrupted",
+                        state=BuildState.INTERRUPTED,
                         finished=now(),
                         failure="the service stopped while this build was queued or running",
                     )
@@ -364,7 +285,7 @@ class Records:
         """Spec hash → id of the newest queued build of that spec (all of them, one query)."""
         stmt = (
             select(builds.c.spec_hash, builds.c.id)
-            .where(builds.c.state == "queued")
+            .where(builds.c.state == BuildState.QUEUED)
             .order_by(builds.c.created)
         )
         with self._read() as conn:
@@ -438,7 +359,3 @@ def _safe(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable database URL>"
-
-
-def now() -> datetime:
-    return datetime.now(UTC)

@@ -22,10 +22,11 @@ from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
 from ajour_build.core.fleet import Fleet, load_fleet
 from ajour_build.core.spec.document import iter_spec_files
 from ajour_build.core.spec.fields import redact_uri
+from ajour_build.lifecycle import Build, BuildState
 from ajour_build.plan import Plan, PlannedBuild, plan_builds
 from ajour_build.push import Push, match
-from ajour_build.service.backends.base import Backend, BackendError, QueueFull, Submission
-from ajour_build.service.records import Build, NewBuild, Records
+from ajour_build.service.backends.backend import Backend, BackendError, QueueFull
+from ajour_build.service.records import Records
 
 log = logging.getLogger(__name__)
 MAX_ATTEMPTS = 3  # a build that keeps dying with the service is not retried forever
@@ -191,8 +192,7 @@ class Scheduler:
         submitted: list[Build] = []
         try:
             for p, build in created:
-                target = build.publish_to
-                self.backend.submit(Submission(build.id, p, target, version))
+                self.backend.submit(build, p)
                 log.info("build %s queued (%s): %s", build.id, reason, p.name)
                 submitted.append(build)
         except BackendError as exc:
@@ -211,15 +211,15 @@ class Scheduler:
                 except BackendError as err:
                     log.error("build %s: rolling back failed: %s", build.id, err)
                 why = f"rolled back: another build of the same trigger could not start ({exc})"
-                self.records.transition(build.id, "cancelled", failure=why)
+                self.records.transition(build.id, BuildState.CANCELLED, failure=why)
             else:
-                self.records.transition(build.id, "failed", failure=f"not started: {exc}")
+                self.records.transition(build.id, BuildState.FAILED, failure=f"not started: {exc}")
 
     def _record(
         self, planned: PlannedBuild, reason: str, version: str | None, retry_of: Build | None
     ) -> Build:
         return self.records.create(
-            NewBuild(
+            Build.queued(
                 name=planned.name,
                 spec_hash=planned.key,
                 application=planned.application,
@@ -251,7 +251,7 @@ class Scheduler:
         if not build.active:
             return build
         if not self.backend.cancel(build_id):
-            self.records.transition(build_id, "cancelled", failure="cancelled by request")
+            self.records.transition(build_id, BuildState.CANCELLED, failure="cancelled by request")
         return self.records.require(build_id)
 
     def recover(self) -> list[Build]:

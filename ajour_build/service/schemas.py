@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ajour_build.service.records import Build, State
+from ajour_build.lifecycle import Build, BuildState
 from ajour_build.service.scheduler import Outcome
 
 
@@ -27,7 +27,7 @@ class BuildOut(_Out):
     spec_hash: str = Field(alias="specHash")
     application: str
     consumers: list[str]
-    state: State
+    state: BuildState
     backend: str
     backend_ref: str = Field(alias="backendRef")
     reason: str
@@ -82,7 +82,7 @@ class BuildList(_Out):
 
 class LogPage(_Out):
     build: str
-    state: State
+    state: BuildState
     lines: list[str]
     next: int = Field(description="Pass as ?after= to get the lines after these.")
 

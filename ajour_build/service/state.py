@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from ajour_build.config import InstallationConfig
-from ajour_build.service.backends.base import Backend
-from ajour_build.service.records import Build, Records
+from ajour_build.lifecycle import Build
+from ajour_build.service.backends.backend import Backend
+from ajour_build.service.records import Records
 from ajour_build.service.scheduler import Scheduler
 
 log = logging.getLogger(__name__)

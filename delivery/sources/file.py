@@ -7,20 +7,20 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from delivery.decision import Firmware
-from delivery.sources.base import SourceUnavailable
+from delivery.decision import FirmwareImage
+from delivery.sources.firmware_source import SourceUnavailable
 
 
 @dataclass
 class FileSource:
     directory: Path
     name: str
-    _cached: tuple[tuple[int, int], Firmware] | None = field(default=None, repr=False)
+    _cached: tuple[tuple[int, int], FirmwareImage] | None = field(default=None, repr=False)
 
     def invalidate(self) -> None:
         self._cached = None
 
-    def target(self) -> Firmware:
+    def target(self) -> FirmwareImage:
         meta_path = self.directory / f"{self.name}.json"
         bin_path = self.directory / f"{self.name}.bin"
         try:
@@ -46,6 +46,6 @@ class FileSource:
             raise SourceUnavailable(
                 f"{bin_path} does not match {meta_path} (size or checksum): refusing to serve it"
             )
-        target = Firmware(version.encode(), data, digest)
+        target = FirmwareImage(version.encode(), data, digest)
         self._cached = (stamp, target)
         return target

@@ -30,9 +30,9 @@ from typing import Any, Final, Literal, NoReturn, get_args
 from urllib.parse import quote, urljoin, urlsplit
 
 from ajour_build.core.hosts import is_loopback
-from delivery.decision import Firmware
+from delivery.decision import FirmwareImage
 from delivery.errors import DeliveryError
-from delivery.sources.base import SourceUnavailable
+from delivery.sources.firmware_source import SourceUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -123,7 +123,7 @@ class HawkbitSource:
         self._opener = urllib.request.build_opener(_NoRedirect)
         self._poll_seconds = DEFAULT_POLL_SECONDS
         self._action_id: str | None = None
-        self._cached: tuple[tuple[str, str], Firmware] | None = None
+        self._cached: tuple[tuple[str, str], FirmwareImage] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -145,7 +145,7 @@ class HawkbitSource:
         """Nothing to forget: every ``target()`` asks hawkBit which action is current, and the
         artifact cache is keyed by action and sha256, so it cannot serve a stale firmware."""
 
-    def target(self) -> Firmware:
+    def target(self) -> FirmwareImage:
         base = self._get_json(self.controller_url, "the controller base resource")
         self._poll_seconds = self._sleep(base)
         href = _href(base.get("_links"), "deploymentBase")
@@ -163,7 +163,7 @@ class HawkbitSource:
             self._action_id = action_id
             return cached[1]
         data = self._download(action_id, artifact)
-        target = Firmware(version.encode(), data, bytes.fromhex(sha256))
+        target = FirmwareImage(version.encode(), data, bytes.fromhex(sha256))
         self._cached = ((action_id, sha256), target)
         self._action_id = action_id
         return target

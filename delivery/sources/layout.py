@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.errors import ArtifactError
 from delivery.cache import ByteLru
-from delivery.decision import Firmware
-from delivery.sources.base import SourceUnavailable
+from delivery.decision import FirmwareImage
+from delivery.sources.firmware_source import SourceUnavailable
 
 
 @dataclass
@@ -17,12 +17,12 @@ class LayoutSource:
     tag: str
     blobs: ByteLru[str] = field(default_factory=lambda: ByteLru(64 * 1024 * 1024))
 
-    _cached: tuple[tuple[int, int, int], Firmware] | None = field(default=None, repr=False)
+    _cached: tuple[tuple[int, int, int], FirmwareImage] | None = field(default=None, repr=False)
 
     def invalidate(self) -> None:
         self._cached = None
 
-    def target(self) -> Firmware:
+    def target(self) -> FirmwareImage:
         """The tag's firmware; re-read only when ``index.json`` changed (stat is cheap)."""
         try:
             stat = (self.store.root / "index.json").stat()
@@ -39,7 +39,7 @@ class LayoutSource:
                 self.blobs.put(info.checksum, data)
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        target = Firmware(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        target = FirmwareImage(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
         if stamp is not None:
             self._cached = (stamp, target)
         return target

@@ -9,8 +9,8 @@ from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError
 from delivery.cache import ByteLru, TtlCache
-from delivery.decision import Firmware
-from delivery.sources.base import SourceUnavailable
+from delivery.decision import FirmwareImage
+from delivery.sources.firmware_source import SourceUnavailable
 
 DEFAULT_TTL = 30.0
 
@@ -29,7 +29,7 @@ class OciSource:
     def invalidate(self) -> None:
         self.tags.invalidate(self._key())
 
-    def target(self) -> Firmware:
+    def target(self) -> FirmwareImage:
         try:
             digest = self.tags.get(self._key())
             if digest is None:
@@ -51,4 +51,4 @@ class OciSource:
                 self.blobs.put(info.checksum, data)
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        return Firmware(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        return FirmwareImage(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))

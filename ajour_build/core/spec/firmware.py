@@ -53,20 +53,20 @@ class BuildSource(Strict):
     git: GitSource
 
 
-class Artifact(Strict):
+class ArtifactSpec(Strict):
     path: ArtifactPath
 
 
-class Build(Strict):
+class BuildSpec(Strict):
     image: BuilderImage
     source: BuildSource
     args: Args = ()
     env: tuple[EnvVar, ...] = ()
-    artifact: Artifact = Artifact(path="firmware.bin")
+    artifact: ArtifactSpec = ArtifactSpec(path="firmware.bin")
     timeout: Duration | None = None
 
     @model_validator(mode="after")
-    def _env_unique_and_bounded(self) -> Build:
+    def _env_unique_and_bounded(self) -> BuildSpec:
         seen: set[str] = set()
         size = 0
         for var in self.env:
@@ -93,7 +93,7 @@ class ContainerFirmware(Strict):
     image_pull_policy: Literal["Always", "IfNotPresent"] = Field(
         default="IfNotPresent", alias="imagePullPolicy"
     )
-    build: Build | None = None
+    build: BuildSpec | None = None
 
 
 class HawkbitFirmware(Strict):
@@ -148,5 +148,5 @@ class Firmware(Strict):
         return "file"
 
     @property
-    def build(self) -> Build | None:
+    def build(self) -> BuildSpec | None:
         return self.container.build if self.container is not None else None

@@ -19,14 +19,15 @@ from typing import Any
 
 from ajour_build.builders.catalog import Builder
 from ajour_build.core.errors import AjourError, BuildCancelled
-from ajour_build.publish import notify
-from ajour_build.publish.base import BuilderInfo, FirmwareArtifact, Published, SourceInfo
-from ajour_build.publish.destination import publisher_for
+from ajour_build.lifecycle import Build, BuildState
+from ajour_build.plan import PlannedBuild
+from ajour_build.publish.destination import release
+from ajour_build.publish.publisher import Published
 from ajour_build.runner.job import Engine, Progress
 from ajour_build.runner.local_runner import LocalRunner
-from ajour_build.runner.state_dir import BuildRecord, StateDir
-from ajour_build.service.backends.base import QueueFull, Submission
-from ajour_build.service.records import Records, State
+from ajour_build.runner.state_dir import LocalBuild, StateDir
+from ajour_build.service.backends.backend import QueueFull
+from ajour_build.service.records import Records
 
 log = logging.getLogger(__name__)
 SECONDS_PER_BUILD = 30  # the Retry-After hint per queued build when the queue is full
@@ -93,7 +94,9 @@ class LocalBackend:
     engine_context: AbstractContextManager[Engine] | None = None
     name: str = "local"
     durable: bool = False
-    _queue: queue.Queue[Submission] = field(init=False, default_factory=queue.Queue, repr=False)
+    _queue: queue.Queue[tuple[Build, PlannedBuild]] = field(
+        init=False, default_factory=queue.Queue, repr=False
+    )
     _waiting: set[str] = field(init=False, default_factory=set, repr=False)  # queued, live
     _threads: list[threading.Thread] = field(init=False, default_factory=list, repr=False)
     _cancels: dict[str, threading.Event] = field(init=False, default_factory=dict, repr=False)
@@ -123,16 +126,16 @@ class LocalBackend:
         with self._lock:
             return self.queue_size - len(self._waiting)
 
-    def submit(self, submission: Submission) -> None:
+    def submit(self, build: Build, planned: PlannedBuild) -> None:
         with self._lock:
             if len(self._waiting) >= self.queue_size:
                 raise QueueFull(
                     f"the build queue is full ({self.queue_size} waiting); try again later",
                     retry_after=SECONDS_PER_BUILD * max(1, len(self._waiting) // self.workers),
                 )
-            self._cancels[submission.build_id] = threading.Event()
-            self._waiting.add(submission.build_id)
-        self._queue.put(submission)
+            self._cancels[build.id] = threading.Event()
+            self._waiting.add(build.id)
+        self._queue.put((build, planned))
 
     def cancel(self, build_id: str) -> bool:
         with self._lock:
@@ -144,7 +147,9 @@ class LocalBackend:
         event.set()
         # a queued build ends now; a running one ends when its runner has stopped it
         if waiting:
-            self.records.transition(build_id, "cancelled", failure="cancelled before it started")
+            self.records.transition(
+                build_id, BuildState.CANCELLED, failure="cancelled before it started"
+            )
         return True
 
     def stop(self) -> None:
@@ -164,23 +169,25 @@ class LocalBackend:
     def _work(self) -> None:
         while not self._stopping.is_set():
             try:
-                item = self._queue.get(timeout=0.25)
+                build, planned = self._queue.get(timeout=0.25)
             except queue.Empty:
                 continue
             with self._lock:
-                live = item.build_id in self._waiting
-                self._waiting.discard(item.build_id)
+                live = build.id in self._waiting
+                self._waiting.discard(build.id)
             try:
                 if live and not self._stopping.is_set():
-                    self._run(item)
+                    self._run(build, planned)
             except Exception as exc:  # one build, or one database hiccup, never ends a worker
-                log.exception("build %s: unexpected error", item.build_id)
-                self._end(item.build_id, "failed", f"internal error: {exc}")
+                log.exception("build %s: unexpected error", build.id)
+                self._end(build.id, BuildState.FAILED, f"internal error: {exc}")
             finally:
                 with self._lock:
-                    self._cancels.pop(item.build_id, None)
+                    self._cancels.pop(build.id, None)
 
-    def _end(self, build_id: str, state: State, failure: str | None = None, **values: Any) -> None:
+    def _end(
+        self, build_id: str, state: BuildState, failure: str | None = None, **values: Any
+    ) -> None:
         """Record an end state; if the records are down, log it and go on."""
         try:
             self.records.transition(build_id, state, failure=failure, **values)
@@ -189,33 +196,33 @@ class LocalBackend:
                 "build %s ended %s, but the records are unavailable: %s", build_id, state, exc
             )
 
-    def _cancelled(self) -> tuple[State, str]:
+    def _cancelled(self) -> tuple[BuildState, str]:
         if self._stopping.is_set():
-            return "interrupted", "the service stopped while this build was running"
-        return "cancelled", "cancelled by request"
+            return BuildState.INTERRUPTED, "the service stopped while this build was running"
+        return BuildState.CANCELLED, "cancelled by request"
 
-    def _run(self, item: Submission) -> None:
+    def _run(self, build: Build, planned: PlannedBuild) -> None:
         with self._lock:
-            cancel = self._cancels.get(item.build_id) or threading.Event()
-        if cancel.is_set() or self.records.transition(item.build_id, "running") is None:
+            cancel = self._cancels.get(build.id) or threading.Event()
+        if cancel.is_set() or self.records.transition(build.id, BuildState.RUNNING) is None:
             return  # cancelled while queued
-        sink = LogSink(self.records, item.build_id)
+        sink = LogSink(self.records, build.id)
         progress = Progress(
             on_step=lambda step: sink.line(f"[ajour] step: {step}"), on_line=sink.line
         )
         assert self.engine is not None
         runner = LocalRunner(self.state, self.engine, self.catalog, True, progress, cancel)
         try:
-            record = runner.run(item.planned, item.version)
+            record = runner.run(planned, build.version)
             if cancel.is_set():  # asked while the runner was between steps, or a cache hit
                 raise BuildCancelled("cancelled by request")
         except BuildCancelled:
             sink.flush()
-            self._end(item.build_id, *self._cancelled())
+            self._end(build.id, *self._cancelled())
             return
         except AjourError as exc:
             sink.flush()
-            self._end(item.build_id, "failed", _first_line(exc))
+            self._end(build.id, BuildState.FAILED, _first_line(exc))
             return
         values = {
             "commit": record.commit,
@@ -223,40 +230,31 @@ class LocalBackend:
             "cached": record.cached,
             "backend_ref": record.id,
         }
-        self.records.update(item.build_id, **values)
+        self.records.update(build.id, **values)
         if not self.publish:
             sink.flush()
-            self._end(item.build_id, "succeeded")
+            self._end(build.id, BuildState.SUCCEEDED)
             return
-        sink.line(f"[ajour] step: publish to {item.publish_to}")
+        sink.line(f"[ajour] step: publish to {build.publish_to}")
         try:
-            published = self._publish(item, record)
+            published = self._publish(build, record)
         except AjourError as exc:
             sink.line(f"[ajour] publish failed: {_first_line(exc)}")
             sink.flush()
-            self._end(item.build_id, "failed", f"publish: {_first_line(exc)}")
+            self._end(build.id, BuildState.FAILED, f"publish: {_first_line(exc)}")
             return
         sink.line(f"[ajour] published {published.version} as {published.reference}")
         sink.flush()
         self._end(
-            item.build_id, "succeeded", digest=published.digest, reference=published.reference
+            build.id, BuildState.SUCCEEDED, digest=published.digest, reference=published.reference
         )
 
-    def _publish(self, item: Submission, record: BuildRecord) -> Published:
-        assert record.artifact is not None and record.version is not None
-        artifact = FirmwareArtifact(
-            self.state.build_dir(record.id) / "artifacts" / record.artifact.name,
-            record.version,
-            SourceInfo(record.git_url, record.commit or ""),
-            BuilderInfo(record.builder.image if record.builder else ""),
-        )
-        published = publisher_for(item.publish_to, os.environ, self.insecure).publish(artifact)
-        if self.notify_url:
-            try:
-                notify.send(self.notify_url, published)
-            except AjourError as exc:  # the firmware is out; delivery will find it later
-                log.warning("build %s: notifying delivery failed: %s", item.build_id, exc)
-        return published
+    def _publish(self, build: Build, record: LocalBuild) -> Published:
+        artifact = self.state.firmware_of(record)
+        out = release(artifact, build.publish_to, os.environ, self.insecure, self.notify_url)
+        if out.warning:  # the firmware is out; delivery will find it at its next tag check
+            log.warning("build %s: %s", build.id, out.warning)
+        return out.published
 
 
 def _first_line(exc: Exception) -> str:

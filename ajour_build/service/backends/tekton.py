@@ -23,8 +23,10 @@ from kubernetes import client
 
 from ajour_build.config import InstallationConfig
 from ajour_build.core.errors import AjourError
+from ajour_build.lifecycle import Build
+from ajour_build.plan import PlannedBuild
 from ajour_build.render.pipelinerun import Renderer
-from ajour_build.service.backends.base import BackendError, Submission
+from ajour_build.service.backends.backend import BackendError
 from ajour_build.service.backends.tekton_watch import (
     BUILD_ID_LABEL,
     GROUP,
@@ -156,14 +158,14 @@ class TektonBackend:
     def free_slots(self) -> int | None:
         return None  # the cluster queues PipelineRuns itself
 
-    def submit(self, submission: Submission) -> None:
-        manifest = self.manifest(submission)
+    def submit(self, build: Build, planned: PlannedBuild) -> None:
+        manifest = self.manifest(build, planned)
         name = manifest["metadata"]["name"]
-        self._create(manifest, name, submission.build_id)
-        current = self.records.update(submission.build_id, backend_ref=name)
+        self._create(manifest, name, build.id)
+        current = self.records.update(build.id, backend_ref=name)
         if not current.active:  # cancelled while we were creating it: stop it in the cluster
-            self.cancel(submission.build_id)
-        log.info("build %s: created PipelineRun %s/%s", submission.build_id, self.namespace, name)
+            self.cancel(build.id)
+        log.info("build %s: created PipelineRun %s/%s", build.id, self.namespace, name)
 
     def cancel(self, build_id: str) -> bool:
         name = self._run_of(build_id)
@@ -201,19 +203,19 @@ class TektonBackend:
             cast(Any, self.api).close()
 
     # -- submit --------------------------------------------------------------------------
-    def manifest(self, submission: Submission) -> dict[str, Any]:
+    def manifest(self, build: Build, planned: PlannedBuild) -> dict[str, Any]:
         """The validated PipelineRun of one build."""
-        build_id = submission.build_id
+        build_id = build.id
         try:
-            manifest = self.renderer.manifest(submission.planned)
+            manifest = self.renderer.manifest(planned)
         except AjourError as exc:
             message = f"cannot render the PipelineRun of build {build_id}: {exc}"
             raise BackendError(message, 500) from None
         meta = manifest["metadata"]
-        meta["name"] = run_name(submission.planned.name, build_id)
+        meta["name"] = run_name(planned.name, build_id)
         meta.setdefault("labels", {})[BUILD_ID_LABEL] = build_id
         params: list[dict[str, Any]] = manifest["spec"].setdefault("params", [])
-        overrides = {"publish-to": submission.publish_to, "firmware-version": submission.version}
+        overrides = {"publish-to": build.publish_to, "firmware-version": build.version}
         for key, value in overrides.items():
             if value:
                 params[:] = [p for p in params if p.get("name") != key]

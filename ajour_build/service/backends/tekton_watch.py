@@ -22,7 +22,8 @@ import urllib3
 from kubernetes import client
 from kubernetes import watch as kube_watch
 
-from ajour_build.service.records import ACTIVE, Records, RecordsError, State
+from ajour_build.lifecycle import ACTIVE, BuildState
+from ajour_build.service.records import Records, RecordsError
 
 log = logging.getLogger(__name__)
 GROUP = "tekton.dev"
@@ -46,7 +47,7 @@ Child = tuple[str, dict[str, Any] | None, str]  # pipeline task, its TaskRun or 
 
 @dataclass(frozen=True)
 class Outcome:
-    state: State
+    state: BuildState
     failure: str | None = None
 
 
@@ -73,18 +74,22 @@ def outcome(obj: Any) -> Outcome | None:
     value, reason = cond.get("status"), str(cond.get("reason") or "")
     message = str(cond.get("message") or "").strip()
     if value == "Unknown":
-        return Outcome("queued") if reason in PENDING else Outcome("running")
+        return Outcome(BuildState.QUEUED) if reason in PENDING else Outcome(BuildState.RUNNING)
     if value == "True":
-        return Outcome("succeeded")
+        return Outcome(BuildState.SUCCEEDED)
     if value != "False":
         return None
     if reason in CANCELLED:
-        return Outcome("cancelled", f"cancelled ({reason}){': ' + message if message else ''}")
+        return Outcome(
+            BuildState.CANCELLED, f"cancelled ({reason}){': ' + message if message else ''}"
+        )
     if reason == "PipelineRunTimeout":
         limit = _dict(_dict(_dict(obj).get("spec")).get("timeouts")).get("pipeline")
         after = f" after {limit}" if isinstance(limit, str) and limit else ""
-        return Outcome("failed", f"timed out{after}: {message or 'PipelineRunTimeout'}")
-    return Outcome("failed", f"{reason or 'Failed'}: {message or 'the PipelineRun failed'}")
+        return Outcome(BuildState.FAILED, f"timed out{after}: {message or 'PipelineRunTimeout'}")
+    return Outcome(
+        BuildState.FAILED, f"{reason or 'Failed'}: {message or 'the PipelineRun failed'}"
+    )
 
 
 def results(items: Any, names: Mapping[str, str]) -> dict[str, str]:
@@ -244,15 +249,19 @@ class Watcher:
             if deleted:
                 name = _dict(obj.get("metadata")).get("name")
                 failure = f"the PipelineRun {name} was deleted before it finished"
-                self.records.transition(build_id, "failed", failure=failure)
-            elif found is not None and found.state == "running" and record.state == "queued":
-                self.records.transition(build_id, "running")
+                self.records.transition(build_id, BuildState.FAILED, failure=failure)
+            elif (
+                found is not None
+                and found.state == BuildState.RUNNING
+                and record.state == BuildState.QUEUED
+            ):
+                self.records.transition(build_id, BuildState.RUNNING)
             return
         values: dict[str, Any] = {}
         if found.failure:
             values["failure"] = found.failure
         taskruns = self._taskruns(obj)
-        if found.state == "succeeded":
+        if found.state == BuildState.SUCCEEDED:
             values.update(self._results(obj, taskruns, record.version is None))
         self.records.append_log(build_id, self._logs(taskruns))
         self.records.transition(build_id, found.state, **values)

@@ -1,10 +1,10 @@
-"""What a firmware source gives the worker: the target firmware (a ``decision.Firmware``)."""
+"""What a firmware source gives the worker: the target firmware (a ``decision.FirmwareImage``)."""
 
 from __future__ import annotations
 
 from typing import Protocol
 
-from delivery.decision import Firmware
+from delivery.decision import FirmwareImage
 from delivery.errors import DeliveryError
 
 
@@ -13,7 +13,7 @@ class SourceUnavailable(DeliveryError):
 
 
 class FirmwareSource(Protocol):
-    def target(self) -> Firmware:
+    def target(self) -> FirmwareImage:
         """The firmware devices should run now; raise SourceUnavailable if unknown."""
 
     def invalidate(self) -> None:

@@ -1,26 +1,19 @@
 """The contract between the service and a build backend.
 
-The service creates the build record (state ``queued``) and hands the backend a
-:class:`Submission`. From then on the backend owns the record's life: it moves it to
-``running`` and to exactly one end state through :meth:`Records.transition`, appends log
-lines, and sets commit, version, digest and reference when it knows them.
+The service creates the build record (state ``queued``) and hands the backend that
+:class:`~ajour_build.lifecycle.Build` with its planned build. From then on the backend owns
+the record's life: it moves it to ``running`` and to exactly one end state through
+:meth:`Records.transition`, appends log lines, and sets commit, version, digest and
+reference when it knows them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
 
 from ajour_build.core.errors import AjourError
+from ajour_build.lifecycle import Build
 from ajour_build.plan import PlannedBuild
-
-
-@dataclass(frozen=True)
-class Submission:
-    build_id: str
-    planned: PlannedBuild
-    publish_to: str  # the full target, e.g. oci://host/ajour/blinky:latest
-    version: str | None = None  # None: the builder's own rule (VERSION file, else the commit)
 
 
 class BackendError(AjourError):
@@ -54,8 +47,12 @@ class Backend(Protocol):
     def free_slots(self) -> int | None:
         """How many more builds fit now; None when there is no local limit."""
 
-    def submit(self, submission: Submission) -> None:
-        """Start or queue the build; raise QueueFull or BackendError (record stays queued)."""
+    def submit(self, build: Build, planned: PlannedBuild) -> None:
+        """Start or queue the build; raise QueueFull or BackendError (record stays queued).
+
+        ``build.publish_to`` is the full target (e.g. ``oci://host/ajour/blinky:latest``);
+        ``build.version`` None means the builder's own rule (VERSION file, else the commit).
+        """
 
     def cancel(self, build_id: str) -> bool:
         """Stop a queued or running build; False if the backend does not know it."""
