@@ -30,8 +30,10 @@ import importlib, json, pkgutil, sys
 for name in sys.argv[1:]:
     pkg = importlib.import_module(name)
     for info in pkgutil.walk_packages(getattr(pkg, "__path__", []), name + "."):
-        importlib.import_module(info.name)
-tops = {m.split(".")[0] for m in sys.modules}
+        if not info.name.endswith(".__main__"):  # that one runs the CLI
+            importlib.import_module(info.name)
+# modules without a spec are no imports (e.g. Cython's runtime state module)
+tops = {n.split(".")[0] for n, m in list(sys.modules.items()) if getattr(m, "__spec__", None)}
 print(json.dumps({
     "ajour_build": sorted(m for m in sys.modules if m.startswith("ajour_build")),
     "outside": sorted(t for t in tops
@@ -46,9 +48,9 @@ def probe(*packages: str) -> dict[str, list[str]]:
         [sys.executable, "-c", PROBE, *packages],
         capture_output=True,
         text=True,
-        check=True,
         cwd=REPO,
     )
+    assert result.returncode == 0, result.stderr
     loaded: dict[str, list[str]] = json.loads(result.stdout)
     return loaded
 

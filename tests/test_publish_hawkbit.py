@@ -13,7 +13,8 @@ import pytest
 import requests
 
 from ajour_build.core.errors import PublishError
-from ajour_build.publish.hawkbit import HawkbitAuth, HawkbitPublisher, Rollout
+from ajour_build.publish.hawkbit import HawkbitPublisher, Rollout
+from ajour_build.publish.hawkbit_auth import HawkbitAuth
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 from tests.hawkbit_fake import SPEC_PATH, HawkbitFake
 

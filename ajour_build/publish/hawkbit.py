@@ -12,24 +12,20 @@ import logging
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
 import requests
-from requests.auth import HTTPBasicAuth
 
 from ajour_build.core.errors import PublishError
 from ajour_build.core.files import sha256_file
 from ajour_build.core.hosts import is_loopback
+from ajour_build.publish.hawkbit_auth import AUTH_HINT, HawkbitAuth
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 log = logging.getLogger(__name__)
 
-ENV_USERNAME = "AJOUR_HAWKBIT_USERNAME"
-ENV_PASSWORD = "AJOUR_HAWKBIT_PASSWORD"
-ENV_TOKEN = "AJOUR_HAWKBIT_TOKEN"
-AUTH_HINT = f"set {ENV_USERNAME} and {ENV_PASSWORD}, or {ENV_TOKEN}"
 PERMISSIONS = "READ_REPOSITORY, CREATE_REPOSITORY, UPDATE_TARGET, CREATE_ROLLOUT, HANDLE_ROLLOUT"
 NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
 VERSION_MAX = 64  # hawkBit's NamedVersionedEntity.VERSION_MAX_SIZE
@@ -37,42 +33,6 @@ RETRY_STATUS = frozenset({429, 502, 503, 504})
 URL_PARAMS = ("assign", "rollout", "filter", "type", "ds-type", "insecure")
 API = "/rest/v1"
 JSON = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class HawkbitAuth:
-    """Basic (username + password) or bearer-token credentials, never both."""
-
-    username: str = ""
-    password: str = field(default="", repr=False)
-    token: str = field(default="", repr=False)
-
-    def __post_init__(self) -> None:
-        basic = bool(self.username or self.password)
-        if basic and self.token:
-            raise PublishError(
-                "hawkBit credentials: got both a username/password and a token; use one:"
-                f" unset {ENV_TOKEN} or unset {ENV_USERNAME} and {ENV_PASSWORD}"
-            )
-        if basic and not (self.username and self.password):
-            raise PublishError(f"hawkBit basic auth needs both {ENV_USERNAME} and {ENV_PASSWORD}")
-        if not basic and not self.token:
-            raise PublishError(f"no hawkBit credentials: {AUTH_HINT}")
-
-    @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> HawkbitAuth:
-        return cls(env.get(ENV_USERNAME, ""), env.get(ENV_PASSWORD, ""), env.get(ENV_TOKEN, ""))
-
-    def secrets(self) -> tuple[str, ...]:
-        return tuple(s for s in (self.password, self.token) if s)
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        """Act as requests' auth hook (so ``~/.netrc`` can never override it)."""
-        if self.token:
-            request.headers["Authorization"] = f"Bearer {self.token}"
-            return request
-        basic: requests.PreparedRequest = HTTPBasicAuth(self.username, self.password)(request)
-        return basic
 
 
 @dataclass(frozen=True)
