@@ -1,26 +1,16 @@
-"""The embedded-update wire protocol: Status (device → server) and Command (server → device).
+"""Decoding: :func:`decode_status` and :func:`decode_command`, packed or named.
 
-Byte-compatible with Rust ``serde_cbor`` 0.11 as used by drogue's embedded-update crate:
+A small schema-directed CBOR reader, not a general one: it reads exactly the shapes described
+in :mod:`delivery.protocol.messages` and rejects everything else (unknown or duplicate keys,
+wrong types, tags, floats, indefinite lengths, trailing bytes, lengths past the end of the
+input) with a :class:`~delivery.protocol.messages.ProtocolError` naming the field. The deepest
+valid message nests two maps (``Status.update``, ``Command{variant: struct}``); the reader only
+descends into a container where the schema expects one, so it never goes past that depth, let
+alone ``MAX_DEPTH``, and hostile nesting costs one byte of inspection. The same key may arrive
+as its index or its name (as serde_cbor accepts); the two spellings of a field count as
+duplicates.
 
-- *packed* form (``ser::to_vec_packed``, what devices send and what we emit): struct fields and
-  enum variants are map keys holding their index;
-- *named* form (``ser::to_vec``, what the drgdfu gateway sends): the keys are the Rust field
-  and variant names as text.
-
-Every field is written, ``None`` as CBOR null. An enum value is a one-entry map
-``{variant: struct}``. Integers use the shortest CBOR encoding.
-
-The decoder is a small schema-directed CBOR reader, not a general one: it reads exactly the
-shapes above and rejects everything else (unknown or duplicate keys, wrong types, tags,
-floats, indefinite lengths, trailing bytes, lengths past the end of the input) with a
-:class:`ProtocolError` naming the field. The deepest valid message nests two maps
-(``Status.update``, ``Command{variant: struct}``); the reader only descends into a container
-where the schema expects one, so it never goes past that depth, let alone ``MAX_DEPTH``, and
-hostile nesting costs one byte of inspection. The same key may arrive as its index or its
-name (as serde_cbor accepts); the two spellings of a field count as duplicates.
-
-The codec checks only the wire format: u32 ranges and types. Policy (clamping ``mtu``,
-offsets past the end) belongs to the decision layer.
+Warnings (a text ``version`` accepted leniently) go to the ``delivery.protocol`` logger.
 """
 
 from __future__ import annotations
@@ -28,298 +18,24 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeAlias, TypeVar
 
-from delivery.errors import DeliveryError
+from delivery.protocol.messages import (
+    MAX_STATUS_BYTES,
+    U32_MAX,
+    Command,
+    ProtocolError,
+    Status,
+    Swap,
+    Sync,
+    UpdateStatus,
+    Wait,
+    Write,
+)
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_STATUS_BYTES",
-    "U32_MAX",
-    "Command",
-    "ProtocolError",
-    "Status",
-    "Swap",
-    "Sync",
-    "UpdateStatus",
-    "Wait",
-    "Write",
-    "decode_command",
-    "decode_status",
-    "encode_command",
-    "encode_status",
-]
+__all__ = ["decode_command", "decode_status"]
 
 _log = logging.getLogger("delivery.protocol")
-
-MAX_STATUS_BYTES: Final = 4096
-"""A status larger than this is rejected before any decoding."""
-
-MAX_DEPTH: Final = 4
-"""Nesting limit promised by the codec (valid messages nest 2 deep; see the module doc)."""
-
-U32_MAX: Final = 0xFFFF_FFFF
-
-
-class ProtocolError(DeliveryError):
-    """A message that is not a valid embedded-update Status or Command."""
-
-
-@dataclass(frozen=True, slots=True)
-class UpdateStatus:
-    """A device's partly written update: the version being written and the bytes it has."""
-
-    version: bytes
-    offset: int
-
-
-@dataclass(frozen=True, slots=True)
-class Status:
-    """What a device reports: its running version, its largest chunk, its progress."""
-
-    version: bytes
-    mtu: int | None = None
-    correlation_id: int | None = None
-    update: UpdateStatus | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Wait:
-    """Nothing to do now: ask again in ``poll`` seconds."""
-
-    correlation_id: int | None
-    poll: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Sync:
-    """The device runs the target ``version``: in sync."""
-
-    version: bytes
-    correlation_id: int | None
-    poll: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Write:
-    """Write ``data`` at ``offset`` of the update to ``version``."""
-
-    version: bytes
-    correlation_id: int | None
-    offset: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class Swap:
-    """All of ``version`` is written: check it against ``checksum`` (SHA-256) and boot it."""
-
-    version: bytes
-    correlation_id: int | None
-    checksum: bytes
-
-
-Command: TypeAlias = Wait | Sync | Write | Swap
-
-
-# ---------------------------------------------------------------------------------------------
-# Writer
-# ---------------------------------------------------------------------------------------------
-
-_HEAD16 = struct.Struct(">BH").pack
-_HEAD32 = struct.Struct(">BI").pack
-_HEAD64 = struct.Struct(">BQ").pack
-
-
-def _head(major: int, n: int) -> bytes:
-    """The shortest CBOR head for ``major`` with argument ``n``."""
-    mt = major << 5
-    if n < 24:
-        return bytes((mt | n,))
-    if n < 0x100:
-        return bytes((mt | 24, n))
-    if n < 0x1_0000:
-        return _HEAD16(mt | 25, n)
-    if n <= U32_MAX:
-        return _HEAD32(mt | 26, n)
-    return _HEAD64(mt | 27, n)
-
-
-# Precomputed heads: unsigned integers and byte-string lengths below 256.
-_UINT: Final = tuple(_head(0, n) for n in range(256))
-_BSTR: Final = tuple(_head(2, n) for n in range(256))
-_NULL: Final = b"\xf6"
-
-
-def _text(s: str) -> bytes:
-    raw = s.encode()
-    return _head(3, len(raw)) + raw
-
-
-def _enc_u32(value: object, where: str, field: str) -> bytes:
-    if type(value) is int and 0 <= value <= U32_MAX:
-        if value < 0x100:
-            return _UINT[value]
-        if value < 0x1_0000:
-            return _HEAD16(0x19, value)
-        return _HEAD32(0x1A, value)
-    raise ProtocolError(
-        f"{where} field '{field}': expected an unsigned 32-bit integer, got {value!r}"
-    )
-
-
-def _enc_opt_u32(value: object, where: str, field: str) -> bytes:
-    return _NULL if value is None else _enc_u32(value, where, field)
-
-
-def _bhead(value: bytes) -> bytes:
-    n = len(value)
-    return _BSTR[n] if n < 0x100 else _head(2, n)
-
-
-def _keys(*names: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
-    """(packed keys, named keys) for a struct's fields, in declaration order."""
-    return tuple(_UINT[i] for i in range(len(names))), tuple(_text(n) for n in names)
-
-
-_STATUS_KEYS: Final = _keys("version", "mtu", "correlation_id", "update")
-_UPDATE_KEYS: Final = _keys("version", "offset")
-
-
-def _variant_prefix(index: int, name: str, nfields: int) -> tuple[bytes, bytes]:
-    """``{variant: <map of nfields>`` for packed and named."""
-    return (b"\xa1" + _UINT[index] + _head(5, nfields), b"\xa1" + _text(name) + _head(5, nfields))
-
-
-_WAIT_PREFIX: Final = _variant_prefix(0, "Wait", 2)
-_SYNC_PREFIX: Final = _variant_prefix(1, "Sync", 3)
-_WRITE_PREFIX: Final = _variant_prefix(2, "Write", 4)
-_SWAP_PREFIX: Final = _variant_prefix(3, "Swap", 3)
-_WAIT_KEYS: Final = _keys("correlation_id", "poll")
-_SYNC_KEYS: Final = _keys("version", "correlation_id", "poll")
-_WRITE_KEYS: Final = _keys("version", "correlation_id", "offset", "data")
-_SWAP_KEYS: Final = _keys("version", "correlation_id", "checksum")
-
-
-def encode_status(st: Status, named: bool = False) -> bytes:
-    """CBOR for a Status: packed (integer keys) by default, text keys with ``named=True``."""
-    k = _STATUS_KEYS[named]
-    v = st.version
-    u = st.update
-    if u is None:
-        update = _NULL
-    else:
-        uk = _UPDATE_KEYS[named]
-        uv = u.version
-        update = b"".join(
-            (b"\xa2", uk[0], _bhead(uv), uv, uk[1], _enc_u32(u.offset, "status", "update.offset"))
-        )
-    return b"".join(
-        (
-            b"\xa4",
-            k[0],
-            _bhead(v),
-            v,
-            k[1],
-            _enc_opt_u32(st.mtu, "status", "mtu"),
-            k[2],
-            _enc_opt_u32(st.correlation_id, "status", "correlation_id"),
-            k[3],
-            update,
-        )
-    )
-
-
-def _enc_wait(c: Wait, named: bool) -> bytes:
-    k = _WAIT_KEYS[named]
-    return b"".join(
-        (
-            _WAIT_PREFIX[named],
-            k[0],
-            _enc_opt_u32(c.correlation_id, "command Wait", "correlation_id"),
-            k[1],
-            _enc_opt_u32(c.poll, "command Wait", "poll"),
-        )
-    )
-
-
-def _enc_sync(c: Sync, named: bool) -> bytes:
-    k = _SYNC_KEYS[named]
-    v = c.version
-    return b"".join(
-        (
-            _SYNC_PREFIX[named],
-            k[0],
-            _bhead(v),
-            v,
-            k[1],
-            _enc_opt_u32(c.correlation_id, "command Sync", "correlation_id"),
-            k[2],
-            _enc_opt_u32(c.poll, "command Sync", "poll"),
-        )
-    )
-
-
-def _enc_write(c: Write, named: bool) -> bytes:
-    k = _WRITE_KEYS[named]
-    v = c.version
-    d = c.data
-    return b"".join(
-        (
-            _WRITE_PREFIX[named],
-            k[0],
-            _bhead(v),
-            v,
-            k[1],
-            _enc_opt_u32(c.correlation_id, "command Write", "correlation_id"),
-            k[2],
-            _enc_u32(c.offset, "command Write", "offset"),
-            k[3],
-            _bhead(d),
-            d,
-        )
-    )
-
-
-def _enc_swap(c: Swap, named: bool) -> bytes:
-    k = _SWAP_KEYS[named]
-    v = c.version
-    s = c.checksum
-    return b"".join(
-        (
-            _SWAP_PREFIX[named],
-            k[0],
-            _bhead(v),
-            v,
-            k[1],
-            _enc_opt_u32(c.correlation_id, "command Swap", "correlation_id"),
-            k[2],
-            _bhead(s),
-            s,
-        )
-    )
-
-
-_COMMAND_ENCODERS: Final[dict[type, Callable[[Any, bool], bytes]]] = {
-    Wait: _enc_wait,
-    Sync: _enc_sync,
-    Write: _enc_write,
-    Swap: _enc_swap,
-}
-
-
-def encode_command(cmd: Command, named: bool = False) -> bytes:
-    """CBOR for a Command: packed (variant and field indices) by default, names with ``named``."""
-    enc = _COMMAND_ENCODERS.get(type(cmd))
-    if enc is None:
-        raise ProtocolError(f"command: expected Wait, Sync, Write or Swap, got {cmd!r}")
-    return enc(cmd, named)
-
-
-# ---------------------------------------------------------------------------------------------
-# Reader
-# ---------------------------------------------------------------------------------------------
 
 _SIMPLE_NAMES: Final = {20: "false", 21: "true", 22: "null", 23: "undefined", 31: "break"}
 _MAJOR_NAMES: Final = (
