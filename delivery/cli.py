@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
-import sys
 import threading
 import urllib.error
 import urllib.request
@@ -17,6 +15,7 @@ import click
 
 from ajour_build.core.errors import AjourError
 from ajour_build.core.fleet import load_fleet
+from ajour_build.core.logs import configure_logging
 from ajour_build.core.wire import read_reports
 from delivery import __version__
 from delivery.errors import DeliveryError
@@ -40,11 +39,7 @@ class _Group(click.Group):
 def main(ctx: click.Context, debug: bool) -> None:
     """Ajour delivery: serve firmware to devices with the embedded-update protocol."""
     ctx.meta["ajour.debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(debug)
 
 
 _FLEET = click.option(

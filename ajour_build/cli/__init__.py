@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from typing import Any
 
@@ -12,6 +11,7 @@ from rich.console import Console
 
 from ajour_build import __version__
 from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.logs import configure_logging
 
 
 class AjourGroup(click.Group):
@@ -57,11 +57,7 @@ def want_json(ctx: click.Context, value: bool) -> None:
 def main(ctx: click.Context, debug: bool) -> None:
     """Ajour: turn fleet specs into firmware builds (Tekton v1 or local)."""
     ctx.meta["ajour.debug"] = debug
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    configure_logging(debug)
 
 
 def _register() -> None:

@@ -24,20 +24,6 @@ from typing import Final, TypeAlias
 
 from delivery.errors import DeliveryError
 
-__all__ = [
-    "MAX_DEPTH",
-    "MAX_STATUS_BYTES",
-    "U32_MAX",
-    "Command",
-    "ProtocolError",
-    "Status",
-    "Swap",
-    "Sync",
-    "UpdateStatus",
-    "Wait",
-    "Write",
-]
-
 MAX_STATUS_BYTES: Final = 4096
 """A status larger than this is rejected before any decoding."""
 
