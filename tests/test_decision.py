@@ -340,7 +340,7 @@ def test_a_negative_offset_restarts() -> None:
 
 
 def test_the_vectors_update_status_resumes() -> None:
-    # status_update in ../shared/vectors/embedded-update.tsv
+    # status_update in tests/data/vectors/embedded-update.tsv
     status = Status(OLD, 512, None, UpdateStatus(NEW, 1024))
     target = Firmware.from_image(NEW, image(4096))
     assert decide(status, target) == Write(NEW, None, 1024, target.data[1024:1536])
