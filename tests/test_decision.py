@@ -1,5 +1,7 @@
 """The delivery decision (contract 4): example tests per rule, and properties with a device model.
 
+Contract 4 is in docs/architecture.md.
+
 ``SimulatedDevice`` mirrors embedded-update's updater loop, checked more strictly than a real
 device would: a ``Write`` must either restart at 0 or continue exactly where the device
 stands, so the model also proves that ``decide()`` never leaves a gap in the image.

@@ -76,7 +76,7 @@ def test_validator_rejects_broken_manifests() -> None:
     typo = json.loads(json.dumps(good))
     typo["spec"]["taskRunTemplate"]["serviceAcountName"] = "x"
     assert any("serviceAcountName" in p for p in validator.problems(typo))
-    assert list(shared_validator("PipelineRun").iter_errors(typo))  # the reference agrees
+    assert list(shared_validator("PipelineRun").iter_errors(typo))  # the plain schema agrees
 
     wrong_type = json.loads(json.dumps(good))
     wrong_type["spec"]["timeouts"]["pipeline"] = 30
