@@ -1,5 +1,7 @@
 """The delivery decision (contract 4): which command a device gets for the status it sent.
 
+Contract 4 is in docs/architecture.md, the details in docs/delivery.md.
+
 ``decide()`` is pure and stateless. Everything it needs is in the device's status, the
 target firmware and the policy, so any worker can answer any device, in any order, any
 number of times. Its rules follow Drogue Ajour's updater, with its flaws fixed:

@@ -16,8 +16,26 @@ settings.register_profile("ajour", suppress_health_check=[HealthCheck.too_slow],
 settings.load_profile("ajour")
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 EXAMPLES = REPO / "examples"
+# Reference material that may sit next to a checkout (never next to a clone elsewhere). The tests
+# use the vendored copies; only the ``reference`` tests compare those with this directory.
+REFERENCE = REPO.parent / "shared"
+# Every vendored file the tests read (tests/data/README.md and ajour_build/schemas/tekton/README.md
+# say where each comes from): its path in the repository -> its path under REFERENCE.
+VENDORED = {
+    "tests/data/hawkbit/ddi.openapi.json": "schemas/hawkbit/ddi.openapi.json",
+    "tests/data/hawkbit/mgmt.openapi.json": "schemas/hawkbit/mgmt.openapi.json",
+    "tests/data/vectors/embedded-update.tsv": "vectors/embedded-update.tsv",
+    **{
+        f"ajour_build/schemas/tekton/{name}": f"schemas/tekton/{name}"
+        for name in (
+            "tekton-pipeline-v1.schema.json",
+            "tekton-pipelinerun-v1.schema.json",
+            "tekton-task-v1.schema.json",
+            "tekton-taskrun-v1.schema.json",
+        )
+    },
+}
 
 CONFIG_YAML = """\
 registry:
@@ -29,9 +47,23 @@ default_timeout: 45m
 """
 
 
-def shared(*parts: str) -> Path:
-    path = SHARED.joinpath(*parts)
-    assert path.exists(), f"reference material missing: {path} (tests read ../shared)"
+def vendored(relpath: str) -> Path:
+    """A vendored file (a key of ``VENDORED``, relative to the repository); it must exist."""
+    assert relpath in VENDORED, f"{relpath} is not a vendored file (see VENDORED in tests/conftest)"
+    path = REPO / relpath
+    assert path.is_file(), f"vendored file missing: {path}"
+    return path
+
+
+def reference_copy(relpath: str) -> Path:
+    """The reference copy of vendored file ``relpath``; skips the test if there is no ../shared."""
+    if not REFERENCE.is_dir():
+        pytest.skip(
+            f"no reference material at {REFERENCE} (a clone elsewhere has none); the tests use"
+            " the vendored copies"
+        )
+    path = REFERENCE / VENDORED[relpath]
+    assert path.is_file(), f"{REFERENCE} exists but has no {VENDORED[relpath]}"
     return path
 
 

@@ -23,7 +23,8 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import jsonschema
 
-HAWKBIT_SCHEMAS = Path(__file__).resolve().parents[1].parent / "shared" / "schemas" / "hawkbit"
+# hawkBit's OpenAPI specs, vendored (tests/data/README.md); tests/test_vendored compares them.
+HAWKBIT_SCHEMAS = Path(__file__).resolve().parent / "data" / "hawkbit"
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 EXCEPTION_INFO = "#/components/schemas/ExceptionInfo"
 Answer = tuple[int, dict[str, str], bytes]

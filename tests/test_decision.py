@@ -1,5 +1,7 @@
 """The delivery decision (contract 4): example tests per rule, and properties with a device model.
 
+Contract 4 is in docs/architecture.md.
+
 ``SimulatedDevice`` mirrors embedded-update's updater loop, checked more strictly than a real
 device would: a ``Write`` must either restart at 0 or continue exactly where the device
 stands, so the model also proves that ``decide()`` never leaves a gap in the image.
@@ -344,7 +346,7 @@ def test_a_negative_offset_restarts() -> None:
 
 
 def test_the_vectors_update_status_resumes() -> None:
-    # status_update in ../shared/vectors/embedded-update.tsv
+    # status_update in tests/data/vectors/embedded-update.tsv
     status = Status(OLD, 512, None, UpdateStatus(NEW, 1024))
     target = FirmwareImage.from_image(NEW, image(4096))
     assert decide(status, target) == Write(NEW, None, 1024, target.data[1024:1536])

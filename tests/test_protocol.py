@@ -30,7 +30,8 @@ from delivery.protocol import (
     encode_status,
 )
 
-VECTORS = Path(__file__).resolve().parents[1].parent / "shared" / "vectors" / "embedded-update.tsv"
+# Vendored from the reference material (tests/data/README.md); tests/test_vendored compares them.
+VECTORS = Path(__file__).resolve().parent / "data" / "vectors" / "embedded-update.tsv"
 
 # The values named in the TSV's header comment.
 VALUES: dict[str, Status | Command] = {
@@ -53,7 +54,7 @@ U32_MAX = 2**32 - 1
 
 @cache
 def vectors() -> dict[tuple[str, str], bytes]:
-    assert VECTORS.exists(), f"reference material missing: {VECTORS} (tests read ../shared)"
+    assert VECTORS.is_file(), f"vendored test vectors missing: {VECTORS}"
     rows: dict[tuple[str, str], bytes] = {}
     for line in VECTORS.read_text(encoding="utf-8").splitlines():
         if not line.strip() or line.startswith("#"):

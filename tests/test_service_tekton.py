@@ -33,7 +33,7 @@ from ajour_build.service.backends.tekton import (
 from ajour_build.service.backends.tekton_watch import BUILD_ID_LABEL, outcome
 from ajour_build.service.records import Records
 from ajour_build.tekton.manifest import SCHEMA_FILES, ManifestValidator, strict_schema
-from tests.conftest import APP, CONFIG_YAML, shared
+from tests.conftest import APP, CONFIG_YAML, vendored
 from tests.kube_fake import PIPELINERUNS, KubeFake
 
 Write = Callable[[str, str], Path]
@@ -189,7 +189,8 @@ def test_submit_creates_a_schema_valid_pipelinerun_per_build(
 
     assert first.backend_ref and second.backend_ref
     assert first.backend_ref != second.backend_ref  # one PipelineRun per build
-    schema = json.loads(shared("schemas", "tekton", SCHEMA_FILES["PipelineRun"]).read_text())
+    schema_file = vendored(f"ajour_build/schemas/tekton/{SCHEMA_FILES['PipelineRun']}")
+    schema = json.loads(schema_file.read_text())
     reference = jsonschema.Draft7Validator(strict_schema(schema))
     for build in (first, second):
         name = build.backend_ref

@@ -14,7 +14,7 @@ TAIL_LINES = 20
 
 @dataclass(frozen=True)
 class BuildJob:
-    """One invocation of a builder entrypoint (contract 3 of the architecture notes)."""
+    """One invocation of a builder entrypoint (contract 3 in docs/architecture.md)."""
 
     image: str
     workspace: Path  # holds source/<project>; mounted at /workspace in a container

@@ -1,6 +1,6 @@
 """Strict validation of Tekton ``tekton.dev/v1`` manifests.
 
-Tekton's CRD schemas (vendored from the project's reference copy) leave
+Tekton's CRD schemas (vendored in ``ajour_build/schemas/tekton``, see its README.md) leave
 ``additionalProperties`` open, so a typo would pass. :func:`strict_schema` closes every
 object schema that declares ``properties`` unless it preserves unknown fields, the way
 ``kubeconform -strict`` does. On top of the schema, Ajour's own rules: Kubernetes names,
