@@ -351,6 +351,20 @@ def test_cancel_running_and_queue_full(tmp_path: Path) -> None:
         assert "tick 1" in log and "done" not in log.splitlines()
 
 
+def left_running(
+    records: Records, name: str, spec: str, consumers: tuple[str, ...], uri: str, rev: str
+) -> Build:
+    """A build record as a crashed service leaves it: running, never finished."""
+    build = Build.queued(
+        name=name, spec_hash=spec, application="fw", consumers=consumers, reason="api",
+        git_url=uri, revision=rev, image="i", publish_to="t",
+    )  # fmt: skip
+    records.create(build)
+    records.transition(build.id, BuildState.RUNNING)
+    records.close()
+    return build
+
+
 def test_records_survive_a_restart_and_running_builds_are_marked(tmp_path: Path) -> None:
     h = make(tmp_path)
     h.commit({"delay": "60\n"}, "main")
@@ -367,21 +381,7 @@ def test_records_survive_a_restart_and_running_builds_are_marked(tmp_path: Path)
     # the clean shutdown above marked the running build interrupted; now emulate a crash
     # ("died while running": the record still says running)
     records = Records.sqlite(db)
-    orphan = records.create(
-        Build.queued(
-            name="ajour-fw-x",
-            spec_hash="f" * 64,
-            application="fw",
-            consumers=("fw",),
-            reason="api",
-            git_url="file:///x",
-            revision="main",
-            image="i",
-            publish_to="t",
-        )
-    )
-    records.transition(orphan.id, BuildState.RUNNING)
-    records.close()
+    orphan = left_running(records, "ajour-fw-x", "f" * 64, ("fw",), "file:///x", "main")
     with h.running(), h.client() as c:
         items = {b["id"]: b for b in c.get("/api/v1/builds", params={"limit": 50}).json()["items"]}
     assert items[ok.json()["triggered"][0]["id"]]["state"] == "succeeded"
@@ -402,21 +402,7 @@ def test_interrupted_builds_are_retried_when_configured(tmp_path: Path) -> None:
     db = tmp_path / "state" / "service" / "builds.db"
     records = Records.sqlite(db)
     spec = records.find()[0].spec_hash
-    orphan = records.create(
-        Build.queued(
-            name="ajour-fw-d2",
-            spec_hash=spec,
-            application="fw",
-            consumers=("fw/d2",),
-            reason="api",
-            git_url=h.remote_uri,
-            revision="beta",
-            image="i",
-            publish_to="t",
-        )
-    )
-    records.transition(orphan.id, BuildState.RUNNING)
-    records.close()
+    orphan = left_running(records, "ajour-fw-d2", spec, ("fw/d2",), h.remote_uri, "beta")
     with h.running(), h.client() as c:
         retried = [b for b in c.get("/api/v1/builds").json()["items"] if b["retryOf"] == orphan.id]
         assert len(retried) == 1 and retried[0]["attempt"] == 2
