@@ -15,7 +15,7 @@ import click
 
 from ajour_build.core.errors import AjourError
 from ajour_build.core.fleet import load_fleet
-from ajour_build.core.logs import configure_logging
+from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from ajour_build.core.wire import read_reports
 from delivery import __version__
 from delivery.errors import DeliveryError
@@ -35,11 +35,18 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 @click.version_option(__version__, prog_name="ajour-delivery")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as one JSON object each.",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
     """Ajour delivery: serve firmware to devices with the embedded-update protocol."""
     ctx.meta["ajour.debug"] = debug
-    configure_logging(debug)
+    configure_logging(debug, log_format)
 
 
 _FLEET = click.option(

@@ -92,6 +92,12 @@ class StatusStore:
                 ),
             )
 
+    def counts(self) -> dict[str, int]:
+        """Devices seen, per state."""
+        with self._lock:
+            rows = self._db.execute("SELECT state, COUNT(*) FROM devices GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
     def get(self, application: str, device: str) -> DeviceStatus | None:
         rows = self._select("WHERE application=? AND device=?", (application, device))
         return rows[0] if rows else None

@@ -7,13 +7,15 @@ and logged, never raised: one device cannot stop the worker serving the others.
 from __future__ import annotations
 
 import logging
-import threading
-from collections import Counter
+import time
 from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry
 
 from ajour_build.core.wire import DeliveryState
 from delivery.decision import DEFAULT_POLICY, FirmwareImage, InvalidFirmware, Policy, decide
 from delivery.errors import DeliveryError
+from delivery.metrics import Counters, registry_for
 from delivery.protocol import (
     Command,
     ProtocolError,
@@ -33,29 +35,26 @@ log = logging.getLogger("delivery.worker")
 
 
 @dataclass
-class Counters:
-    _counts: Counter[str] = field(default_factory=Counter)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, name: str) -> None:
-        with self._lock:
-            self._counts[name] += 1
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._counts)
-
-
-@dataclass
 class Worker:
     targets: Targets
     store: StatusStore | None = None
     policy: Policy = DEFAULT_POLICY
     policies: dict[str, Policy] = field(default_factory=dict)  # per application
     counters: Counters = field(default_factory=Counters)
+    metrics: CollectorRegistry = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.metrics = registry_for(self.counters, self.device_states)
 
     def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
         """The CBOR command for a device's CBOR status, or None (unknown or rejected)."""
+        started = time.perf_counter()
+        try:
+            return self._handle(application, device, payload)
+        finally:
+            self.counters.observe(time.perf_counter() - started)
+
+    def _handle(self, application: str, device: str, payload: bytes) -> bytes | None:
         if not self.targets.knows(application, device):
             self.counters.add("unknown_device")
             log.info("status from unknown device %s/%s ignored", application, device)
@@ -69,11 +68,22 @@ class Worker:
         target, problem = self._target(application, device)
         command = decide(status, target, self.policies.get(application, self.policy))
         self.counters.add(type(command).__name__.lower())
+        if isinstance(command, Write):
+            self.counters.add("bytes", len(command.data))
         if self.store is not None:
             self.store.observe(
                 self._observed(application, device, status, target, command, problem)
             )
         return encode_command(command)
+
+    def device_states(self) -> dict[str, int]:
+        """Devices per delivery state; fleet devices never seen count as ``Unknown``."""
+        found = self.store.counts() if self.store is not None else {}
+        seen = sum(found.values())
+        found[DeliveryState.UNKNOWN] = found.get(DeliveryState.UNKNOWN, 0) + max(
+            0, len(self.targets.fleet.devices) - seen
+        )
+        return found
 
     def statuses(self, application: str | None = None) -> list[DeviceStatus]:
         """Observed statuses, plus the fleet's devices never seen yet (state ``Unknown``)."""

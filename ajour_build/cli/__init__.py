@@ -11,7 +11,7 @@ from rich.console import Console
 
 from ajour_build import __version__
 from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
-from ajour_build.core.logs import configure_logging
+from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 
 
 class AjourGroup(click.Group):
@@ -53,11 +53,18 @@ def want_json(ctx: click.Context, value: bool) -> None:
 @click.group(cls=AjourGroup)
 @click.version_option(__version__, prog_name="ajour-build")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
+@click.option(
+    "--log-format",
+    type=click.Choice(FORMATS),
+    default="text",
+    show_default=True,
+    help="Log lines as text or as one JSON object each.",
+)
 @click.pass_context
-def main(ctx: click.Context, debug: bool) -> None:
+def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
     """Ajour: turn fleet specs into firmware builds (Tekton v1 or local)."""
     ctx.meta["ajour.debug"] = debug
-    configure_logging(debug)
+    configure_logging(debug, log_format)
 
 
 def _register() -> None:
