@@ -16,9 +16,13 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ajour_build.allowlist import ALLOW_ALL, Allowlist
-from ajour_build.core.errors import ConfigError, Problem, SpecError
-from ajour_build.core.fleet import CONFIG_NAMES
-from ajour_build.core.spec.document import Document, DocumentError, read_documents
+from ajour_build.core.errors import ConfigError, SpecError
+from ajour_build.core.installation import (
+    DeliveryConfig,
+    RegistryConfig,
+    merge,
+    read_config_file,
+)
 from ajour_build.core.spec.fields import (
     DnsLabel,
     DnsSubdomain,
@@ -31,29 +35,10 @@ from ajour_build.core.spec.problems import known_fields, problems_from_validatio
 
 ENV_PREFIX = "AJOUR_"
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_REGISTRY_PREFIX = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
-)
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class RegistryConfig(_Section):
-    prefix: Text = "127.0.0.1:5000/ajour"
-    insecure: bool = False
-
-    @field_validator("prefix")
-    @classmethod
-    def _prefix(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if "://" in value or not _REGISTRY_PREFIX.match(value):
-            raise ValueError(
-                f"{value!r} is not a registry prefix; write host[:port][/path], for example"
-                " registry.example.com/firmware (no scheme)"
-            )
-        return value
 
 
 class PipelineRefConfig(_Section):
@@ -166,6 +151,7 @@ class InstallationConfig(BaseSettings):
     workspace: WorkspaceConfig = WorkspaceConfig()
     builders: dict[DnsLabel, BuilderEntry] = Field(default_factory=dict)
     service: ServiceConfig = ServiceConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     # where the config came from, for messages; not read from the file
     source: str = Field(default="defaults", exclude=True)
 
@@ -187,53 +173,11 @@ class InstallationConfig(BaseSettings):
         return entry.image if entry is not None else image
 
 
-def find_config(
-    explicit: Path | None, fleet_paths: list[Path], env: Mapping[str, str]
-) -> Path | None:
-    """``--config`` > ``AJOUR_CONFIG`` > ``ajour.yaml`` in a fleet directory > ``./ajour.yaml``."""
-    if explicit is not None:
-        return explicit
-    if env.get("AJOUR_CONFIG"):
-        return Path(env["AJOUR_CONFIG"])
-    for path in fleet_paths:
-        if path.is_dir():
-            for name in sorted(CONFIG_NAMES):
-                if (path / name).is_file():
-                    return path / name
-    for name in sorted(CONFIG_NAMES):
-        if Path(name).is_file():
-            return Path(name)
-    return None
-
-
-def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in over.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> InstallationConfig:
     """Read ``path`` (or only the environment when ``None``) into a validated config."""
     environ = dict(os.environ if env is None else env)
-    file_data: dict[str, Any] = {}
-    doc = Document(str(path) if path else "<environment>", 0, {})
-    if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"installation config {str(path)!r} does not exist")
-        try:
-            docs = read_documents(path)
-        except DocumentError as exc:
-            raise SpecError([exc.problem]) from exc
-        if len(docs) != 1 or not isinstance(docs[0].data, dict):
-            raise SpecError(
-                [Problem("the installation config must be one YAML mapping", file=str(path))]
-            )
-        doc = docs[0]
-        file_data = doc.data
+    doc = read_config_file(path)
+    file_data: dict[str, Any] = doc.data
     env_data = EnvSettingsSource(
         InstallationConfig,
         env_prefix=ENV_PREFIX,
@@ -245,7 +189,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Inst
         overrides = env_data()
     except Exception as exc:  # pydantic-settings raises SettingsError for bad JSON
         raise ConfigError(f"an AJOUR_* environment variable is malformed: {exc}") from exc
-    merged = _merge(file_data, overrides)
+    merged = merge(file_data, overrides)
     merged["source"] = str(path) if path else "the environment"
     doc.data = merged
     try:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.config import find_config, load_config
+from ajour_build.config import load_config
 from ajour_build.core.errors import ConfigError, SpecError
+from ajour_build.core.installation import find_config
 from tests.conftest import CONFIG_YAML
 
 

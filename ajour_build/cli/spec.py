@@ -12,9 +12,10 @@ import click
 from rich.table import Table
 
 from ajour_build.cli import console, want_json
-from ajour_build.config import InstallationConfig, find_config, load_config
+from ajour_build.config import InstallationConfig, load_config
 from ajour_build.core.errors import AjourError
 from ajour_build.core.fleet import Fleet, load_fleet
+from ajour_build.core.installation import find_config
 from ajour_build.output import write_files
 from ajour_build.plan import Plan, plan_builds
 from ajour_build.render.dump import dump_all
