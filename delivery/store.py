@@ -6,6 +6,7 @@ to answer a device; every reply is computed from the device's own status.
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 import time
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ajour_build.core.wire import DeliveryState, DeviceReport
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -61,9 +64,31 @@ class DeviceStatus:
 
 
 class StatusStore:
-    def __init__(self, path: Path | str = ":memory:") -> None:
+    """Device statuses in SQLite, written off the hot path.
+
+    ``observe`` only records the newest status per device in memory (a dict assignment
+    under a lock); a background thread writes what piled up every ``flush_interval``
+    seconds in one transaction, so a device that polls ten times between two flushes costs
+    one row write. Reads flush first: they always see every status observed before them.
+    """
+
+    _UPSERT = (
+        "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?) "
+        "ON CONFLICT(application, device) DO UPDATE SET current=excluded.current,"
+        " target=excluded.target, offset=excluded.offset, size=excluded.size,"
+        " state=excluded.state, source=excluded.source, detail=excluded.detail,"
+        " last_seen=excluded.last_seen"
+    )
+
+    def __init__(self, path: Path | str = ":memory:", flush_interval: float = 0.25) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the connection
+        self._pending: dict[tuple[str, str], DeviceStatus] = {}
+        self._pending_lock = threading.Lock()
+        self._flush_interval = flush_interval
+        self._wake = threading.Event()
+        self._closed = threading.Event()
+        self._flusher: threading.Thread | None = None
         with self._lock:
             if str(path) != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
@@ -71,29 +96,45 @@ class StatusStore:
             self._db.execute(_SCHEMA)
 
     def observe(self, status: DeviceStatus) -> None:
+        with self._pending_lock:
+            self._pending[(status.application, status.device)] = status
+            if self._flusher is None and not self._closed.is_set():
+                self._flusher = threading.Thread(
+                    target=self._run, name="ajour-status-store", daemon=True
+                )
+                self._flusher.start()
+
+    def flush(self) -> int:
+        """Write the statuses observed since the last flush; how many rows."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, {}
+        if not batch:
+            return 0
+        rows = [
+            (s.application, s.device, s.current, s.target, s.offset, s.size, s.state,
+             s.source, s.detail, s.last_seen)
+            for s in batch.values()
+        ]  # fmt: skip
         with self._lock:
-            self._db.execute(
-                "INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?) "
-                "ON CONFLICT(application, device) DO UPDATE SET current=excluded.current,"
-                " target=excluded.target, offset=excluded.offset, size=excluded.size,"
-                " state=excluded.state, source=excluded.source, detail=excluded.detail,"
-                " last_seen=excluded.last_seen",
-                (
-                    status.application,
-                    status.device,
-                    status.current,
-                    status.target,
-                    status.offset,
-                    status.size,
-                    status.state,
-                    status.source,
-                    status.detail,
-                    status.last_seen,
-                ),
-            )
+            self._db.execute("BEGIN")
+            try:
+                self._db.executemany(self._UPSERT, rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error:
+                self._db.execute("ROLLBACK")
+                raise
+        return len(rows)
+
+    def _run(self) -> None:
+        while not self._closed.wait(self._flush_interval):
+            try:
+                self.flush()
+            except sqlite3.Error as exc:  # keep observing; the next flush tries again
+                log.error("device status store: write failed: %s", exc)
 
     def counts(self) -> dict[str, int]:
         """Devices seen, per state."""
+        self.flush()
         with self._lock:
             rows = self._db.execute("SELECT state, COUNT(*) FROM devices GROUP BY state").fetchall()
         return {str(state): int(n) for state, n in rows}
@@ -108,6 +149,7 @@ class StatusStore:
         return self._select("WHERE application=?", (application,))
 
     def _select(self, where: str, args: tuple[str, ...]) -> list[DeviceStatus]:
+        self.flush()
         with self._lock:
             rows = self._db.execute(
                 f"SELECT * FROM devices {where} ORDER BY application, device",
@@ -116,6 +158,10 @@ class StatusStore:
         return [DeviceStatus(*row) for row in rows]
 
     def close(self) -> None:
+        self._closed.set()
+        if self._flusher is not None:
+            self._flusher.join(5)
+        self.flush()
         with self._lock:
             self._db.close()
 
