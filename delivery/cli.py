@@ -295,5 +295,48 @@ def status(url: str, application: str | None, as_json: bool) -> None:
         )
 
 
+@main.command("hash-password")
+@click.option(
+    "--scheme",
+    type=click.Choice(["bcrypt", "sha512"]),
+    default="bcrypt",
+    show_default=True,
+    help="bcrypt ($2b$) or sha512-crypt ($6$), as Drogue Cloud verifies them.",
+)
+@click.option("--cost", type=int, default=12, show_default=True, help="bcrypt cost (4..31).")
+@click.option("--rounds", type=int, default=5000, show_default=True, help="sha512-crypt rounds.")
+@click.option("--username", help="Make a user entry {user: {username, password}}.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+def hash_password(scheme: str, cost: int, rounds: int, username: str | None, as_json: bool) -> None:
+    """Hash a device password for spec.credentials; it is read from stdin or a prompt.
+
+    The password is never taken from the command line, where other users can see it.
+    """
+    import sys
+
+    import yaml
+
+    from delivery.device_auth import hash_password as make_hash
+
+    if sys.stdin.isatty():
+        password = click.prompt(
+            "Device password", hide_input=True, confirmation_prompt=True, err=True
+        )
+    else:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    hashed = make_hash(password, "sha512" if scheme == "sha512" else "bcrypt", cost, rounds)
+    secret = {scheme: hashed}
+    entry = (
+        {"pass": secret}
+        if username is None
+        else {"user": {"username": username, "password": secret}}
+    )
+    section = {"credentials": {"credentials": [entry]}}
+    if as_json:
+        click.echo(json.dumps(section, indent=2))
+    else:
+        click.echo(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), nl=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

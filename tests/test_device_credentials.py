@@ -7,10 +7,14 @@ crypt(3) and ``openssl passwd -6``; the password is ``correct horse`` unless not
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import pty
+import select
 import shutil
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -20,16 +24,19 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from ajour_build.core.errors import SpecError
 from ajour_build.core.fleet import load_fleet
 from delivery import device_auth, sha512_crypt
+from delivery.cli import main
 from delivery.http import HttpSettings, HttpTransport
 from delivery.protocol import Status, decode_command, encode_status
 from delivery.simulator import simulate_http
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.conftest import REPO
 from tests.test_sources import publish
 
 PASSWORD = "correct horse"
@@ -287,6 +294,121 @@ def test_plaintext_passwords_are_warned_about_once_per_load_by_device(
     with caplog.at_level(logging.WARNING, logger="ajour_build.core.fleet"):
         load_fleet([path.parent])
     assert caplog.records == []
+
+
+# -- ajour-delivery hash-password
+
+
+@pytest.mark.parametrize(
+    ("args", "key"), [(["--cost", "4"], "bcrypt"), (["--scheme", "sha512"], "sha512")]
+)
+def test_hash_password_prints_a_spec_snippet_the_fleet_loads(
+    write: Callable[[str, str], Path],
+    caplog: pytest.LogCaptureFixture,
+    args: list[str],
+    key: str,
+) -> None:
+    result = CliRunner().invoke(main, ["hash-password", *args], input="s3cret pass\n")
+    assert result.exit_code == 0, result.output
+    assert "s3cret" not in result.output
+    snippet = yaml.safe_load(result.output)
+    (entry,) = snippet["credentials"]["credentials"]
+    assert list(entry["pass"]) == [key]
+    spec = yaml.safe_dump({"spec": snippet})
+    path = write(
+        "f.yaml",
+        "kind: Application\nmetadata: {name: app}\n---\n"
+        "metadata: {name: dev, application: app}\n" + spec,
+    )
+    with caplog.at_level(logging.WARNING):
+        device = load_fleet([path.parent]).devices[("app", "dev")]
+    assert "plain-text" not in caplog.text
+    assert device_auth.check(device.credentials, "s3cret pass")
+    assert not device_auth.check(device.credentials, "s3cret pass\n")
+
+
+def test_hash_password_user_entry_as_json() -> None:
+    result = CliRunner().invoke(
+        main,
+        [
+            "hash-password",
+            "--scheme",
+            "sha512",
+            "--rounds",
+            "1000",
+            "--username",
+            "alice",
+            "--json",
+        ],
+        input="wonder",
+    )
+    assert result.exit_code == 0, result.output
+    section = json.loads(result.output)
+    (entry,) = section["credentials"]["credentials"]
+    assert entry["user"]["username"] == "alice"
+    assert entry["user"]["password"]["sha512"].startswith("$6$rounds=1000$")
+    assert device_auth.check(section["credentials"], "wonder", "alice")
+
+
+@pytest.mark.parametrize(
+    ("args", "given", "message"),
+    [
+        ([], "", "the password is empty"),
+        ([], "y" * 73, "the password is 73 bytes; bcrypt uses only the first 72"),
+        (["--cost", "3"], "pw", "bcrypt cost must be 4..31, got 3"),
+        (["--scheme", "sha512", "--rounds", "10"], "pw", "rounds must be 1000..999999999"),
+    ],
+)
+def test_hash_password_refuses_what_it_cannot_hash(
+    args: list[str], given: str, message: str
+) -> None:
+    result = CliRunner().invoke(main, ["hash-password", *args], input=given)
+    assert result.exit_code == 1
+    assert message in result.output and (not given or given not in result.output)
+
+
+def test_hash_password_takes_no_password_on_the_command_line() -> None:
+    for argv in (["hash-password", "s3cret"], ["hash-password", "--password", "s3cret"]):
+        result = CliRunner().invoke(main, argv, input="x")
+        assert result.exit_code == 2, result.output
+
+
+def _read_until(fd: int, marker: bytes, seen: bytearray, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while marker not in seen:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        if not ready:
+            raise AssertionError(f"no {marker!r} on the terminal; got {bytes(seen)!r}")
+        seen += os.read(fd, 1024)
+
+
+def test_hash_password_prompts_on_a_terminal_without_echo() -> None:
+    primary, secondary = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "delivery.cli", "hash-password", "--scheme", "sha512"],
+        stdin=secondary,
+        stdout=subprocess.PIPE,
+        stderr=secondary,
+        cwd=REPO,
+        env=env,
+    )
+    os.close(secondary)
+    seen = bytearray()
+    try:
+        _read_until(primary, b"Device password:", seen)
+        os.write(primary, b"typed-secret\n")
+        _read_until(primary, b"Repeat for confirmation:", seen)
+        os.write(primary, b"typed-secret\n")
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(primary)
+    assert proc.returncode == 0
+    assert b"typed-secret" not in seen, "the prompt must not echo the password"
+    section = yaml.safe_load(out)
+    assert device_auth.check(section["credentials"], "typed-secret")
 
 
 # -- HTTP, end to end
