@@ -259,17 +259,35 @@ def simulate(
     required=True,
     help="The worker's broker password (or AJOUR_MQTT_WORKER_PASSWORD).",
 )
+@click.option(
+    "--owner",
+    help="Hand the files to this user and its group, mode 0640 (the user mosquitto runs as).",
+)
+@click.option("--group", help="Hand the files to this group, mode 0640.")
 def broker_config(
-    fleet_paths: tuple[Path, ...], out_dir: Path, worker_user: str, worker_password: str
+    fleet_paths: tuple[Path, ...],
+    out_dir: Path,
+    worker_user: str,
+    worker_password: str,
+    owner: str | None,
+    group: str | None,
 ) -> None:
     """Write a mosquitto password file and ACL: each device only on its own topics."""
-    from delivery.broker import broker_files, write
+    from delivery.broker import broker_files, ownership, unreachable, write
 
+    who = ownership(owner, group)
     files = broker_files(load_fleet(list(fleet_paths)), worker_user, worker_password)
-    passwd, acl = write(files, out_dir)
-    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}")
-    for name in files.skipped:
-        click.echo(f"skipped {name}: no password credentials in its spec", err=True)
+    passwd, acl = write(files, out_dir, who)
+    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}; {who.describe()}")
+    for name, reason in files.skipped:
+        click.echo(f"skipped {name}: {reason}", err=True)
+    blocked = unreachable(out_dir, who)
+    if blocked is not None:
+        click.echo(
+            f"warning: {owner or group} cannot enter {blocked}, so mosquitto running as it"
+            " cannot read the files; write them to a directory it can reach",
+            err=True,
+        )
 
 
 @main.command()
