@@ -5,19 +5,30 @@ may only publish its own status topic and read its own command topic, so device 
 neither read B's firmware commands nor report as B. The worker logs in as its own user.
 Passwords are hashed in mosquitto 2's ``$7$`` format (PBKDF2-SHA512), with the standard
 library only.
+
+mosquitto reads only its own hash formats (``$6$`` there is one salted SHA-512, not
+sha512-crypt), and a bcrypt or sha512-crypt hash cannot be turned into one: a device whose
+spec holds only hashed passwords is skipped, with the reason (it can still use HTTP, where
+the worker verifies hashes). The files are 0600 for the user writing them; with an owner
+or a group they are 0640 and handed over, so that mosquitto, which reads them after it has
+switched to its own user, can read them.
 """
 
 from __future__ import annotations
 
 import base64
+import grp
 import hashlib
 import os
-from dataclasses import dataclass
+import pwd
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ajour_build.core.files import atomic_write
 from ajour_build.core.fleet import Fleet
-from delivery.device_auth import passwords
+from delivery.device_auth import candidates
+from delivery.errors import DeliveryError
 from delivery.mqtt import TopicTemplate
 
 ITERATIONS = 101
@@ -34,7 +45,26 @@ class BrokerFiles:
     passwd: str
     acl: str
     devices: int
-    skipped: list[str]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (<device>@<app>, why)
+
+
+NO_PASSWORD = "no password credentials in its spec"
+ONLY_HASHED = (
+    "its spec has only {schemes} hashes, and mosquitto cannot use those (its password file"
+    " needs its own $7$ PBKDF2 hash of the plain password): let it use HTTP, where the worker"
+    " verifies them, or give it a plain `pass` for MQTT"
+)
+
+
+def _skip_reason(name: str, app: str, schemes: list[str]) -> str | None:
+    if ":" in name or any(c in name + app for c in " \n#+"):
+        return "its name cannot be a mosquitto user (':', '#', '+', spaces)"
+    if "plain" in schemes:
+        return None
+    if schemes:
+        names = sorted({"sha512-crypt" if s == "sha512" else s for s in schemes})
+        return ONLY_HASHED.format(schemes=" and ".join(names))
+    return NO_PASSWORD
 
 
 def broker_files(
@@ -53,14 +83,16 @@ def broker_files(
         f"topic write {command.wildcard}",
         "",
     ]
-    skipped: list[str] = []
+    skipped: list[tuple[str, str]] = []
     for (app, name), device in sorted(fleet.devices.items()):
-        secrets = passwords(device.credentials)
-        if not secrets or ":" in name or any(c in name + app for c in " \n#+"):
-            skipped.append(f"{name}@{app}")
-            continue
         user = f"{name}@{app}"
-        lines.append(f"{user}:{hash_password(secrets[0])}")
+        stored = candidates(device.credentials)
+        reason = _skip_reason(name, app, [p.scheme for p in stored])
+        if reason is not None:
+            skipped.append((user, reason))
+            continue
+        plain = next(p.value for p in stored if p.scheme == "plain")
+        lines.append(f"{user}:{hash_password(plain)}")
         acl += [
             f"user {user}",
             f"topic write {status.format(app, name)}",
@@ -70,9 +102,88 @@ def broker_files(
     return BrokerFiles("\n".join(lines) + "\n", "\n".join(acl), len(lines) - 1, skipped)
 
 
-def write(files: BrokerFiles, directory: Path) -> tuple[Path, Path]:
+@dataclass(frozen=True)
+class Ownership:
+    """Who the files are for: uid and gid (-1 keeps the writer's), and the mode."""
+
+    uid: int = -1
+    gid: int = -1
+    user: str | None = None
+    group: str | None = None
+
+    @property
+    def mode(self) -> int:
+        return 0o640 if self.gid != -1 else 0o600
+
+    def describe(self) -> str:
+        who = f"{self.user or '(you)'}:{self.group or '(your group)'}"
+        return f"mode {self.mode:04o}, owner {who}"
+
+
+def ownership(owner: str | None = None, group: str | None = None) -> Ownership:
+    """``--owner USER`` (and its primary group) and/or ``--group GROUP``, looked up now."""
+    uid = gid = -1
+    group_name = group
+    if owner is not None:
+        try:
+            entry = pwd.getpwnam(owner)
+        except KeyError:
+            raise DeliveryError(
+                f"--owner {owner!r}: no such user on this machine; give the user mosquitto"
+                " runs as (its `user` setting, `mosquitto` by default)"
+            ) from None
+        uid, gid = entry.pw_uid, entry.pw_gid
+        if group is None:
+            group_name = grp.getgrgid(gid).gr_name
+    if group is not None:
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            raise DeliveryError(f"--group {group!r}: no such group on this machine") from None
+    return Ownership(uid, gid, owner, group_name)
+
+
+def _can_enter(directory: Path, uid: int | None, groups: set[int]) -> bool:
+    """Whether a process of ``uid`` (None: some member of ``groups``) may pass ``directory``."""
+    info = directory.stat()
+    if uid is not None and info.st_uid == uid:
+        return bool(info.st_mode & stat.S_IXUSR)
+    if info.st_gid in groups:
+        return bool(info.st_mode & stat.S_IXGRP)
+    return bool(info.st_mode & stat.S_IXOTH)
+
+
+def unreachable(directory: Path, owner: Ownership) -> Path | None:
+    """The first directory on the way to ``directory`` that the new owner may not enter."""
+    if owner.uid == 0 or (owner.uid == -1 and owner.gid == -1):
+        return None
+    uid: int | None = None
+    groups = {owner.gid}
+    if owner.uid != -1:
+        uid = owner.uid
+        name = pwd.getpwuid(uid).pw_name
+        groups |= {pwd.getpwuid(uid).pw_gid} | {
+            g.gr_gid for g in grp.getgrall() if name in g.gr_mem
+        }
+    resolved = directory.resolve()
+    for step in [*reversed(resolved.parents), resolved]:
+        if not _can_enter(step, uid, groups):
+            return step
+    return None
+
+
+def write(files: BrokerFiles, directory: Path, owner: Ownership | None = None) -> tuple[Path, Path]:
+    """Write ``passwd`` and ``acl`` (each all or nothing) for ``owner``."""
+    owner = owner or Ownership()
     directory.mkdir(parents=True, exist_ok=True)
     passwd, acl = directory / "passwd", directory / "acl"
+    chown = (owner.uid, owner.gid) if (owner.uid, owner.gid) != (-1, -1) else None
     for path, text in ((passwd, files.passwd), (acl, files.acl)):
-        atomic_write(path, text, mode=0o600)
+        try:
+            atomic_write(path, text, mode=owner.mode, owner=chown)
+        except PermissionError as exc:
+            raise DeliveryError(
+                f"cannot write {path} for {owner.describe()}: {exc.strerror}; handing files to"
+                " another user or group needs root (or, for --group, membership of it)"
+            ) from None
     return passwd, acl

@@ -266,17 +266,35 @@ def simulate(
     required=True,
     help="The worker's broker password (or AJOUR_MQTT_WORKER_PASSWORD).",
 )
+@click.option(
+    "--owner",
+    help="Hand the files to this user and its group, mode 0640 (the user mosquitto runs as).",
+)
+@click.option("--group", help="Hand the files to this group, mode 0640.")
 def broker_config(
-    fleet_paths: tuple[Path, ...], out_dir: Path, worker_user: str, worker_password: str
+    fleet_paths: tuple[Path, ...],
+    out_dir: Path,
+    worker_user: str,
+    worker_password: str,
+    owner: str | None,
+    group: str | None,
 ) -> None:
     """Write a mosquitto password file and ACL: each device only on its own topics."""
-    from delivery.broker import broker_files, write
+    from delivery.broker import broker_files, ownership, unreachable, write
 
+    who = ownership(owner, group)
     files = broker_files(load_fleet(list(fleet_paths)), worker_user, worker_password)
-    passwd, acl = write(files, out_dir)
-    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}")
-    for name in files.skipped:
-        click.echo(f"skipped {name}: no password credentials in its spec", err=True)
+    passwd, acl = write(files, out_dir, who)
+    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}; {who.describe()}")
+    for name, reason in files.skipped:
+        click.echo(f"skipped {name}: {reason}", err=True)
+    blocked = unreachable(out_dir, who)
+    if blocked is not None:
+        click.echo(
+            f"warning: {owner or group} cannot enter {blocked}, so mosquitto running as it"
+            " cannot read the files; write them to a directory it can reach",
+            err=True,
+        )
 
 
 @main.command()
@@ -300,6 +318,49 @@ def status(url: str, application: str | None, as_json: bool) -> None:
             f"{r.application}/{r.device}: {r.state} current={r.current}"
             f" target={r.target} progress={progress}"
         )
+
+
+@main.command("hash-password")
+@click.option(
+    "--scheme",
+    type=click.Choice(["bcrypt", "sha512"]),
+    default="bcrypt",
+    show_default=True,
+    help="bcrypt ($2b$) or sha512-crypt ($6$), as Drogue Cloud verifies them.",
+)
+@click.option("--cost", type=int, default=12, show_default=True, help="bcrypt cost (4..31).")
+@click.option("--rounds", type=int, default=5000, show_default=True, help="sha512-crypt rounds.")
+@click.option("--username", help="Make a user entry {user: {username, password}}.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+def hash_password(scheme: str, cost: int, rounds: int, username: str | None, as_json: bool) -> None:
+    """Hash a device password for spec.credentials; it is read from stdin or a prompt.
+
+    The password is never taken from the command line, where other users can see it.
+    """
+    import sys
+
+    import yaml
+
+    from delivery.device_auth import hash_password as make_hash
+
+    if sys.stdin.isatty():
+        password = click.prompt(
+            "Device password", hide_input=True, confirmation_prompt=True, err=True
+        )
+    else:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    hashed = make_hash(password, "sha512" if scheme == "sha512" else "bcrypt", cost, rounds)
+    secret = {scheme: hashed}
+    entry = (
+        {"pass": secret}
+        if username is None
+        else {"user": {"username": username, "password": secret}}
+    )
+    section = {"credentials": {"credentials": [entry]}}
+    if as_json:
+        click.echo(json.dumps(section, indent=2))
+    else:
+        click.echo(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,7 +3,8 @@
 A reader never sees a half-written file: data goes to a new temporary file in the same
 directory, is flushed to disk, and is renamed over the target in one ``os.replace``. A
 failed write leaves the old file as it was and removes the temporary one. New files get
-the mode the umask allows (as ``open()`` would), unless ``mode`` says otherwise.
+the mode the umask allows (as ``open()`` would), unless ``mode`` says otherwise, and the
+owner ``owner`` (uid, gid; -1 keeps one) before they are renamed into place.
 """
 
 from __future__ import annotations
@@ -18,12 +19,16 @@ from typing import BinaryIO
 
 
 @contextmanager
-def atomic_writer(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
+def atomic_writer(
+    path: Path, mode: int | None = None, owner: tuple[int, int] | None = None
+) -> Iterator[BinaryIO]:
     """A binary file handle whose content replaces ``path`` when the block ends normally."""
     tmp = path.with_name(f".tmp-{secrets.token_hex(6)}-{path.name}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 if mode is None else mode)
     try:
         with os.fdopen(fd, "wb") as fh:
+            if owner is not None:
+                os.fchown(fh.fileno(), *owner)  # before the mode: chown may clear set-id bits
             if mode is not None:
                 os.fchmod(fh.fileno(), mode)  # exactly ``mode``, whatever the umask
             yield fh
@@ -35,9 +40,11 @@ def atomic_writer(path: Path, mode: int | None = None) -> Iterator[BinaryIO]:
         raise
 
 
-def atomic_write(path: Path, data: bytes | str, mode: int | None = None) -> None:
+def atomic_write(
+    path: Path, data: bytes | str, mode: int | None = None, owner: tuple[int, int] | None = None
+) -> None:
     """Replace ``path`` with ``data`` (text is written as UTF-8) in one rename."""
-    with atomic_writer(path, mode) as fh:
+    with atomic_writer(path, mode, owner) as fh:
         fh.write(data.encode("utf-8") if isinstance(data, str) else data)
 
 

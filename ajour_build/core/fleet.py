@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 from pydantic import JsonValue, ValidationError
 
 from ajour_build.core.errors import Problem, SpecError
+from ajour_build.core.spec.credentials import parse_credentials
 from ajour_build.core.spec.document import (
     Document,
     DocumentError,
@@ -23,6 +25,8 @@ from ajour_build.core.spec.problems import format_path, known_fields, problems_f
 from ajour_build.core.spec.resource import Resource, unknown_spec_sections
 
 _VOCABULARY = known_fields(Resource)
+log = logging.getLogger("ajour_build.core.fleet")
+PLAINTEXT_NAMED = 10  # how many devices the plaintext warning names
 
 # The installation config's file names (see ajour_build.config): never read as fleet specs.
 CONFIG_NAMES = frozenset({"ajour.yaml", "ajour.yml"})
@@ -88,6 +92,7 @@ class _Collector:
     warnings: list[Problem] = field(default_factory=list)
     apps: dict[str, Application] = field(default_factory=dict)
     devices: dict[tuple[str, str], Device] = field(default_factory=dict)
+    plaintext: list[str] = field(default_factory=list)  # devices with plain-text passwords
 
 
 def _resources(doc: Document) -> Iterator[tuple[PathKey, Any]]:
@@ -155,6 +160,28 @@ def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
     col.devices[(app, name)] = Device(
         app, name, res.spec.firmware, res.spec.credentials, origin, ref
     )
+    _check_credentials(col, doc, path, res.spec.credentials, f"{name}@{app}")
+
+
+def _check_credentials(
+    col: _Collector, doc: Document, path: PathKey, raw: Any, device: str
+) -> None:
+    """Drogue's credential formats, hashes included; problems never quote a secret."""
+    credentials = parse_credentials(raw)
+    for problem in credentials.problems:
+        where = (*path, "spec", "credentials", *problem.path)
+        mark = doc.locate(where)
+        col.problems.append(
+            Problem(
+                problem.message,
+                file=doc.file,
+                line=mark.line if mark else None,
+                path=format_path(where),
+                hint=problem.hint,
+            )
+        )
+    if credentials.plaintext:
+        col.plaintext.append(device)
 
 
 def _duplicate(what: str, origin: Origin, first: Origin) -> Problem:
@@ -213,4 +240,14 @@ def load_fleet(paths: list[Path]) -> Fleet:
     _check_device_apps(col)
     if col.problems:
         raise SpecError(col.problems)
+    if col.plaintext:
+        named = ", ".join(col.plaintext[:PLAINTEXT_NAMED])
+        more = len(col.plaintext) - PLAINTEXT_NAMED
+        log.warning(
+            "%d device(s) keep plain-text passwords in spec.credentials: %s%s; store hashes"
+            " instead ({bcrypt: …} or {sha512: …}, made by `ajour-delivery hash-password`)",
+            len(col.plaintext),
+            named,
+            f" and {more} more" if more > 0 else "",
+        )
     return Fleet(col.apps, col.devices, tuple(col.warnings))
