@@ -4,6 +4,10 @@ Workers share the load through a shared subscription (``$share/<group>/…``): t
 hands each status to one worker. Devices publish to ``ajour/<app>/<device>/dfu`` and read
 ``ajour/<app>/<device>/dfu/cmd`` by default; the broker authenticates them (see
 :mod:`delivery.broker`). TCP_NODELAY is set: without it a QoS 1 round trip takes 40-90 ms.
+
+In Drogue mode a CloudEvent is answered only for the application whose ``app/<app>`` topic
+it came on: one that claims another application is refused (counted, and logged at most
+once a minute, so a flood cannot flood the log).
 """
 
 from __future__ import annotations
@@ -14,9 +18,11 @@ import logging
 import re
 import socket
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -27,6 +33,35 @@ from delivery.worker import Worker
 
 log = logging.getLogger("delivery.mqtt")
 _SEGMENT = r"([^/+#]+)"
+_LEVEL = re.compile(r"[^/+#\x00]+")
+REFUSAL_LOG_INTERVAL: Final = 60.0
+
+
+class RateLimitedLog:
+    """At most one log line per ``interval`` seconds, with a count of the lines held back."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = REFUSAL_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.interval, self.clock = logger, interval, clock
+        self._last: float | None = None
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def warning(self, message: str, *args: object) -> None:
+        with self._lock:
+            now = self.clock()
+            if self._last is not None and now - self._last < self.interval:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        if held:
+            message += " (and %d more like it since the last such line, not logged)"
+            args = (*args, held)
+        self.logger.warning(message, *args)
 
 
 @dataclass
@@ -130,6 +165,7 @@ class MqttTransport:
         )
         if user is not None:
             self.client.username_pw_set(user, password)
+        self._refusals = RateLimitedLog(log)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.ready = threading.Event()
@@ -164,6 +200,21 @@ class MqttTransport:
                 self.worker.counters.add("foreign_event")
                 return
             app, device, payload = parsed
+            subscribed = self._drogue_app(message.topic)
+            if app != subscribed:
+                self.worker.counters.add("application_mismatch")
+                self._refusals.warning(
+                    "refused a CloudEvent on topic %r: it claims application %r, but only"
+                    " %r may be answered from that topic (a device of one application"
+                    " cannot speak for another); not answered",
+                    message.topic[:100],
+                    app[:64],
+                    subscribed,
+                )
+                return
+            if not _LEVEL.fullmatch(device):
+                self.worker.counters.add("foreign_event")
+                return  # not a topic level: the command topic would be someone else's
             reply_topic = f"command/{app}/{device}/dfu"
         else:
             names = self.status.parse(message.topic)
@@ -180,6 +231,11 @@ class MqttTransport:
             return
         if reply is not None:
             client.publish(reply_topic, reply, qos=self.settings.qos)
+
+    def _drogue_app(self, topic: str) -> str | None:
+        """The application of a Drogue integration topic ``app/<app>`` we subscribed to."""
+        prefix, _, app = topic.partition("/")
+        return app if prefix == "app" and app in self.settings.applications else None
 
     def start(self, timeout: float = 10.0) -> None:
         try:
