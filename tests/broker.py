@@ -17,14 +17,17 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 @contextmanager
-def run_broker(tmp: Path, passwd: Path | None = None, acl: Path | None = None) -> Iterator[int]:
-    """Start mosquitto on loopback (anonymous unless a password file is given); yield its port."""
+def run_broker(
+    tmp: Path, passwd: Path | None = None, acl: Path | None = None, listener: str = ""
+) -> Iterator[int]:
+    """Start mosquitto on loopback (anonymous unless a password file is given); yield its port.
+    ``listener``: more settings for the listener (``cafile``/``certfile``/``keyfile``: TLS)."""
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = tmp / "mosquitto.conf"
     # started as root, mosquitto would switch to its own user and lose access to our files
     text = (
-        f"listener {port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
+        f"listener {port} 127.0.0.1\n{listener}persistence false\nuser {getpass.getuser()}\n"
         "set_tcp_nodelay true\n"
     )
     if passwd is None:
