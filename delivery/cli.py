@@ -87,6 +87,31 @@ def _policies(synced: int, wait: int, app_polls: tuple[str, ...]) -> tuple[Any, 
     return default, per_app
 
 
+def _mqtt_tls_options(command: Any) -> Any:
+    """``--mqtt-ca``, ``--mqtt-cert``, ``--mqtt-key``: TLS to an ``mqtts://`` broker."""
+    pem = click.Path(path_type=Path, dir_okay=False)
+    for name, what in reversed(
+        [
+            ("--mqtt-ca", "CA file (PEM) for the mqtts:// broker's certificate [system CAs]."),
+            ("--mqtt-cert", "Client certificate (PEM) for the mqtts:// broker."),
+            ("--mqtt-key", "Key (PEM) of --mqtt-cert, if it is not in that file."),
+        ]
+    ):
+        command = click.option(name, type=pem, help=what)(command)
+    return command
+
+
+def _mqtt_tls(url: str | None, ca: Path | None, cert: Path | None, key: Path | None) -> Any:
+    """The MqttTls for the options, or None if none was given."""
+    if ca is None and cert is None and key is None:
+        return None
+    if not url:
+        raise DeliveryError("--mqtt-ca/--mqtt-cert/--mqtt-key need --mqtt mqtts://host:port")
+    from delivery.mqtt import MqttTls
+
+    return MqttTls(ca, cert, key)
+
+
 def _hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
     if not host or not port.isdigit():
@@ -97,7 +122,8 @@ def _hostport(value: str) -> tuple[str, int]:
 @main.command()
 @_FLEET
 @click.option("--http", "http_addr", help="Serve HTTP on HOST:PORT (for example 127.0.0.1:8081).")
-@click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt://[user:password@]host[:port].")
+@click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt[s]://[user:password@]host[:port].")
+@_mqtt_tls_options
 @click.option("--group", default="ajour", show_default=True, help="MQTT shared subscription group.")
 @click.option(
     "--drogue-app",
@@ -140,6 +166,9 @@ def serve(
     fleet_paths: tuple[Path, ...],
     http_addr: str | None,
     mqtt_url: str | None,
+    mqtt_ca: Path | None,
+    mqtt_cert: Path | None,
+    mqtt_key: Path | None,
     group: str,
     drogue_apps: tuple[str, ...],
     registry: str,
@@ -161,6 +190,7 @@ def serve(
 
     if not http_addr and not mqtt_url:
         raise DeliveryError("give a transport: --http HOST:PORT and/or --mqtt mqtt://host:port")
+    mqtt_tls = _mqtt_tls(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
     hawkbit = None
     if hawkbit_url:
         token = os.environ.get("AJOUR_HAWKBIT_GATEWAY_TOKEN", "")
@@ -186,7 +216,9 @@ def serve(
             from delivery.mqtt import MqttSettings, MqttTransport
 
             mode = "drogue" if drogue_apps else "ajour"
-            settings = MqttSettings(url=mqtt_url, group=group, mode=mode, applications=drogue_apps)
+            settings = MqttSettings(
+                url=mqtt_url, group=group, mode=mode, applications=drogue_apps, tls=mqtt_tls
+            )
             broker = MqttTransport(worker, settings)
             broker.start()
             started.append(broker)
@@ -202,7 +234,8 @@ def serve(
 
 @main.command()
 @click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
-@click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883.")
+@click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
+@_mqtt_tls_options
 @click.option("--app", "application", required=True)
 @click.option("--devices", default=1, show_default=True, help="How many devices.")
 @click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
@@ -213,6 +246,9 @@ def serve(
 def simulate(
     http_url: str | None,
     mqtt_url: str | None,
+    mqtt_ca: Path | None,
+    mqtt_cert: Path | None,
+    mqtt_key: Path | None,
     application: str,
     devices: int,
     prefix: str,
@@ -226,12 +262,15 @@ def simulate(
 
     if bool(http_url) == bool(mqtt_url):
         raise DeliveryError("give exactly one of --http URL or --mqtt URL")
+    mqtt_tls = _mqtt_tls(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
     names = [f"{prefix}{i}" for i in range(devices)]
     if http_url:
         results = simulate_http(http_url, application, names, start_version.encode(), mtu, password)
     else:
         assert mqtt_url is not None
-        results = simulate_mqtt(mqtt_url, application, names, start_version.encode(), mtu)
+        results = simulate_mqtt(
+            mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls
+        )
     versions: dict[str, int] = {}
     for r in results:
         versions[r.final] = versions.get(r.final, 0) + 1

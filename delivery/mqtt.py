@@ -4,6 +4,12 @@ Workers share the load through a shared subscription (``$share/<group>/…``): t
 hands each status to one worker. Devices publish to ``ajour/<app>/<device>/dfu`` and read
 ``ajour/<app>/<device>/dfu/cmd`` by default; the broker authenticates them (see
 :mod:`delivery.broker`). TCP_NODELAY is set: without it a QoS 1 round trip takes 40-90 ms.
+
+``mqtts://`` connects with TLS: the broker's certificate is verified against a CA file (or
+the system's CAs) and must name the host of the URL; a client certificate is optional.
+In Drogue mode a CloudEvent is answered only for the application whose ``app/<app>`` topic
+it came on: one that claims another application is refused (counted, and logged at most
+once a minute, so a flood cannot flood the log).
 """
 
 from __future__ import annotations
@@ -13,10 +19,14 @@ import json
 import logging
 import re
 import socket
+import ssl
 import threading
+import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
@@ -27,6 +37,167 @@ from delivery.worker import Worker
 
 log = logging.getLogger("delivery.mqtt")
 _SEGMENT = r"([^/+#]+)"
+_LEVEL = re.compile(r"[^/+#\x00]+")
+PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
+REFUSAL_LOG_INTERVAL: Final = 60.0
+
+
+class _ClosingSSLSocket(ssl.SSLSocket):
+    """Closes itself when the handshake fails: paho drops such a socket without closing it."""
+
+    def do_handshake(self, block: bool = False) -> None:
+        try:
+            super().do_handshake(block)
+        except BaseException:
+            self.close()
+            raise
+
+
+@dataclass(frozen=True)
+class MqttTls:
+    """TLS to the broker, for ``mqtts://`` URLs: the CA file that signed the broker's
+    certificate (None: the system's CAs) and an optional client certificate and key. The
+    broker's certificate must name the URL's host; nothing turns that check off."""
+
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        if self.key_file is not None and self.cert_file is None:
+            raise DeliveryError("MQTT TLS: a client key (--mqtt-key) needs --mqtt-cert too")
+        context = ssl.create_default_context()  # verifies the chain and the host name
+        context.sslsocket_class = _ClosingSSLSocket
+        if self.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=str(self.ca_file))
+            except (OSError, ssl.SSLError) as exc:
+                raise DeliveryError(
+                    f"MQTT TLS: cannot use the CA file {str(self.ca_file)!r} (--mqtt-ca):"
+                    f" {_reason(exc)}; expected a PEM file of CA certificates"
+                ) from None
+        if self.cert_file is not None:
+            try:
+                context.load_cert_chain(
+                    str(self.cert_file), str(self.key_file) if self.key_file else None
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise DeliveryError(
+                    f"MQTT TLS: cannot use the client certificate {str(self.cert_file)!r}"
+                    f" (--mqtt-cert) with key {str(self.key_file or self.cert_file)!r}"
+                    f" (--mqtt-key): {_reason(exc)}; expected PEM files, the key unencrypted"
+                    " and matching the certificate"
+                ) from None
+        return context
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        return str(exc.reason or exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc)
+
+
+@dataclass(frozen=True)
+class BrokerUrl:
+    """``mqtt[s]://[user:password@]host[:port]``, parsed."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+
+    def __repr__(self) -> str:  # the password never reaches a log
+        scheme = "mqtts" if self.tls else "mqtt"
+        return f"BrokerUrl({scheme}://{self.host}:{self.port}, username={self.username!r})"
+
+    @property
+    def address(self) -> str:
+        return f"{'mqtts' if self.tls else 'mqtt'}://{self.host}:{self.port}"
+
+
+def parse_broker_url(url: str) -> BrokerUrl:
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    if scheme not in PORTS or not parts.hostname or port == -1:
+        shown = f"{scheme}://{parts.hostname or ''}" if scheme else repr(url[:40])
+        raise DeliveryError(
+            f"MQTT URL {shown}…: expected mqtt://[user:password@]host[:port], or mqtts:// for TLS"
+        )
+    user = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    return BrokerUrl(parts.hostname, port or PORTS[scheme], user, password, scheme == "mqtts")
+
+
+def make_client(url: str, tls: MqttTls | None = None, client_id: str = "") -> mqtt.Client:
+    """A paho client for ``url``, with its credentials and, for ``mqtts://``, TLS."""
+    broker = parse_broker_url(url)
+    if tls is not None and not broker.tls:
+        raise DeliveryError(
+            f"MQTT TLS options (--mqtt-ca/--mqtt-cert/--mqtt-key) need an mqtts:// broker URL;"
+            f" got {broker.address}: use mqtts://{broker.host}:<TLS port>"
+        )
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id)
+    if broker.username is not None:
+        client.username_pw_set(broker.username, broker.password)
+    if broker.tls:
+        client.tls_set_context((tls or MqttTls()).context())
+    return client
+
+
+def connect(client: mqtt.Client, url: str, keepalive: int = 30) -> BrokerUrl:
+    """Connect (the TLS handshake happens here), with errors that say what to fix."""
+    broker = parse_broker_url(url)
+    where = broker.address
+    try:
+        client.connect(broker.host, broker.port, keepalive=keepalive)
+    except ssl.SSLCertVerificationError as exc:
+        raise DeliveryError(
+            f"the MQTT broker at {where} failed TLS verification: {exc.verify_message}; check"
+            f" that --mqtt-ca is the CA that signed the broker's certificate and that the"
+            f" certificate names {broker.host!r} (subjectAltName)"
+        ) from None
+    except ssl.SSLError as exc:
+        raise DeliveryError(
+            f"the TLS handshake with the MQTT broker at {where} failed: {_reason(exc)}; is it"
+            " a TLS listener, and does it want a client certificate (--mqtt-cert/--mqtt-key)?"
+        ) from None
+    except OSError as exc:
+        raise DeliveryError(f"cannot reach the MQTT broker at {where}: {_reason(exc)}") from None
+    return broker
+
+
+class RateLimitedLog:
+    """At most one log line per ``interval`` seconds, with a count of the lines held back."""
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        interval: float = REFUSAL_LOG_INTERVAL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.logger, self.interval, self.clock = logger, interval, clock
+        self._last: float | None = None
+        self._held = 0
+        self._lock = threading.Lock()
+
+    def warning(self, message: str, *args: object) -> None:
+        with self._lock:
+            now = self.clock()
+            if self._last is not None and now - self._last < self.interval:
+                self._held += 1
+                return
+            held, self._held, self._last = self._held, 0, now
+        if held:
+            message += " (and %d more like it since the last such line, not logged)"
+            args = (*args, held)
+        self.logger.warning(message, *args)
 
 
 @dataclass
@@ -40,6 +211,7 @@ class MqttSettings:
     # on app/<application>, commands to command/<application>/<device>/dfu
     mode: str = "ajour"
     applications: tuple[str, ...] = ()
+    tls: MqttTls | None = None  # for mqtts:// (None: the system's CAs, no client certificate)
 
 
 class TopicTemplate:
@@ -102,12 +274,8 @@ def cloud_event(body: bytes) -> tuple[str, str, bytes] | None:
 
 
 def connect_args(url: str) -> tuple[str, int, str | None, str | None]:
-    parts = urlsplit(url)
-    if parts.scheme != "mqtt" or not parts.hostname:
-        raise DeliveryError(f"MQTT URL {url!r} must be mqtt://[user:password@]host[:port]")
-    user = unquote(parts.username) if parts.username else None
-    password = unquote(parts.password) if parts.password else None
-    return parts.hostname, parts.port or 1883, user, password
+    broker = parse_broker_url(url)
+    return broker.host, broker.port, broker.username, broker.password
 
 
 def nodelay(client: mqtt.Client) -> None:
@@ -122,14 +290,11 @@ class MqttTransport:
         self.settings = settings
         self.status = TopicTemplate(settings.status_topic)
         self.command = TopicTemplate(settings.command_topic)
-        host, port, user, password = connect_args(settings.url)
-        self._addr = (host, port)
-        self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id or f"ajour-worker-{uuid.uuid4().hex[:8]}",
+        self.broker = parse_broker_url(settings.url)
+        self.client = make_client(
+            settings.url, settings.tls, client_id or f"ajour-worker-{uuid.uuid4().hex[:8]}"
         )
-        if user is not None:
-            self.client.username_pw_set(user, password)
+        self._refusals = RateLimitedLog(log)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.ready = threading.Event()
@@ -164,6 +329,21 @@ class MqttTransport:
                 self.worker.counters.add("foreign_event")
                 return
             app, device, payload = parsed
+            subscribed = self._drogue_app(message.topic)
+            if app != subscribed:
+                self.worker.counters.add("application_mismatch")
+                self._refusals.warning(
+                    "refused a CloudEvent on topic %r: it claims application %r, but only"
+                    " %r may be answered from that topic (a device of one application"
+                    " cannot speak for another); not answered",
+                    message.topic[:100],
+                    app[:64],
+                    subscribed,
+                )
+                return
+            if not _LEVEL.fullmatch(device):
+                self.worker.counters.add("foreign_event")
+                return  # not a topic level: the command topic would be someone else's
             reply_topic = f"command/{app}/{device}/dfu"
         else:
             names = self.status.parse(message.topic)
@@ -181,15 +361,25 @@ class MqttTransport:
         if reply is not None:
             client.publish(reply_topic, reply, qos=self.settings.qos)
 
+    def _drogue_app(self, topic: str) -> str | None:
+        """The application of a Drogue integration topic ``app/<app>`` we subscribed to."""
+        prefix, _, app = topic.partition("/")
+        return app if prefix == "app" and app in self.settings.applications else None
+
     def start(self, timeout: float = 10.0) -> None:
-        try:
-            self.client.connect(*self._addr, keepalive=30)
-        except OSError as exc:
-            raise DeliveryError(f"cannot reach the MQTT broker at {self._addr}: {exc}") from None
+        connect(self.client, self.settings.url)
         self.client.loop_start()
         if not self.ready.wait(timeout):
             self.stop()
-            raise DeliveryError(f"the MQTT broker at {self._addr} did not accept the worker")
+            hint = (
+                " (does it want a client certificate: --mqtt-cert/--mqtt-key?)"
+                if self.broker.tls
+                else " (if it is a TLS listener, use mqtts://)"
+            )
+            raise DeliveryError(
+                f"the MQTT broker at {self.broker.address} did not accept the worker within"
+                f" {timeout:g} s: check its log, the worker's credentials and ACL{hint}"
+            )
 
     def stop(self) -> None:
         self.client.disconnect()

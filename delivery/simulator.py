@@ -9,11 +9,15 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.protocol import Wait, decode_command, encode_status
+
+if TYPE_CHECKING:
+    from delivery.mqtt import MqttTls
 
 Exchange = Callable[[bytes], bytes]
 
@@ -151,26 +155,24 @@ def simulate_mqtt(
     qos: int = 1,
     timeout: float = 120.0,
     wait_cap: float = 0.05,
+    tls: MqttTls | None = None,
 ) -> list[DeviceResult]:
-    """Simulate devices over one MQTT connection (a gateway): status out, command in."""
+    """Simulate devices over one MQTT connection (a gateway): status out, command in.
+    ``mqtts://`` URLs connect with TLS (``tls``: CA file, client certificate)."""
     import threading
 
     import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
 
-    from delivery.mqtt import TopicTemplate, connect_args, nodelay
+    from delivery.mqtt import TopicTemplate, connect, make_client, nodelay
 
     status_t, command_t = TopicTemplate(status_topic), TopicTemplate(command_topic)
-    host, port, user, password = connect_args(url)
+    client = make_client(url, tls)
     devices = {name: SimulatedDevice(version, mtu) for name in names}
     steps = dict.fromkeys(names, 0)
     started = {name: time.perf_counter() for name in names}
     finished: dict[str, float] = {}
     done = threading.Event()
     lock = threading.Lock()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2)
-    if user is not None:
-        client.username_pw_set(user, password)
 
     def send(name: str) -> None:
         client.publish(status_t.format(app, name), encode_status(devices[name].status()), qos=qos)
@@ -204,11 +206,11 @@ def simulate_mqtt(
         connected.set()
 
     client.on_connect = on_connect
-    client.connect(host, port, keepalive=30)
+    broker = connect(client, url)
     client.loop_start()
     try:
         if not connected.wait(10):
-            raise DeliveryError(f"cannot connect to the MQTT broker at {host}:{port}")
+            raise DeliveryError(f"the MQTT broker at {broker.address} did not accept the client")
         time.sleep(0.2)  # let the subscription settle before the first status
         for name in names:
             send(name)

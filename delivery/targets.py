@@ -46,6 +46,7 @@ class HawkbitSettings:
     tenant: str
     gateway_token: str
     insecure: bool = False
+    lookup_ttl: float = 10.0  # seconds a controller's lookup is reused (sources/hawkbit.py)
 
     def __repr__(self) -> str:  # the token never reaches a log
         return f"HawkbitSettings(base_url={self.base_url!r}, tenant={self.tenant!r})"
@@ -122,6 +123,7 @@ class Targets:
                 spec.hawkbit.controller,
                 self.hawkbit.gateway_token,
                 insecure=self.hawkbit.insecure,
+                ttl=self.hawkbit.lookup_ttl,
             )
         raise DeliveryError("firmware spec has no source")  # pragma: no cover
 

@@ -18,18 +18,24 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 @contextmanager
 def run_broker(
-    tmp: Path, passwd: Path | None = None, acl: Path | None = None, user: str | None = None
+    tmp: Path,
+    passwd: Path | None = None,
+    acl: Path | None = None,
+    user: str | None = None,
+    listener: str = "",
 ) -> Iterator[int]:
     """Start mosquitto on loopback (anonymous unless a password file is given); yield its port.
 
     It runs as ``user`` (default: ours). Started as root, mosquitto switches to that user
-    before it reads the password file and ACL, so they must be readable by it.
+    before it reads the password file and ACL, so they must be readable by it. ``listener``:
+    more settings for the listener (``cafile``/``certfile``/``keyfile``: TLS).
     """
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = tmp / "mosquitto.conf"
     text = (
-        f"listener {port} 127.0.0.1\npersistence false\nuser {user or getpass.getuser()}\n"
+        f"listener {port} 127.0.0.1\n{listener}persistence false\n"
+        f"user {user or getpass.getuser()}\n"
         "set_tcp_nodelay true\n"
     )
     if passwd is None:

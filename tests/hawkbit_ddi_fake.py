@@ -30,7 +30,11 @@ Where the fake differs from the spec or from hawkBit, it says so:
   which removes the ``deploymentBase`` link. No ``installedBase``/``configData``/
   ``cancelAction`` links are offered (the fake does not serve them); ``Range`` is ignored.
 * Declared operations other than the four above are answered 501 and recorded in
-  ``unimplemented``. Injected failures (``fail_next``) are sent verbatim and not checked.
+  ``unimplemented``. Injected failures (``fail_next``) are sent verbatim and not checked
+  (a 302 with a ``Location`` header, which the spec does not declare, for instance).
+* Links point at the fake itself, unless ``link_base`` (the base resource's links: hawkBit
+  behind a proxy that rewrites the host) or a deployment's ``download_base`` (its artifact
+  links: hawkBit's artifact URL patterns can name a CDN or file server) says otherwise.
 """
 
 from __future__ import annotations
@@ -116,6 +120,7 @@ class Deployment:
     name: str = "firmware"
     advertised_sha256: str | None = None
     advertised_size: int | None = None
+    download_base: str | None = None  # artifact links on this origin (a CDN), not the fake's
 
 
 @dataclass
@@ -149,6 +154,9 @@ class HawkbitDdiFake(OpenApiFake):
         super().__init__(load_spec(spec_path, strict_properties))
         self.tenant, self.controller_id, self.gateway_token = tenant, controller_id, gateway_token
         self.sleep = sleep  # None: no config in the base resource
+        # links in the base resource on this origin instead of the fake's own (hawkBit behind
+        # a proxy that rewrites the host, or a misconfigured forwarded host)
+        self.link_base: str | None = None
         self.state = _State()
         self.auth_failures = 0
         self.calls: Counter[str] = Counter()  # by operationId (or "unmatched")
@@ -176,11 +184,14 @@ class HawkbitDdiFake(OpenApiFake):
         *,
         times: int = 1,
         content_type: str = "application/json",
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         """Answer the next ``times`` requests for ``operation_id`` (after the request checks)
-        with ``status`` and ``body`` verbatim; the answer is not checked against the spec."""
+        with ``status``, ``body`` and ``headers`` verbatim; the answer is not checked against
+        the spec (hawkBit declares no redirects, for instance)."""
         self.spec.operation(operation_id)  # fail loudly on a typo
-        self._inject(status, body, content_type, times, operation_id=operation_id)
+        extra = dict(headers or {})
+        self._inject(status, body, content_type, times, operation_id=operation_id, headers=extra)
 
     def count(self, operation_id: str) -> int:
         return self.calls[operation_id]
@@ -238,7 +249,7 @@ class HawkbitDdiFake(OpenApiFake):
         deployment = self.state.deployment
         if req.params["controllerId"] == self.controller_id and deployment is not None:
             href = (
-                f"{self.base_url}{self._controller_path(self.controller_id)}"
+                f"{self.link_base or self.base_url}{self._controller_path(self.controller_id)}"
                 f"/deploymentBase/{deployment.action_id}?c={_cache_buster(deployment)}"
             )
             body["_links"] = {"deploymentBase": {"href": href}}
@@ -262,6 +273,9 @@ class HawkbitDdiFake(OpenApiFake):
             f"/artifacts/{quote(d.filename, safe='')}"
         )
         port = self._server.server_address[1]
+        http_base, https_base = self.base_url, f"https://127.0.0.1:{port}"  # not served: no TLS
+        if d.download_base is not None:  # hawkBit's artifact URL patterns can name a CDN
+            http_base = https_base = d.download_base
         artifact = {
             "filename": d.filename,
             "hashes": {
@@ -271,8 +285,8 @@ class HawkbitDdiFake(OpenApiFake):
             },
             "size": len(d.artifact) if d.advertised_size is None else d.advertised_size,
             "_links": {
-                "download": {"href": f"https://127.0.0.1:{port}{path}"},  # not served: no TLS
-                "download-http": {"href": f"{self.base_url}{path}"},
+                "download": {"href": f"{https_base}{path}"},
+                "download-http": {"href": f"{http_base}{path}"},
             },
         }
         chunk = {"part": d.part, "version": d.version, "name": d.name, "artifacts": [artifact]}

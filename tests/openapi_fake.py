@@ -14,7 +14,7 @@ import re
 import threading
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -303,6 +303,7 @@ class Failure:  # an injected answer, sent verbatim for the next ``times`` match
     operation_id: str | None = None  # None: any
     method: str | None = None  # None: any
     prefix: str = ""  # of the request path
+    headers: dict[str, str] = field(default_factory=dict)  # extra answer headers (Location)
 
     def matches(self, op: Operation, path: str) -> bool:
         return (
@@ -316,7 +317,7 @@ class Failure:  # an injected answer, sent verbatim for the next ``times`` match
     def answer(self) -> Answer | None:
         if self.status is None:
             return None
-        return self.status, {"Content-Type": self.content_type}, self.body
+        return self.status, {"Content-Type": self.content_type, **self.headers}, self.body
 
 
 @dataclass

@@ -1,18 +1,32 @@
 """A hawkBit source: this worker polls hawkBit's Direct Device Integration API for one device.
 
 The worker acts as a gateway for one controller (hawkBit's *target*), authenticated with the
-tenant's gateway security token (``Authorization: GatewayToken <token>``). Each ``target()``
+tenant's gateway security token (``Authorization: GatewayToken <token>``). ``target()``
 reads the controller base resource (``getControllerBase``), remembers its suggested polling
 sleep as ``poll_seconds``, follows the ``deploymentBase`` link if hawkBit offers one
 (``getControllerDeploymentBaseAction``) and downloads the first artifact that carries a
 sha256 (``downloadArtifact``, via the ``download-http``/``download`` link), checking its size
-and sha256 before serving it. The download is cached per action and sha256, so polling again
-does not fetch the artifact again. ``feedback()`` reports progress and results on the
+and sha256 before serving it. ``feedback()`` reports progress and results on the
 deployment's feedback channel (``postDeploymentBaseActionFeedback``).
 
-Standard library only: the delivery side stays lean. The token never appears in logs,
-errors or ``repr``; redirects are not followed (they would carry the token elsewhere); plain
-http is refused unless the host is loopback or ``insecure=True``. TLS is always verified.
+Caching. Those two lookups are cached for ``ttl`` seconds (default 10, never longer than
+hawkBit's polling sleep), so a device downloading an image in a few hundred statuses costs
+hawkBit two requests per TTL, not two per status. Concurrent statuses for one controller
+share one lookup. "No deployment" is an answer and is cached too; an error (hawkBit down,
+refused, an unusable answer, a download that fails its checks) drops the cached lookup, and
+so do ``invalidate()`` (a publish event) and ``feedback()``. The download is cached per
+action and sha256, so polling again does not fetch the artifact again.
+
+Credentials. The gateway token goes only to the configured hawkBit origin (scheme, host and
+port). API links (``deploymentBase``) on another origin are refused: the token would be
+needed there. An artifact link on another origin (a CDN, a file server) is fetched without
+the token; if it is plain http off loopback it is refused unless ``insecure=True`` (the
+sha256 from hawkBit guards the bytes, but not their confidentiality). API answers are never
+followed on a redirect; a download follows at most five, never with the token (not even
+back to hawkBit), never from https to http except to loopback (``core.artifact.redirects``).
+The token never appears in logs, errors or ``repr``, and URLs in messages lose their query.
+Plain http to hawkBit is refused unless the host is loopback or ``insecure=True``. TLS is
+always verified. Standard library only: the delivery side stays lean.
 """
 
 from __future__ import annotations
@@ -21,14 +35,14 @@ import hashlib
 import json
 import logging
 import re
+import threading
 import time
-import urllib.error
-import urllib.request
-from collections.abc import Sequence
-from http.client import HTTPException
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, get_args
 from urllib.parse import quote, urljoin, urlsplit
 
+from ajour_build.core.artifact.redirects import Fetched, FetchError, Origin, fetch, safe_url
 from ajour_build.core.hosts import is_loopback
 from delivery.decision import FirmwareImage
 from delivery.errors import DeliveryError
@@ -39,6 +53,7 @@ log = logging.getLogger(__name__)
 MAX_ARTIFACT: Final = 64 * 1024 * 1024
 MAX_JSON: Final = 1024 * 1024
 DEFAULT_POLL_SECONDS: Final = 300
+LOOKUP_TTL: Final = 10.0
 EXCERPT: Final = 200
 _SLEEP = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
@@ -55,6 +70,19 @@ JSON_ACCEPT: Final = "application/hal+json, application/json"
 
 class HawkbitError(SourceUnavailable):
     """hawkBit cannot give a target now: unreachable, refused, or answered something unusable."""
+
+
+class NoDeployment(HawkbitError):
+    """hawkBit answered, and has no deployment for the controller: an answer, not a failure."""
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    """What the controller base and deployment resources said, and until when to trust it."""
+
+    poll_seconds: int
+    pick: tuple[str, str, dict[str, Any]] | None  # (action id, version, artifact); None: none
+    expires: float
 
 
 def parse_sleep(text: str) -> int:
@@ -76,13 +104,6 @@ def format_sleep(seconds: int) -> str:
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
-class _NoRedirect(urllib.request.HTTPRedirectHandler):
-    """Answer 3xx as errors: following them would send the gateway token to another URL."""
-
-    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-        return None
-
-
 class HawkbitSource:
     """The target firmware hawkBit assigns to one controller, fetched over DDI as a gateway."""
 
@@ -94,6 +115,8 @@ class HawkbitSource:
         gateway_token: str,
         timeout: float = 10,
         insecure: bool = False,
+        ttl: float = LOOKUP_TTL,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         parts = urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
@@ -109,6 +132,8 @@ class HawkbitSource:
             raise DeliveryError("hawkBit DDI: the gateway token is empty or has control chars")
         if timeout <= 0:
             raise DeliveryError(f"hawkBit DDI: timeout must be positive, got {timeout}")
+        if ttl < 0:
+            raise DeliveryError(f"hawkBit DDI: the lookup TTL must be 0 or more, got {ttl}")
         self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
         self.tenant, self.controller_id = tenant, controller_id
         self.timeout, self.insecure = timeout, insecure
@@ -120,7 +145,10 @@ class HawkbitSource:
             f"{self.base_url}/{quote(tenant, safe='')}/controller/v1/"
             f"{quote(controller_id, safe='')}"
         )
-        self._opener = urllib.request.build_opener(_NoRedirect)
+        self._origin = Origin.of(self.base_url)
+        self.ttl, self._clock = ttl, clock
+        self._lock = threading.Lock()  # one lookup at a time per controller
+        self._lookup: _Lookup | None = None
         self._poll_seconds = DEFAULT_POLL_SECONDS
         self._action_id: str | None = None
         self._cached: tuple[tuple[str, str], FirmwareImage] | None = None
@@ -142,21 +170,33 @@ class HawkbitSource:
         return self._action_id
 
     def invalidate(self) -> None:
-        """Nothing to forget: every ``target()`` asks hawkBit which action is current, and the
-        artifact cache is keyed by action and sha256, so it cannot serve a stale firmware."""
+        """Forget the cached lookup: the next ``target()`` asks hawkBit again. (The artifact
+        cache is keyed by action and sha256, so it cannot serve a stale firmware.)"""
+        with self._lock:
+            self._lookup = None
 
     def target(self) -> FirmwareImage:
-        base = self._get_json(self.controller_url, "the controller base resource")
-        self._poll_seconds = self._sleep(base)
-        href = _href(base.get("_links"), "deploymentBase")
-        if href is None:
-            raise HawkbitError(
+        with self._lock:
+            try:
+                return self._target()
+            except NoDeployment:
+                raise  # an answer, cached until it expires
+            except HawkbitError:
+                self._lookup = None  # an error: the next status asks hawkBit again
+                raise
+
+    def _target(self) -> FirmwareImage:
+        now = self._clock()
+        lookup = self._lookup
+        if lookup is None or now >= lookup.expires:
+            lookup = self._ask(now)
+            self._lookup = lookup
+        if lookup.pick is None:
+            raise NoDeployment(
                 f"no deployment for controller {self.controller_id!r} on tenant"
                 f" {self.tenant!r}: hawkBit offers no deploymentBase link"
             )
-        url = urljoin(self.controller_url, href)
-        deployment = self._get_json(url, "the deployment resource")
-        action_id, version, artifact = self._pick(deployment, url)
+        action_id, version, artifact = lookup.pick
         sha256 = str(artifact["hashes"]["sha256"]).lower()
         cached = self._cached
         if cached is not None and cached[0] == (action_id, sha256):
@@ -167,6 +207,18 @@ class HawkbitSource:
         self._cached = ((action_id, sha256), target)
         self._action_id = action_id
         return target
+
+    def _ask(self, now: float) -> _Lookup:
+        """Two requests: the controller base resource, then its deployment (if linked)."""
+        base = self._get_json(self.controller_url, "the controller base resource")
+        self._poll_seconds = poll = self._sleep(base)
+        expires = now + min(self.ttl, poll)
+        href = _href(base.get("_links"), "deploymentBase")
+        if href is None:
+            return _Lookup(poll, None, expires)
+        url = urljoin(self.controller_url, href)
+        deployment = self._get_json(url, "the deployment resource")
+        return _Lookup(poll, self._pick(deployment, url), expires)
 
     def feedback(
         self,
@@ -195,7 +247,11 @@ class HawkbitSource:
         }
         url = f"{self.controller_url}/deploymentBase/{action_id}/feedback"
         what = f"feedback for action {action_id}"
-        status, payload = self._call("POST", url, json.dumps(body).encode(), JSON_ACCEPT)
+        try:
+            status, payload = self._call("POST", url, json.dumps(body).encode(), JSON_ACCEPT)
+        finally:
+            with self._lock:
+                self._lookup = None  # the action's state changed (or may have)
         if status == 410:
             self._fail(f"hawkBit refused {what}: the action is no longer active (HTTP 410)")
         if status != 200:
@@ -215,15 +271,16 @@ class HawkbitSource:
 
     def _pick(self, body: dict[str, Any], url: str) -> tuple[str, str, dict[str, Any]]:
         """(action id, chunk version, artifact) of the first artifact with a sha256 hash."""
+        where = safe_url(url)
         action_id = body.get("id")
         if type(action_id) is int:
             action_id = str(action_id)
         if not isinstance(action_id, str) or not _ACTION_ID.fullmatch(action_id):
-            self._fail(f"GET {url}: the deployment's id {action_id!r:.40} is not an action id")
+            self._fail(f"GET {where}: the deployment's id {action_id!r:.40} is not an action id")
         deployment = body.get("deployment")
         chunks = deployment.get("chunks") if isinstance(deployment, dict) else None
         if not isinstance(chunks, list):
-            self._fail(f"GET {url}: deployment {action_id} has no list of chunks")
+            self._fail(f"GET {where}: deployment {action_id} has no list of chunks")
         for chunk in chunks:
             artifacts = chunk.get("artifacts") if isinstance(chunk, dict) else None
             for artifact in artifacts if isinstance(artifacts, list) else []:
@@ -232,12 +289,12 @@ class HawkbitSource:
                     continue
                 sha256, version = hashes["sha256"], chunk.get("version")
                 if not isinstance(sha256, str) or not _SHA256.fullmatch(sha256):
-                    self._fail(f"GET {url}: artifact sha256 {sha256!r:.80} is not 64 hex digits")
+                    self._fail(f"GET {where}: artifact sha256 {sha256!r:.80} is not 64 hex digits")
                 if not isinstance(version, str) or not version:
-                    self._fail(f"GET {url}: chunk version {version!r:.40} is not a string")
+                    self._fail(f"GET {where}: chunk version {version!r:.40} is not a string")
                 return action_id, version, artifact
         self._fail(
-            f"GET {url}: deployment {action_id} for controller {self.controller_id!r} has no"
+            f"GET {where}: deployment {action_id} for controller {self.controller_id!r} has no"
             " artifact with a sha256 hash"
         )
 
@@ -257,24 +314,26 @@ class HawkbitSource:
         if not hrefs:
             self._fail(f"hawkBit {what} has no download or download-http link")
         url = urljoin(self.controller_url, hrefs[0])
-        status, data = self._call("GET", url, None, "application/octet-stream, */*", MAX_ARTIFACT)
+        where = safe_url(url)
+        accept = "application/octet-stream, */*"
+        status, data = self._call("GET", url, None, accept, MAX_ARTIFACT, download=True)
         if status != 200:
             self._unexpected("GET", url, status, data, f"HTTP 200 with {what}")
         if len(data) > MAX_ARTIFACT:
-            self._fail(f"GET {url}: {what} is over the {MAX_ARTIFACT} byte limit")
+            self._fail(f"GET {where}: {what} is over the {MAX_ARTIFACT} byte limit")
         digest = hashlib.sha256(data).digest()
         expected = str(artifact["hashes"]["sha256"]).lower()
         if size is not None and len(data) != size:
             self._fail(
-                f"GET {url}: {what} is {len(data)} bytes but hawkBit says {size};"
+                f"GET {where}: {what} is {len(data)} bytes but hawkBit says {size};"
                 " refusing to serve it"
             )
         if digest.hex() != expected:
             self._fail(
-                f"GET {url}: {what} has sha256 {digest.hex()} but hawkBit says {expected};"
+                f"GET {where}: {what} has sha256 {digest.hex()} but hawkBit says {expected};"
                 " refusing to serve it"
             )
-        log.info("hawkBit: downloaded %s (%d bytes)", what, len(data))
+        log.info("hawkBit: downloaded %s (%d bytes) from %s", what, len(data), where)
         return data
 
     # -- HTTP ---------------------------------------------------------------------------------
@@ -292,6 +351,13 @@ class HawkbitSource:
         return None
 
     def _get_json(self, url: str, what: str) -> dict[str, Any]:
+        if Origin.of(url) != self._origin:
+            self._fail(
+                f"hawkBit linked {what} at {safe_url(url)}, which is not on the configured"
+                f" hawkBit origin {self._origin}: the gateway token is only sent there, so the"
+                " link is not followed; if that is hawkBit's public URL, configure it as"
+                " --hawkbit-url, else fix hawkBit's forwarded-host settings"
+            )
         status, payload = self._call("GET", url, None, JSON_ACCEPT)
         if status != 200:
             self._unexpected("GET", url, status, payload, f"HTTP 200 with {what}")
@@ -304,11 +370,16 @@ class HawkbitSource:
         return data
 
     def _call(
-        self, method: str, url: str, body: bytes | None, accept: str, limit: int = MAX_JSON
+        self,
+        method: str,
+        url: str,
+        body: bytes | None,
+        accept: str,
+        limit: int = MAX_JSON,
+        download: bool = False,
     ) -> tuple[int, bytes]:
-        problem = self._url_problem(url)
-        if problem is not None:
-            self._fail(problem)
+        """One request; the token only on the hawkBit origin. A download follows redirects
+        (without the token); an API call does not follow them at all."""
         headers = {
             "Authorization": f"GatewayToken {self._token}",
             "Accept": accept,
@@ -316,36 +387,60 @@ class HawkbitSource:
         }
         if body is not None:
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(url, body, headers, method=method)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
-                status, payload = int(response.status), response.read(limit + 1)
-        except urllib.error.HTTPError as exc:
-            try:
-                status, payload = exc.code, exc.read(MAX_JSON)
-            finally:
-                exc.close()
-        except (urllib.error.URLError, OSError, HTTPException) as exc:
-            reason = getattr(exc, "reason", exc)
-            self._fail(f"{method} {url} failed: {type(exc).__name__}: {reason}")
-        log.debug("hawkBit: %s %s -> HTTP %d", method, url, status)
-        if len(payload) > limit:
-            self._fail(f"{method} {url}: the answer is over the {limit} byte limit")
-        if status in (401, 403):
-            self._fail(
-                f"hawkBit rejected the gateway token (HTTP {status}) at {method} {url}: check"
-                f" that gateway token authentication is enabled for tenant {self.tenant!r} and"
-                " that the token is that tenant's gateway security token"
+            got = fetch(
+                method,
+                url,
+                headers,
+                trusted=self._origin,
+                timeout=self.timeout,
+                limit=limit,
+                insecure=self.insecure,
+                data=body,
+                follow=download,
+                credentials_on_redirect=False,
             )
+        except FetchError as exc:
+            hops = (
+                f" (after {exc.redirects} redirect(s) from {safe_url(url)})"
+                if exc.redirects
+                else ""
+            )
+            self._fail(f"{exc}{hops}")
+        status, payload = got.status, got.body
+        log.debug("hawkBit: %s %s -> HTTP %d%s", method, safe_url(url), status, got.location)
+        if len(payload) > limit:
+            self._fail(f"{method} {safe_url(url)}: the answer is over the {limit} byte limit")
+        if status in (401, 403):
+            self._refused(method, url, got)
         if 300 <= status < 400:
-            self._fail(f"{method} {url} answered HTTP {status}: redirects are not followed")
+            self._fail(
+                f"{method} {safe_url(url)} answered HTTP {status}: redirects are not followed"
+            )
         return status, payload
+
+    def _refused(self, method: str, url: str, got: Fetched) -> NoReturn:
+        if got.trusted:
+            self._fail(
+                f"hawkBit rejected the gateway token (HTTP {got.status}) at {method}"
+                f" {safe_url(url)}: check that gateway token authentication is enabled for"
+                f" tenant {self.tenant!r} and that the token is that tenant's gateway security"
+                " token"
+            )
+        self._fail(
+            f"{method} {safe_url(url)} answered HTTP {got.status}{got.location}; it is not on"
+            f" the configured hawkBit origin {self._origin} (or was reached by a redirect), so"
+            " the gateway token was not sent; if this is hawkBit itself, configure its origin"
+            " as --hawkbit-url"
+        )
 
     def _unexpected(
         self, method: str, url: str, status: int, payload: bytes, expected: str
     ) -> NoReturn:
         excerpt = payload[:EXCERPT].decode("utf-8", "replace")
-        self._fail(f"{method} {url}: expected {expected}; got HTTP {status}, body: {excerpt!r}")
+        self._fail(
+            f"{method} {safe_url(url)}: expected {expected}; got HTTP {status}, body: {excerpt!r}"
+        )
 
     def _fail(self, message: str) -> NoReturn:
         raise HawkbitError(message.replace(self._token, "***"))

@@ -2,15 +2,17 @@
 
 Plain http only for loopback registries or with ``insecure=True``; basic auth, and the
 bearer-token challenge registries send with 401. Every blob is checked against its digest.
+Redirects (a registry sends blob GETs to its storage or a CDN, often a presigned URL) are
+followed by ``redirects.fetch``: the credentials stay on the registry's own origin, https is
+never downgraded (except to loopback), and at most five hops are taken.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +27,7 @@ from ajour_build.core.artifact.format import (
     sha256_digest,
     verified,
 )
+from ajour_build.core.artifact.redirects import Fetched, FetchError, Origin, fetch, safe_url
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.errors import ArtifactError
 from ajour_build.core.hosts import is_loopback
@@ -60,28 +63,55 @@ class RegistryReader:
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
+        got = self._send(method, path, headers, data)
+        return got.status, got.headers, got.body
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Fetched:
+        """``method`` on the registry; GET and HEAD follow redirects (``redirects.fetch``),
+        and the credentials go only to the registry's own origin."""
         url = f"{self.base}/{path}"
         for attempt in (0, 1):
-            req = urllib.request.Request(
-                url, method=method, data=data, headers={**(headers or {}), **self._auth()}
-            )
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    return resp.status, dict(resp.headers.items()), resp.read(MAX_BLOB + 1)
-            except urllib.error.HTTPError as exc:
-                body = exc.read(4096)
-                challenge = exc.headers.get("WWW-Authenticate", "")
-                exc.close()
-                if exc.code == 401 and attempt == 0 and challenge.lower().startswith("bearer"):
-                    self._token = self._fetch_token(challenge)
-                    continue
-                return exc.code, dict(exc.headers.items()), body
-            except (urllib.error.URLError, OSError) as exc:
-                reason = getattr(exc, "reason", exc)
+                got = fetch(
+                    method,
+                    url,
+                    {**(headers or {}), **self._auth()},
+                    trusted=Origin.of(url),
+                    timeout=self.timeout,
+                    limit=MAX_BLOB,
+                    insecure=self.insecure,
+                    data=data,
+                )
+            except FetchError as exc:
+                if exc.unreachable and not exc.redirects:
+                    raise ArtifactError(
+                        f"registry {self.host} is unreachable ({exc.reason});"
+                        " is it running, and is the host right?"
+                    ) from None
                 raise ArtifactError(
-                    f"registry {self.host} is unreachable ({reason}); is it running, and is"
-                    " the host right?"
+                    f"registry {self.host}: {exc}"
+                    + (
+                        f" (after {exc.redirects} redirect(s) from the registry)"
+                        if exc.redirects
+                        else ""
+                    )
                 ) from None
+            challenge = _header(got.headers, "WWW-Authenticate")
+            if (
+                got.status == 401
+                and got.trusted
+                and attempt == 0
+                and challenge.lower().startswith("bearer")
+            ):
+                self._token = self._fetch_token(challenge)
+                continue
+            return got
         raise ArtifactError(f"registry {self.host} refused the token it issued")  # pragma: no cover
 
     def _fetch_token(self, challenge: str) -> str:
@@ -92,18 +122,41 @@ class RegistryReader:
         url = realm + "?" + urllib.parse.urlencode(params)
         headers = {"Authorization": self.credentials.basic()} if self.credentials else {}
         try:
-            with urllib.request.urlopen(
-                urllib.request.Request(url, headers=headers), timeout=self.timeout
-            ) as resp:
-                data: Any = json.loads(resp.read(65536))
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            raise ArtifactError(f"getting a registry token from {realm} failed: {exc}") from None
+            # the credentials go to the realm the registry names (that is the protocol), but
+            # never further: not over plain http off loopback, not along a redirect elsewhere
+            got = fetch(
+                "GET",
+                url,
+                headers,
+                trusted=Origin.of(url),
+                timeout=self.timeout,
+                limit=65536,
+                insecure=self.insecure,
+            )
+            data: Any = json.loads(got.body) if got.status == 200 else None
+        except (ArtifactError, ValueError) as exc:
+            raise ArtifactError(
+                f"getting a registry token from {safe_url(realm)} failed: {exc}"
+            ) from None
+        if got.status != 200:
+            raise ArtifactError(
+                f"the token service at {safe_url(realm)} answered HTTP {got.status}"
+                f"{got.location}; expected 200 with a token"
+            )
         token = data.get("token") or data.get("access_token") if isinstance(data, dict) else None
         if not isinstance(token, str):
-            raise ArtifactError(f"the token service at {realm} returned no token")
+            raise ArtifactError(f"the token service at {safe_url(realm)} returned no token")
         return token
 
-    def _check(self, status: int, body: bytes, what: str) -> None:
+    def _check(self, got: Fetched, what: str) -> None:
+        status, body = got.status, got.body
+        if got.redirects and not got.trusted and status >= 300:
+            # storage behind a redirect: the registry's credentials were not sent there
+            raise ArtifactError(
+                f"registry {self.host}: {what} failed with HTTP {status}{got.location}, the"
+                " storage the registry redirected to (the registry's credentials are not sent"
+                f" there; a presigned URL may have expired): {body[:200]!r}"
+            )
         if status in (401, 403):
             how = (
                 f"credentials from {self.credentials.source} were refused"
@@ -124,10 +177,9 @@ class RegistryReader:
     def manifest(self, ref: OciRef) -> tuple[bytes, str]:
         """The manifest bytes for ``ref`` and their digest (checked when pinned)."""
         target = ref.digest or ref.tag
-        status, _, body = self.request(
-            "GET", f"{ref.repository}/manifests/{target}", {"Accept": ACCEPT}
-        )
-        self._check(status, body, f"manifest {ref.repository}:{target}")
+        got = self._send("GET", f"{ref.repository}/manifests/{target}", {"Accept": ACCEPT})
+        self._check(got, f"manifest {ref.repository}:{target}")
+        body = got.body
         digest = sha256_digest(body)
         if ref.digest:
             verified(body, ref.digest, f"manifest {ref.repository}@{ref.digest}")
@@ -135,14 +187,11 @@ class RegistryReader:
 
     def resolve(self, ref: OciRef) -> str | None:
         """The manifest digest a tag points at (HEAD), or None if the tag does not exist."""
-        status, headers, body = self.request(
-            "HEAD", f"{ref.repository}/manifests/{ref.tag}", {"Accept": ACCEPT}
-        )
-        if status == 404:
+        got = self._send("HEAD", f"{ref.repository}/manifests/{ref.tag}", {"Accept": ACCEPT})
+        if got.status == 404 and got.trusted:
             return None
-        self._check(status, body, f"manifest {ref.repository}:{ref.tag}")
-        lowered = {k.lower(): v for k, v in headers.items()}
-        digest = lowered.get("docker-content-digest")
+        self._check(got, f"manifest {ref.repository}:{ref.tag}")
+        digest = _header(got.headers, "Docker-Content-Digest")
         if digest:
             return digest
         return self.manifest(ref)[1]
@@ -150,14 +199,16 @@ class RegistryReader:
     def blob(self, repository: str, desc: Descriptor) -> bytes:
         if desc.size > MAX_BLOB:
             raise ArtifactError(f"blob {desc.digest} is {desc.size} bytes, over the 256 MiB limit")
-        status, _, body = self.request("GET", f"{repository}/blobs/{desc.digest}")
-        self._check(status, body, f"blob {desc.digest}")
-        return verified(body, desc.digest, f"blob {desc.digest} of {repository}")
+        got = self._send("GET", f"{repository}/blobs/{desc.digest}")
+        self._check(got, f"blob {desc.digest}")
+        if len(got.body) > MAX_BLOB:
+            raise ArtifactError(f"blob {desc.digest} is over the 256 MiB limit")
+        return verified(got.body, desc.digest, f"blob {desc.digest} of {repository}")
 
     def tags(self, repository: str) -> list[str]:
-        status, _, body = self.request("GET", f"{repository}/tags/list")
-        self._check(status, body, f"tags of {repository}")
-        data = json.loads(body)
+        got = self._send("GET", f"{repository}/tags/list")
+        self._check(got, f"tags of {repository}")
+        data = json.loads(got.body)
         return sorted(data.get("tags") or [])
 
     def inspect(self, ref: OciRef) -> FirmwareInfo:
@@ -175,3 +226,8 @@ class RegistryReader:
         else:  # pragma: no cover - describe() always sets one
             raise ArtifactError("no firmware blob")
         return verified(data, info.checksum, f"firmware {info.version}")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str:
+    wanted = name.lower()
+    return next((v for k, v in headers.items() if k.lower() == wanted), "")
