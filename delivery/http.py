@@ -356,9 +356,8 @@ class HttpTransport:
                     f"cannot load TLS files (cert {t.cert}, key {t.key}, client CA"
                     f" {t.client_ca or '-'}): {exc}; give a PEM certificate chain and its key"
                 ) from None
-        sock = _listen(settings.host, settings.port)
-        self.host, self.port = sock.getsockname()[:2]
-        self.server = Server(self.app, sock, settings.limits, tls)
+        self.server = Server(self.app, _listen(settings.host, settings.port), settings.limits, tls)
+        self.host, self.port = self.server.address
 
     @property
     def url(self) -> str:

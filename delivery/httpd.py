@@ -234,6 +234,11 @@ class Server:
         self._stop: asyncio.Event | None = None
         self._failed: BaseException | None = None
 
+    @property
+    def address(self) -> tuple[str, int]:
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
     # lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -326,6 +331,11 @@ class Server:
             writer.write(_raw(503, "too many connections; try again later"))
             await self._close(writer, abort=False)
             return
+        raw = writer.get_extra_info("socket")
+        if raw is not None and raw.family in (socket.AF_INET, socket.AF_INET6):
+            # asyncio sets this only on sockets made with proto=IPPROTO_TCP; a 100 Continue
+            # and its answer are two writes, which Nagle and delayed ACKs would stall ~40 ms
+            raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conn = _Conn(task, idle=True, idle_since=self._loop.time())
         self._conns[task] = conn
         self.stats["connections"] += 1
