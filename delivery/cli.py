@@ -114,9 +114,69 @@ def _mqtt_tls(url: str | None, ca: Path | None, cert: Path | None, key: Path | N
 
 def _hostport(value: str) -> tuple[str, int]:
     host, _, port = value.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:8081
     if not host or not port.isdigit():
-        raise DeliveryError(f"--http expects HOST:PORT, got {value!r}")
+        raise DeliveryError(f"--http expects HOST:PORT (or [IPv6]:PORT), got {value!r}")
     return host, int(port)
+
+
+def _http_settings(
+    http_addr: str,
+    insecure_no_auth: bool,
+    status_token: str | None,
+    events_token: str | None,
+    tls_files: tuple[Path | None, Path | None, Path | None],
+    limits: tuple[int, int, float],
+) -> Any:
+    """HttpSettings from serve's options, or a DeliveryError naming what is missing."""
+    from delivery.http import (
+        EVENTS_TOKEN_ENV,
+        STATUS_TOKEN_ENV,
+        HttpSettings,
+        Limits,
+        TlsSettings,
+        is_loopback,
+    )
+
+    host, port = _hostport(http_addr)
+    if insecure_no_auth and not is_loopback(host):
+        raise DeliveryError(
+            f"--insecure-no-auth turns authentication off, so it is only allowed on a loopback"
+            f" --http address (127.0.0.1, ::1), not on {host!r}"
+        )
+    if not insecure_no_auth and not (status_token and events_token):
+        missing = [
+            f"--{what}-token (or {env})"
+            for what, env, token in (
+                ("status", STATUS_TOKEN_ENV, status_token),
+                ("events", EVENTS_TOKEN_ENV, events_token),
+            )
+            if not token
+        ]
+        raise DeliveryError(
+            f"serve --http needs {' and '.join(missing)}: GET /v1/status and POST /v1/events"
+            " take bearer tokens; --insecure-no-auth turns authentication off on loopback"
+        )
+    cert, key, client_ca = tls_files
+    if (cert is None) != (key is None):
+        raise DeliveryError("HTTPS needs both --tls-cert and --tls-key (PEM files)")
+    if client_ca is not None and cert is None:
+        raise DeliveryError("--tls-client-ca needs HTTPS: give --tls-cert and --tls-key too")
+    tls = TlsSettings(cert, key, client_ca) if cert is not None and key is not None else None
+    connections, threads, drain = limits
+    try:
+        bounds = Limits(max_connections=connections, threads=threads, drain_timeout=drain)
+    except ValueError as exc:
+        raise DeliveryError(str(exc)) from None
+    return HttpSettings(
+        host,
+        port,
+        not insecure_no_auth,
+        events_token=events_token or "",
+        status_token=status_token or "",
+        tls=tls,
+        limits=bounds,
+    )
 
 
 @main.command()
@@ -140,7 +200,41 @@ def _hostport(value: str) -> tuple[str, int]:
 @click.option("--file-dir", type=click.Path(path_type=Path), help="Directory for file firmware.")
 @click.option("--store", "store_path", default=":memory:", help="SQLite file for device status.")
 @click.option("--ttl", default=30.0, show_default=True, help="Tag resolution cache TTL (s).")
-@click.option("--insecure-no-auth", is_flag=True, help="Do not authenticate devices (demos only).")
+@click.option(
+    "--insecure-no-auth",
+    is_flag=True,
+    help="No authentication at all over HTTP: devices, status, events (loopback only; demos).",
+)
+@click.option(
+    "--status-token",
+    envvar="AJOUR_DELIVERY_STATUS_TOKEN",
+    help="Bearer token for GET /v1/status (or AJOUR_DELIVERY_STATUS_TOKEN; prefer the env).",
+)
+@click.option(
+    "--events-token",
+    envvar="AJOUR_DELIVERY_EVENTS_TOKEN",
+    help="Bearer token for POST /v1/events (or AJOUR_DELIVERY_EVENTS_TOKEN; prefer the env).",
+)
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="HTTPS: certificate chain (PEM).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="HTTPS: its private key (PEM).")
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path),
+    help="HTTPS: verify client certificates against this CA; CN or SAN <device>@<app> names"
+    " the device (passwords still work).",
+)
+@click.option(
+    "--http-max-connections", default=1000, show_default=True, help="Open HTTP connections."
+)
+@click.option(
+    "--http-threads", default=16, show_default=True, help="Threads answering HTTP requests."
+)
+@click.option(
+    "--drain-timeout",
+    default=10.0,
+    show_default=True,
+    help="On SIGTERM, seconds requests in flight may take to finish.",
+)
 @click.option("--hawkbit-url", help="hawkBit DDI base URL, for hawkbit firmware specs.")
 @click.option("--hawkbit-tenant", default="DEFAULT", show_default=True)
 @click.option(
@@ -176,6 +270,14 @@ def serve(
     store_path: str,
     ttl: float,
     insecure_no_auth: bool,
+    status_token: str | None,
+    events_token: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+    http_max_connections: int,
+    http_threads: int,
+    drain_timeout: float,
     hawkbit_url: str | None,
     hawkbit_tenant: str,
     poll_synced: int,
@@ -183,7 +285,7 @@ def serve(
     app_polls: tuple[str, ...],
 ) -> None:
     """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
-    from delivery.http import HttpSettings, HttpTransport
+    from delivery.http import HttpTransport
     from delivery.store import StatusStore
     from delivery.targets import HawkbitSettings, Targets
     from delivery.worker import Worker
@@ -191,6 +293,16 @@ def serve(
     if not http_addr and not mqtt_url:
         raise DeliveryError("give a transport: --http HOST:PORT and/or --mqtt mqtt://host:port")
     mqtt_tls = _mqtt_tls(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
+    http_settings = None
+    if http_addr:
+        http_settings = _http_settings(
+            http_addr,
+            insecure_no_auth,
+            status_token,
+            events_token,
+            (tls_cert, tls_key, tls_client_ca),
+            (http_max_connections, http_threads, drain_timeout),
+        )
     hawkbit = None
     if hawkbit_url:
         token = os.environ.get("AJOUR_HAWKBIT_GATEWAY_TOKEN", "")
@@ -206,9 +318,8 @@ def serve(
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        if http_addr:
-            host, port = _hostport(http_addr)
-            http = HttpTransport(worker, HttpSettings(host, port, not insecure_no_auth))
+        if http_settings is not None:
+            http = HttpTransport(worker, http_settings)
             http.start()
             started.append(http)
             click.echo(f"serving HTTP on {http.url}", err=True)

@@ -1,43 +1,101 @@
-"""The HTTP transport: Drogue-compatible ``POST /v1/dfu``, plus status as JSON.
+"""The HTTP transport: Drogue-compatible ``POST /v1/dfu``, status as JSON, publish events.
 
 ``POST /v1/dfu?application=<app>&device=<dev>&ct=<s>`` with the CBOR status as the body
-(the device may instead be named by its basic-auth username ``device@app``) answers 200
-with the CBOR command (``application/cbor``). ``GET /v1/status[/<app>[/<device>]]`` lists
-what the status store observed. Standard library server, one thread per connection.
+(the device may instead be named by its basic-auth username ``device@app``, or by its TLS
+client certificate) answers 200 with the CBOR command (``application/cbor``).
+``GET /v1/status[/<app>[/<device>]]`` lists what the status store observed, and
+``POST /v1/events`` takes a publish event or a registry notification; both need their
+bearer token. The server is :mod:`delivery.httpd` (h11 on asyncio, bounded, with
+deadlines); the choice is explained in docs/delivery.md.
+
+Who is asked for what:
+
+* devices: their spec's credentials (basic auth, compared in constant time), or a client
+  certificate whose CN or a subjectAltName is ``<device>@<app>``; an unknown device gets
+  the same 401 as a wrong password, after the same kind of comparison;
+* ``/v1/status`` and ``/v1/events``: ``Authorization: Bearer <token>``, the status token
+  and the events token (a registry sends it from ``notifications.endpoints[].headers``);
+  without a configured token the endpoint refuses everyone;
+* ``authenticate=False`` (``--insecure-no-auth``, loopback only) turns all of this off.
+
+Other routes (``GET /metrics``) plug in with :meth:`HttpTransport.add_route`.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
+import ipaddress
 import json
 import logging
+import secrets
 import socket
-import threading
-from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote
 
 from pydantic import TypeAdapter, ValidationError
 
 from ajour_build.core.wire import DeviceReport, PublishEvent
 from delivery import device_auth
+from delivery.errors import DeliveryError
+from delivery.httpd import Accept, Limits, Request, Response, Server, tls_context
 from delivery.protocol import MAX_STATUS_BYTES
 from delivery.worker import Worker
 
 REPORTS = TypeAdapter(list[DeviceReport])
 log = logging.getLogger("delivery.http")
 CBOR = "application/cbor"
+JSON = "application/json"
+MAX_EVENTS_BYTES = 1024 * 1024
+STATUS_TOKEN_ENV = "AJOUR_DELIVERY_STATUS_TOKEN"
+EVENTS_TOKEN_ENV = "AJOUR_DELIVERY_EVENTS_TOKEN"
+
+Handler = Callable[[Request, bytes], Response]
+
+__all__ = [
+    "EVENTS_TOKEN_ENV",
+    "STATUS_TOKEN_ENV",
+    "Handler",
+    "HttpSettings",
+    "HttpTransport",
+    "Limits",
+    "Request",
+    "Response",
+    "TlsSettings",
+    "is_loopback",
+]
+
+
+@dataclass(frozen=True)
+class TlsSettings:
+    cert: Path
+    key: Path
+    client_ca: Path | None = None  # verify client certificates; CN/SAN <device>@<app>
 
 
 @dataclass
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8081
-    authenticate: bool = True  # only --insecure-no-auth turns it off, for demos
-    events_token: str = ""  # when set, POST /v1/events needs "Authorization: Bearer <it>"
+    authenticate: bool = True  # only --insecure-no-auth turns it off, on loopback
+    events_token: str = field(default="", repr=False)  # POST /v1/events: Bearer <it>
+    status_token: str = field(default="", repr=False)  # GET /v1/status: Bearer <it>
+    tls: TlsSettings | None = None
+    limits: Limits = field(default_factory=Limits)
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _changed(data: Any) -> list[tuple[str, str]]:
@@ -59,8 +117,8 @@ def _changed(data: Any) -> list[tuple[str, str]]:
     return [(event.image, event.tag)]
 
 
-def _basic(header: str | None) -> tuple[str, str] | None:
-    if not header or not header.lower().startswith("basic "):
+def _basic(header: str) -> tuple[str, str] | None:
+    if not header.lower().startswith("basic "):
         return None
     try:
         raw = base64.b64decode(header[6:].strip(), validate=True).decode()
@@ -70,144 +128,271 @@ def _basic(header: str | None) -> tuple[str, str] | None:
     return (user, password) if sep else None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    protocol_version = "HTTP/1.1"
+def _digest(value: str) -> bytes:
+    return hashlib.sha256(value.encode()).digest()
 
-    def setup(self) -> None:
-        super().setup()
-        # headers and body are separate writes: without this, Nagle plus delayed ACKs
-        # stall every keep-alive exchange by ~40 ms
-        self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+def _bearer_matches(header: str, token: str) -> bool:
+    """Constant time in the token and the header (both hashed to the same length first)."""
+    scheme, _, given = header.strip().partition(" ")
+    ok = hmac.compare_digest(_digest(given.strip()), _digest(token))
+    return ok and scheme.lower() == "bearer" and bool(token)
 
-    def _reply(self, code: int, body: bytes = b"", content_type: str = "text/plain") -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
 
-    def _error(self, code: int, message: str) -> None:
-        self._reply(code, (message + "\n").encode())
+def cert_identities(cert: Mapping[str, Any] | None) -> set[tuple[str, str]]:
+    """(application, device) pairs a verified client certificate names as ``device@app``
+    (its subject's CN, or an email, DNS or URI subjectAltName)."""
+    if not cert:
+        return set()
+    names: list[str] = []
+    for rdn in cert.get("subject", ()):
+        names += [value for key, value in rdn if key == "commonName"]
+    names += [
+        value for kind, value in cert.get("subjectAltName", ()) if kind in ("email", "DNS", "URI")
+    ]
+    found = set()
+    for name in names:
+        device, sep, app = str(name).rpartition("@")
+        if sep and device and app:
+            found.add((app, device))
+    return found
 
-    def do_GET(self) -> None:
-        parts = [p for p in urlsplit(self.path).path.split("/") if p]
-        if parts[:2] != ["v1", "status"] or len(parts) > 4:
-            self._error(404, "not found: use POST /v1/dfu or GET /v1/status[/<app>[/<device>]]")
-            return
-        rows = self.server.worker.statuses(parts[2] if len(parts) > 2 else None)
-        if len(parts) == 4:
-            rows = [r for r in rows if r.device == parts[3]]
-            if not rows:
-                self._error(404, f"device {parts[3]!r} is not in application {parts[2]!r}")
-                return
-        data = REPORTS.dump_json([r.report() for r in rows], by_alias=True)
-        self._reply(200, data, "application/json")
 
-    def _events(self) -> None:
-        """A publish event ``{image, tag, …}`` or a registry notification envelope."""
-        token = self.server.settings.events_token
-        given = self.headers.get("Authorization", "")
-        if token and not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            self._error(401, "events need the bearer token configured for this worker")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > 1024 * 1024:
-            self._error(413, "event batch over 1 MiB")
-            return
-        try:
-            data = json.loads(self.rfile.read(length))
-        except ValueError:
-            self._error(400, "events must be JSON")
-            return
-        dropped = 0
-        for image, tag in _changed(data):
-            dropped += self.server.worker.targets.invalidate(image, tag)
-        self.server.worker.counters.add("events")
-        self._reply(200, json.dumps({"invalidated": dropped}).encode(), "application/json")
+UNAUTHORIZED = Response.text(
+    401,
+    "authenticate the device: basic auth as <device>@<app> (or a username of its credentials"
+    " with ?application=&device=) and its password, or a TLS client certificate for"
+    " <device>@<app>",
+    ("www-authenticate", 'Basic realm="ajour"'),
+)
 
-    def do_POST(self) -> None:
-        url = urlsplit(self.path)
-        if url.path == "/v1/events":
-            self._events()
-            return
-        if url.path != "/v1/dfu":
-            self._error(404, "not found: POST /v1/dfu?application=<app>&device=<device>")
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_STATUS_BYTES:
-            self._error(413, f"status is {length} bytes; the limit is {MAX_STATUS_BYTES}")
-            return
-        body = self.rfile.read(length)
-        query = parse_qs(url.query)
+
+class DeliveryApp:
+    """The routes, for :class:`delivery.httpd.Server`."""
+
+    def __init__(self, worker: Worker, settings: HttpSettings) -> None:
+        self.worker, self.settings = worker, settings
+        self.extra: dict[str, tuple[str, Handler, Callable[[], str], int]] = {}
+        # an unknown device's password is compared with a real device's credentials, so
+        # both take the same kind of work (whatever device_auth does for that kind)
+        self._decoy: Any = next(
+            (
+                d.credentials
+                for d in worker.targets.fleet.devices.values()
+                if device_auth.passwords(d.credentials)
+            ),
+            {"credentials": [{"pass": secrets.token_urlsafe(24)}]},
+        )
+
+    # routing, on the event loop: the head only, nothing that blocks -----------------------
+
+    def route(self, request: Request) -> Response | Accept:
+        path, method = request.path, request.method
+        if path == "/v1/dfu":
+            return self._only(method, "POST") or Accept(MAX_STATUS_BYTES, self._dfu)
+        if path == "/v1/events":
+            return (
+                self._only(method, "POST")
+                or self._bearer(request, self.settings.events_token, "events", EVENTS_TOKEN_ENV)
+                or Accept(MAX_EVENTS_BYTES, self._events)
+            )
+        if path == "/v1/status" or path.startswith("/v1/status/"):
+            return (
+                self._only(method, "GET")
+                or self._bearer(request, self.settings.status_token, "status", STATUS_TOKEN_ENV)
+                or Accept(0, self._status)
+            )
+        if path in self.extra:
+            want, handler, token, max_body = self.extra[path]
+            return (
+                self._only(method, want)
+                or self._bearer(request, token(), path, "")
+                or Accept(max_body, handler)
+            )
+        return Response.text(
+            404,
+            f"not found: {path}; the routes are POST /v1/dfu?application=<app>&device=<device>,"
+            " GET /v1/status[/<app>[/<device>]] and POST /v1/events",
+        )
+
+    @staticmethod
+    def _only(method: str, allowed: str) -> Response | None:
+        if method == allowed:
+            return None
+        return Response.text(
+            405, f"{method} is not allowed here; use {allowed}", ("allow", allowed)
+        )
+
+    def _bearer(self, request: Request, token: str, what: str, env: str) -> Response | None:
+        if not self.settings.authenticate:
+            return None
+        if _bearer_matches(request.header("authorization"), token):
+            return None
+        self.worker.counters.add("unauthorized")
+        hint = f"send 'Authorization: Bearer <the {what} token>'"
+        if not token:
+            where = f" (serve --{what}-token or {env})" if env else ""
+            hint += f"; this worker has no {what} token configured{where}, so it refuses all"
+        return Response.text(
+            401, f"unauthorized: {hint}", ("www-authenticate", 'Bearer realm="ajour"')
+        )
+
+    def add(
+        self, path: str, method: str, handler: Handler, token: Callable[[], str], max_body: int
+    ) -> None:
+        if path in ("/v1/dfu", "/v1/events") or path.startswith("/v1/status"):
+            raise DeliveryError(f"{path} is one of the worker's own routes; choose another path")
+        self.extra[path] = (method, handler, token, max_body)
+
+    # handlers, on the thread pool ------------------------------------------------------
+
+    def _dfu(self, request: Request, body: bytes) -> Response:
+        query = parse_qs(request.query)
         app = (query.get("application") or [""])[0]
         device = (query.get("device") or [""])[0]
-        creds = _basic(self.headers.get("Authorization"))
+        creds = _basic(request.header("authorization"))
         if creds and "@" in creds[0] and not device:
             device, app = creds[0].rsplit("@", 1)
+        certified = cert_identities(request.peer_cert)
+        if not app and not device and len(certified) == 1:
+            app, device = next(iter(certified))
         if not app or not device:
-            self._error(
+            return Response.text(
                 400,
-                "name the device: ?application=<app>&device=<device>,"
-                " or basic auth as <device>@<app>",
+                "name the device: ?application=<app>&device=<device>, basic auth as"
+                " <device>@<app>, or a client certificate for <device>@<app>",
             )
-            return
-        worker = self.server.worker
-        if not worker.targets.knows(app, device):
+        worker = self.worker
+        if self.settings.authenticate:
+            if not self._authorized(app, device, creds, certified):
+                worker.counters.add("unauthorized")
+                return UNAUTHORIZED
+        elif not worker.targets.knows(app, device):
             worker.counters.add("unknown_device")
-            self._error(404, f"unknown device {device!r} of application {app!r}")
-            return
-        if self.server.settings.authenticate and not self._authorized(app, device, creds):
-            worker.counters.add("unauthorized")
-            self.send_response(401)
-            self.send_header("WWW-Authenticate", 'Basic realm="ajour"')
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
+            return Response.text(404, f"unknown device {device!r} of application {app!r}")
         reply = worker.handle(app, device, body)
         if reply is None:
-            self._error(400, "the status is not a valid embedded-update CBOR Status")
-            return
-        self._reply(200, reply, CBOR)
+            return Response.text(400, "the status is not a valid embedded-update CBOR Status")
+        return Response(200, reply, CBOR)
 
-    def _authorized(self, app: str, device: str, creds: tuple[str, str] | None) -> bool:
+    def _authorized(
+        self,
+        app: str,
+        device: str,
+        creds: tuple[str, str] | None,
+        certified: set[tuple[str, str]],
+    ) -> bool:
+        targets = self.worker.targets
+        known = targets.knows(app, device)
+        if known and (app, device) in certified:
+            return True
         if creds is None:
+            if not known:
+                self.worker.counters.add("unknown_device")
             return False
         user, password = creds
-        spec = self.server.worker.targets.fleet.devices[(app, device)].credentials
+        if not known:
+            device_auth.check(self._decoy, password)  # the same work; the answer stays 401
+            self.worker.counters.add("unknown_device")
+            return False
+        spec = targets.fleet.devices[(app, device)].credentials
         username = None if user in (device, f"{device}@{app}") else user
         return device_auth.check(spec, password, username)
 
+    def _status(self, request: Request, _body: bytes) -> Response:
+        parts = [unquote(p) for p in request.path.split("/") if p]
+        if len(parts) > 4:
+            return Response.text(404, "not found: GET /v1/status[/<app>[/<device>]]")
+        rows = self.worker.statuses(parts[2] if len(parts) > 2 else None)
+        if len(parts) == 4:
+            rows = [r for r in rows if r.device == parts[3]]
+            if not rows:
+                return Response.text(404, f"device {parts[3]!r} is not in application {parts[2]!r}")
+        return Response(200, REPORTS.dump_json([r.report() for r in rows], by_alias=True), JSON)
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # the default backlog of 5 drops connects from busy fleets
+    def _events(self, _request: Request, body: bytes) -> Response:
+        """A publish event ``{image, tag, …}`` or a registry notification envelope."""
+        try:
+            data = json.loads(body)
+        except ValueError as exc:
+            return Response.text(400, f"events must be JSON: {exc}")
+        dropped = 0
+        for image, tag in _changed(data):
+            dropped += self.worker.targets.invalidate(image, tag)
+        self.worker.counters.add("events")
+        return Response(200, json.dumps({"invalidated": dropped}).encode(), JSON)
 
-    def __init__(self, worker: Worker, settings: HttpSettings) -> None:
-        self.worker = worker
-        self.settings = settings
-        super().__init__((settings.host, settings.port), _Handler)
+
+def _listen(host: str, port: int) -> socket.socket:
+    bare = host.strip("[]")
+    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
+    try:
+        return socket.create_server((bare, port), family=family, backlog=1024)
+    except OSError as exc:
+        raise DeliveryError(
+            f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc};"
+            " choose another --http HOST:PORT"
+        ) from None
 
 
 class HttpTransport:
-    """Serves the worker over HTTP in a background thread."""
+    """Serves the worker over HTTP(S) from a background thread: ``start()``, ``stop()``."""
 
     def __init__(self, worker: Worker, settings: HttpSettings) -> None:
-        self.server = _Server(worker, settings)
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        if not settings.authenticate and not is_loopback(settings.host):
+            raise DeliveryError(
+                f"--insecure-no-auth serves without authentication, so only on a loopback"
+                f" address (127.0.0.1 or ::1), not on {settings.host!r}"
+            )
+        self.settings = settings
+        self.app = DeliveryApp(worker, settings)
+        tls = None
+        if settings.tls is not None:
+            t = settings.tls
+            try:
+                tls = tls_context(t.cert, t.key, t.client_ca)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise DeliveryError(
+                    f"cannot load TLS files (cert {t.cert}, key {t.key}, client CA"
+                    f" {t.client_ca or '-'}): {exc}; give a PEM certificate chain and its key"
+                ) from None
+        self.server = Server(self.app, _listen(settings.host, settings.port), settings.limits, tls)
+        self.host, self.port = self.server.address
 
     @property
     def url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        scheme = "https" if self.settings.tls else "http"
+        host = f"[{self.host}]" if ":" in str(self.host) else str(self.host)
+        return f"{scheme}://{host}:{self.port}"
+
+    def add_route(
+        self,
+        path: str,
+        handler: Handler,
+        *,
+        token: str | Callable[[], str],
+        method: str = "GET",
+        max_body: int = 0,
+    ) -> None:
+        """Serve ``method path`` with ``handler(request, body)`` on the thread pool, behind
+        ``Authorization: Bearer <token>`` (refused for all when the token is empty, unless
+        authentication is off). The hook for ``GET /metrics``."""
+        self.app.add(path, method, handler, token if callable(token) else (lambda: token), max_body)
+
+    def stats(self) -> dict[str, int]:
+        """The server's counters and gauges (connections, timeouts, refusals …)."""
+        return self.server.snapshot()
 
     def start(self) -> None:
-        self._thread.start()
+        if self.settings.authenticate:
+            for what, token in (
+                ("status", self.settings.status_token),
+                ("events", self.settings.events_token),
+            ):
+                if not token:
+                    log.warning("no %s token: every request to its endpoint is refused", what)
+        self.server.start()
 
     def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self._thread.join(5)
+        """Stop accepting, let requests in flight finish (the drain timeout), close."""
+        self.server.stop()

@@ -104,9 +104,15 @@ class Registry:
 
 @contextmanager
 def run_registry(
-    tmp: Path, htpasswd: Path | None = None, also_notify: str | None = None
+    tmp: Path,
+    htpasswd: Path | None = None,
+    also_notify: str | None = None,
+    notify_headers: dict[str, str] | None = None,
 ) -> Iterator[Registry]:
+    """``also_notify`` gets the notifications too, with ``notify_headers`` (distribution's
+    ``notifications.endpoints[].headers``, e.g. ``Authorization: Bearer …``)."""
     port = free_port()
+    worker_headers = {name: [value] for name, value in (notify_headers or {}).items()}
     with receiver() as (events_url, events):
         config = {
             "version": 0.1,
@@ -118,8 +124,18 @@ def run_registry(
             "http": {"addr": f"127.0.0.1:{port}"},
             "notifications": {
                 "endpoints": [
-                    {"name": name, "url": url, "timeout": "1s", "threshold": 3, "backoff": "1s"}
-                    for name, url in (("test-receiver", events_url), ("worker", also_notify))
+                    {
+                        "name": name,
+                        "url": url,
+                        "headers": headers,
+                        "timeout": "1s",
+                        "threshold": 3,
+                        "backoff": "1s",
+                    }
+                    for name, url, headers in (
+                        ("test-receiver", events_url, {}),
+                        ("worker", also_notify, worker_headers),
+                    )
                     if url
                 ]
             },

@@ -20,6 +20,7 @@ from delivery.simulator import simulate_http
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.http_wire import EVENTS_TOKEN, STATUS_TOKEN
 from tests.registry import Registry, run_registry
 from tests.test_sources import publish
 
@@ -52,7 +53,8 @@ def served(tmp_path: Path) -> Iterator[tuple[Registry, HttpTransport, Path]]:
             Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", ttl=600),
             StatusStore(tmp_path / "status.db"),
         )
-        transport = HttpTransport(worker, HttpSettings(port=0))
+        tokens = HttpSettings(port=0, status_token=STATUS_TOKEN, events_token=EVENTS_TOKEN)
+        transport = HttpTransport(worker, tokens)
         transport.start()
         try:
             yield registry, transport, tmp_path
@@ -91,13 +93,21 @@ def test_two_hundred_devices_update_over_http_and_follow_a_new_publish(
     event = json.dumps(
         {"image": f"{registry.host}/ajour/fw/app", "tag": "latest", "digest": "x", "version": "1.1"}
     ).encode()
-    req = urllib.request.Request(f"{transport.url}/v1/events", data=event, method="POST")
+    req = urllib.request.Request(
+        f"{transport.url}/v1/events",
+        data=event,
+        method="POST",
+        headers={"Authorization": f"Bearer {EVENTS_TOKEN}"},
+    )
     with urllib.request.urlopen(req) as resp:
         assert json.loads(resp.read()) == {"invalidated": 1}
     again = simulate_http(transport.url, "app", ["dev0"], b"1.0", 512, "pw-0")
     assert again[0].final == "1.1"
 
-    with urllib.request.urlopen(f"{transport.url}/v1/status/app/dev0") as resp:
+    status = urllib.request.Request(
+        f"{transport.url}/v1/status/app/dev0", headers={"Authorization": f"Bearer {STATUS_TOKEN}"}
+    )
+    with urllib.request.urlopen(status) as resp:
         (row,) = json.loads(resp.read())
     assert (row["state"], row["current"], row["target"]) == ("Synced", "1.1", "1.1")
 
@@ -142,45 +152,52 @@ def test_http_authentication_and_bad_requests(served: tuple[Registry, HttpTransp
         post(f"{transport.url}/v1/dfu?application=app&device=userdev", status, "mallory:wonder")[0]
         == 401
     )
-    assert post(f"{transport.url}/v1/dfu?application=app&device=ghost", status, "x:y")[0] == 404
+    # an unknown device gets the same answer as a wrong password (no enumeration)
+    assert post(f"{transport.url}/v1/dfu?application=app&device=ghost", status, "x:y")[0] == 401
     code, body = post(dfu, b"\xffgarbage", "dev7@app:pw-7")
     assert code == 400 and b"not a valid embedded-update CBOR Status" in body
     assert post(dfu, b"\x00" * 5000, "dev7@app:pw-7")[0] == 413
     assert post(f"{transport.url}/v1/dfu", status)[0] == 400
 
 
-def test_status_cli_reads_the_worker(served: tuple[Registry, HttpTransport, Path]) -> None:
+def test_status_cli_reads_the_worker(tmp_path: Path) -> None:
+    """``ajour-delivery status`` sends no token yet: it reads a loopback --insecure-no-auth
+    worker (docs/delivery.md)."""
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet_yaml())
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.0", b"x" * 600)
+    worker = Worker(
+        Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}"), StatusStore()
+    )
+    transport = HttpTransport(worker, HttpSettings(port=0, authenticate=False))
+    transport.start()
+    try:
+        post(
+            f"{transport.url}/v1/dfu?application=app&device=dev3",
+            encode_status(Status(b"0.1", 256)),
+        )
+        result = CliRunner().invoke(main, ["status", "--url", transport.url])
+        assert result.exit_code == 0, result.output
+        assert "app/dev3: Updating current=0.1 target=1.0 progress=0/600" in result.output
+    finally:
+        transport.stop()
+
+
+def test_simulate_cli_authenticates_with_the_password(
+    served: tuple[Registry, HttpTransport, Path],
+) -> None:
     registry, transport, tmp = served
     publish(tmp, f"oci://{registry.host}/ajour/fw/app:latest", "1.0", b"x" * 600)
-    post(
-        f"{transport.url}/v1/dfu?application=app&device=dev3",
-        encode_status(Status(b"0.1", 256)),
-        "dev3@app:pw-3",
-    )
-    result = CliRunner().invoke(main, ["status", "--url", transport.url])
-    assert result.exit_code == 0, result.output
-    assert "app/dev3: Updating current=0.1 target=1.0 progress=0/600" in result.output
-    sim = CliRunner().invoke(
-        main,
-        [
-            "simulate",
-            "--http",
-            transport.url,
-            "--app",
-            "app",
-            "--devices",
-            "1",
-            "--prefix",
-            "dev",
-            "--password",
-            "pw-0",
-        ],
-    )
+    args = ["simulate", "--http", transport.url, "--app", "app", "--devices", "1"]
+    sim = CliRunner().invoke(main, [*args, "--prefix", "dev", "--password", "pw-0"])
     assert sim.exit_code == 0 and "1 devices on 1.0" in sim.output
+    wrong = CliRunner().invoke(main, [*args, "--prefix", "dev", "--password", "pw-1"])
+    assert wrong.exit_code == 1 and "HTTP 401" in wrong.output
 
 
 def test_registry_notification_reaches_the_worker(tmp_path: Path) -> None:
-    """A push by any client: the registry's own notification invalidates the tag at once."""
+    """A push by any client: the registry's own notification, authenticated with the header
+    distribution sends (``notifications.endpoints[].headers``), invalidates the tag at once."""
     import time
 
     from tests.registry import free_port
@@ -189,23 +206,29 @@ def test_registry_notification_reaches_the_worker(tmp_path: Path) -> None:
     (tmp_path / "fleet" / "f.yaml").write_text(fleet_yaml())
     port = free_port()
     worker_url = f"http://127.0.0.1:{port}"
-    with run_registry(tmp_path / "registry", also_notify=f"{worker_url}/v1/events") as registry:
+    with run_registry(
+        tmp_path / "registry",
+        also_notify=f"{worker_url}/v1/events",
+        notify_headers={"Authorization": f"Bearer {EVENTS_TOKEN}"},
+    ) as registry:
         url = f"oci://{registry.host}/ajour/fw/app:latest"
         publish(tmp_path, url, "1.0", b"a" * 500)
         worker = Worker(
             Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", ttl=3600),
             StatusStore(),
         )
-        transport = HttpTransport(worker, HttpSettings(port=port, authenticate=False))
+        settings = HttpSettings(port=port, events_token=EVENTS_TOKEN, status_token=STATUS_TOKEN)
+        transport = HttpTransport(worker, settings)
         transport.start()
         try:
-            assert simulate_http(worker_url, "app", ["dev0"], b"0", 512, None)[0].final == "1.0"
+            assert simulate_http(worker_url, "app", ["dev0"], b"0", 512, "pw-0")[0].final == "1.0"
             before = worker.counters.snapshot().get("events", 0)
             publish(tmp_path, url, "1.1", b"b" * 500)  # no --notify: only the registry tells
             deadline = time.monotonic() + 15
             while worker.counters.snapshot().get("events", 0) == before:
                 assert time.monotonic() < deadline, "the registry never notified the worker"
                 time.sleep(0.05)
-            assert simulate_http(worker_url, "app", ["dev0"], b"1.0", 512, None)[0].final == "1.1"
+            assert simulate_http(worker_url, "app", ["dev0"], b"1.0", 512, "pw-0")[0].final == "1.1"
+            assert worker.counters.snapshot().get("unauthorized", 0) == 0
         finally:
             transport.stop()

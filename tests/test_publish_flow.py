@@ -161,3 +161,23 @@ def test_mqtt_notification_reaches_a_subscriber(tmp_path: Path) -> None:
         finally:
             client.loop_stop()
             client.disconnect()
+
+
+def test_release_notifies_a_worker_with_its_events_token(tmp_path: Path) -> None:
+    """The worker wants ``Bearer <events token>``; release sends AJOUR_DELIVERY_EVENTS_TOKEN."""
+    from ajour_build.publish.destination import release
+    from ajour_build.publish.publisher import FirmwareArtifact
+    from tests.http_wire import EVENTS_TOKEN, serving, settings, small_worker
+
+    worker = small_worker(tmp_path / "worker")
+    art = tmp_path / "fw.bin"
+    art.write_bytes(b"new firmware")
+    to = f"oci-layout://{tmp_path / 'worker' / 'oci' / 'fw' / 'app'}:latest"
+    with serving(worker, settings()) as transport:
+        url = f"{transport.url}/v1/events"
+        refused = release(FirmwareArtifact(art, "2.0"), to, {}, notify_url=url)
+        assert refused.warning is not None and "AJOUR_DELIVERY_EVENTS_TOKEN" in refused.warning
+        env = {"AJOUR_DELIVERY_EVENTS_TOKEN": EVENTS_TOKEN}
+        told = release(FirmwareArtifact(art, "2.1"), to, env, notify_url=url)
+        assert told.warning is None and EVENTS_TOKEN not in refused.warning
+        assert worker.counters.snapshot()["events"] == 1

@@ -68,11 +68,12 @@ def release(
     insecure: bool = False,
     notify_url: str | None = None,
 ) -> Release:
-    """Publish ``artifact`` to ``to``, then notify ``notify_url`` (http(s):// or mqtt://)."""
+    """Publish ``artifact`` to ``to``, then notify ``notify_url`` (http(s):// or mqtt://,
+    with the events token from ``env``'s ``AJOUR_DELIVERY_EVENTS_TOKEN``)."""
     published = publisher_for(to, env, insecure).publish(artifact)
     if notify_url:
         try:
-            notify.send(notify_url, published)
+            notify.send(notify_url, published, token=env.get(notify.EVENTS_TOKEN_ENV, ""))
         except PublishError as exc:
             return Release(published, str(exc))
     return Release(published)

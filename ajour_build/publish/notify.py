@@ -4,6 +4,10 @@ The event is a ``PublishEvent`` (``ajour_build.core.wire``): ``{image, tag, dige
 target}``. Delivery also learns of pushes
 from the registry's own notifications (``notifications.endpoints``); this event covers
 layout directories and registries without notifications.
+
+Over HTTP the event carries ``Authorization: Bearer <token>`` when a token is given: the
+worker's events token, which ``release`` takes from ``AJOUR_DELIVERY_EVENTS_TOKEN`` (the
+variable the worker reads too). It never appears in an error.
 """
 
 from __future__ import annotations
@@ -27,16 +31,26 @@ def event(published: Published) -> PublishEvent:
     )
 
 
-def send(url: str, published: Published, timeout: float = 5.0) -> None:
+EVENTS_TOKEN_ENV = "AJOUR_DELIVERY_EVENTS_TOKEN"
+
+
+def send(url: str, published: Published, timeout: float = 5.0, token: str = "") -> None:
     body = event(published).model_dump_json().encode()
     parts = urlsplit(url)
     if parts.scheme in ("http", "https"):
-        request = urllib.request.Request(
-            url, data=body, method="POST", headers={"Content-Type": "application/json"}
-        )
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 response.read(1024)
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            hint = (
+                f"; set {EVENTS_TOKEN_ENV} to the worker's events token" if exc.code == 401 else ""
+            )
+            raise PublishError(f"published, but notifying {url} failed: {exc}{hint}") from None
         except (urllib.error.URLError, OSError) as exc:
             raise PublishError(f"published, but notifying {url} failed: {exc}") from None
         return
