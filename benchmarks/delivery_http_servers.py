@@ -94,7 +94,8 @@ def serve(kind: str, root: str, conn: Connection) -> None:
     stop: Any
     worker = None
     if kind == "bare":
-        from delivery.httpd import Accept, Limits, Request, Response, Server
+        from delivery.http_exchange import Accept, Limits, Request, Response
+        from delivery.httpd import Server
 
         answer = Response(200, payload, "application/cbor")
 

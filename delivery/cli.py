@@ -19,6 +19,7 @@ from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from ajour_build.core.wire import read_reports
 from delivery import __version__
 from delivery.errors import DeliveryError
+from delivery.fleet_reload import FleetReloader
 
 
 class _Group(click.Group):
@@ -120,6 +121,18 @@ def _hostport(value: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def _serve_metrics(http: Any, worker: Any, token: str) -> None:
+    """``GET /metrics`` (Prometheus text), behind the status token."""
+    from delivery.http_exchange import Response
+    from delivery.metrics import CONTENT_TYPE, render
+
+    http.add_route(
+        "/metrics",
+        lambda _request, _body: Response(200, render(worker.metrics), CONTENT_TYPE),
+        token=token,
+    )
+
+
 def _http_settings(
     http_addr: str,
     insecure_no_auth: bool,
@@ -129,13 +142,13 @@ def _http_settings(
     limits: tuple[int, int, float],
 ) -> Any:
     """HttpSettings from serve's options, or a DeliveryError naming what is missing."""
+    from ajour_build.core.hosts import is_loopback
     from delivery.http import (
         EVENTS_TOKEN_ENV,
         STATUS_TOKEN_ENV,
         HttpSettings,
         Limits,
         TlsSettings,
-        is_loopback,
     )
 
     host, port = _hostport(http_addr)
@@ -181,10 +194,16 @@ def _http_settings(
 
 @main.command()
 @_FLEET
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Installation config (default: AJOUR_CONFIG, the fleet's ajour.yaml, ./ajour.yaml).",
+)
 @click.option("--http", "http_addr", help="Serve HTTP on HOST:PORT (for example 127.0.0.1:8081).")
 @click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt[s]://[user:password@]host[:port].")
 @_mqtt_tls_options
-@click.option("--group", default="ajour", show_default=True, help="MQTT shared subscription group.")
+@click.option("--group", help="MQTT shared subscription group (default: ajour).")
 @click.option(
     "--drogue-app",
     "drogue_apps",
@@ -193,13 +212,12 @@ def _http_settings(
 )
 @click.option(
     "--registry",
-    default="127.0.0.1:5000/ajour",
-    show_default=True,
+    default=None,
     help="Registry prefix for container.image, or oci-layout:///dir.",
 )
 @click.option("--file-dir", type=click.Path(path_type=Path), help="Directory for file firmware.")
-@click.option("--store", "store_path", default=":memory:", help="SQLite file for device status.")
-@click.option("--ttl", default=30.0, show_default=True, help="Tag resolution cache TTL (s).")
+@click.option("--store", "store_path", help="SQLite file for device status (default: memory).")
+@click.option("--ttl", type=float, help="Tag resolution cache TTL in seconds (default: 30).")
 @click.option(
     "--insecure-no-auth",
     is_flag=True,
@@ -239,14 +257,12 @@ def _http_settings(
 @click.option("--hawkbit-tenant", default="DEFAULT", show_default=True)
 @click.option(
     "--poll-synced",
-    default=300,
-    show_default=True,
+    type=int,
     help="Seconds a synced device waits before its next status.",
 )
 @click.option(
     "--poll-wait",
-    default=30,
-    show_default=True,
+    type=int,
     help="Seconds a device waits when there is no firmware to serve.",
 )
 @click.option(
@@ -258,17 +274,18 @@ def _http_settings(
 )
 def serve(
     fleet_paths: tuple[Path, ...],
+    config_path: Path | None,
     http_addr: str | None,
     mqtt_url: str | None,
     mqtt_ca: Path | None,
     mqtt_cert: Path | None,
     mqtt_key: Path | None,
-    group: str,
+    group: str | None,
     drogue_apps: tuple[str, ...],
-    registry: str,
+    registry: str | None,
     file_dir: Path | None,
-    store_path: str,
-    ttl: float,
+    store_path: str | None,
+    ttl: float | None,
     insecure_no_auth: bool,
     status_token: str | None,
     events_token: str | None,
@@ -280,8 +297,8 @@ def serve(
     drain_timeout: float,
     hawkbit_url: str | None,
     hawkbit_tenant: str,
-    poll_synced: int,
-    poll_wait: int,
+    poll_synced: int | None,
+    poll_wait: int | None,
     app_polls: tuple[str, ...],
 ) -> None:
     """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
@@ -289,7 +306,31 @@ def serve(
     from delivery.store import StatusStore
     from delivery.targets import HawkbitSettings, Targets
     from delivery.worker import Worker
+    from delivery.worker_config import load_settings
 
+    found = load_settings(config_path, list(fleet_paths), os.environ)
+    conf = found.delivery
+    http_addr = http_addr or conf.http or None
+    mqtt_url = mqtt_url or conf.mqtt or None
+    group = group or conf.group
+    drogue_apps = drogue_apps or conf.drogue_apps
+    registry = registry or found.registry.prefix
+    file_dir = file_dir or (Path(conf.file_dir) if conf.file_dir else None)
+    store_path = store_path or conf.store
+    ttl = ttl if ttl is not None else conf.ttl
+    poll_synced = poll_synced if poll_synced is not None else conf.poll.synced
+    poll_wait = poll_wait if poll_wait is not None else conf.poll.wait
+    app_polls = (
+        *(f"{app}={p.synced}:{p.wait}" for app, p in sorted(conf.app_poll.items())),
+        *app_polls,
+    )
+    hawkbit_url = hawkbit_url or conf.hawkbit_url or None
+    tokens = {
+        what: [t.get_secret_value() for t in getattr(conf, f"{what}_tokens")]
+        for what in ("status", "events")
+    }
+    status_token = status_token or next(iter(tokens["status"]), None)
+    events_token = events_token or next(iter(tokens["events"]), None)
     if not http_addr and not mqtt_url:
         raise DeliveryError("give a transport: --http HOST:PORT and/or --mqtt mqtt://host:port")
     mqtt_tls = _mqtt_tls(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
@@ -311,15 +352,23 @@ def serve(
                 "--hawkbit-url needs AJOUR_HAWKBIT_GATEWAY_TOKEN in the environment"
             )
         hawkbit = HawkbitSettings(hawkbit_url, hawkbit_tenant, token)
-    targets = Targets(load_fleet(list(fleet_paths)), registry, file_dir, ttl, hawkbit=hawkbit)
+
+    def make_targets(fleet: Any) -> Targets:
+        return Targets(fleet, registry, file_dir, ttl, hawkbit=hawkbit)
+
+    targets = make_targets(load_fleet(list(fleet_paths)))
     policy, policies = _policies(poll_synced, poll_wait, app_polls)
     worker = Worker(targets, StatusStore(store_path), policy, policies)
-    started: list[Any] = []
+    reloader = FleetReloader(worker, list(fleet_paths), make_targets)
+    started: list[Any] = [reloader]
+    reloader.start()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reloader.reload_now())
     try:
         if http_settings is not None:
             http = HttpTransport(worker, http_settings)
+            _serve_metrics(http, worker, http_settings.status_token)
             http.start()
             started.append(http)
             click.echo(f"serving HTTP on {http.url}", err=True)
@@ -334,7 +383,7 @@ def serve(
             broker.start()
             started.append(broker)
             click.echo(f"serving MQTT as {broker.subscription}", err=True)
-        click.echo(f"{len(targets.fleet.devices)} devices in the fleet", err=True)
+        click.echo(f"{len(targets.fleet.devices)} devices in the fleet ({found.source})", err=True)
         stop.wait()
     except KeyboardInterrupt:
         pass

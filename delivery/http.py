@@ -27,7 +27,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import ipaddress
 import json
 import logging
 import secrets
@@ -40,10 +39,12 @@ from urllib.parse import parse_qs, unquote
 
 from pydantic import TypeAdapter, ValidationError
 
+from ajour_build.core.hosts import is_loopback
 from ajour_build.core.wire import DeviceReport, PublishEvent
 from delivery import device_auth
 from delivery.errors import DeliveryError
-from delivery.httpd import Accept, Limits, Request, Response, Server, tls_context
+from delivery.http_exchange import Accept, Limits, Request, Response, tls_context
+from delivery.httpd import Server
 from delivery.protocol import MAX_STATUS_BYTES
 from delivery.worker import Worker
 
@@ -67,7 +68,6 @@ __all__ = [
     "Request",
     "Response",
     "TlsSettings",
-    "is_loopback",
 ]
 
 
@@ -87,15 +87,6 @@ class HttpSettings:
     status_token: str = field(default="", repr=False)  # GET /v1/status: Bearer <it>
     tls: TlsSettings | None = None
     limits: Limits = field(default_factory=Limits)
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def _changed(data: Any) -> list[tuple[str, str]]:

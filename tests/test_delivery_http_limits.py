@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from delivery.http import HttpTransport
-from delivery.httpd import Limits
+from delivery.http_exchange import Limits
 from delivery.protocol import Status, decode_command, encode_status
 from delivery.worker import Worker
 from tests.http_wire import (
