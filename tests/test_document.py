@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ajour_build.core.spec import fastyaml
 from ajour_build.core.spec.document import (
+    MAX_DEPTH,
+    MAX_NODES,
     DocumentError,
     YamlFloat,
     YamlInt,
+    _parse_full,
     parse_json,
     parse_yaml,
     read_documents,
@@ -94,3 +102,174 @@ def test_non_utf8_file(tmp_path: Path) -> None:
     with pytest.raises(DocumentError) as info:
         read_documents(path)
     assert "not UTF-8" in info.value.problem.message
+
+
+# --------------------------------------------------------------------------- the fast reader
+# Plain block YAML is read by fastyaml, everything else by the full loader. The fast reader
+# may give up on anything, but what it reads must be exactly what the full loader builds:
+# the same documents, values (types and YAML 1.1 text included) and positions.
+
+TRICKY = [
+    "a", "name", "on", "yes", "no", "null", "~", "true", "1", "0.10", "007", "1_000", "0x1F",
+    "1:30", ".inf", "2024-01-31", "x y", "a: b", "a:b", "a #c", "a#b", "#c", "-", "- x", "-x",
+    "'q'", '"d"', "it's", "--board", "--", "---", "-#", "-:", "{}", "[]", "{a}", "[1]", "x,y",
+    "http://h:1/p", "*a", "&a", "!t",
+    "|", ">", "%", "@x", "`", "?", "? x", ":x", "x:", "<<", "=", "", " s", "s ", "é", "a\tb",
+    "$x", "(x)", "^x", "x@y", "a%b", "\\", "k\\n",
+]  # fmt: skip
+KEYS = st.sampled_from(TRICKY[:40]) | st.from_regex(r"[a-z][a-z0-9./-]{0,6}", fullmatch=True)
+SCALARS = (
+    st.sampled_from(TRICKY)
+    | st.text(alphabet="ab0 .:-#'\"[]{},&*!|>%@?\\\t", max_size=5)
+    | st.integers(-5, 300)
+    | st.sampled_from([0.5, -2.0, 1e20, 0.1])
+    | st.booleans()
+    | st.none()
+)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: (
+        st.lists(inner, min_size=1, max_size=3)
+        | st.dictionaries(KEYS, inner, min_size=1, max_size=3)
+    ),
+    max_leaves=10,
+)
+DOCUMENTS = st.lists(
+    st.dictionaries(KEYS, VALUES, min_size=1, max_size=4) | st.lists(VALUES, min_size=1),
+    min_size=1,
+    max_size=3,
+)
+
+
+def typed(value: Any) -> Any:
+    """``value`` with every type spelled out (``1 == 1.0 == True`` must not pass)."""
+    if isinstance(value, dict):
+        return ("dict", [(k, typed(v)) for k, v in value.items()])
+    if isinstance(value, list):
+        return ("list", [typed(v) for v in value])
+    return (type(value).__name__, getattr(value, "raw", None), value)
+
+
+def assert_agrees(text: str) -> bool:
+    """The fast reader gives up or reads ``text`` as the full loader does; True: it read."""
+    fast = fastyaml.read(text, MAX_NODES, MAX_DEPTH)
+    try:
+        full = [d for d in _parse_full(text, "f.yaml", construct=True) if d.data is not None]
+    except Exception:  # the full loader refuses it (DocumentError) or trips over it
+        assert fast is None, text
+        return False
+    if fast is None:
+        return False
+    read = [(index, data, line, marks) for index, data, line, marks in fast if data is not None]
+    assert [(i, typed(data)) for i, data, _, _ in read] == [(d.index, typed(d.data)) for d in full]
+    for (_, _, line, marks), doc in zip(read, full, strict=True):
+        for path, (offset, column) in marks.items():
+            assert doc.marks[path] == (line + offset, column), (text, path)
+    return True
+
+
+def mutated(text: str, data: st.DataObject) -> str:
+    lines = text.split("\n")
+    i = data.draw(st.integers(0, len(lines) - 1))
+    line = lines[i]
+    at = data.draw(st.integers(0, len(line)))
+    how = data.draw(st.sampled_from(["insert", "delete", "indent", "dedent"]))
+    if how == "insert":
+        line = line[:at] + data.draw(st.sampled_from(list(" :-#'\"[]{}x0\\&*"))) + line[at:]
+    elif how == "delete":
+        line = line[:at] + line[at + 1 :]
+    elif how == "indent":
+        line = "  " + line
+    else:
+        line = line.lstrip(" ")
+    lines[i] = line
+    return "\n".join(lines)
+
+
+@settings(max_examples=400)
+@given(DOCUMENTS, st.sampled_from([2, 4]), st.booleans(), st.booleans(), st.data())
+def test_fast_reader_reads_as_the_full_loader(
+    docs: list[Any], indent: int, explicit: bool, repeat: bool, data: st.DataObject
+) -> None:
+    if repeat:  # several documents of one shape: the template path
+        docs = docs[:1] * 3
+    text = yaml.safe_dump_all(
+        docs, default_flow_style=False, sort_keys=False, indent=indent, explicit_start=explicit
+    )
+    assert_agrees(text)
+    for _ in range(data.draw(st.integers(0, 2))):
+        text = mutated(text, data)
+        assert_agrees(text)
+
+
+FLEET_TEXT = """\
+# a fleet
+---
+kind: Device
+metadata:
+  name: dev-1
+  application: app-1   # the owner
+spec:
+  credentials:
+    credentials:
+      - pass: "hey-rodney"
+      - user: {{username: u, password: 'it''s'}}
+---
+kind: Device
+metadata:
+  name: {name}
+  application: app-1
+spec:
+  firmware:
+    container:
+      image: app-1:1.10
+      build:
+        args:
+          - --board
+          - "x y"
+        env:
+        - name: V
+          value: 0.10
+        timeout: 30m
+  labels: {{}}
+"""
+
+
+@pytest.mark.parametrize("name", ["dev-2", "node-2", "007", "0.10", "yes"])
+def test_fast_reader_reads_plain_fleets(name: str) -> None:
+    text = FLEET_TEXT.format(name=name).replace("{username: u, password: 'it''s'}", "{}")
+    assert assert_agrees(text)  # read, not given up: the fast path is the common one
+    assert assert_agrees(text + text.split("\n", 1)[1])  # more of one shape: the templates
+    assert not assert_agrees(FLEET_TEXT.format(name=name))  # a flow mapping: the full loader
+
+
+def test_fast_read_documents_locate_deep_paths_like_the_full_loader() -> None:
+    text = FLEET_TEXT.format(name="dev-2").replace("{username: u, password: 'it''s'}", "{}")
+    fast = parse_yaml(text, "f.yaml")
+    full = [d for d in _parse_full(text, "f.yaml", construct=True) if d.data is not None]
+    assert fast[1].known is not None  # read by the fast reader
+    for fast_doc, full_doc in zip(fast, full, strict=True):
+        for path in full_doc.marks:
+            assert fast_doc.locate((*path, "nope")) == full_doc.locate((*path, "nope"))
+    mark = fast[1].locate(("spec", "firmware", "container", "build", "env", 0, "value"))
+    assert mark is not None and (mark.line, mark.column) == (27, 11)
+
+
+def test_aliases_are_refused_whichever_reader() -> None:
+    bomb = 'a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]\n'
+    bomb += "".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]\n" for i in range(1, 9))
+    block = "a0: &a0\n" + "  - x\n" * 10
+    block += "".join(f"a{i}: &a{i}\n" + f"  - *a{i - 1}\n" * 10 for i in range(1, 9))
+    for text in (bomb, block):
+        assert fastyaml.read(text, MAX_NODES, MAX_DEPTH) is None
+        with pytest.raises(DocumentError) as info:
+            parse_yaml(text, "bomb.yaml")
+        assert "more than" in info.value.problem.message
+
+
+def test_json_documents_are_located_on_demand() -> None:
+    text = '\n  {"metadata": {\n    "name": "x"}, "spec": {"firmware": {"file": {}}}}\n'
+    (doc,) = parse_json(text, "d.json")
+    assert doc.known is not None and doc.locate(()) == (2, 3)
+    mark = doc.locate(("metadata", "name"))
+    assert mark is not None and mark.line == 3
