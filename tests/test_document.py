@@ -18,6 +18,7 @@ from ajour_build.core.spec.document import (
     YamlFloat,
     YamlInt,
     _parse_full,
+    iter_yaml,
     parse_json,
     parse_yaml,
     read_documents,
@@ -243,6 +244,24 @@ def test_fast_reader_reads_plain_fleets(name: str) -> None:
     assert not assert_agrees(FLEET_TEXT.format(name=name))  # a flow mapping: the full loader
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '"a\nb": 1\n',  # quotes do not span lines for this reader
+        "x: 1\n'a\nb': 1\n",
+        '- "a\nb": 1\n',
+        'k: "a\n  b"\n',
+        "k: a\n  b\n",  # a plain scalar on two lines
+        "---\nk: 1\n--- \nk: 2\n",
+        "%YAML 1.1\n---\nk: 1\n",
+        "k: 1\n...\n",
+    ],
+)
+def test_fast_reader_gives_up_on_what_it_does_not_read(text: str) -> None:
+    assert fastyaml.read(text, MAX_NODES, MAX_DEPTH) is None
+    assert_agrees(text)
+
+
 def test_fast_read_documents_locate_deep_paths_like_the_full_loader() -> None:
     text = FLEET_TEXT.format(name="dev-2").replace("{username: u, password: 'it''s'}", "{}")
     fast = parse_yaml(text, "f.yaml")
@@ -273,3 +292,24 @@ def test_json_documents_are_located_on_demand() -> None:
     assert doc.known is not None and doc.locate(()) == (2, 3)
     mark = doc.locate(("metadata", "name"))
     assert mark is not None and mark.line == 3
+
+
+def test_a_file_the_fast_reader_leaves_halfway_is_read_once() -> None:
+    text = "a: 1\n---\nb: 2\n---\nc: {d: 1}\n---\ne: 0.10\n"
+    docs = list(iter_yaml(text, "f.yaml"))
+    assert [(d.index, d.data) for d in docs] == [
+        (0, {"a": 1}),
+        (1, {"b": 2}),
+        (2, {"c": {"d": 1}}),
+        (3, {"e": 0.1}),
+    ]
+    assert docs[0].known is not None and docs[2].known is None  # fast, then the full loader
+    assert isinstance(docs[3].data["e"], YamlFloat) and docs[3].data["e"].raw == "0.10"
+
+
+def test_a_malformed_document_stops_the_file_where_it_is() -> None:
+    read: list[Any] = []
+    with pytest.raises(DocumentError) as info:
+        read.extend(d.data for d in iter_yaml("a: 1\n---\nb: [\n---\nc: 3\n", "f.yaml"))
+    assert read == [{"a": 1}]
+    assert info.value.problem.line == 4

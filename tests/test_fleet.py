@@ -180,16 +180,17 @@ def test_quick_resource_reads_only_what_resource_accepts_and_the_same(raw: Any) 
     plain = quick_resource(raw)
     if plain is None:
         return  # Resource decides, and names the problem
+    kind, name, application, raw_firmware, credentials = plain
     try:  # the firmware section is the caller's to validate, with Firmware
-        firmware = None if plain.firmware is None else Firmware.model_validate(plain.firmware)
+        firmware = None if raw_firmware is None else Firmware.model_validate(raw_firmware)
     except ValidationError:
         with pytest.raises(ValidationError):
             Resource.model_validate(raw)
         return
     res = Resource.model_validate(raw)  # must not raise
-    assert (plain.kind, plain.name) == (res.resolved_kind, res.metadata.name)
-    assert plain.application == res.metadata.application
-    assert json.dumps(plain.credentials) == json.dumps(res.spec.credentials)
+    meta = res.metadata
+    assert (kind, name, application) == (res.resolved_kind, meta.name, meta.application)
+    assert json.dumps(credentials) == json.dumps(res.spec.credentials)
     assert firmware == res.spec.firmware
 
 
@@ -212,6 +213,11 @@ def test_plain_resources_take_the_quick_path(raw: dict[str, Any]) -> None:
         {"credentials": [{"pass": 'p"\\é\n'}]},
         {"credentials": [{"pass": "a"}, {"user": {"username": "u", "password": "b"}}]},
         ["odd", 1, 0.5, None, True],
+        {"credentials": [{"pass": 1}]},
+        {"credentials": [{"pass": "a", "x": 1}]},
+        {"credentials": ["pass"]},
+        {"credentials": "p"},
+        {"credentials": [{"pass": "a"}], "more": 1},
     ],
 )
 def test_credentials_are_kept_as_json_and_given_back_unchanged(credentials: Any) -> None:
@@ -266,3 +272,12 @@ def test_problems_in_fast_read_files_keep_their_lines(write: Write) -> None:
     )
     assert twice.line == 26
     assert (no_app.line, no_app.path) == (17, "metadata.application")
+
+
+def test_a_malformed_file_keeps_the_resources_before_the_error(write: Write) -> None:
+    write("a.yaml", APP.format(name="app1") + "---\nkind: Device\nmetadata: [\n")
+    write("b.yaml", "kind: Device\nmetadata:\n  name: d1\n  application: app1\n")
+    with pytest.raises(SpecError) as info:
+        load_fleet([write("c.yaml", APP.format(name="app2")).parent])
+    (problem,) = info.value.problems  # the malformed YAML; app1 was read, so d1 is fine
+    assert problem.message.startswith("malformed YAML") and str(problem.file).endswith("a.yaml")

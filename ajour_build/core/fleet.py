@@ -18,8 +18,8 @@ from ajour_build.core.spec.document import (
     Document,
     DocumentError,
     PathKey,
+    iter_documents,
     iter_spec_files,
-    read_documents,
 )
 from ajour_build.core.spec.firmware import Firmware
 from ajour_build.core.spec.problems import format_path, known_fields, problems_from_validation
@@ -161,12 +161,22 @@ class _Collector:
     def share(self, text: str) -> str:
         return self.shared.setdefault(text, text)
 
-    def credentials(self, value: Any) -> str | None:
-        """``value`` as compact JSON text (``json.dumps``'s, equal texts shared), or None."""
-        if value is None:
-            return None
-        password = _one_password(value)
-        if password is not None:  # Drogue's usual shape, without the encoder's set-up
+    def credentials(self, value: Any) -> str:
+        """``value`` as compact JSON text, as ``json.dumps`` writes it (equal texts shared)."""
+        try:  # Drogue's usual {"credentials": [{"pass": "..."}]}, without the encoder
+            (entry,) = value["credentials"]
+            password = entry["pass"]
+            common = (
+                type(value) is dict
+                and len(value) == 1
+                and type(value["credentials"]) is list
+                and type(entry) is dict
+                and len(entry) == 1
+                and type(password) is str
+            )
+        except (TypeError, KeyError, ValueError, IndexError):
+            common = False
+        if common:
             stored = f'{{"credentials":[{{"pass":{_encode_text(password)}}}]}}'
         else:
             stored = _COMPACT.encode(value)
@@ -175,17 +185,6 @@ class _Collector:
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 _encode_text: Callable[[str], str] = json.encoder.encode_basestring_ascii
-
-
-def _one_password(value: Any) -> str | None:
-    """The password of ``{"credentials": [{"pass": "..."}]}``, the common case; else None."""
-    if type(value) is dict and len(value) == 1:
-        entries = value.get("credentials")
-        if type(entries) is list and len(entries) == 1:
-            entry = entries[0]
-            if type(entry) is dict and len(entry) == 1 and type(entry.get("pass")) is str:
-                return cast(str, entry["pass"])
-    return None
 
 
 def _resources(doc: Document) -> Iterator[tuple[PathKey, Any]]:
@@ -205,15 +204,7 @@ def _resources(doc: Document) -> Iterator[tuple[PathKey, Any]]:
 
 
 def _validated(col: _Collector, doc: Document, path: PathKey, raw: dict[str, Any]) -> Any:
-    """``(kind, name, application, firmware, credentials)``, or None after a problem."""
-    plain = quick_resource(raw)
-    if plain is not None:
-        if plain.firmware is None:
-            return plain
-        try:
-            return plain._replace(firmware=col.firmware_of(plain.firmware))
-        except ValidationError:
-            pass  # Resource names the problem with its full path
+    """``(kind, name, application, firmware, credentials)`` by Resource, None after a problem."""
     try:
         res = Resource.model_validate(raw)
     except ValidationError as exc:
@@ -234,15 +225,22 @@ def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
             )
         )
         return
-    found = _validated(col, doc, path, raw)
+    found: Any = quick_resource(raw)
+    if found is not None and found[3] is not None:
+        try:
+            found = (*found[:3], col.firmware_of(found[3]), found[4])
+        except ValidationError:
+            found = None  # Resource names the problem with its full path
     if found is None:
-        return
+        found = _validated(col, doc, path, raw)
+        if found is None:
+            return
     kind, name, app, firmware, raw_credentials = found
     spec = raw.get("spec")
     if type(spec) is dict and not _QUIET_SECTIONS.issuperset(spec):
         _warn_sections(col, doc, path, spec)
     line = doc.line_of(path)
-    credentials = col.credentials(raw_credentials)
+    credentials = None if raw_credentials is None else col.credentials(raw_credentials)
     if kind == "Application":
         origin = Origin(doc.file, line)
         if name in col.apps:
@@ -250,16 +248,16 @@ def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
             return
         col.apps[name] = Application(col.share(name), firmware, credentials, origin)
         return
-    app = col.share(app or "")
+    app = col.share(app)
     key = (app, name)
-    if key in col.devices:
-        first = col.devices[key].origin
+    devices = col.devices
+    if key in devices:
         what = f"device {name!r} of application {app!r}"
-        col.problems.append(_duplicate(what, Origin(doc.file, line), first))
+        col.problems.append(_duplicate(what, Origin(doc.file, line), devices[key].origin))
         return
     if app not in col.apps:
         col.app_refs[key] = Origin(doc.file, doc.line_of((*path, "metadata", "application")))
-    col.devices[key] = Device(app, name, firmware, credentials, doc.file, line)
+    devices[key] = Device(app, name, firmware, credentials, doc.file, line)
 
 
 _QUIET_SECTIONS = frozenset({"firmware", "credentials"})
@@ -332,18 +330,16 @@ def _load(paths: list[Path]) -> Fleet:
             col.problems.append(Problem("no such file or directory", file=str(path)))
     for file in iter_spec_files([p for p in paths if p.exists()], CONFIG_NAMES):
         files += 1
-        try:
-            docs = read_documents(file)
-        except DocumentError as exc:
+        try:  # one document at a time: a large file is never in memory as a whole
+            for doc in iter_documents(file):
+                data = doc.data
+                if type(data) is dict and ("metadata" in data or "items" not in data):
+                    _add(col, doc, (), data)  # one resource: most documents
+                    continue
+                for where, raw in _resources(doc):
+                    _add(col, doc, where, raw)
+        except DocumentError as exc:  # the file's resources before the error are kept
             col.problems.append(exc.problem)
-            continue
-        for doc in docs:
-            data = doc.data
-            if type(data) is dict and ("metadata" in data or "items" not in data):
-                _add(col, doc, (), data)  # one resource: most documents
-                continue
-            for where, raw in _resources(doc):
-                _add(col, doc, where, raw)
     if files == 0 and not col.problems:
         col.problems.append(
             Problem(

@@ -35,7 +35,9 @@ __all__ = [
     "PathKey",
     "YamlFloat",
     "YamlInt",
+    "iter_documents",
     "iter_spec_files",
+    "iter_yaml",
     "parse_json",
     "parse_yaml",
     "read_documents",
@@ -232,21 +234,37 @@ def _problem_from_yaml(file: str, exc: yaml.YAMLError) -> Problem:
 
 def parse_yaml(text: str, file: str) -> list[Document]:
     """Parse every document of a YAML stream; empty documents are skipped."""
-    fast = fastyaml.read(text, MAX_NODES, MAX_DEPTH)
-    if fast is None:
-        return [doc for doc in _parse_full(text, file, construct=True) if doc.data is not None]
+    return list(iter_yaml(text, file))
+
+
+def iter_yaml(text: str, file: str) -> Iterator[Document]:
+    """The documents of :func:`parse_yaml`, each built when it is reached.
+
+    Raises :class:`DocumentError` where the text is malformed, possibly after documents
+    before that point (reading all of a large file first would hold all of its values).
+    """
     reread = _Reread(lambda: [doc.marks for doc in _parse_full(text, file, construct=False)])
-    return [
-        Document(file, index, data, {}, line, marks, reread)
-        for index, data, line, marks in fast
-        if data is not None
-    ]
+    done = 0  # documents read by the fast reader, empty ones too
+    try:
+        for index, data, line, marks in fastyaml.iterate(text, MAX_NODES, MAX_DEPTH):
+            done = index + 1
+            if data is not None:
+                yield Document(file, index, data, {}, line, marks, reread)
+        return
+    except fastyaml.GiveUp:
+        pass  # the full loader reads the rest: its first documents are the same
+    for doc in _iter_full(text, file, construct=True):
+        if doc.index >= done and doc.data is not None:
+            yield doc
 
 
 def _parse_full(text: str, file: str, construct: bool) -> list[Document]:
     """Every document, empty ones too (``data`` None); only positions unless ``construct``."""
+    return list(_iter_full(text, file, construct))
+
+
+def _iter_full(text: str, file: str, construct: bool) -> Iterator[Document]:
     loader = _Loader(text)
-    docs: list[Document] = []
     try:
         index = 0
         while loader.check_node():
@@ -262,13 +280,12 @@ def _parse_full(text: str, file: str, construct: bool) -> list[Document]:
                     "fleet files should be plain resources; remove anchors/aliases that repeat",
                 )
             data = builder.build(node, (), construct=construct)
-            docs.append(Document(file, index, data, builder.marks))
+            yield Document(file, index, data, builder.marks)
             index += 1
     except yaml.YAMLError as exc:
         raise DocumentError(_problem_from_yaml(file, exc)) from exc
     finally:
         loader.dispose()
-    return docs
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -316,6 +333,12 @@ def parse_json(text: str, file: str) -> list[Document]:
 
 def read_documents(path: Path) -> list[Document]:
     """Parse one spec file (``.yaml``, ``.yml`` or ``.json``)."""
+    return list(iter_documents(path))
+
+
+def iter_documents(path: Path) -> Iterator[Document]:
+    """The documents of :func:`read_documents`, each built when it is reached (a large
+    fleet file is never in memory as a whole); see :func:`iter_yaml` for errors."""
     name = str(path)
     try:
         size = path.stat().st_size
@@ -337,8 +360,8 @@ def read_documents(path: Path) -> list[Document]:
             Problem(f"file is not UTF-8 text (byte {exc.start})", file=name)
         ) from exc
     if path.suffix.lower() == ".json":
-        return parse_json(text, name)
-    return parse_yaml(text, name)
+        return iter(parse_json(text, name))
+    return iter_yaml(text, name)
 
 
 def iter_spec_files(paths: list[Path], skip_names: frozenset[str] = frozenset()) -> Iterator[Path]:

@@ -29,7 +29,7 @@ Deeper ones are found by the full loader when a problem has to be reported.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,10 +42,11 @@ ReadDocument = tuple[int, Any, int, Marks]  # index, data, first line (1-based),
 
 MARK_DEPTH = 2
 MAX_TEMPLATES = 64
+MAX_REMEMBERED = 4096  # scalar texts whose values are shared (names that recur come first)
 
 _LINES = re.compile(
     r"^( *)(-(?: +|$))?"
-    r"(?:([A-Za-z0-9_][A-Za-z0-9_./-]*|\"[^\"\\]*\"|'(?:[^']|'')*'):(?: +|$))?"
+    r"(?:([A-Za-z0-9_][A-Za-z0-9_./-]*|\"[^\"\\\n]*\"|'(?:[^'\n]|'')*'):(?: +|$))?"
     r"(.*)$",
     re.MULTILINE,
 )
@@ -55,22 +56,31 @@ _PLAIN = re.compile(r"(?:[A-Za-z0-9_./~+=$()^]|-(?=[^ ]))(?:[^:\[\]{}]|:(?=[^ ])
 _DOUBLE = re.compile(r'"([^"\\]*)"(?: *| +#.*)')
 _SINGLE = re.compile(r"'((?:[^']|'')*)'(?: *| +#.*)")
 _EMPTY = re.compile(r"(\{\}|\[\])(?: *| +#.*)")
-# a value slot of a template: simple text, or anything the scalar checks then read
-_VALUE = rf"(?:({SIMPLE_TEXT})|([^#\s].*))"
+_NEXT = r"(?:(?=\n---(?:\n|\Z))|\Z)"  # what follows a document: a separator, or the end
+# a value slot of a template: simple text, double-quoted text without escapes (both as
+# written), or anything else, which the scalar checks then read
+_VALUE = rf'(?:({SIMPLE_TEXT})|"([^"\\\n]*)"(?: *| +#.*)|([^#\s].*))'
 
 
-class _GiveUp(Exception):
+class GiveUp(Exception):
     """The text is outside the subset: the full loader reads it."""
 
 
 def read(text: str, max_nodes: int, max_depth: int) -> list[ReadDocument] | None:
     """Every document as ``(index, data, first line, positions)``; None: not plain YAML."""
-    if not text.isascii() or _FORBIDDEN.search(text) is not None:
-        return None
     try:
-        return _Reader(max_nodes, max_depth).documents(text)
-    except _GiveUp:
+        return list(iterate(text, max_nodes, max_depth))
+    except GiveUp:
         return None
+
+
+def iterate(text: str, max_nodes: int, max_depth: int) -> Iterator[ReadDocument]:
+    """The documents of :func:`read`, each read when it is reached (a large file's values
+    are never all in memory at once). Raises :class:`GiveUp`, possibly after some
+    documents: those are the full loader's first documents too."""
+    if not text.isascii() or _FORBIDDEN.search(text) is not None:
+        raise GiveUp
+    return _Reader(max_nodes, max_depth).documents(text)
 
 
 class _Slot:
@@ -85,8 +95,9 @@ class _Slot:
 def _expression(node: Any) -> str:
     """Python source that builds ``node`` from a document's match groups ``g``.
 
-    Value ``i`` is ``g[2i]`` when it is simple text (:data:`.scalars.SIMPLE_TEXT`), else
-    ``s(g[2i + 1])``, the scalar as the line reader reads it. Only ``repr`` of text keys,
+    Value ``i`` is ``g[3i]`` when it is simple text (:data:`.scalars.SIMPLE_TEXT`),
+    ``g[3i + 1]`` when it is double-quoted text without escapes, else ``s(g[3i + 2])``,
+    the scalar as the line reader reads it. Only ``repr`` of text keys,
     item lists, group indexes and ``None`` are written: no text of the document becomes
     code, so compiling it is as safe as building the data by hand (and about ten times
     faster per document than walking the skeleton).
@@ -97,8 +108,11 @@ def _expression(node: Any) -> str:
     if kind is list:
         return "[" + ", ".join(_expression(item) for item in node) + "]"
     if kind is _Slot:
-        simple, other = 2 * node.index, 2 * node.index + 1
-        return f"(g[{simple:d}] if g[{simple:d}] is not None else s(g[{other:d}]))"
+        simple, quoted, other = 3 * node.index, 3 * node.index + 1, 3 * node.index + 2
+        return (
+            f"(g[{simple:d}] if g[{simple:d}] is not None else g[{quoted:d}]"
+            f" if g[{quoted:d}] is not None else s(g[{other:d}]))"
+        )
     if node is None:
         return "None"
     raise TypeError(f"not a skeleton node: {kind.__name__}")  # pragma: no cover
@@ -118,9 +132,10 @@ def _builder(skeleton: Any) -> Build:
 class _Template:
     """Documents with the same lines but for the values (see the module's docstring)."""
 
-    pattern: re.Pattern[str]
+    pattern: re.Pattern[str]  # the document's lines, then the next separator or the end
     build: Build
     marks: Marks
+    lines: int
 
     @classmethod
     def learn(cls, text: str, reader: _Reader) -> _Template | None:
@@ -136,7 +151,8 @@ class _Template:
         count = iter(range(1 << 30))
         _, skeleton, marks = reader.parse(text, lambda _rest: _Slot(next(count)))
         try:
-            return cls(re.compile("\n".join(parts)), _builder(skeleton), marks)
+            pattern = re.compile("\n".join(parts) + _NEXT)
+            return cls(pattern, _builder(skeleton), marks, text.count("\n") + 1)
         except (SyntaxError, RecursionError, MemoryError, re.error):
             return None  # too deep or too large to be worth it: read such documents by line
 
@@ -155,56 +171,67 @@ class _Reader:
         self.templates: dict[int, list[_Template]] = {}  # by the number of lines
         self.learned = 0
 
-    def documents(self, text: str) -> list[ReadDocument]:
-        docs: list[ReadDocument] = []
-        scalar = self.scalar
-        last: _Template | None = None  # most documents have the shape of the one before
-        pieces = _SEPARATOR.split(text)  # a piece starts right after a "---"
-        end = len(pieces) - 1
-        line = 1  # of the piece's first character
-        for i, piece in enumerate(pieces):
-            if i == 0:
-                chunk, first = (piece[:-1] if end else piece), 1
-            elif i < end:
-                chunk, first = piece[1:-1], line + 1  # between the separators' newlines
-            elif piece.startswith("\n"):
-                chunk, first = piece[1:], line + 1
-            else:
-                chunk, first = piece, line  # a "---" at the very end
-            line += piece.count("\n")
-            if last is not None:
-                match = last.pattern.fullmatch(chunk)
+    def documents(self, text: str) -> Iterator[ReadDocument]:
+        """Every document: between ``---`` lines (the first one may have none before it)."""
+        scalar, end, index = self.scalar, len(text), 0
+        sep = _SEPARATOR.search(text)
+        found, last = self._read(text if sep is None else text[: max(sep.start() - 1, 0)], 1)
+        if found is not None:
+            yield (index, *found)
+            index += 1
+        if sep is None:
+            return
+        first = text.count("\n", 0, sep.start()) + 2  # the line after the separator
+        pos = sep.end() + 1
+        while pos <= end:
+            if last is not None:  # most documents have the shape of the one before
+                match = last.pattern.match(text, pos)
                 if match is not None:
                     try:
                         data = last.build(match.groups(), scalar)
-                        docs.append((len(docs), data, first, last.marks))
+                    except GiveUp:
+                        data = None  # a value the line reader may read otherwise
+                    if data is not None:
+                        yield index, data, first, last.marks
+                        index += 1
+                        if match.end() == end:
+                            return
+                        first += last.lines + 1
+                        pos = match.end() + 5  # after the "\n---\n" the pattern looked at
                         continue
-                    except _GiveUp:
-                        pass  # a value the line reader may read otherwise
-            last = self._read(chunk, first, i > 0, docs)
-        return docs
+            sep = _SEPARATOR.search(text, pos)
+            chunk_end = end if sep is None else max(sep.start() - 1, pos)
+            found, last = self._read(text[pos:chunk_end], first, explicit=True)
+            yield (index, *(found or (None, first, {})))
+            index += 1
+            if sep is None:
+                return
+            first += text.count("\n", pos, sep.start()) + 1
+            pos = sep.end() + 1
+        yield index, None, first - 1, {}  # a "---" that ends the text
 
-    def _read(self, chunk: str, first: int, explicit: bool, docs: list[ReadDocument]) -> Any:
-        """Read ``chunk`` into ``docs`` (with another template, or by line, learning one)."""
+    def _read(
+        self, chunk: str, first: int, explicit: bool = False
+    ) -> tuple[tuple[Any, int, Marks] | None, _Template | None]:
+        """``chunk`` read with another template, or by line (learning a template from it):
+        ``((data, first line, positions) or None if it is no document, template)``."""
         lines = chunk.count("\n")
         for template in self.templates.get(lines, ()):
             try:
                 data = template.read(chunk, self.scalar)
-            except _GiveUp:
+            except GiveUp:
                 break
             if data is not None:
-                docs.append((len(docs), data, first, template.marks))
-                return template
+                return (data, first, template.marks), template
         opened, data, marks = self.parse(chunk, self.scalar)
-        if opened or explicit:
-            docs.append((len(docs), data, first, marks))
+        found = (data, first, marks) if opened or explicit else None
         if data is None or self.learned >= MAX_TEMPLATES:
-            return None
+            return found, None
         self.learned += 1
         learned = _Template.learn(chunk, self)
         if learned is not None:
             self.templates.setdefault(lines, []).append(learned)
-        return learned
+        return found, learned
 
     def scalar(self, rest: str) -> Any:
         value = self.values.get(rest)
@@ -214,22 +241,22 @@ class _Reader:
         if first == '"' or first == "'":
             match = (_DOUBLE if first == '"' else _SINGLE).fullmatch(rest)
             if match is None:
-                raise _GiveUp
+                raise GiveUp
             value = match.group(1) if first == '"' else match.group(1).replace("''", "'")
         elif first == "{" or first == "[":
             if _EMPTY.fullmatch(rest) is None:
-                raise _GiveUp
+                raise GiveUp
             return {} if first == "{" else []  # a new one each time: it is mutable
         else:
             cut = rest.find(" #")
             text = (rest if cut < 0 else rest[:cut]).rstrip(" ")
             if _PLAIN.fullmatch(text) is None:
-                raise _GiveUp
+                raise GiveUp
             try:
                 value = plain(text)
             except Unsupported as exc:
-                raise _GiveUp from exc
-        if value is not None:
+                raise GiveUp from exc
+        if value is not None and len(self.values) < MAX_REMEMBERED:
             self.values[rest] = value
         return value
 
@@ -245,7 +272,7 @@ class _Reader:
             try:
                 plain(raw)  # the full loader builds the key, then uses its text
             except Unsupported as exc:
-                raise _GiveUp from exc
+                raise GiveUp from exc
             name = raw
         self.keys[raw] = name
         return name
@@ -263,10 +290,10 @@ class _Reader:
             if not dash and not key:
                 if not rest or rest[0] == "#":
                     continue  # blank, or a comment
-                raise _GiveUp  # a scalar on a line of its own, "...", a directive, …
+                raise GiveUp  # a scalar on a line of its own, "...", a directive, …
             count += 2 if key else 1  # a key and its value, or an item
             if count >= self.max_nodes or len(stack) > self.max_depth:
-                raise _GiveUp  # the full loader says what is too large
+                raise GiveUp  # the full loader says what is too large
             col = len(indent)
             inner = col + len(dash)  # where the key or value of this line starts
             if pending is not None:
@@ -288,13 +315,13 @@ class _Reader:
             while top[0] > col or (top[3] and top[0] == col and not dash):
                 stack.pop()
                 if not stack:
-                    raise _GiveUp  # left of the document's first line
+                    raise GiveUp  # left of the document's first line
                 top = stack[-1]
             if top[0] != col:
-                raise _GiveUp  # a continuation line, or an indentation error
+                raise GiveUp  # a continuation line, or an indentation error
             if dash:
                 if top[2]:
-                    raise _GiveUp
+                    raise GiveUp
                 items, path = top[1], top[4]
                 child = None if path is None else (*path, len(items))
                 if key:
@@ -316,11 +343,11 @@ class _Reader:
                     items.append(None)
                     continue
             elif not top[2]:
-                raise _GiveUp  # a key among the items of a sequence
+                raise GiveUp  # a key among the items of a sequence
             mapping, path = top[1], top[4]
             name = self.key(key)
             if name in mapping:
-                raise _GiveUp  # the full loader names both lines
+                raise GiveUp  # the full loader names both lines
             child = None if path is None else (*path, name)
             if child is not None:
                 marks[child] = (number, inner + 1)  # a field's position is its key's

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
@@ -127,14 +127,13 @@ _NO_SPEC: dict[str, Any] = {}  # read only
 _LABELS = ("labels", "annotations")
 
 
-class Plain(NamedTuple):
-    """A resource in the shape :class:`Resource` accepts, read without building it."""
+# A resource in the shape Resource accepts, read without building it: kind, name,
+# application, the raw spec.firmware (validate it with Firmware) and the raw
+# spec.credentials (JSON-compatible data).
+Plain = tuple[Literal["Application", "Device"], str, str | None, Any, Any]
 
-    kind: Literal["Application", "Device"]
-    name: str
-    application: str | None
-    firmware: Any  # the raw ``spec.firmware``: validate it with Firmware
-    credentials: Any  # the raw ``spec.credentials``: JSON-compatible data
+# application names recur for every device: their check is remembered
+_application_ok = functools.lru_cache(maxsize=1024)(is_dns_label)
 
 
 def quick_resource(raw: dict[str, Any]) -> Plain | None:
@@ -167,10 +166,10 @@ def quick_resource(raw: dict[str, Any]) -> Plain | None:
     if app is None:
         if not is_dns_label(name):
             return None
-        return Plain("Application", name, None, spec.get("firmware"), spec.get("credentials"))
-    if not (is_dns_label(app) and is_dns_subdomain(name)):
+        return "Application", name, None, spec.get("firmware"), spec.get("credentials")
+    if not (_application_ok(app) and is_dns_subdomain(name)):
         return None
-    return Plain("Device", name, app, spec.get("firmware"), spec.get("credentials"))
+    return "Device", name, app, spec.get("firmware"), spec.get("credentials")
 
 
 def _plain_metadata(metadata: dict[str, Any]) -> bool:
