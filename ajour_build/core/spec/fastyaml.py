@@ -16,10 +16,12 @@ values the full loader builds (plain scalars are resolved with the same resolver
 
 It reads a strict subset and gives up (:func:`read` returns None) on anything else, and
 the full loader then reads the whole file: non-ASCII text, tabs, control characters or
-``\\r``; flow collections other than ``{}`` and ``[]``; anchors, aliases and tags; block
-and multi-line scalars; escapes in double-quoted scalars; ``- -`` nesting, directives,
-``...``; duplicate keys; and every indentation or syntax error, which the full loader
-reports with its position. Giving up is always safe: this reader only exists for speed.
+``\\r``; flow collections that are nested, span lines or hold plain scalars with spaces
+(one line of ``{name: x, application: y}`` or ``["--board", x]`` is read, by
+:class:`.scalars.Values`); anchors, aliases and tags; block and multi-line scalars;
+escapes in double-quoted scalars; ``- -`` nesting, directives, ``...``; duplicate keys;
+and every indentation or syntax error, which the full loader reports with its position.
+Giving up is always safe: this reader only exists for speed.
 
 It records positions (line within the document, column) of the values at most two levels
 deep: the resource, its sections, ``metadata.name``, ``metadata.application``, list items.
@@ -33,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ajour_build.core.spec.scalars import SIMPLE_TEXT, Unsupported, plain
+from ajour_build.core.spec.scalars import SIMPLE_TEXT, Unsupported, Values
 
 PathKey = tuple[str | int, ...]
 Position = tuple[int, int]  # line within the document (0-based), column (1-based)
@@ -42,7 +44,6 @@ ReadDocument = tuple[int, Any, int, Marks]  # index, data, first line (1-based),
 
 MARK_DEPTH = 2
 MAX_TEMPLATES = 64
-MAX_REMEMBERED = 4096  # scalar texts whose values are shared (names that recur come first)
 
 _LINES = re.compile(
     r"^( *)(-(?: +|$))?"
@@ -52,18 +53,13 @@ _LINES = re.compile(
 )
 _SEPARATOR = re.compile(r"^---$", re.MULTILINE)
 _FORBIDDEN = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
-_PLAIN = re.compile(r"(?:[A-Za-z0-9_./~+=$()^]|-(?=[^ ]))(?:[^:\[\]{}]|:(?=[^ ]))*")
-_DOUBLE = re.compile(r'"([^"\\]*)"(?: *| +#.*)')
-_SINGLE = re.compile(r"'((?:[^']|'')*)'(?: *| +#.*)")
-_EMPTY = re.compile(r"(\{\}|\[\])(?: *| +#.*)")
 _NEXT = r"(?:(?=\n---(?:\n|\Z))|\Z)"  # what follows a document: a separator, or the end
 # a value slot of a template: simple text, double-quoted text without escapes (both as
 # written), or anything else, which the scalar checks then read
 _VALUE = rf'(?:({SIMPLE_TEXT})|"([^"\\\n]*)"(?: *| +#.*)|([^#\s].*))'
 
 
-class GiveUp(Exception):
-    """The text is outside the subset: the full loader reads it."""
+GiveUp = Unsupported  # the text is outside the subset: the full loader reads it
 
 
 def read(text: str, max_nodes: int, max_depth: int) -> list[ReadDocument] | None:
@@ -166,8 +162,8 @@ class _Reader:
     def __init__(self, max_nodes: int, max_depth: int) -> None:
         self.max_nodes = max_nodes
         self.max_depth = max_depth
-        self.values: dict[str, Any] = {}  # scalar text -> value (equal text shares one str)
-        self.keys: dict[str, str] = {}
+        self.values = Values()
+        self.scalar, self.key = self.values.scalar, self.values.key
         self.templates: dict[int, list[_Template]] = {}  # by the number of lines
         self.learned = 0
 
@@ -232,50 +228,6 @@ class _Reader:
         if learned is not None:
             self.templates.setdefault(lines, []).append(learned)
         return found, learned
-
-    def scalar(self, rest: str) -> Any:
-        value = self.values.get(rest)
-        if value is not None:
-            return value
-        first = rest[0]
-        if first == '"' or first == "'":
-            match = (_DOUBLE if first == '"' else _SINGLE).fullmatch(rest)
-            if match is None:
-                raise GiveUp
-            value = match.group(1) if first == '"' else match.group(1).replace("''", "'")
-        elif first == "{" or first == "[":
-            if _EMPTY.fullmatch(rest) is None:
-                raise GiveUp
-            return {} if first == "{" else []  # a new one each time: it is mutable
-        else:
-            cut = rest.find(" #")
-            text = (rest if cut < 0 else rest[:cut]).rstrip(" ")
-            if _PLAIN.fullmatch(text) is None:
-                raise GiveUp
-            try:
-                value = plain(text)
-            except Unsupported as exc:
-                raise GiveUp from exc
-        if value is not None and len(self.values) < MAX_REMEMBERED:
-            self.values[rest] = value
-        return value
-
-    def key(self, raw: str) -> str:
-        name = self.keys.get(raw)
-        if name is not None:
-            return name
-        if raw[0] == '"':
-            name = raw[1:-1]
-        elif raw[0] == "'":
-            name = raw[1:-1].replace("''", "'")
-        else:
-            try:
-                plain(raw)  # the full loader builds the key, then uses its text
-            except Unsupported as exc:
-                raise GiveUp from exc
-            name = raw
-        self.keys[raw] = name
-        return name
 
     def parse(  # noqa: C901 - one tight loop over the lines
         self, text: str, scalar: Callable[[str], Any]
