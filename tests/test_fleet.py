@@ -281,3 +281,12 @@ def test_a_malformed_file_keeps_the_resources_before_the_error(write: Write) -> 
         load_fleet([write("c.yaml", APP.format(name="app2")).parent])
     (problem,) = info.value.problems  # the malformed YAML; app1 was read, so d1 is fine
     assert problem.message.startswith("malformed YAML") and str(problem.file).endswith("a.yaml")
+
+
+def test_problems_before_a_malformed_document_keep_their_lines(write: Write) -> None:
+    text = DEVICES.format(i=1).replace("name: special", "nmae: special") + "---\nkind: [\n"
+    with pytest.raises(SpecError) as info:
+        load_fleet([write("devices.yaml", text)])
+    typo = next(p for p in info.value.problems if "nmae" in p.message)
+    assert (typo.line, typo.column) == (9, 7)  # found by reading the file again, up to the error
+    assert any(p.message.startswith("malformed YAML") for p in info.value.problems)

@@ -65,10 +65,7 @@ class _Reread:
 
     def marks(self, index: int) -> dict[PathKey, Mark]:
         if self._marks is None:
-            try:
-                self._marks = self._read()
-            except (yaml.YAMLError, DocumentError):  # pragma: no cover - it was read once
-                self._marks = []
+            self._marks = self._read()
         return self._marks[index] if index < len(self._marks) else {}
 
 
@@ -243,7 +240,7 @@ def iter_yaml(text: str, file: str) -> Iterator[Document]:
     Raises :class:`DocumentError` where the text is malformed, possibly after documents
     before that point (reading all of a large file first would hold all of its values).
     """
-    reread = _Reread(lambda: [doc.marks for doc in _parse_full(text, file, construct=False)])
+    reread = _Reread(lambda: _positions(text, file))
     done = 0  # documents read by the fast reader, empty ones too
     try:
         for index, data, line, marks in fastyaml.iterate(text, MAX_NODES, MAX_DEPTH):
@@ -256,6 +253,17 @@ def iter_yaml(text: str, file: str) -> Iterator[Document]:
     for doc in _iter_full(text, file, construct=True):
         if doc.index >= done and doc.data is not None:
             yield doc
+
+
+def _positions(text: str, file: str) -> list[dict[PathKey, Mark]]:
+    """The positions in every document, up to a malformed one if there is one."""
+    found: list[dict[PathKey, Mark]] = []
+    try:
+        for doc in _iter_full(text, file, construct=False):
+            found.append(doc.marks)
+    except DocumentError:
+        pass  # that error is reported where the file is read; the documents before it count
+    return found
 
 
 def _parse_full(text: str, file: str, construct: bool) -> list[Document]:
