@@ -280,3 +280,23 @@ def test_credentials_never_echo_in_errors(write: Write, uri: str) -> None:
     problem = one([write("a.yaml", text)])
     assert "pw-s3cr3t" not in problem.render()
     assert "***@" in problem.render()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("name", "app1\n"),  # a regex ending in "$" alone let a trailing newline through
+        ("image", "app1:latest\n"),
+        ("env", "X\n"),
+    ],
+)
+def test_a_trailing_newline_is_not_part_of_a_name(write: Write, field: str, value: str) -> None:
+    text = APP.format(name="app1")
+    if field == "env":
+        text += f"        env:\n          - {{name: {json.dumps(value)}, value: x}}\n"
+    elif field == "image":
+        text = text.replace("image: app1:latest", f"image: {json.dumps(value)}")
+    else:
+        text = text.replace("name: app1", f"name: {json.dumps(value)}")
+    problem = one([write("a.yaml", text)])
+    assert "not a" in problem.message or "not a valid" in problem.message

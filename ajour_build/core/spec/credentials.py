@@ -132,7 +132,13 @@ def sha512_crypt_fields(value: str) -> tuple[int, str, str]:
 
 
 def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
+    """The JSON-ish kind of ``value``: a YAML reader's int subclass is still an int."""
+    if value is None:
+        return "nothing"
+    for base in (bool, int, float, str, list, dict):
+        if isinstance(value, base):
+            return base.__name__
+    return type(value).__name__
 
 
 def _password(raw: Any, path: PathKey) -> Password | CredentialProblem:

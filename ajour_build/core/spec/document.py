@@ -4,19 +4,44 @@ PyYAML follows YAML 1.1, where ``0.10`` is the float 0.1 and ``2024-01-01`` a da
 specs carry versions and refs, so the loader keeps the source text of every plain number
 (:class:`YamlInt` / :class:`YamlFloat` carry ``raw``), never builds timestamps, rejects
 duplicate keys, and records the line and column of each value by its path.
+
+Plain block YAML, what large fleets are written in, is read by :mod:`.fastyaml` into the
+same values without positions but a few; the rest are found when a problem has to be
+reported, by reading that file again with the full loader (:meth:`Document.locate`).
+JSON is read by :mod:`json`, and positioned the same way.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import yaml
 
 from ajour_build.core.errors import Problem
+from ajour_build.core.spec import fastyaml
+from ajour_build.core.spec.scalars import IMPLICIT_RESOLVERS, YamlFloat, YamlInt, wrap
+
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_NODES",
+    "Document",
+    "DocumentError",
+    "Mark",
+    "PathKey",
+    "YamlFloat",
+    "YamlInt",
+    "iter_documents",
+    "iter_spec_files",
+    "iter_yaml",
+    "parse_json",
+    "parse_yaml",
+    "read_documents",
+]
 
 PathKey = tuple[str | int, ...]
 
@@ -26,35 +51,58 @@ MAX_DEPTH = 100
 SPEC_SUFFIXES = (".yaml", ".yml", ".json")
 
 
-class YamlInt(int):
-    """An int read from a plain YAML scalar; ``raw`` is the text as written."""
-
-    raw: str
-
-
-class YamlFloat(float):
-    """A float read from a plain YAML scalar; ``raw`` is the text as written."""
-
-    raw: str
-
-
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
     line: int
     column: int
 
 
-@dataclass
+class _Reread:
+    """The positions of every document of one file, from the full loader, read on demand."""
+
+    def __init__(self, read: Callable[[], list[dict[PathKey, Mark]]]) -> None:
+        self._read = read
+        self._marks: list[dict[PathKey, Mark]] | None = None
+
+    def marks(self, index: int) -> dict[PathKey, Mark]:
+        if self._marks is None:
+            self._marks = self._read()
+        return self._marks[index] if index < len(self._marks) else {}
+
+
+@dataclass(slots=True)
 class Document:
-    """One parsed document and the source positions of its values."""
+    """One parsed document and the source positions of its values.
+
+    A document read by :mod:`.fastyaml` (or from JSON) knows a few positions (``known``:
+    line within the document, column); the others come from ``reread`` on first need.
+    """
 
     file: str
     index: int
     data: Any
     marks: dict[PathKey, Mark] = field(default_factory=dict)
+    line: int = 1  # the document's first line
+    known: fastyaml.Marks | None = field(default=None, repr=False, compare=False)
+    reread: _Reread | None = field(default=None, repr=False, compare=False)
+
+    def line_of(self, path: PathKey) -> int | None:
+        """The line of ``locate(path)`` (quicker for the positions a fast reader knows)."""
+        if self.known is not None:
+            position = self.known.get(path)
+            if position is not None:
+                return self.line + position[0]
+        mark = self.locate(path)
+        return mark.line if mark is not None else None
 
     def locate(self, path: PathKey) -> Mark | None:
         """The position of ``path``, or of its nearest recorded ancestor."""
+        if self.known is not None:
+            position = self.known.get(path)
+            if position is not None:
+                return Mark(self.line + position[0], position[1])
+            if self.reread is not None:
+                self.marks = self.reread.marks(self.index)
+            self.known = None
         for end in range(len(path), -1, -1):
             mark = self.marks.get(tuple(path[:end]))
             if mark is not None:
@@ -72,10 +120,7 @@ class _Loader(_BASE):
     """A safe loader without implicit timestamps (dates stay text)."""
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+_Loader.yaml_implicit_resolvers = IMPLICIT_RESOLVERS
 
 
 class DocumentError(Exception):
@@ -119,6 +164,7 @@ class _Builder:
         result: dict[str, Any] = {}
         first_seen: dict[str, int] = {}
         for key_node, value_node in node.value:
+            self.nodes += 1  # keys count too, as in _expanded_size
             key = self.loader.construct_object(key_node, deep=True)
             if not isinstance(key, str):
                 if isinstance(key, int | float | bool) or key is None:
@@ -142,15 +188,7 @@ class _Builder:
     def _scalar(self, node: yaml.Node) -> Any:
         value = self.loader.construct_object(node, deep=True)
         plain = isinstance(node, yaml.ScalarNode) and not node.style  # None or "" (libyaml)
-        if plain and isinstance(value, int) and not isinstance(value, bool):
-            wrapped_int = YamlInt(value)
-            wrapped_int.raw = str(node.value)
-            return wrapped_int
-        if plain and isinstance(value, float):
-            wrapped_float = YamlFloat(value)
-            wrapped_float.raw = str(node.value)
-            return wrapped_float
-        return value
+        return wrap(value, str(node.value)) if plain else value
 
 
 def _expanded_size(root: yaml.Node) -> int:
@@ -193,8 +231,48 @@ def _problem_from_yaml(file: str, exc: yaml.YAMLError) -> Problem:
 
 def parse_yaml(text: str, file: str) -> list[Document]:
     """Parse every document of a YAML stream; empty documents are skipped."""
+    return list(iter_yaml(text, file))
+
+
+def iter_yaml(text: str, file: str) -> Iterator[Document]:
+    """The documents of :func:`parse_yaml`, each built when it is reached.
+
+    Raises :class:`DocumentError` where the text is malformed, possibly after documents
+    before that point (reading all of a large file first would hold all of its values).
+    """
+    reread = _Reread(lambda: _positions(text, file))
+    done = 0  # documents read by the fast reader, empty ones too
+    try:
+        for index, data, line, marks in fastyaml.iterate(text, MAX_NODES, MAX_DEPTH):
+            done = index + 1
+            if data is not None:
+                yield Document(file, index, data, {}, line, marks, reread)
+        return
+    except fastyaml.GiveUp:
+        pass  # the full loader reads the rest: its first documents are the same
+    for doc in _iter_full(text, file, construct=True):
+        if doc.index >= done and doc.data is not None:
+            yield doc
+
+
+def _positions(text: str, file: str) -> list[dict[PathKey, Mark]]:
+    """The positions in every document, up to a malformed one if there is one."""
+    found: list[dict[PathKey, Mark]] = []
+    try:
+        for doc in _iter_full(text, file, construct=False):
+            found.append(doc.marks)
+    except DocumentError:
+        pass  # that error is reported where the file is read; the documents before it count
+    return found
+
+
+def _parse_full(text: str, file: str, construct: bool) -> list[Document]:
+    """Every document, empty ones too (``data`` None); only positions unless ``construct``."""
+    return list(_iter_full(text, file, construct))
+
+
+def _iter_full(text: str, file: str, construct: bool) -> Iterator[Document]:
     loader = _Loader(text)
-    docs: list[Document] = []
     try:
         index = 0
         while loader.check_node():
@@ -202,21 +280,20 @@ def parse_yaml(text: str, file: str) -> list[Document]:
             if node is None:  # pragma: no cover - check_node guarantees a node
                 break
             builder = _Builder(file, loader)
-            if _expanded_size(node) > MAX_NODES:
+            # aliases are what can make a small document expand: only they need counting
+            if "*" in text and _expanded_size(node) > MAX_NODES:
                 raise builder.fail(
                     node,
                     f"document expands to more than {MAX_NODES} values (aliases repeat too much)",
                     "fleet files should be plain resources; remove anchors/aliases that repeat",
                 )
-            data = builder.build(node, (), construct=True)
-            if data is not None:
-                docs.append(Document(file, index, data, builder.marks))
+            data = builder.build(node, (), construct=construct)
+            yield Document(file, index, data, builder.marks)
             index += 1
     except yaml.YAMLError as exc:
         raise DocumentError(_problem_from_yaml(file, exc)) from exc
     finally:
         loader.dispose()
-    return docs
 
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -254,11 +331,22 @@ def parse_json(text: str, file: str) -> list[Document]:
         ) from exc
     except ValueError as exc:
         raise DocumentError(Problem(f"malformed JSON: {exc}", file=file)) from exc
-    return [Document(file, 0, data, _json_marks(text, file))]
+    head = text[: len(text) - len(text.lstrip())]
+    known: fastyaml.Marks = {}
+    if not head.strip(" \n"):  # the value starts where YAML sees it start too
+        known[()] = (head.count("\n"), len(head) - (head.rfind("\n") + 1) + 1)
+    reread = _Reread(lambda: [_json_marks(text, file)])
+    return [Document(file, 0, data, {}, 1, known, reread)]
 
 
 def read_documents(path: Path) -> list[Document]:
     """Parse one spec file (``.yaml``, ``.yml`` or ``.json``)."""
+    return list(iter_documents(path))
+
+
+def iter_documents(path: Path) -> Iterator[Document]:
+    """The documents of :func:`read_documents`, each built when it is reached (a large
+    fleet file is never in memory as a whole); see :func:`iter_yaml` for errors."""
     name = str(path)
     try:
         size = path.stat().st_size
@@ -280,8 +368,8 @@ def read_documents(path: Path) -> list[Document]:
             Problem(f"file is not UTF-8 text (byte {exc.start})", file=name)
         ) from exc
     if path.suffix.lower() == ".json":
-        return parse_json(text, name)
-    return parse_yaml(text, name)
+        return iter(parse_json(text, name))
+    return iter_yaml(text, name)
 
 
 def iter_spec_files(paths: list[Path], skip_names: frozenset[str] = frozenset()) -> Iterator[Path]:

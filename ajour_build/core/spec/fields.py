@@ -15,8 +15,11 @@ from pydantic import AfterValidator, BeforeValidator
 
 from ajour_build.core.spec.document import YamlFloat, YamlInt
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# used with fullmatch: "$" alone would let a trailing newline through
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+# dot-separated DNS labels (each part as DNS_LABEL; only the total length is limited)
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*")
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600}
 MAX_TIMEOUT_SECONDS = 48 * 3600
@@ -63,8 +66,16 @@ def text(value: Any) -> Any:
 Text = Annotated[str, BeforeValidator(text)]
 
 
+def is_dns_label(value: str) -> bool:
+    return len(value) <= 63 and DNS_LABEL.fullmatch(value) is not None
+
+
+def is_dns_subdomain(value: str) -> bool:
+    return len(value) <= 253 and DNS_SUBDOMAIN.fullmatch(value) is not None
+
+
 def _dns_label(value: str) -> str:
-    if len(value) > 63 or not DNS_LABEL.match(value):
+    if not is_dns_label(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 label: use at most 63 lowercase letters, digits"
             " and '-', starting and ending with a letter or digit"
@@ -73,7 +84,7 @@ def _dns_label(value: str) -> str:
 
 
 def _dns_subdomain(value: str) -> str:
-    if len(value) > 253 or not all(DNS_LABEL.match(p) for p in value.split(".")):
+    if not is_dns_subdomain(value):
         raise ValueError(
             f"{value!r} is not a DNS-1123 subdomain: use at most 253 lowercase letters,"
             " digits, '-' and '.', each dot-separated part starting and ending with a"
@@ -83,7 +94,7 @@ def _dns_subdomain(value: str) -> str:
 
 
 def _image_ref(value: str) -> str:
-    if len(value) > 255 + 140 or not IMAGE_REF.match(value):
+    if len(value) > 255 + 140 or not IMAGE_REF.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid image reference; expected"
             " [registry[:port]/]repository[:tag][@sha256:digest], lowercase repository"
@@ -103,7 +114,7 @@ def _repository_ref(value: str) -> str:
             " the installation's registry prefix (registry.prefix in ajour.yaml), so drop"
             " the host"
         )
-    if not REPOSITORY_REF.match(value):
+    if not REPOSITORY_REF.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid image name; expected repository[:tag][@sha256:digest]"
             " with a lowercase repository, for example my-firmware:latest"
@@ -243,7 +254,7 @@ def _duration(value: str) -> str:
 
 
 def _env_name(value: str) -> str:
-    if len(value) > 256 or not ENV_NAME.match(value):
+    if len(value) > 256 or not ENV_NAME.fullmatch(value):
         raise ValueError(
             f"{value!r} is not a valid environment variable name; use letters, digits and '_',"
             " not starting with a digit"
@@ -292,7 +303,7 @@ def _git_ref(value: str) -> str:
 
 
 def _file_name(value: str) -> str:
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", value):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", value):
         raise ValueError(
             f"{value!r} is not a safe firmware file name; use letters, digits, '.', '_' and '-'"
         )

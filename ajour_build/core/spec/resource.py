@@ -8,11 +8,18 @@ which delivery uses to authenticate devices. Inside ``spec.firmware`` everything
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from ajour_build.core.spec.fields import Text, _dns_label, _dns_subdomain
+from ajour_build.core.spec.fields import (
+    Text,
+    _dns_label,
+    _dns_subdomain,
+    is_dns_label,
+    is_dns_subdomain,
+)
 from ajour_build.core.spec.firmware import Firmware
 
 API_VERSIONS = ("ajour.dev/v1alpha1",)
@@ -81,6 +88,17 @@ class Resource(BaseModel):
         return "Device" if self.metadata.application is not None else "Application"
 
 
+# Drogue Cloud's own spec sections: never a typo of ``firmware``
+DROGUE_SECTIONS = frozenset(
+    {"credentials", "alias", "gatewaySelector", "authentication", "trustAnchors", "knative"}
+)
+
+
+@functools.lru_cache(maxsize=4096)
+def _looks_like_firmware(key: str) -> bool:
+    return bool(difflib.get_close_matches(key, ["firmware"], n=1, cutoff=0.75))
+
+
 def unknown_spec_sections(raw_spec: Any) -> list[str]:
     """Spec section names that look like a typo of ``firmware``."""
     if not isinstance(raw_spec, dict):
@@ -88,5 +106,79 @@ def unknown_spec_sections(raw_spec: Any) -> list[str]:
     return [
         key
         for key in raw_spec
-        if key != "firmware" and difflib.get_close_matches(key, ["firmware"], n=1, cutoff=0.75)
+        if key != "firmware" and key not in DROGUE_SECTIONS and _looks_like_firmware(key)
     ]
+
+
+# What quick_resource reads; anything else goes through Resource, which names the problem.
+_TOP_LEVEL = frozenset({"apiVersion", "kind", "metadata", "spec", "status"})
+_BOOKKEEPING = frozenset(
+    {
+        "uid",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "generation",
+        "resourceVersion",
+        "finalizers",
+        "ownerReferences",
+    }
+)
+_NO_SPEC: dict[str, Any] = {}  # read only
+_LABELS = ("labels", "annotations")
+
+
+# A resource in the shape Resource accepts, read without building it: kind, name,
+# application, the raw spec.firmware (validate it with Firmware) and the raw
+# spec.credentials (JSON-compatible data).
+Plain = tuple[Literal["Application", "Device"], str, str | None, Any, Any]
+
+# application names recur for every device: their check is remembered
+_application_ok = functools.lru_cache(maxsize=1024)(is_dns_label)
+
+
+def quick_resource(raw: dict[str, Any]) -> Plain | None:
+    """What ``Resource.model_validate(raw)`` reads, for plain resources; None: ask it.
+
+    Accepts only what Resource accepts, and reads the same names, kind and sections (a test
+    compares the two on generated resources); on anything unusual it answers None, and the
+    caller validates with Resource, which reports each problem with its path.
+    """
+    if not _TOP_LEVEL.issuperset(raw):
+        return None
+    metadata = raw.get("metadata")
+    spec = raw.get("spec", _NO_SPEC)
+    if type(metadata) is not dict or type(spec) is not dict:
+        return None
+    name = metadata.get("name")
+    app = metadata.get("application")
+    if type(name) is not str or (app is not None and type(app) is not str):
+        return None
+    if app is None and "application" in metadata:
+        return None  # an explicit null
+    if len(metadata) > (1 if app is None else 2) and not _plain_metadata(metadata):
+        return None
+    kind = raw.get("kind")
+    if (kind is not None or "kind" in raw) and kind != ("Application" if app is None else "Device"):
+        return None
+    api = raw.get("apiVersion")
+    if (api is not None or "apiVersion" in raw) and api not in API_VERSIONS:
+        return None
+    if app is None:
+        if not is_dns_label(name):
+            return None
+        return "Application", name, None, spec.get("firmware"), spec.get("credentials")
+    if not (_application_ok(app) and is_dns_subdomain(name)):
+        return None
+    return "Device", name, app, spec.get("firmware"), spec.get("credentials")
+
+
+def _plain_metadata(metadata: dict[str, Any]) -> bool:
+    for key, value in metadata.items():
+        if key == "name" or key == "application" or key in _BOOKKEEPING:
+            continue
+        if key not in _LABELS or type(value) is not dict:
+            return False
+        for item in value.values():
+            if type(item) is not str or "\x00" in item:
+                return False
+    return True
