@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +13,11 @@ import click
 from ajour_build.core.errors import AjourError
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
-from ajour_build.core.wire import read_reports
 from delivery import __version__
 from delivery.errors import DeliveryError
 from delivery.fleet_reload import FleetReloader
+from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
+from delivery.tools import COMMANDS
 
 
 class _Group(click.Group):
@@ -50,27 +48,8 @@ def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
     configure_logging(debug, log_format)
 
 
-_FLEET = click.option(
-    "--fleet",
-    "fleet_paths",
-    multiple=True,
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Fleet spec file or directory (repeatable).",
-)
-
-
-@main.command()
-@_FLEET
-def targets(fleet_paths: tuple[Path, ...]) -> None:
-    """Print each device's firmware source, as delivery resolves it (JSON lines)."""
-    fleet = load_fleet(list(fleet_paths))
-    for (app, name), _device in sorted(fleet.devices.items()):
-        firmware = fleet.effective_firmware(app, name)
-        source: dict[str, Any] | None = None
-        if firmware is not None:
-            source = firmware.model_dump(mode="json", by_alias=True, exclude_none=True)
-        click.echo(json.dumps({"application": app, "device": name, "firmware": source}))
+for _command in COMMANDS:
+    main.add_command(_command)
 
 
 def _policies(synced: int, wait: int, app_polls: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:
@@ -86,31 +65,6 @@ def _policies(synced: int, wait: int, app_polls: tuple[str, ...]) -> tuple[Any, 
             raise DeliveryError(f"--app-poll expects APP=SYNCED[:WAIT] in seconds, got {item!r}")
         per_app[app] = Policy(poll_synced=int(synced_s), poll_wait=int(wait_s or wait))
     return default, per_app
-
-
-def _mqtt_tls_options(command: Any) -> Any:
-    """``--mqtt-ca``, ``--mqtt-cert``, ``--mqtt-key``: TLS to an ``mqtts://`` broker."""
-    pem = click.Path(path_type=Path, dir_okay=False)
-    for name, what in reversed(
-        [
-            ("--mqtt-ca", "CA file (PEM) for the mqtts:// broker's certificate [system CAs]."),
-            ("--mqtt-cert", "Client certificate (PEM) for the mqtts:// broker."),
-            ("--mqtt-key", "Key (PEM) of --mqtt-cert, if it is not in that file."),
-        ]
-    ):
-        command = click.option(name, type=pem, help=what)(command)
-    return command
-
-
-def _mqtt_tls(url: str | None, ca: Path | None, cert: Path | None, key: Path | None) -> Any:
-    """The MqttTls for the options, or None if none was given."""
-    if ca is None and cert is None and key is None:
-        return None
-    if not url:
-        raise DeliveryError("--mqtt-ca/--mqtt-cert/--mqtt-key need --mqtt mqtts://host:port")
-    from delivery.mqtt import MqttTls
-
-    return MqttTls(ca, cert, key)
 
 
 def _hostport(value: str) -> tuple[str, int]:
@@ -193,7 +147,7 @@ def _http_settings(
 
 
 @main.command()
-@_FLEET
+@FLEET
 @click.option(
     "--config",
     "config_path",
@@ -202,7 +156,7 @@ def _http_settings(
 )
 @click.option("--http", "http_addr", help="Serve HTTP on HOST:PORT (for example 127.0.0.1:8081).")
 @click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt[s]://[user:password@]host[:port].")
-@_mqtt_tls_options
+@mqtt_tls_options
 @click.option("--group", help="MQTT shared subscription group (default: ajour).")
 @click.option(
     "--drogue-app",
@@ -333,7 +287,7 @@ def serve(
     events_token = events_token or next(iter(tokens["events"]), None)
     if not http_addr and not mqtt_url:
         raise DeliveryError("give a transport: --http HOST:PORT and/or --mqtt mqtt://host:port")
-    mqtt_tls = _mqtt_tls(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
+    mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
     http_settings = None
     if http_addr:
         http_settings = _http_settings(
@@ -390,176 +344,6 @@ def serve(
     finally:
         for transport in reversed(started):
             transport.stop()
-
-
-@main.command()
-@click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
-@click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
-@_mqtt_tls_options
-@click.option("--app", "application", required=True)
-@click.option("--devices", default=1, show_default=True, help="How many devices.")
-@click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
-@click.option("--start-version", default="0.0.0", show_default=True)
-@click.option("--mtu", type=int, default=512, show_default=True)
-@click.option("--password", help="Device password (basic auth as <device>@<app>).")
-@click.option("--json", "as_json", is_flag=True)
-def simulate(
-    http_url: str | None,
-    mqtt_url: str | None,
-    mqtt_ca: Path | None,
-    mqtt_cert: Path | None,
-    mqtt_key: Path | None,
-    application: str,
-    devices: int,
-    prefix: str,
-    start_version: str,
-    mtu: int,
-    password: str | None,
-    as_json: bool,
-) -> None:
-    """Run simulated embedded-update devices until they are in sync."""
-    from delivery.simulator import simulate_http, simulate_mqtt
-
-    if bool(http_url) == bool(mqtt_url):
-        raise DeliveryError("give exactly one of --http URL or --mqtt URL")
-    mqtt_tls = _mqtt_tls(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
-    names = [f"{prefix}{i}" for i in range(devices)]
-    if http_url:
-        results = simulate_http(http_url, application, names, start_version.encode(), mtu, password)
-    else:
-        assert mqtt_url is not None
-        results = simulate_mqtt(
-            mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls
-        )
-    versions: dict[str, int] = {}
-    for r in results:
-        versions[r.final] = versions.get(r.final, 0) + 1
-    failed = [r for r in results if not r.synced]
-    if as_json:
-        click.echo(
-            json.dumps(
-                {
-                    "devices": [vars(r) for r in results],
-                    "versions": versions,
-                    "failed": len(failed),
-                },
-                indent=2,
-            )
-        )
-    else:
-        for version, count in sorted(versions.items()):
-            click.echo(f"{count} devices on {version}")
-        for r in failed:
-            click.echo(f"{r.device}: not synced ({r.error or 'gave up'})", err=True)
-    if failed:
-        raise DeliveryError(f"{len(failed)} of {len(results)} devices did not sync")
-
-
-@main.command("broker-config")
-@_FLEET
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--worker-user", default="ajour-worker", show_default=True)
-@click.option(
-    "--worker-password",
-    envvar="AJOUR_MQTT_WORKER_PASSWORD",
-    required=True,
-    help="The worker's broker password (or AJOUR_MQTT_WORKER_PASSWORD).",
-)
-@click.option(
-    "--owner",
-    help="Hand the files to this user and its group, mode 0640 (the user mosquitto runs as).",
-)
-@click.option("--group", help="Hand the files to this group, mode 0640.")
-def broker_config(
-    fleet_paths: tuple[Path, ...],
-    out_dir: Path,
-    worker_user: str,
-    worker_password: str,
-    owner: str | None,
-    group: str | None,
-) -> None:
-    """Write a mosquitto password file and ACL: each device only on its own topics."""
-    from delivery.broker import broker_files, ownership, unreachable, write
-
-    who = ownership(owner, group)
-    files = broker_files(load_fleet(list(fleet_paths)), worker_user, worker_password)
-    passwd, acl = write(files, out_dir, who)
-    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}; {who.describe()}")
-    for name, reason in files.skipped:
-        click.echo(f"skipped {name}: {reason}", err=True)
-    blocked = unreachable(out_dir, who)
-    if blocked is not None:
-        click.echo(
-            f"warning: {owner or group} cannot enter {blocked}, so mosquitto running as it"
-            " cannot read the files; write them to a directory it can reach",
-            err=True,
-        )
-
-
-@main.command()
-@click.option("--url", default="http://127.0.0.1:8081", show_default=True, help="Worker URL.")
-@click.option("--app", "application", help="Only this application.")
-@click.option("--json", "as_json", is_flag=True)
-def status(url: str, application: str | None, as_json: bool) -> None:
-    """Show per-device status: current and target version, progress, state, last seen."""
-    path = "/v1/status" + (f"/{application}" if application else "")
-    try:
-        with urllib.request.urlopen(url.rstrip("/") + path, timeout=10) as response:
-            rows = read_reports(json.loads(response.read()))
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DeliveryError(f"cannot read status from {url}: {exc}") from None
-    if as_json:
-        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
-        return
-    for r in rows:
-        progress = f"{r.offset}/{r.size}" if r.offset is not None else "-"
-        click.echo(
-            f"{r.application}/{r.device}: {r.state} current={r.current}"
-            f" target={r.target} progress={progress}"
-        )
-
-
-@main.command("hash-password")
-@click.option(
-    "--scheme",
-    type=click.Choice(["bcrypt", "sha512"]),
-    default="bcrypt",
-    show_default=True,
-    help="bcrypt ($2b$) or sha512-crypt ($6$), as Drogue Cloud verifies them.",
-)
-@click.option("--cost", type=int, default=12, show_default=True, help="bcrypt cost (4..31).")
-@click.option("--rounds", type=int, default=5000, show_default=True, help="sha512-crypt rounds.")
-@click.option("--username", help="Make a user entry {user: {username, password}}.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
-def hash_password(scheme: str, cost: int, rounds: int, username: str | None, as_json: bool) -> None:
-    """Hash a device password for spec.credentials; it is read from stdin or a prompt.
-
-    The password is never taken from the command line, where other users can see it.
-    """
-    import sys
-
-    import yaml
-
-    from delivery.device_auth import hash_password as make_hash
-
-    if sys.stdin.isatty():
-        password = click.prompt(
-            "Device password", hide_input=True, confirmation_prompt=True, err=True
-        )
-    else:
-        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
-    hashed = make_hash(password, "sha512" if scheme == "sha512" else "bcrypt", cost, rounds)
-    secret = {scheme: hashed}
-    entry = (
-        {"pass": secret}
-        if username is None
-        else {"user": {"username": username, "password": secret}}
-    )
-    section = {"credentials": {"credentials": [entry]}}
-    if as_json:
-        click.echo(json.dumps(section, indent=2))
-    else:
-        click.echo(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), nl=False)
 
 
 if __name__ == "__main__":  # pragma: no cover

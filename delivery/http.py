@@ -40,7 +40,7 @@ from urllib.parse import parse_qs, unquote
 from pydantic import TypeAdapter, ValidationError
 
 from ajour_build.core.hosts import is_loopback
-from ajour_build.core.wire import DeviceReport, PublishEvent
+from ajour_build.core.wire import EVENTS_TOKEN_ENV, STATUS_TOKEN_ENV, DeviceReport, PublishEvent
 from delivery import device_auth
 from delivery.errors import DeliveryError
 from delivery.http_exchange import Accept, Limits, Request, Response, tls_context
@@ -53,8 +53,6 @@ log = logging.getLogger("delivery.http")
 CBOR = "application/cbor"
 JSON = "application/json"
 MAX_EVENTS_BYTES = 1024 * 1024
-STATUS_TOKEN_ENV = "AJOUR_DELIVERY_STATUS_TOKEN"
-EVENTS_TOKEN_ENV = "AJOUR_DELIVERY_EVENTS_TOKEN"
 
 Handler = Callable[[Request, bytes], Response]
 

@@ -161,8 +161,8 @@ def test_http_authentication_and_bad_requests(served: tuple[Registry, HttpTransp
 
 
 def test_status_cli_reads_the_worker(tmp_path: Path) -> None:
-    """``ajour-delivery status`` sends no token yet: it reads a loopback --insecure-no-auth
-    worker (docs/delivery.md)."""
+    """``ajour-delivery status`` reads a loopback --insecure-no-auth worker without a token
+    (with one: tests/test_delivery_status_token.py)."""
     (tmp_path / "fleet").mkdir()
     (tmp_path / "fleet" / "f.yaml").write_text(fleet_yaml())
     publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.0", b"x" * 600)

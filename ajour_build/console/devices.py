@@ -8,6 +8,7 @@ reached, the pages say so and still list the fleet's devices.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import Counter
@@ -16,9 +17,15 @@ from urllib.parse import quote
 
 import httpx
 
+from ajour_build.config import InstallationConfig
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.fields import redact_uri
-from ajour_build.core.wire import DELIVERY_STATES, DeviceReport, read_reports
+from ajour_build.core.wire import (
+    DELIVERY_STATES,
+    STATUS_TOKEN_ENV,
+    DeviceReport,
+    read_reports,
+)
 
 TIMEOUT = 2.0
 
@@ -39,8 +46,20 @@ class Delivery:
         return {state: found.get(state, 0) for state in DELIVERY_STATES}
 
 
-def fetch(base_url: str, application: str | None = None) -> Delivery:
-    """Delivery's status of every device (or of one application's); never raises."""
+def status_token(config: InstallationConfig) -> str:
+    """The worker's status token: the first of ``delivery.status_tokens``, else the one
+    the worker itself would read from the environment."""
+    tokens = config.delivery.status_tokens
+    if tokens:
+        return tokens[0].get_secret_value()
+    return os.environ.get(STATUS_TOKEN_ENV, "")
+
+
+def fetch(base_url: str, application: str | None = None, token: str = "") -> Delivery:
+    """Delivery's status of every device (or of one application's); never raises.
+
+    ``token`` is the worker's status token (``Authorization: Bearer``), if it asks for one.
+    """
     if not base_url:
         return Delivery(error="service.delivery_url is not set")
     url = base_url.rstrip("/") + "/v1/status"
@@ -48,13 +67,20 @@ def fetch(base_url: str, application: str | None = None) -> Delivery:
         url += "/" + quote(application, safe="")
     shown = redact_uri(base_url)
     try:
-        response = httpx.get(url, timeout=TIMEOUT, follow_redirects=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = httpx.get(url, headers=headers, timeout=TIMEOUT, follow_redirects=False)
     except httpx.HTTPError as exc:
         return Delivery(error=f"cannot reach {shown}: {type(exc).__name__}")
     except (httpx.InvalidURL, ValueError):
         return Delivery(error=f"service.delivery_url {shown!r} is not a usable URL")
     if response.status_code == 404 and application is not None:
         return Delivery()  # delivery knows no device of this application
+    if response.status_code in (401, 403):
+        why = "refused the status token" if token else "asks for its status token"
+        return Delivery(
+            error=f"{shown} {why} (HTTP {response.status_code}): set delivery.status_tokens"
+            f" in ajour.yaml or {STATUS_TOKEN_ENV} for the service"
+        )
     if response.status_code != 200:
         return Delivery(error=f"{shown} answered HTTP {response.status_code}")
     try:
@@ -78,13 +104,14 @@ class StatusCache:
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, str | None], tuple[float, Delivery]] = {}
 
-    def get(self, base_url: str, application: str | None = None) -> Delivery:
+    def get(self, base_url: str, application: str | None = None, token: str = "") -> Delivery:
         key = (base_url, application)
         with self._lock:
             hit = self._entries.get(key)
             if hit is not None and time.monotonic() - hit[0] < self.ttl:
                 return hit[1]
-            found = fetch(base_url, application)  # under the lock: one fetch, not one per tab
+            # under the lock: one fetch, not one per tab
+            found = fetch(base_url, application, token)
             self._entries[key] = (time.monotonic(), found)
             if len(self._entries) > 1024:  # many applications: forget the oldest
                 oldest = min(self._entries, key=lambda k: self._entries[k][0])

@@ -24,7 +24,8 @@ def _svc(request: Request) -> Service:
 
 def _delivery(request: Request, application: str | None = None) -> devices.Delivery:
     cache: devices.StatusCache = request.app.state.delivery_status
-    return cache.get(_svc(request).config.service.delivery_url, application)
+    config = _svc(request).config
+    return cache.get(config.service.delivery_url, application, devices.status_token(config))
 
 
 def overview(request: Request) -> Response:

@@ -19,6 +19,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+# The bearer tokens of the worker's GET /v1/status and POST /v1/events, from the environment
+# (each side also reads them from the installation config's ``delivery`` section).
+STATUS_TOKEN_ENV = "AJOUR_DELIVERY_STATUS_TOKEN"
+EVENTS_TOKEN_ENV = "AJOUR_DELIVERY_EVENTS_TOKEN"
+
 
 class DeliveryState(StrEnum):
     """Where a device stands, as delivery last saw it."""

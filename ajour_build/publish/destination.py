@@ -18,6 +18,7 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import SCHEMES, parse_dir, parse_layout, parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
+from ajour_build.core.wire import EVENTS_TOKEN_ENV
 from ajour_build.publish import notify
 from ajour_build.publish.publisher import FirmwareArtifact, Published, Publisher
 
@@ -73,7 +74,7 @@ def release(
     published = publisher_for(to, env, insecure).publish(artifact)
     if notify_url:
         try:
-            notify.send(notify_url, published, token=env.get(notify.EVENTS_TOKEN_ENV, ""))
+            notify.send(notify_url, published, token=env.get(EVENTS_TOKEN_ENV, ""))
         except PublishError as exc:
             return Release(published, str(exc))
     return Release(published)

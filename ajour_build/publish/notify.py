@@ -17,7 +17,7 @@ import urllib.request
 from urllib.parse import urlsplit
 
 from ajour_build.core.errors import PublishError
-from ajour_build.core.wire import PublishEvent
+from ajour_build.core.wire import EVENTS_TOKEN_ENV, PublishEvent
 from ajour_build.publish.publisher import Published
 
 
@@ -29,9 +29,6 @@ def event(published: Published) -> PublishEvent:
         version=published.version,
         target=published.target,
     )
-
-
-EVENTS_TOKEN_ENV = "AJOUR_DELIVERY_EVENTS_TOKEN"
 
 
 def send(url: str, published: Published, timeout: float = 5.0, token: str = "") -> None:

@@ -1,0 +1,253 @@
+"""The ``ajour-delivery`` commands around serving: targets, simulate, broker-config, status
+and hash-password (:mod:`delivery.cli` adds them to its group)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import click
+
+from ajour_build.core.fleet import load_fleet
+from ajour_build.core.spec.fields import redact_uri
+from ajour_build.core.wire import STATUS_TOKEN_ENV, read_reports
+from delivery.errors import DeliveryError
+from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
+
+
+@click.command()
+@FLEET
+def targets(fleet_paths: tuple[Path, ...]) -> None:
+    """Print each device's firmware source, as delivery resolves it (JSON lines)."""
+    fleet = load_fleet(list(fleet_paths))
+    for (app, name), _device in sorted(fleet.devices.items()):
+        firmware = fleet.effective_firmware(app, name)
+        source: dict[str, Any] | None = None
+        if firmware is not None:
+            source = firmware.model_dump(mode="json", by_alias=True, exclude_none=True)
+        click.echo(json.dumps({"application": app, "device": name, "firmware": source}))
+
+
+@click.command()
+@click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
+@click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
+@mqtt_tls_options
+@click.option("--app", "application", required=True)
+@click.option("--devices", default=1, show_default=True, help="How many devices.")
+@click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
+@click.option("--start-version", default="0.0.0", show_default=True)
+@click.option("--mtu", type=int, default=512, show_default=True)
+@click.option("--password", help="Device password (basic auth as <device>@<app>).")
+@click.option("--json", "as_json", is_flag=True)
+def simulate(
+    http_url: str | None,
+    mqtt_url: str | None,
+    mqtt_ca: Path | None,
+    mqtt_cert: Path | None,
+    mqtt_key: Path | None,
+    application: str,
+    devices: int,
+    prefix: str,
+    start_version: str,
+    mtu: int,
+    password: str | None,
+    as_json: bool,
+) -> None:
+    """Run simulated embedded-update devices until they are in sync."""
+    from delivery.simulator import simulate_http, simulate_mqtt
+
+    if bool(http_url) == bool(mqtt_url):
+        raise DeliveryError("give exactly one of --http URL or --mqtt URL")
+    mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
+    names = [f"{prefix}{i}" for i in range(devices)]
+    if http_url:
+        results = simulate_http(http_url, application, names, start_version.encode(), mtu, password)
+    else:
+        assert mqtt_url is not None
+        results = simulate_mqtt(
+            mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls
+        )
+    versions: dict[str, int] = {}
+    for r in results:
+        versions[r.final] = versions.get(r.final, 0) + 1
+    failed = [r for r in results if not r.synced]
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "devices": [vars(r) for r in results],
+                    "versions": versions,
+                    "failed": len(failed),
+                },
+                indent=2,
+            )
+        )
+    else:
+        for version, count in sorted(versions.items()):
+            click.echo(f"{count} devices on {version}")
+        for r in failed:
+            click.echo(f"{r.device}: not synced ({r.error or 'gave up'})", err=True)
+    if failed:
+        raise DeliveryError(f"{len(failed)} of {len(results)} devices did not sync")
+
+
+@click.command("broker-config")
+@FLEET
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
+@click.option("--worker-user", default="ajour-worker", show_default=True)
+@click.option(
+    "--worker-password",
+    envvar="AJOUR_MQTT_WORKER_PASSWORD",
+    required=True,
+    help="The worker's broker password (or AJOUR_MQTT_WORKER_PASSWORD).",
+)
+@click.option(
+    "--owner",
+    help="Hand the files to this user and its group, mode 0640 (the user mosquitto runs as).",
+)
+@click.option("--group", help="Hand the files to this group, mode 0640.")
+def broker_config(
+    fleet_paths: tuple[Path, ...],
+    out_dir: Path,
+    worker_user: str,
+    worker_password: str,
+    owner: str | None,
+    group: str | None,
+) -> None:
+    """Write a mosquitto password file and ACL: each device only on its own topics."""
+    from delivery.broker import broker_files, ownership, unreachable, write
+
+    who = ownership(owner, group)
+    files = broker_files(load_fleet(list(fleet_paths)), worker_user, worker_password)
+    passwd, acl = write(files, out_dir, who)
+    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}; {who.describe()}")
+    for name, reason in files.skipped:
+        click.echo(f"skipped {name}: {reason}", err=True)
+    blocked = unreachable(out_dir, who)
+    if blocked is not None:
+        click.echo(
+            f"warning: {owner or group} cannot enter {blocked}, so mosquitto running as it"
+            " cannot read the files; write them to a directory it can reach",
+            err=True,
+        )
+
+
+@click.command()
+@click.option("--url", default="http://127.0.0.1:8081", show_default=True, help="Worker URL.")
+@click.option("--app", "application", help="Only this application.")
+@click.option(
+    "--token",
+    envvar=STATUS_TOKEN_ENV,
+    help=f"The worker's status token (or {STATUS_TOKEN_ENV}; default: the first of"
+    " delivery.status_tokens in the installation config).",
+)
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Installation config (default: AJOUR_CONFIG, ./ajour.yaml).",
+)
+@click.option("--json", "as_json", is_flag=True)
+def status(
+    url: str, application: str | None, token: str | None, config_path: Path | None, as_json: bool
+) -> None:
+    """Show per-device status: current and target version, progress, state, last seen."""
+    if not token:
+        from delivery.worker_config import load_settings
+
+        tokens = load_settings(config_path, [], os.environ).delivery.status_tokens
+        token = tokens[0].get_secret_value() if tokens else None
+    rows = read_reports(_status_json(url, application, token))
+    if not rows and not as_json:
+        of = f" of application {application!r}" if application else ""
+        click.echo(f"the worker knows no device{of}", err=True)
+    if as_json:
+        click.echo(json.dumps([r.as_json() for r in rows], indent=2))
+        return
+    for r in rows:
+        progress = f"{r.offset}/{r.size}" if r.offset is not None else "-"
+        click.echo(
+            f"{r.application}/{r.device}: {r.state} current={r.current}"
+            f" target={r.target} progress={progress}"
+        )
+
+
+@click.command("hash-password")
+@click.option(
+    "--scheme",
+    type=click.Choice(["bcrypt", "sha512"]),
+    default="bcrypt",
+    show_default=True,
+    help="bcrypt ($2b$) or sha512-crypt ($6$), as Drogue Cloud verifies them.",
+)
+@click.option("--cost", type=int, default=12, show_default=True, help="bcrypt cost (4..31).")
+@click.option("--rounds", type=int, default=5000, show_default=True, help="sha512-crypt rounds.")
+@click.option("--username", help="Make a user entry {user: {username, password}}.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
+def hash_password(scheme: str, cost: int, rounds: int, username: str | None, as_json: bool) -> None:
+    """Hash a device password for spec.credentials; it is read from stdin or a prompt.
+
+    The password is never taken from the command line, where other users can see it.
+    """
+    import sys
+
+    import yaml
+
+    from delivery.device_auth import hash_password as make_hash
+
+    if sys.stdin.isatty():
+        password = click.prompt(
+            "Device password", hide_input=True, confirmation_prompt=True, err=True
+        )
+    else:
+        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
+    hashed = make_hash(password, "sha512" if scheme == "sha512" else "bcrypt", cost, rounds)
+    secret = {scheme: hashed}
+    entry = (
+        {"pass": secret}
+        if username is None
+        else {"user": {"username": username, "password": secret}}
+    )
+    section = {"credentials": {"credentials": [entry]}}
+    if as_json:
+        click.echo(json.dumps(section, indent=2))
+    else:
+        click.echo(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), nl=False)
+
+
+def _status_json(url: str, application: str | None, token: str | None) -> Any:
+    """``GET /v1/status[/<app>]`` of the worker at ``url`` as JSON, or a DeliveryError."""
+    shown = redact_uri(url)
+    path = "/v1/status" + (f"/{quote(application, safe='')}" if application else "")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url.rstrip("/") + path, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code in (401, 403):
+            hint = (
+                "the token was refused; check it against the worker's"
+                if token
+                else "the worker asks for its status token; pass --token, set"
+                f" {STATUS_TOKEN_ENV} or"
+            )
+            raise DeliveryError(
+                f"{shown} answered HTTP {exc.code}: {hint} delivery.status_tokens"
+            ) from None
+        if exc.code == 404 and application:
+            raise DeliveryError(f"{shown} knows no device of application {application!r}") from None
+        raise DeliveryError(f"cannot read status from {shown}: HTTP {exc.code}") from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DeliveryError(f"cannot read status from {shown}: {reason}") from None
+    except ValueError:
+        raise DeliveryError(f"{shown} did not answer JSON; is it a delivery worker?") from None
+
+
+COMMANDS = (targets, simulate, broker_config, status, hash_password)
