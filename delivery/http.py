@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, unquote
+from urllib.parse import unquote
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -236,9 +236,7 @@ class DeliveryApp:
     # handlers, on the thread pool ------------------------------------------------------
 
     def _dfu(self, request: Request, body: bytes) -> Response:
-        query = parse_qs(request.query)
-        app = (query.get("application") or [""])[0]
-        device = (query.get("device") or [""])[0]
+        app, device = request.param("application"), request.param("device")
         creds = _basic(request.header("authorization"))
         if creds and "@" in creds[0] and not device:
             device, app = creds[0].rsplit("@", 1)

@@ -11,11 +11,15 @@ import socket
 import threading
 import time
 from pathlib import Path
+from urllib.parse import parse_qs
 
 import pytest
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from delivery.http import HttpTransport
-from delivery.http_exchange import Limits
+from delivery.http_exchange import Limits, query_param
 from delivery.protocol import Status, decode_command, encode_status
 from delivery.worker import Worker
 from tests.http_wire import (
@@ -283,3 +287,21 @@ def test_stop_is_bounded_by_the_drain_timeout(tmp_path: Path) -> None:
         assert time.monotonic() - started < 2.5
         data, closed = read_all(sock, 1)
         assert closed and data == b""
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["application", "device", "x", "", "device%20", "a+b"]),
+            st.sampled_from(["", "=", "=="]),
+            st.text(alphabet="ab0%2+=;&é", max_size=6),
+        ),
+        max_size=5,
+    ),
+    st.sampled_from(["application", "device", "x", ""]),
+)
+def test_query_param_reads_like_parse_qs(fields: list[tuple[str, str, str]], name: str) -> None:
+    """The quick path for plain queries gives what ``parse_qs`` gives, for any query."""
+    query = "&".join(key + sep + value for key, sep, value in fields)
+    assert query_param(query, name) == (parse_qs(query).get(name) or [""])[0]
