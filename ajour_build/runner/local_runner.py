@@ -22,9 +22,9 @@ from ajour_build.core.errors import BuildCancelled, BuildError, SourceError
 from ajour_build.lifecycle import BuildState, now
 from ajour_build.plan import PlannedBuild
 from ajour_build.runner.artifact import collect
-from ajour_build.runner.job import BuildJob, BuildLog, Engine, Progress
+from ajour_build.runner.job import BuildJob, BuildLog, Engine, LogLimits, Progress
 from ajour_build.runner.state_dir import BuilderRef, LocalBuild, StateDir, build_id
-from ajour_build.steps.clone import clone, resolve_commit
+from ajour_build.steps.clone import TIMEOUT, clone, resolve_commit
 
 
 class _Identity(TypedDict):
@@ -58,6 +58,8 @@ class LocalRunner:
     use_cache: bool = True
     progress: Progress = field(default_factory=Progress)
     cancel: threading.Event | None = None  # set it to stop the running build
+    log_limits: LogLimits = field(default_factory=LogLimits)
+    clone_timeout: float = TIMEOUT  # seconds for each clone or ls-remote of the source
 
     def _check(self) -> None:
         """Between steps: stop here if the build was cancelled."""
@@ -96,7 +98,7 @@ class LocalRunner:
         started = now()
         bid = build_id(planned.name)
         staging = self.state.staging(bid)
-        log = BuildLog(staging / "build.log", self.progress.on_line)
+        log = BuildLog(staging / "build.log", self.progress.on_line, self.log_limits)
         base = _Identity(
             id=bid,
             name=planned.name,
@@ -152,11 +154,13 @@ class LocalRunner:
         self._check()
         self.progress.on_step("resolve")
         # without an explicit version the checkout decides (its VERSION file, else the commit)
-        commit = resolve_commit(git.uri, git.rev) if version else None
+        commit = resolve_commit(git.uri, git.rev, self.clone_timeout) if version else None
         workspace = staging / "workspace"
         if commit is None:  # no version given, or a short sha: only a clone can tell
             self.progress.on_step("clone")
-            checkout = clone(git.uri, git.rev, workspace / "source", version or "")
+            checkout = clone(
+                git.uri, git.rev, workspace / "source", version or "", self.clone_timeout
+            )
             commit, version = checkout.commit, checkout.version
         stamp = version or commit
         job = self._job(planned, workspace, commit, stamp)
@@ -172,7 +176,7 @@ class LocalRunner:
             return cached.model_copy(update=update)
         if not (workspace / "source").exists():
             self.progress.on_step("clone")
-            clone(git.uri, commit, workspace / "source")
+            clone(git.uri, commit, workspace / "source", timeout=self.clone_timeout)
         log.note(f"commit {commit}, version {stamp}, builder {job.image} ({image_id[:19]})")
         inside = job.workdir.is_relative_to((workspace / "source").resolve())
         if not inside or not job.workdir.is_dir():

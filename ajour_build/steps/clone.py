@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +22,35 @@ GIT_ENV = {
     "GIT_TERMINAL_PROMPT": "0",
     "GIT_CONFIG_NOSYSTEM": "1",
     "GIT_ASKPASS": "/bin/false",
+    # an https transfer slower than 1 KB/s for 60 s is given up (curl's low-speed limit)
+    "GIT_HTTP_LOW_SPEED_LIMIT": "1000",
+    "GIT_HTTP_LOW_SPEED_TIME": "60",
 }
+TIMEOUT = 600.0  # seconds for one whole clone or ls-remote; git is killed after that
+
+
+class _Deadline:
+    """One total deadline for the git commands of a clone: each gets what is left."""
+
+    def __init__(self, url: str, seconds: float) -> None:
+        self.url, self.seconds = url, seconds
+        self.end = time.monotonic() + seconds
+
+    def left(self) -> float:
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.error()
+        return left
+
+    def passed(self) -> bool:
+        return time.monotonic() >= self.end
+
+    def error(self) -> SourceError:
+        return SourceError(
+            f"cannot fetch {redact_uri(self.url)}: git did not finish within {self.seconds:g}s"
+            " (the clone deadline); check that the git server answers, or raise the deadline"
+            " (service.clone_timeout in ajour.yaml)"
+        )
 
 
 @dataclass(frozen=True)
@@ -51,19 +80,37 @@ def _last_line(exc: git.GitCommandError) -> str:
     return redact_uri(chosen)
 
 
-def _resolve(repo: git.Repo, url: str, revision: str) -> str:
+def _resolve(repo: git.Repo, url: str, revision: str, deadline: _Deadline) -> str:
     """The commit sha for ``revision``: fetch it shallowly by name, else fetch all refs."""
     try:
-        repo.git.fetch("--quiet", "--depth=1", "--no-tags", "origin", "--", revision)
+        repo.git.fetch(
+            "--quiet",
+            "--depth=1",
+            "--no-tags",
+            "origin",
+            "--",
+            revision,
+            kill_after_timeout=deadline.left(),
+        )
         return str(repo.git.rev_parse("--verify", "FETCH_HEAD^{commit}"))
     except git.GitCommandError as exc:
+        if deadline.passed():
+            raise deadline.error() from None
         if "could not read from remote" in str(exc.stderr).lower() or "does not appear" in str(
             exc.stderr
         ):
             raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
     try:  # a sha the server will not send by name: fetch everything and look it up
-        repo.git.fetch("--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*")
+        repo.git.fetch(
+            "--quiet",
+            "--tags",
+            "origin",
+            "+refs/heads/*:refs/remotes/origin/*",
+            kill_after_timeout=deadline.left(),
+        )
     except git.GitCommandError as exc:
+        if deadline.passed():
+            raise deadline.error() from None
         raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
     for candidate in (f"refs/remotes/origin/{revision}", f"refs/tags/{revision}", revision):
         try:
@@ -77,9 +124,15 @@ def _resolve(repo: git.Repo, url: str, revision: str) -> str:
     )
 
 
-def clone(url: str, revision: str, dest: Path, firmware_version: str = "") -> Checkout:
-    """Fetch ``url`` at ``revision`` into ``dest`` (created; must be empty) and check it out."""
+def clone(
+    url: str, revision: str, dest: Path, firmware_version: str = "", timeout: float = TIMEOUT
+) -> Checkout:
+    """Fetch ``url`` at ``revision`` into ``dest`` (created; must be empty) and check it out.
+
+    The fetches together get ``timeout`` seconds; git is killed when they are up.
+    """
     _checked(url, revision)
+    deadline = _Deadline(url, timeout)
     if dest.exists() and any(dest.iterdir()):
         raise SourceError(f"checkout directory {str(dest)!r} is not empty")
     dest.mkdir(parents=True, exist_ok=True)
@@ -87,7 +140,7 @@ def clone(url: str, revision: str, dest: Path, firmware_version: str = "") -> Ch
         repo = git.Repo.init(dest)
         repo.git.update_environment(**GIT_ENV)
         repo.git.remote("add", "origin", url)
-        commit = _resolve(repo, url, revision)
+        commit = _resolve(repo, url, revision, deadline)
         repo.git.checkout("--quiet", "--detach", commit)
     except git.GitCommandError as exc:
         raise SourceError(f"git failed for {redact_uri(url)}: {_last_line(exc)}") from None
@@ -125,7 +178,7 @@ def clear(path: Path) -> None:
             child.unlink()
 
 
-def resolve_commit(url: str, revision: str) -> str | None:
+def resolve_commit(url: str, revision: str, timeout: float = TIMEOUT) -> str | None:
     """The commit ``revision`` names on the remote, without cloning (``git ls-remote``).
 
     A full 40-hex sha is returned as is. ``None`` means only a clone can tell (a short sha);
@@ -136,9 +189,12 @@ def resolve_commit(url: str, revision: str) -> str | None:
         return revision
     cmd = git.cmd.Git()
     cmd.update_environment(**GIT_ENV)
+    deadline = _Deadline(url, timeout)
     try:
-        out = str(cmd.ls_remote("--", url))
+        out = str(cmd.ls_remote("--", url, kill_after_timeout=deadline.left()))
     except git.GitCommandError as exc:
+        if deadline.passed():
+            raise deadline.error() from None
         raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
     refs: dict[str, str] = {}
     for line in out.splitlines():
