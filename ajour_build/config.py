@@ -116,6 +116,17 @@ class ServiceConfig(_Section):
     public_read: bool = False
     # builds that were running when the service died: retry them, or only report them
     on_interrupted: Literal["retry", "report"] = "report"
+    # bounds of one local build (docs/service.md#bounds): the clone's deadline, the
+    # publish's (then it is abandoned and the build fails), and how long a worker may stay
+    # busy past its step's deadline before /readyz fails
+    clone_timeout: Duration = "10m0s"
+    publish_timeout: Duration = "10m0s"
+    stuck_after: Duration = "1m0s"
+    # the build log: bytes per line (the rest is dropped), builder output per build in
+    # build.log, and lines per build in the records
+    log_line_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    log_bytes: int = Field(default=50 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3)
+    log_lines: int = Field(default=50_000, ge=100, le=10_000_000)
 
     @field_validator("database")
     @classmethod

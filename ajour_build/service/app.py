@@ -20,8 +20,10 @@ from ajour_build import __version__
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.config import InstallationConfig
 from ajour_build.core.errors import AjourError
+from ajour_build.core.spec.fields import parse_duration
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.host import HostEngine
+from ajour_build.runner.job import LogLimits
 from ajour_build.runner.state_dir import StateDir
 from ajour_build.service import api, webhooks
 from ajour_build.service.backends.backend import Backend
@@ -134,6 +136,11 @@ def make_backend(
         insecure=config.registry.insecure,
         notify_url=svc.notify,
         engine_context=context,
+        clone_timeout=parse_duration(svc.clone_timeout),
+        publish_timeout=parse_duration(svc.publish_timeout),
+        stuck_after=parse_duration(svc.stuck_after),
+        log_limits=LogLimits(svc.log_line_bytes, svc.log_bytes),
+        log_lines=svc.log_lines,
     )
 
 

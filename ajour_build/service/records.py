@@ -40,7 +40,8 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from ajour_build.core.errors import AjourError
 from ajour_build.lifecycle import ACTIVE, STATES, Build, BuildState, now
 
-MAX_LOG_LINE = 4096
+MAX_LOG_LINE = 4096  # characters of a log line in the records (build.log keeps more)
+_CUT = " [ajour: line cut; build.log has more]"
 
 metadata = MetaData()
 builds = Table(
@@ -183,7 +184,7 @@ class Records:
     def append_log(self, build_id: str, lines: Sequence[str]) -> None:
         if not lines:
             return
-        rows = [{"build_id": build_id, "line": line[:MAX_LOG_LINE]} for line in lines]
+        rows = [{"build_id": build_id, "line": _cut(line)} for line in lines]
         with self._tx() as conn:
             conn.execute(insert(log_lines), rows)
 
@@ -359,3 +360,10 @@ def _safe(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable database URL>"
+
+
+def _cut(line: str) -> str:
+    """A log line that fits the records, marked when it was cut."""
+    if len(line) <= MAX_LOG_LINE:
+        return line
+    return line[: MAX_LOG_LINE - len(_CUT)] + _CUT

@@ -3,7 +3,8 @@
 A build goes queued → running → succeeded | failed | cancelled. Publishing is part of the
 build: a build that compiled but could not be published failed (its log says why). Cancel
 takes a queued build off the queue at once and stops a running one within a second
-(the engine kills the builder container or process group).
+(the engine kills the builder container or process group; a publish is given up, see
+:mod:`.watchdog`). Every step has a deadline, and ``health`` reports a worker stuck past it.
 """
 
 from __future__ import annotations
@@ -19,26 +20,30 @@ from typing import Any
 
 from ajour_build.builders.catalog import Builder
 from ajour_build.core.errors import AjourError, BuildCancelled
+from ajour_build.core.spec.fields import parse_duration
 from ajour_build.lifecycle import Build, BuildState
 from ajour_build.plan import PlannedBuild
 from ajour_build.publish.destination import release
 from ajour_build.publish.publisher import Published
-from ajour_build.runner.job import Engine, Progress
+from ajour_build.runner.job import Engine, LogLimits, Progress
 from ajour_build.runner.local_runner import LocalRunner
 from ajour_build.runner.state_dir import LocalBuild, StateDir
 from ajour_build.service.backends.backend import QueueFull
+from ajour_build.service.backends.watchdog import Watchdog
 from ajour_build.service.records import Records
 
 log = logging.getLogger(__name__)
 SECONDS_PER_BUILD = 30  # the Retry-After hint per queued build when the queue is full
 MAX_LOG_LINES = 50_000  # per build, in the records
+STEP_SECONDS = 300  # the deadline of a step without one of its own (start, collect)
 
 
 class LogSink:
     """Batches log lines into the records: at most every 0.2 s, and at the end.
 
     At most ``limit`` lines per build go to the records; a builder that prints without end
-    cannot fill the database. The whole log stays in the state dir (``build.log``).
+    cannot fill the database. ``build.log`` in the state dir keeps more (it is bounded in
+    bytes, not lines).
     """
 
     def __init__(self, records: Records, build_id: str, limit: int = MAX_LOG_LINES) -> None:
@@ -68,8 +73,8 @@ class LogSink:
             self.stored += len(lines)
             if self.dropped and not self.noted:
                 lines.append(
-                    f"[ajour] log truncated at {self.limit} lines; the whole log is the"
-                    " build's build.log in the state directory"
+                    f"[ajour] log truncated at {self.limit} lines; the build's build.log in the"
+                    " state directory has more"
                 )
                 self.noted = True
             self.last = time.monotonic()
@@ -94,6 +99,13 @@ class LocalBackend:
     engine_context: AbstractContextManager[Engine] | None = None
     name: str = "local"
     durable: bool = False
+    # bounds (seconds, bytes, lines): see docs/service.md#bounds
+    clone_timeout: float = 600.0
+    publish_timeout: float = 600.0
+    stuck_after: float = 60.0
+    log_limits: LogLimits = field(default_factory=LogLimits)
+    log_lines: int = MAX_LOG_LINES
+    watchdog: Watchdog = field(init=False, repr=False)
     _queue: queue.Queue[tuple[Build, PlannedBuild]] = field(
         init=False, default_factory=queue.Queue, repr=False
     )
@@ -103,6 +115,9 @@ class LocalBackend:
     _lock: threading.Lock = field(init=False, default_factory=threading.Lock, repr=False)
     _stopping: threading.Event = field(init=False, default_factory=threading.Event, repr=False)
     _stack: ExitStack = field(init=False, default_factory=ExitStack, repr=False)
+
+    def __post_init__(self) -> None:
+        self.watchdog = Watchdog(self.stuck_after)
 
     # -- Backend -------------------------------------------------------------------------
     def start(self) -> None:
@@ -119,7 +134,8 @@ class LocalBackend:
         dead = [t.name for t in self._threads if not t.is_alive()]
         if dead and not self._stopping.is_set():
             return f"build workers stopped unexpectedly: {', '.join(dead)}"
-        return "ok"
+        stuck = self.watchdog.problems()
+        return "; ".join(stuck) if stuck else "ok"
 
     def free_slots(self) -> int:
         """Room in the queue: builds cancelled while they waited do not count."""
@@ -182,6 +198,7 @@ class LocalBackend:
                 log.exception("build %s: unexpected error", build.id)
                 self._end(build.id, BuildState.FAILED, f"internal error: {exc}")
             finally:
+                self.watchdog.idle()
                 with self._lock:
                     self._cancels.pop(build.id, None)
 
@@ -206,12 +223,30 @@ class LocalBackend:
             cancel = self._cancels.get(build.id) or threading.Event()
         if cancel.is_set() or self.records.transition(build.id, BuildState.RUNNING) is None:
             return  # cancelled while queued
-        sink = LogSink(self.records, build.id)
-        progress = Progress(
-            on_step=lambda step: sink.line(f"[ajour] step: {step}"), on_line=sink.line
-        )
+        self.watchdog.step(build.id, "start", STEP_SECONDS)
+        sink = LogSink(self.records, build.id, self.log_lines)
+        deadlines = {
+            "resolve": self.clone_timeout,
+            "clone": self.clone_timeout,
+            "build": float(parse_duration(planned.timeout)),
+        }
+
+        def on_step(step: str) -> None:
+            self.watchdog.step(build.id, step, deadlines.get(step, STEP_SECONDS))
+            sink.line(f"[ajour] step: {step}")
+
+        progress = Progress(on_step=on_step, on_line=sink.line)
         assert self.engine is not None
-        runner = LocalRunner(self.state, self.engine, self.catalog, True, progress, cancel)
+        runner = LocalRunner(
+            self.state,
+            self.engine,
+            self.catalog,
+            True,
+            progress,
+            cancel,
+            log_limits=self.log_limits,
+            clone_timeout=self.clone_timeout,
+        )
         try:
             record = runner.run(planned, build.version)
             if cancel.is_set():  # asked while the runner was between steps, or a cache hit
@@ -236,8 +271,20 @@ class LocalBackend:
             self._end(build.id, BuildState.SUCCEEDED)
             return
         sink.line(f"[ajour] step: publish to {build.publish_to}")
+        sink.flush()  # the log shows where the build is while the publish waits
         try:
-            published = self._publish(build, record)
+            published = self.watchdog.run(
+                build.id,
+                "publish",
+                self.publish_timeout,
+                lambda: self._publish(build, record),
+                cancel,
+            )
+        except BuildCancelled as exc:
+            sink.line(f"[ajour] {exc}")
+            sink.flush()
+            self._end(build.id, *self._cancelled())
+            return
         except AjourError as exc:
             sink.line(f"[ajour] publish failed: {_first_line(exc)}")
             sink.flush()
