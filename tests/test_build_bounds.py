@@ -4,8 +4,6 @@ accepts connections and never answers."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -13,10 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from ajour_build.core.errors import SourceError
+from ajour_build.core.errors import PublishError, SourceError
+from ajour_build.publish import notify
+from ajour_build.publish.hawkbit import HawkbitPublisher
+from ajour_build.publish.hawkbit_auth import HawkbitAuth
+from ajour_build.publish.publisher import FirmwareArtifact, Published
 from ajour_build.runner import job
 from ajour_build.runner.job import BuildLog
 from ajour_build.steps.clone import clone, resolve_commit
+from tests.stall import dripping, silent
 
 CHUNK = b"x" * 65536  # what the host engine's pump reads at most at once
 
@@ -84,31 +87,8 @@ def test_build_log_is_capped_in_bytes_with_a_note(tmp_path: Path) -> None:
 
 @pytest.fixture
 def silent_server() -> Iterator[int]:
-    """A loopback TCP server that accepts connections and never sends a byte."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        server.settimeout(0.1)
-        while not stop.is_set():
-            try:
-                held.append(server.accept()[0])
-            except OSError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    try:
-        yield server.getsockname()[1]
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in held:
-            conn.close()
-        server.close()
+    with silent() as server:
+        yield server.port
 
 
 @pytest.mark.timeout(60)
@@ -126,3 +106,37 @@ def test_a_git_server_that_never_answers_ends_the_clone_at_its_deadline(
         assert time.monotonic() - started < 6
         assert "did not finish within 2s" in str(caught.value)
         assert "service.clone_timeout" in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_hawkbit_requests_share_one_deadline(tmp_path: Path, silent_server: int) -> None:
+    firmware = tmp_path / "fw.bin"
+    firmware.write_bytes(b"firmware")
+    publisher = HawkbitPublisher(
+        f"http://127.0.0.1:{silent_server}",
+        "fw",
+        auth=HawkbitAuth(token="t0ken"),
+        timeout=1.0,
+        deadline=2.5,
+        retries=3,
+        backoff=0.5,
+    )
+    started = time.monotonic()
+    with pytest.raises(PublishError) as caught:
+        publisher.publish(FirmwareArtifact(firmware, "1.0.0"))
+    # four tries of one second and 3.5 s of backoff would take 7.5 s; the deadline is 2.5 s
+    assert time.monotonic() - started < 4
+    assert "did not finish within its 2.5s deadline" in str(caught.value)
+    assert "t0ken" not in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_notify_ends_at_its_timeout_even_when_the_answer_drips(tmp_path: Path) -> None:
+    published = Published("oci://r/fw:latest", "r/fw@sha256:" + "0" * 64, "sha256:" + "0" * 64, "1")
+    with dripping() as server:
+        started = time.monotonic()
+        with pytest.raises(PublishError) as caught:
+            notify.send(f"http://127.0.0.1:{server.port}/v1/events", published, timeout=2)
+        assert time.monotonic() - started < 4
+        assert server.connections, "the event never reached the server"
+    assert "no answer within 2s" in str(caught.value)

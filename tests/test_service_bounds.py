@@ -3,22 +3,21 @@ cannot hold a worker, a cancel, or the queue; /readyz names
 what is stuck; a builder that prints without end leaves a bounded log.
 
 The service runs under uvicorn on loopback with host-mode builds against a real git remote
-(tests/service.py); the stalled registry is a real TCP server on loopback.
+(tests/service.py); the stalled registry is a real TCP server on loopback that drips
+its answer a byte at a time (tests/stall.py).
 """
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from tests.firmware import fake_builder
 from tests.service import BUILDER, TOKEN, Harness
+from tests.stall import Stalled, dripping
 
 APPS = """\
 kind: Application
@@ -45,50 +44,10 @@ service:
 """
 
 
-@dataclass
-class Stalled:
-    """A loopback server that accepts, reads a request, then drips one byte of a never
-    ending HTTP header every half second: per-read timeouts never fire."""
-
-    port: int
-    connections: list[socket.socket] = field(default_factory=list)
-
-
 @pytest.fixture
 def stalled() -> Iterator[Stalled]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(64)
-    server.settimeout(0.1)
-    found = Stalled(server.getsockname()[1])
-    stop = threading.Event()
-
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                conn = server.accept()[0]
-                conn.recv(65536)
-                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Stall: ")
-                found.connections.append(conn)
-            except OSError:
-                pass
-            for conn in list(found.connections):
-                try:
-                    conn.send(b"z")
-                except OSError:
-                    found.connections.remove(conn)
-            stop.wait(0.5)
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield found
-    finally:
-        stop.set()
-        thread.join(5)
-        for conn in found.connections:
-            conn.close()
-        server.close()
+    with dripping() as server:
+        yield server
 
 
 def harness(tmp_path: Path, config: str, builder: str = BUILDER) -> Harness:

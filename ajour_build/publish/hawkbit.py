@@ -70,6 +70,8 @@ class HawkbitPublisher:
         rollout: Rollout | None = None,
         insecure: bool = False,
         timeout: float = 30.0,
+        connect_timeout: float = 10.0,
+        deadline: float = 600.0,
         retries: int = 3,
         backoff: float = 0.5,
         poll_interval: float = 1.0,
@@ -107,6 +109,9 @@ class HawkbitPublisher:
         self.module, self.module_type, self.ds_type = module, module_type, ds_type
         self.auth, self.assign_target, self.rollout = auth, assign_target, rollout
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
+        # per request: connect and read (between bytes) timeouts; per publish: a deadline
+        self.connect_timeout, self.deadline = min(connect_timeout, timeout), deadline
+        self._until = float("inf")
         self.poll_interval, self.poll_timeout = poll_interval, poll_timeout
 
     @classmethod
@@ -178,6 +183,7 @@ class HawkbitPublisher:
                 f" hawkBit allows at most {VERSION_MAX}: shorten it"
             )
         digest = sha256_file(artifact.path)
+        self._until = time.monotonic() + self.deadline
         with requests.Session() as session:
             session.auth = self.auth
             session.headers["Accept"] = "application/json"
@@ -292,7 +298,7 @@ class HawkbitPublisher:
             body["targetFilterQuery"] = rollout.target_filter
             created = self._call(s, "POST", path, expect=201, json=body)  # create
             rollout_id = int(self._entities(created, [self._json(created, dict)])[0]["id"])
-        deadline = time.monotonic() + self.poll_timeout
+        deadline = min(time.monotonic() + self.poll_timeout, self._until)
         while True:
             got = self._json(self._call(s, "GET", f"{path}/{rollout_id}", expect=200), dict)
             if got.get("distributionSetId") not in (None, ds_id):  # getRollout
@@ -330,12 +336,15 @@ class HawkbitPublisher:
         attempts = 1 + max(self.retries, 0) if method in ("GET", "HEAD") else 1
         for attempt in range(1, attempts + 1):
             if attempt > 1:
-                time.sleep(self.backoff * 2 ** (attempt - 2))
+                time.sleep(min(self.backoff * 2 ** (attempt - 2), self._left(where)))
+            left = self._left(where)
+            timeout = (min(self.connect_timeout, left), min(self.timeout, left))
             try:
-                with s.request(method, url, timeout=self.timeout, allow_redirects=False, **kw) as r:
+                with s.request(method, url, timeout=timeout, allow_redirects=False, **kw) as r:
                     reply = _Reply(r.status_code, r.content, where)
             except requests.RequestException as exc:
                 log.debug("hawkBit: %s failed (attempt %d/%d): %s", where, attempt, attempts, exc)
+                self._left(where)
                 if attempt < attempts:
                     continue
                 tried = f"after {attempts} attempts" if attempts > 1 else "not retried"
@@ -358,6 +367,16 @@ class HawkbitPublisher:
         if reply.status != expect:
             raise self._bad(reply, f"HTTP {expect}")
         return reply
+
+    def _left(self, where: str) -> float:
+        """Seconds left of this publish's deadline; PublishError when none are."""
+        left = self._until - time.monotonic()
+        if left <= 0:
+            raise self._fail(
+                f"{where}: the publish did not finish within its {self.deadline:g}s deadline;"
+                " check that hawkBit answers, then publish again (publishing resumes safely)"
+            )
+        return left
 
     def _json(self, reply: _Reply, shape: type[list[Any]] | type[JSON]) -> Any:
         try:

@@ -12,8 +12,9 @@ variable the worker reads too). It never appears in an error.
 
 from __future__ import annotations
 
-import urllib.error
-import urllib.request
+import http.client
+import socket
+import threading
 from urllib.parse import urlsplit
 
 from ajour_build.core.errors import PublishError
@@ -38,18 +39,12 @@ def send(url: str, published: Published, timeout: float = 5.0, token: str = "") 
         headers = {"Content-Type": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
-        request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                response.read(1024)
-        except urllib.error.HTTPError as exc:
-            exc.close()
-            hint = (
-                f"; set {EVENTS_TOKEN_ENV} to the worker's events token" if exc.code == 401 else ""
+        status, reason = _post(url, body, headers, timeout)
+        if not 200 <= status < 300:
+            hint = f"; set {EVENTS_TOKEN_ENV} to the worker's events token" if status == 401 else ""
+            raise PublishError(
+                f"published, but notifying {url} failed: HTTP Error {status}: {reason}{hint}"
             )
-            raise PublishError(f"published, but notifying {url} failed: {exc}{hint}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise PublishError(f"published, but notifying {url} failed: {exc}") from None
         return
     if parts.scheme == "mqtt":
         _mqtt(
@@ -57,6 +52,44 @@ def send(url: str, published: Published, timeout: float = 5.0, token: str = "") 
         )
         return
     raise PublishError(f"notify URL {url!r} must be http(s):// or mqtt://host:port/topic")
+
+
+def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tuple[int, str]:
+    """POST ``body``; (status, reason). ``timeout`` bounds the whole exchange: when it is up,
+    the socket is shut down, so a server that answers a byte at a time cannot hold it."""
+    parts = urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    try:
+        conn = kind(parts.hostname or "", parts.port, timeout=timeout)
+    except ValueError as exc:
+        raise PublishError(f"published, but notifying {url} failed: {exc}") from None
+    expired = threading.Event()
+
+    def cut() -> None:
+        expired.set()
+        if conn.sock is not None:
+            try:
+                conn.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    timer = threading.Timer(timeout, cut)
+    timer.start()
+    target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    try:
+        conn.request("POST", target, body, headers)
+        response = conn.getresponse()
+        response.read(1024)
+        status = (response.status, response.reason)
+    except (http.client.HTTPException, OSError) as exc:
+        if not expired.is_set():
+            raise PublishError(f"published, but notifying {url} failed: {exc}") from None
+    finally:
+        timer.cancel()
+        conn.close()
+    if expired.is_set():  # cut off: what was read, if anything, is not an answer
+        raise PublishError(f"published, but notifying {url} failed: no answer within {timeout:g}s")
+    return status
 
 
 def _mqtt(host: str, port: int, topic: str, body: bytes, timeout: float) -> None:
