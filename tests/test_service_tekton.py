@@ -35,6 +35,7 @@ from ajour_build.service.records import Records
 from ajour_build.tekton.manifest import SCHEMA_FILES, ManifestValidator, strict_schema
 from tests.conftest import APP, CONFIG_YAML, vendored
 from tests.kube_fake import PIPELINERUNS, KubeFake
+from tests.stall import silent
 
 Write = Callable[[str, str], Path]
 NS = "builds"  # CONFIG_YAML's namespace
@@ -414,6 +415,29 @@ def test_unreachable_api_is_a_fast_precise_503_without_credentials(
     assert "unreachable after 3 attempts" in message and "kubeconfig" in message
     assert "s3cr3t" not in message and "s3cr3t" not in caplog.text
     assert records.require(build.id).backend_ref == ""
+
+
+def test_a_silent_api_server_ends_each_call_at_its_deadline(
+    records: Records, config: InstallationConfig, planned: PlannedBuild
+) -> None:
+    with silent() as server:
+        silent_api = client.ApiClient(client.Configuration(host=f"http://127.0.0.1:{server.port}"))
+        backend = TektonBackend(
+            records, config, silent_api, retries=4, backoff=0.5, request_timeout=1, call_deadline=3
+        )
+        build = new_build(records, planned)
+        try:
+            for call in (lambda: backend.submit(build, planned), lambda: backend.cancel(build.id)):
+                started = time.monotonic()
+                with pytest.raises(BackendError) as failed:
+                    call()
+                # five tries of 1 s and 7.5 s of backoff would take 12.5 s; the deadline is 3 s
+                assert time.monotonic() - started < 4
+                assert failed.value.status == 503
+                assert "unreachable after 2 attempts" in str(failed.value)
+        finally:
+            cast(Any, silent_api).close()
+        assert server.connections, "the API server was never reached"
 
 
 # -- 6. the watch survives ------------------------------------------------------------------

@@ -101,17 +101,22 @@ class TektonBackend:
         backoff: float = 0.5,
         request_timeout: float = 10.0,
         watch_timeout: float = 2.0,
+        call_deadline: float = 30.0,
     ) -> None:
         self.records = records
         self.config = config
         self.namespace = config.namespace
         self._owns_client = api_client is None
         self.api = api_client if api_client is not None else api_client_from_environment()
+        # one try is one request: urllib3's own retries (3 by default) would stretch a try to
+        # four request timeouts; _call retries, within its deadline
+        cast(Any, self.api).rest_client.pool_manager.connection_pool_kw["retries"] = False
         self.custom = client.CustomObjectsApi(self.api)
         self.renderer = Renderer(config)
         self.retries = max(0, retries)
         self.backoff = backoff
         self.request_timeout = request_timeout
+        self.call_deadline = call_deadline  # seconds for one call with all its retries
         self.watcher = Watcher(
             records,
             self.api,
@@ -305,9 +310,15 @@ class TektonBackend:
     def _call(self, what: str, call: Callable[[], T]) -> T:
         """``call`` with retries on connection errors, 429 and 5xx; other API errors raise."""
         last: BaseException | None = None
+        end = time.monotonic() + self.call_deadline
+        tries = 0
         for attempt in range(self.retries + 1):
             if attempt:
-                time.sleep(min(self.backoff * 2 ** (attempt - 1), 10.0))
+                pause = min(self.backoff * 2 ** (attempt - 1), 10.0)
+                if time.monotonic() + pause + self.request_timeout > end:
+                    break  # no time for another try within the call's deadline
+                time.sleep(pause)
+            tries += 1
             try:
                 return call()
             except client.ApiException as exc:
@@ -318,7 +329,7 @@ class TektonBackend:
                 last = exc
             log.debug("%s: attempt %d failed: %s", what, attempt + 1, describe(last))
         assert last is not None
-        attempts = f"{self.retries + 1} attempt{'s' if self.retries else ''}"
+        attempts = f"{tries} attempt{'s' if tries > 1 else ''}"
         if isinstance(last, client.ApiException):
             problem = f"the Kubernetes API server at {self.server} failed {attempts}"
         else:
