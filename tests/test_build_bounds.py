@@ -140,3 +140,13 @@ def test_notify_ends_at_its_timeout_even_when_the_answer_drips(tmp_path: Path) -
         assert time.monotonic() - started < 4
         assert server.connections, "the event never reached the server"
     assert "no answer within 2s" in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_an_mqtt_notification_to_a_silent_broker_ends_at_its_timeout(silent_server: int) -> None:
+    published = Published("oci://r/fw:latest", "r/fw@sha256:" + "0" * 64, "sha256:" + "0" * 64, "1")
+    started = time.monotonic()
+    with pytest.raises(PublishError) as caught:
+        notify.send(f"mqtt://127.0.0.1:{silent_server}/ajour/events", published, timeout=2)
+    assert time.monotonic() - started < 4
+    assert "no answer within 2s" in str(caught.value)

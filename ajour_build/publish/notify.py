@@ -15,6 +15,8 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
+import time
+from typing import Any
 from urllib.parse import urlsplit
 
 from ajour_build.core.errors import PublishError
@@ -93,19 +95,46 @@ def _post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tup
 
 
 def _mqtt(host: str, port: int, topic: str, body: bytes, timeout: float) -> None:
+    """Publish with QoS 1 and wait for the broker's PUBACK; ``timeout`` bounds it all."""
     try:
-        import paho.mqtt.publish as mqtt_publish
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
     except ImportError:
         raise PublishError(
             "mqtt:// notifications need the mqtt extra (pip install ajour[mqtt])"
         ) from None
     if not topic:
         raise PublishError("the MQTT notify URL needs a topic: mqtt://host:port/<topic>")
+    where = f"published, but the MQTT notification to {host}:{port} failed"
+    end = time.monotonic() + timeout
+    refused: list[str] = []
+    connected = threading.Event()
+
+    def on_connect(client: Any, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            refused.append(str(reason))
+        connected.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2)
+    client.connect_timeout = timeout
+    client.on_connect = on_connect
     try:
-        mqtt_publish.single(
-            topic, body, qos=1, hostname=host, port=port, keepalive=int(timeout) + 5
-        )
+        client.connect(host, port, keepalive=max(5, int(timeout) + 5))
     except OSError as exc:
-        raise PublishError(
-            f"published, but the MQTT notification to {host}:{port} failed: {exc}"
-        ) from None
+        raise PublishError(f"{where}: {exc}") from None
+    client.loop_start()
+    try:
+        if not connected.wait(max(0.0, end - time.monotonic())):
+            raise PublishError(f"{where}: no answer within {timeout:g}s")
+        if refused:
+            raise PublishError(f"{where}: the broker refused the connection ({refused[0]})")
+        sent = client.publish(topic, body, qos=1)
+        try:
+            sent.wait_for_publish(max(0.0, end - time.monotonic()))
+        except (RuntimeError, ValueError) as exc:  # the connection went away meanwhile
+            raise PublishError(f"{where}: {exc}") from None
+        if not sent.is_published():
+            raise PublishError(f"{where}: no acknowledgement within {timeout:g}s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
