@@ -17,7 +17,7 @@ import pytest
 
 from tests.firmware import fake_builder
 from tests.service import BUILDER, TOKEN, Harness
-from tests.stall import Stalled, dripping
+from tests.stall import Stalled, dripping, silent
 
 APPS = """\
 kind: Application
@@ -99,6 +99,27 @@ def test_a_stalled_registry_cannot_hold_a_cancel_the_queue_or_readiness(
         backend = ready.json()["checks"]["backend"]
         assert f"the publish of build {first} was given up but is still blocked" in backend
         assert f"the publish of build {second} was given up but is still blocked" in backend
+
+
+@pytest.mark.timeout(120)
+def test_a_cancel_stops_a_clone_from_a_git_server_that_never_answers(tmp_path: Path) -> None:
+    with silent() as git_server:
+        h = harness(tmp_path, CONFIG.replace("PORT", "5000"))
+        uri = f"https://127.0.0.1:{git_server.port}/acme/firmware.git"
+        (tmp_path / "fleet" / "fleet.yaml").write_text(APPS.format(name="fw", uri=uri))
+        with h.running(), h.client() as c:
+            build = c.post("/api/v1/applications/fw/trigger").json()["triggered"][0]["id"]
+            until = time.monotonic() + 10
+            while not git_server.connections:  # git is connected, and waits for an answer
+                assert time.monotonic() < until, "git never reached the server"
+                time.sleep(0.1)
+            asked = time.monotonic()
+            assert c.post(f"/api/v1/builds/{build}/cancel").status_code == 200
+            done = h.wait(build, ("cancelled", "failed", "succeeded"), timeout=10)
+            assert done["state"] == "cancelled", done
+            assert time.monotonic() - asked < 3, "the cancel of a stalled clone took too long"
+            ready = c.get("/readyz")
+            assert ready.status_code == 200, ready.text
 
 
 # a builder that prints without end: one 64 MiB line, then 600 lines of 8 KiB

@@ -154,12 +154,19 @@ class LocalRunner:
         self._check()
         self.progress.on_step("resolve")
         # without an explicit version the checkout decides (its VERSION file, else the commit)
-        commit = resolve_commit(git.uri, git.rev, self.clone_timeout) if version else None
+        commit = (
+            resolve_commit(git.uri, git.rev, self.clone_timeout, self.cancel) if version else None
+        )
         workspace = staging / "workspace"
         if commit is None:  # no version given, or a short sha: only a clone can tell
             self.progress.on_step("clone")
             checkout = clone(
-                git.uri, git.rev, workspace / "source", version or "", self.clone_timeout
+                git.uri,
+                git.rev,
+                workspace / "source",
+                version or "",
+                self.clone_timeout,
+                self.cancel,
             )
             commit, version = checkout.commit, checkout.version
         stamp = version or commit
@@ -176,7 +183,7 @@ class LocalRunner:
             return cached.model_copy(update=update)
         if not (workspace / "source").exists():
             self.progress.on_step("clone")
-            clone(git.uri, commit, workspace / "source", timeout=self.clone_timeout)
+            clone(git.uri, commit, workspace / "source", "", self.clone_timeout, self.cancel)
         log.note(f"commit {commit}, version {stamp}, builder {job.image} ({image_id[:19]})")
         inside = job.workdir.is_relative_to((workspace / "source").resolve())
         if not inside or not job.workdir.is_dir():

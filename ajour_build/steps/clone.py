@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
+import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +15,7 @@ from pathlib import Path
 import git
 from pydantic import TypeAdapter, ValidationError
 
-from ajour_build.core.errors import SourceError
+from ajour_build.core.errors import BuildCancelled, SourceError
 from ajour_build.core.spec.fields import GitRef, GitUri, redact_uri
 
 _URI: TypeAdapter[str] = TypeAdapter(GitUri)
@@ -30,17 +34,13 @@ TIMEOUT = 600.0  # seconds for one whole clone or ls-remote; git is killed after
 
 
 class _Deadline:
-    """One total deadline for the git commands of a clone: each gets what is left."""
+    """One total deadline for the git commands of a clone (each gets what is left), and the
+    cancel flag they watch."""
 
-    def __init__(self, url: str, seconds: float) -> None:
+    def __init__(self, url: str, seconds: float, cancel: threading.Event | None = None) -> None:
         self.url, self.seconds = url, seconds
         self.end = time.monotonic() + seconds
-
-    def left(self) -> float:
-        left = self.end - time.monotonic()
-        if left <= 0:
-            raise self.error()
-        return left
+        self.cancel = cancel or threading.Event()
 
     def passed(self) -> bool:
         return time.monotonic() >= self.end
@@ -71,6 +71,43 @@ def _checked(url: str, revision: str) -> None:
         raise SourceError(f"refusing to fetch: {reason}") from None
 
 
+def _git(args: list[str], cwd: Path | None, deadline: _Deadline) -> str:
+    """Run a git command that talks to the remote: stopped (its whole process group) when
+    the build is cancelled or the deadline passes. Its stdout, stripped."""
+    env = {**os.environ, **GIT_ENV, "LANGUAGE": "C", "LC_ALL": "C"}
+    command = ["git", *args]
+    proc = subprocess.Popen(
+        command,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # git and its remote helper: one group to stop
+    )
+    while True:
+        try:
+            out, err = proc.communicate(timeout=min(0.25, max(deadline.end - time.monotonic(), 0)))
+            break
+        except subprocess.TimeoutExpired:
+            if deadline.cancel.is_set() or deadline.passed():
+                _stop(proc)
+                if deadline.cancel.is_set():
+                    raise BuildCancelled("build cancelled by request (while fetching)") from None
+                raise deadline.error() from None
+    if proc.returncode != 0:
+        raise git.GitCommandError(command, proc.returncode, err.decode("utf-8", "replace"))
+    return out.decode("utf-8", "replace").strip()
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.communicate()
+
+
 def _last_line(exc: git.GitCommandError) -> str:
     """git's own reason: the first ``fatal:`` line, else the last line it printed."""
     lines = [ln.strip().strip("'") for ln in str(exc.stderr or "").splitlines()]
@@ -82,35 +119,23 @@ def _last_line(exc: git.GitCommandError) -> str:
 
 def _resolve(repo: git.Repo, url: str, revision: str, deadline: _Deadline) -> str:
     """The commit sha for ``revision``: fetch it shallowly by name, else fetch all refs."""
+    where = Path(str(repo.working_dir))
     try:
-        repo.git.fetch(
-            "--quiet",
-            "--depth=1",
-            "--no-tags",
-            "origin",
-            "--",
-            revision,
-            kill_after_timeout=deadline.left(),
+        _git(
+            ["fetch", "--quiet", "--depth=1", "--no-tags", "origin", "--", revision],
+            where,
+            deadline,
         )
         return str(repo.git.rev_parse("--verify", "FETCH_HEAD^{commit}"))
     except git.GitCommandError as exc:
-        if deadline.passed():
-            raise deadline.error() from None
         if "could not read from remote" in str(exc.stderr).lower() or "does not appear" in str(
             exc.stderr
         ):
             raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
     try:  # a sha the server will not send by name: fetch everything and look it up
-        repo.git.fetch(
-            "--quiet",
-            "--tags",
-            "origin",
-            "+refs/heads/*:refs/remotes/origin/*",
-            kill_after_timeout=deadline.left(),
-        )
+        fetch_all = ["fetch", "--quiet", "--tags", "origin", "+refs/heads/*:refs/remotes/origin/*"]
+        _git(fetch_all, where, deadline)
     except git.GitCommandError as exc:
-        if deadline.passed():
-            raise deadline.error() from None
         raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
     for candidate in (f"refs/remotes/origin/{revision}", f"refs/tags/{revision}", revision):
         try:
@@ -125,14 +150,20 @@ def _resolve(repo: git.Repo, url: str, revision: str, deadline: _Deadline) -> st
 
 
 def clone(
-    url: str, revision: str, dest: Path, firmware_version: str = "", timeout: float = TIMEOUT
+    url: str,
+    revision: str,
+    dest: Path,
+    firmware_version: str = "",
+    timeout: float = TIMEOUT,
+    cancel: threading.Event | None = None,
 ) -> Checkout:
     """Fetch ``url`` at ``revision`` into ``dest`` (created; must be empty) and check it out.
 
-    The fetches together get ``timeout`` seconds; git is killed when they are up.
+    The fetches together get ``timeout`` seconds; git is killed when they are up, or when
+    ``cancel`` is set (then BuildCancelled).
     """
     _checked(url, revision)
-    deadline = _Deadline(url, timeout)
+    deadline = _Deadline(url, timeout, cancel)
     if dest.exists() and any(dest.iterdir()):
         raise SourceError(f"checkout directory {str(dest)!r} is not empty")
     dest.mkdir(parents=True, exist_ok=True)
@@ -178,7 +209,9 @@ def clear(path: Path) -> None:
             child.unlink()
 
 
-def resolve_commit(url: str, revision: str, timeout: float = TIMEOUT) -> str | None:
+def resolve_commit(
+    url: str, revision: str, timeout: float = TIMEOUT, cancel: threading.Event | None = None
+) -> str | None:
     """The commit ``revision`` names on the remote, without cloning (``git ls-remote``).
 
     A full 40-hex sha is returned as is. ``None`` means only a clone can tell (a short sha);
@@ -187,14 +220,10 @@ def resolve_commit(url: str, revision: str, timeout: float = TIMEOUT) -> str | N
     _checked(url, revision)
     if len(revision) == 40 and all(c in "0123456789abcdef" for c in revision):
         return revision
-    cmd = git.cmd.Git()
-    cmd.update_environment(**GIT_ENV)
-    deadline = _Deadline(url, timeout)
+    deadline = _Deadline(url, timeout, cancel)
     try:
-        out = str(cmd.ls_remote("--", url, kill_after_timeout=deadline.left()))
+        out = _git(["ls-remote", "--", url], None, deadline)
     except git.GitCommandError as exc:
-        if deadline.passed():
-            raise deadline.error() from None
         raise SourceError(f"cannot fetch {redact_uri(url)}: {_last_line(exc)}") from None
     refs: dict[str, str] = {}
     for line in out.splitlines():

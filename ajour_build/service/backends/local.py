@@ -234,6 +234,7 @@ class LocalBackend:
         def on_step(step: str) -> None:
             self.watchdog.step(build.id, step, deadlines.get(step, STEP_SECONDS))
             sink.line(f"[ajour] step: {step}")
+            sink.flush()  # the log shows the step while it runs, even one that waits
 
         progress = Progress(on_step=on_step, on_line=sink.line)
         assert self.engine is not None
