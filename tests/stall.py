@@ -33,19 +33,23 @@ def _serve(drip: bool) -> Iterator[Stalled]:
         while not stop.is_set():
             try:
                 conn = server.accept()[0]
-                if drip:
-                    conn.settimeout(5)
-                    conn.recv(65536)
-                    conn.sendall(b"HTTP/1.1 200 OK\r\nX-Stall: ")
-                found.connections.append(conn)
             except OSError:
-                pass
-            if drip:
-                for conn in list(found.connections):
+                conn = None
+            if conn is not None:
+                found.connections.append(conn)  # closed at the end, whatever happens
+                if drip:
                     try:
-                        conn.send(b"z")
+                        conn.settimeout(5)
+                        conn.recv(65536)
+                        conn.sendall(b"HTTP/1.1 200 OK\r\nX-Stall: ")
                     except OSError:
-                        found.connections.remove(conn)
+                        pass
+            if drip:
+                for held in list(found.connections):
+                    try:
+                        held.send(b"z")
+                    except OSError:
+                        pass
                 stop.wait(0.5)
 
     thread = threading.Thread(target=serve, daemon=True)
