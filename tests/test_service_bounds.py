@@ -9,12 +9,14 @@ its answer a byte at a time (tests/stall.py).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from ajour_build.service.backends.watchdog import Watchdog
 from tests.firmware import fake_builder
 from tests.service import BUILDER, TOKEN, Harness
 from tests.stall import Stalled, dripping, silent
@@ -163,3 +165,26 @@ def test_a_flooding_builder_leaves_a_bounded_log_with_a_note(tmp_path: Path) -> 
     own = sum(len(line) + 1 for line in data.decode().splitlines() if line.startswith("[ajour] "))
     assert len(data) <= 1048576 + own + 1, len(data)
     assert note in data.decode()
+
+
+def test_readiness_names_a_worker_busy_past_its_step_deadline() -> None:
+    watchdog = Watchdog(stuck_after=0.3)
+    started, release = threading.Event(), threading.Event()
+
+    def worker() -> None:
+        watchdog.step("b-1", "clone", 0.2)  # a step that ignores its deadline
+        started.set()
+        release.wait(10)
+        watchdog.idle()
+
+    thread = threading.Thread(target=worker, name="ajour-build-7")
+    thread.start()
+    started.wait(5)
+    assert watchdog.problems() == []  # within its deadline, and within stuck_after past it
+    time.sleep(0.7)
+    problems = watchdog.problems()
+    release.set()
+    thread.join(5)
+    assert len(problems) == 1
+    assert problems[0].startswith("worker ajour-build-7 is stuck in the clone step of build b-1:")
+    assert watchdog.problems() == []  # idle again: ready again
