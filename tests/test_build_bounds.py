@@ -4,6 +4,9 @@ accepts connections and never answers."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -150,3 +153,25 @@ def test_an_mqtt_notification_to_a_silent_broker_ends_at_its_timeout(silent_serv
         notify.send(f"mqtt://127.0.0.1:{silent_server}/ajour/events", published, timeout=2)
     assert time.monotonic() - started < 4
     assert "no answer within 2s" in str(caught.value)
+
+
+@pytest.mark.timeout(60)
+def test_ctrl_c_during_a_stalled_clone_leaves_no_git_behind(tmp_path: Path) -> None:
+    with silent() as server:
+        url = f"https://127.0.0.1:{server.port}/acme/firmware.git"
+        code = (
+            "import sys; from pathlib import Path; from ajour_build.steps.clone import clone\n"
+            "try:\n    clone(sys.argv[1], 'main', Path(sys.argv[2]))\n"
+            "except KeyboardInterrupt:\n    sys.exit(130)\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, url, str(tmp_path / "src")], cwd=Path.cwd()
+        )
+        until = time.monotonic() + 20
+        while not server.connections:
+            assert time.monotonic() < until and proc.poll() is None, "git never connected"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 130
+        left = subprocess.run(["pgrep", "-f", url], capture_output=True, text=True).stdout
+        assert left.strip() == "", f"git processes outlived the clone: {left}"

@@ -85,16 +85,20 @@ def _git(args: list[str], cwd: Path | None, deadline: _Deadline) -> str:
         stderr=subprocess.PIPE,
         start_new_session=True,  # git and its remote helper: one group to stop
     )
-    while True:
-        try:
-            out, err = proc.communicate(timeout=min(0.25, max(deadline.end - time.monotonic(), 0)))
-            break
-        except subprocess.TimeoutExpired:
-            if deadline.cancel.is_set() or deadline.passed():
-                _stop(proc)
+    try:
+        while True:
+            try:
+                left = max(deadline.end - time.monotonic(), 0)
+                out, err = proc.communicate(timeout=min(0.25, left))
+                break
+            except subprocess.TimeoutExpired:
                 if deadline.cancel.is_set():
                     raise BuildCancelled("build cancelled by request (while fetching)") from None
-                raise deadline.error() from None
+                if deadline.passed():
+                    raise deadline.error() from None
+    except BaseException:  # cancelled, out of time, or Ctrl-C (git has its own session)
+        _stop(proc)
+        raise
     if proc.returncode != 0:
         raise git.GitCommandError(command, proc.returncode, err.decode("utf-8", "replace"))
     return out.decode("utf-8", "replace").strip()
