@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,20 @@ def creations(fake: HawkbitFake) -> list[int]:
 
 
 # -- the flow --------------------------------------------------------------------------------
+
+
+def test_a_rollout_that_stays_creating_ends_at_the_publish_deadline(firmware: Path) -> None:
+    with HawkbitFake(password=PASSWORD, rollout_ready_after=10**9) as fake:
+        fake.add_target("dev-1")
+        options: dict[str, Any] = {"poll_interval": 0.05, "poll_timeout": 600, "deadline": 1.5}
+        pub = HawkbitPublisher.from_url(fake.url("sensor-fw", **DEPLOY), fake.env, **options)
+        started = time.monotonic()
+        with pytest.raises(PublishError) as failed:
+            pub.publish(FirmwareArtifact(firmware, "1.2.3"))
+    assert time.monotonic() - started < 3  # not the 600 s of polling
+    assert "/rollouts/" in str(failed.value)  # it was waiting for the rollout
+    assert "did not finish within its 1.5s deadline" in str(failed.value)
+    assert fake.spec_violations == [] and fake.crashes == []
 
 
 def test_publish_to_hawkbit_fake_full_flow_matches_the_spec(firmware: Path) -> None:

@@ -298,7 +298,8 @@ class HawkbitPublisher:
             body["targetFilterQuery"] = rollout.target_filter
             created = self._call(s, "POST", path, expect=201, json=body)  # create
             rollout_id = int(self._entities(created, [self._json(created, dict)])[0]["id"])
-        deadline = min(time.monotonic() + self.poll_timeout, self._until)
+        polled = time.monotonic()
+        deadline = min(polled + self.poll_timeout, self._until)
         while True:
             got = self._json(self._call(s, "GET", f"{path}/{rollout_id}", expect=200), dict)
             if got.get("distributionSetId") not in (None, ds_id):  # getRollout
@@ -309,14 +310,14 @@ class HawkbitPublisher:
             status = got.get("status")
             if status != "creating" or time.monotonic() > deadline:
                 break
-            time.sleep(self.poll_interval)
+            time.sleep(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
         if status == "ready":
             self._call(s, "POST", f"{path}/{rollout_id}/start", expect=200)  # start
             log.info("hawkBit: started rollout %s", rollout.name)
         elif status in ("creating", "error_creating", "error_starting", None):
             raise self._fail(
                 f"rollout {rollout.name!r} (id {rollout_id}) is {status!r}, not 'ready', after"
-                f" {self.poll_timeout:g}s; check it in hawkBit, then publish again"
+                f" {time.monotonic() - polled:.1f}s; check it in hawkBit, then publish again"
             )
 
     # -- HTTP --------------------------------------------------------------------------------
