@@ -74,7 +74,8 @@ def planned(
     (fleet_dir / "app.yaml").write_text(
         FLEET.format(image=image, uri=uri, rev=rev, args=args, artifact=artifact)
     )
-    config = load_config(None, env={"AJOUR_ALLOWED_APPLICATIONS": '["blinky"]'})
+    env = {"AJOUR_ALLOWED_APPLICATIONS": '["blinky"]', "AJOUR_SOURCES__ALLOW_LOCAL": "true"}
+    config = load_config(None, env=env)
     (build,) = plan_builds(load_fleet([fleet_dir]), config).require_allowed().builds
     return build
 

@@ -129,6 +129,8 @@ class Scheduler:
         if not self.config.allowlist.allows(application):
             raise NotAllowedError([self.config.allowlist.refusal(application)])
         plan = plan_builds(fleet, self.config, application, device)
+        if not plan.builds and plan.refused:  # every build crosses the app's tenancy
+            raise NotAllowedError(list(plan.refused))
         if not plan.builds:
             what = f"device {device!r}" if device else f"application {application!r}"
             return Outcome(

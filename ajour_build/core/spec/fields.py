@@ -36,6 +36,7 @@ _NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 IMAGE_REF = re.compile(
     rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
 )
+REPOSITORY_NAME = re.compile(_NAME)
 REPOSITORY_REF = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
 
 MAX_ARG_CHARS = 4096
@@ -173,17 +174,41 @@ def _git_uri(value: str) -> str:
             f"the git URI {shown!r} embeds credentials; remove them and give credentials to"
             " the build through a secret (git credentials or an SSH key), never in the spec"
         )
+    hostport = parts.netloc.rsplit("@", 1)[-1]
+    _no_option("user", userinfo or "", shown)
+    _no_option("host", hostport.lstrip("["), shown)
+    if not _HOSTPORT.fullmatch(hostport):
+        raise ValueError(
+            f"{shown!r}: the host {hostport!r} is not a host name or [IPv6] address with an"
+            f" optional numeric port; {_GIT_HINT}"
+        )
+    _no_option("repository path", parts.path.lstrip("/"), shown)
     return value
 
 
+_HOSTPORT = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
+
+
+def _no_option(part: str, text: str, shown: str) -> None:
+    """ssh and git read an argument that starts with '-' as an option (-oProxyCommand=…)."""
+    if text.startswith("-"):
+        raise ValueError(
+            f"{shown!r}: the {part} {text.split('/', 1)[0]!r} starts with '-', which ssh or git"
+            f" would read as an option (such as -oProxyCommand); {_GIT_HINT}"
+        )
+
+
 def _scp_like(value: str, hint: str) -> str:
-    match = re.match(
-        r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)$", value
+    match = re.fullmatch(
+        r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)", value
     )
     if match is None or "/" in value.split(":", 1)[0]:
         raise ValueError(f"{value!r} is not a git URI this builder accepts; {hint}")
-    if match.group("path").startswith("-"):
-        raise ValueError(f"{value!r}: the repository path starts with '-'")
+    _no_option("user", match.group("user") or "", value)
+    _no_option("host", match.group("host"), value)
+    _no_option("repository path", match.group("path").lstrip("/"), value)
     return value
 
 
