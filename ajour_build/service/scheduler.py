@@ -151,7 +151,7 @@ class Scheduler:
             if push.deleted:
                 why = f"{push.ref} was deleted: nothing to build"
             elif found.refused:
-                why = "every matching application is refused by the allowlist"
+                why = "every matching build is refused (allowlist or tenancy); see refused"
             return Outcome(refused=found.refused, explanation=why)
         reason = f"push {push.provider} {push.ref} {push.after[:12]}"
         return self._enqueue(found.builds, reason, None, found.refused)
