@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator
 
@@ -159,30 +158,29 @@ def _git_uri(value: str) -> str:
     if scheme_match is None:
         return _scp_like(value, _GIT_HINT)
     scheme = scheme_match.group(1).lower()
-    parts = urlsplit(value)
+    netloc, slash, path = value[scheme_match.end() :].partition("/")
     if scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        if netloc not in ("", "localhost") or not slash:
             raise ValueError(f"{shown!r}: a file URI must be file:///absolute/path")
         return value
     if scheme not in ("https", "ssh"):
         raise ValueError(f"{shown!r}: the scheme {scheme!r} is not allowed; {_GIT_HINT}")
-    if not parts.hostname:
-        raise ValueError(f"{shown!r} has no host")
-    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else None
-    if userinfo is not None and (scheme == "https" or ":" in userinfo):
+    userinfo, _, hostport = netloc.rpartition("@")
+    if "@" in netloc and (scheme == "https" or ":" in userinfo):
         raise ValueError(
             f"the git URI {shown!r} embeds credentials; remove them and give credentials to"
             " the build through a secret (git credentials or an SSH key), never in the spec"
         )
-    hostport = parts.netloc.rsplit("@", 1)[-1]
-    _no_option("user", userinfo or "", shown)
+    if not hostport:
+        raise ValueError(f"{shown!r} has no host")
+    _no_option("user", userinfo, shown)
     _no_option("host", hostport.lstrip("["), shown)
     if not _HOSTPORT.fullmatch(hostport):
         raise ValueError(
             f"{shown!r}: the host {hostport!r} is not a host name or [IPv6] address with an"
             f" optional numeric port; {_GIT_HINT}"
         )
-    _no_option("repository path", parts.path.lstrip("/"), shown)
+    _no_option("repository path", path.split("?", 1)[0], shown)
     return value
 
 
@@ -204,11 +202,13 @@ def _scp_like(value: str, hint: str) -> str:
     match = re.fullmatch(
         r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)", value
     )
-    if match is None or "/" in value.split(":", 1)[0]:
+    head, _, path = value.partition(":")
+    user, _, host = head.rpartition("@")
+    _no_option("user", user, value)
+    _no_option("host", host, value)
+    _no_option("repository path", path.lstrip("/"), value)
+    if match is None or "/" in head:
         raise ValueError(f"{value!r} is not a git URI this builder accepts; {hint}")
-    _no_option("user", match.group("user") or "", value)
-    _no_option("host", match.group("host"), value)
-    _no_option("repository path", match.group("path").lstrip("/"), value)
     return value
 
 
