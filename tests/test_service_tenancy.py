@@ -167,7 +167,8 @@ def test_api_takes_a_tag_shaped_version(h: Harness) -> None:
 def test_a_github_delivery_replayed_to_gitea_builds_once(h: Harness) -> None:
     body = json.dumps(push(h)).encode()
     first = h.github({}, body=body)
-    assert first.status_code == 202 and len(first.json()["triggered"]) == 1
+    assert first.status_code == 202 and first.json()["triggered"], first.text
+    built = count(h)
     signature = hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
     headers = {
         "Content-Type": "application/json",
@@ -179,7 +180,7 @@ def test_a_github_delivery_replayed_to_gitea_builds_once(h: Harness) -> None:
         replay = c.post("/webhooks/gitea", content=body, headers=headers)
     assert replay.status_code == 200, replay.text
     assert replay.json()["duplicate"] is True and replay.json()["triggered"] == []
-    assert count(h) == 1
+    assert count(h) == built
 
 
 class Records(logging.Handler):
