@@ -36,7 +36,7 @@ class FirmwareArtifact:
         """Validate before any network traffic; return the size in bytes."""
         problem = version_problem(self.version)
         if problem is not None:
-            raise PublishError(f"{problem}; it becomes an OCI tag")
+            raise PublishError(f"not publishable: {problem}")
         if not self.path.is_file():
             raise PublishError(f"artifact {str(self.path)!r} does not exist or is not a file")
         size = self.path.stat().st_size
