@@ -38,7 +38,8 @@ def test_config_values_with_a_trailing_newline(
 
 
 @pytest.mark.parametrize(
-    ("name", "image"), [("app\n", "app:latest"), ("app", "app:latest\n"), ("app", "app\n")]
+    ("name", "image"),
+    [("app\n", "app:latest"), ("app", "app:latest\n"), ("app", "app\n"), ("app", "app:lätest")],
 )
 def test_spec_names_and_images_with_a_trailing_newline(
     tmp_path: Path, name: str, image: str
@@ -54,7 +55,12 @@ def test_spec_names_and_images_with_a_trailing_newline(
 
 
 @pytest.mark.parametrize(
-    "url", ["oci://127.0.0.1:5000/fw/app:latest\n", "oci://127.0.0.1:5000/fw/app\n"]
+    "url",
+    [
+        "oci://127.0.0.1:5000/fw/app:latest\n",
+        "oci://127.0.0.1:5000/fw/app\n",
+        "oci://127.0.0.1:5000/fw/app:lätest",  # tags are ASCII
+    ],
 )
 def test_publish_targets_with_a_trailing_newline(url: str) -> None:
     with pytest.raises(ArtifactError):

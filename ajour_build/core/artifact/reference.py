@@ -12,7 +12,7 @@ from ajour_build.core.errors import ArtifactError
 _REPO = re.compile(
     r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 )
-_TAG = re.compile(r"[\w][\w.-]{0,127}")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 SCHEMES = ("oci", "oci-layout", "dir", "hawkbit")
 
 
