@@ -205,7 +205,9 @@ def test_ctrl_c_cancels_cleanly(tmp_path: Path, blinky_repo: Path) -> None:
             image="slow", uri=f"file://{blinky_repo}", rev="main", args="[]", artifact="fw.bin"
         )
     )
-    (tmp_path / "fleet" / "ajour.yaml").write_text("allowed_applications: [blinky]\n")
+    (tmp_path / "fleet" / "ajour.yaml").write_text(
+        "allowed_applications: [blinky]\nsources: {allow_local: true}\n"
+    )
     cmd = [
         sys.executable,
         "-m",
