@@ -15,15 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
-from ajour_build.core.spec.fields import REPOSITORY_REF, redact_uri
+from ajour_build.core.spec.fields import redact_uri
 
 
 def repository_of(image: str) -> str:
-    """The repository of ``container.image`` (``fw/app`` of ``fw/app:latest``)."""
-    match = REPOSITORY_REF.fullmatch(image)
-    return match.group("name") if match is not None else image
+    """The repository of a validated ``container.image`` (``fw/app`` of ``fw/app:1@sha256:…``)."""
+    name = image.split("@", 1)[0]
+    head, colon, tag = name.rpartition(":")
+    return head if colon and "/" not in tag else name
 
 
 def _within(repository: str, namespace: str) -> bool:
@@ -31,8 +31,8 @@ def _within(repository: str, namespace: str) -> bool:
 
 
 def is_local(uri: str) -> bool:
-    """A git source on the build host's own file system."""
-    return urlsplit(uri).scheme.lower() == "file"
+    """A git source on the build host's own file system (the spec allows only file:///…)."""
+    return uri[:7].lower() == "file://"
 
 
 @dataclass(frozen=True)
