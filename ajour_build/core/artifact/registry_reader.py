@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -41,13 +42,26 @@ class RegistryReader:
     host: str
     credentials: Credentials | None = None
     insecure: bool = False
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds to connect, and that the registry may stay silent
+    deadline: float | None = None  # time.monotonic() after which no request is started
     _token: str | None = field(default=None, repr=False)
 
     @property
     def base(self) -> str:
         scheme = "http" if self.insecure or is_loopback(self.host) else "https"
         return f"{scheme}://{self.host}/v2"
+
+    def _timeout(self) -> float:
+        """The request timeout, capped by what is left before the deadline."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ArtifactError(
+                f"registry {self.host} is too slow: the deadline for this operation passed;"
+                " check the registry's health and the network, then try again"
+            )
+        return min(self.timeout, left)
 
     def _auth(self) -> dict[str, str]:
         if self._token:
@@ -77,18 +91,25 @@ class RegistryReader:
         and the credentials go only to the registry's own origin."""
         url = f"{self.base}/{path}"
         for attempt in (0, 1):
+            timeout = self._timeout()
             try:
                 got = fetch(
                     method,
                     url,
                     {**(headers or {}), **self._auth()},
                     trusted=Origin.of(url),
-                    timeout=self.timeout,
+                    timeout=timeout,
                     limit=MAX_BLOB,
                     insecure=self.insecure,
                     data=data,
                 )
             except FetchError as exc:
+                if exc.unreachable and not exc.redirects and "timed out" in exc.reason:
+                    raise ArtifactError(
+                        f"registry {self.host} did not answer {method} {path} within"
+                        f" {timeout:g} s ({exc.reason}); it is stalled or overloaded:"
+                        " check it, or the host, and try again"
+                    ) from None
                 if exc.unreachable and not exc.redirects:
                     raise ArtifactError(
                         f"registry {self.host} is unreachable ({exc.reason});"
@@ -129,7 +150,7 @@ class RegistryReader:
                 url,
                 headers,
                 trusted=Origin.of(url),
-                timeout=self.timeout,
+                timeout=self._timeout(),
                 limit=65536,
                 insecure=self.insecure,
             )
