@@ -112,3 +112,17 @@ def test_two_registry_publishers_of_one_version_never_both_win(
             assert reader.resolve(ref) == digest, f"trial {n}: {tag} holds another manifest"
         info = reader.inspect(OciRef(registry.host, repos[n], "latest"))
         assert reader.firmware(OciRef(registry.host, repos[n], "latest"), info) == CONTENT[winner]
+
+
+@pytest.mark.parametrize("mode", ["threads", "processes"])
+def test_two_dir_publishers_of_one_version_never_both_win(tmp_path: Path, mode: str) -> None:
+    trials = 100
+    files = firmware_files(tmp_path)
+    names = [tmp_path / "files" / f"fw-{n}" for n in range(trials)]
+    contenders = [[(f"dir://{name}", str(files[i]), "1.0") for name in names] for i in range(2)]
+    for n, trial in enumerate(race(contenders, mode)):
+        winner, digest = check_one_winner(trial, f"trial {n}")
+        meta = json.loads(names[n].with_suffix(".json").read_text())
+        assert meta["version"] == "1.0" and "sha256:" + meta["checksum"] == digest
+        assert names[n].with_suffix(".bin").read_bytes() == CONTENT[winner], "bin and json agree"
+    assert not list((tmp_path / "files").glob(".tmp-*"))
