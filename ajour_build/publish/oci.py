@@ -115,6 +115,8 @@ class OciPublisher:
         existing = reader.resolve(version_ref)
         if existing is None:
             return None
+        if existing == parts.digest:  # our own manifest (read back after tagging)
+            return existing, parts.manifest_bytes
         pinned = OciRef(version_ref.host, version_ref.repository, version_ref.tag, existing)
         info = reader.inspect(pinned)
         if info.checksum != parts.checksum:
