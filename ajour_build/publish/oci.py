@@ -35,7 +35,12 @@ from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.common import V1Parts, conflict
 from ajour_build.publish.publisher import FirmwareArtifact, Published
-from ajour_build.publish.registry_client import BoundedRegistry, Bounds, DeadlineError
+from ajour_build.publish.registry_client import (
+    RETRY_PAUSES,
+    BoundedRegistry,
+    Bounds,
+    DeadlineError,
+)
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the registry
 READ_TIMEOUT = 30.0  # seconds the registry may stay silent within one request
@@ -67,7 +72,12 @@ class OciPublisher:
         parts = V1Parts(artifact)
         bounds = Bounds(self.connect_timeout, self.read_timeout, time.monotonic() + self.deadline)
         reader = RegistryReader(
-            self.ref.host, self.credentials, self.insecure, self.read_timeout, bounds.deadline
+            self.ref.host,
+            self.credentials,
+            self.insecure,
+            self.read_timeout,
+            bounds.deadline,
+            retries=len(RETRY_PAUSES),
         )
         registry = self._registry(bounds)  # one client (and connection pool) for the publish
         version_ref = OciRef(self.ref.host, self.ref.repository, artifact.version)

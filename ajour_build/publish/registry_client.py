@@ -3,8 +3,8 @@
 oras-py sends every request without a timeout (a stalled registry hangs a publish forever)
 and retries every failed request, POST and PUT included, five times over 131 s. Here each
 request gets a connect and a read timeout, both capped by what is left of the publish's
-deadline; only GET and HEAD are retried (twice, after 0.25 s and 0.5 s, on a connection
-error or HTTP 502/503/504); anything else fails at once.
+deadline; only GET and HEAD are retried (twice, after 0.25 s and 0.5 s, when answered HTTP
+500/502/503/504); anything else, and a refused or timed-out connection, fails at once.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import requests
 import requests.adapters
 
 IDEMPOTENT = frozenset({"GET", "HEAD"})
-RETRY_STATUS = frozenset({502, 503, 504})
+RETRY_STATUS = frozenset({500, 502, 503, 504})
 RETRY_PAUSES = (0.25, 0.5)
 _UNBOUNDED_REQUEST = oras.provider.Registry.do_request.__wrapped__  # without oras's retries
 
@@ -88,21 +88,16 @@ class BoundedRegistry(oras.provider.Registry):  # type: ignore[misc]
         stream: bool = False,
     ) -> requests.Response:
         pauses = RETRY_PAUSES if method.upper() in IDEMPOTENT else ()
-        for pause in (*pauses, None):
-            try:
-                response: requests.Response = _UNBOUNDED_REQUEST(
-                    self, url, method, data, headers, json, stream
-                )
-            except requests.exceptions.ConnectionError:
-                if pause is None or not self._can_wait(pause):
-                    raise
-            else:
-                if response.status_code not in RETRY_STATUS or pause is None:
-                    return response
-                if not self._can_wait(pause):
-                    return response
+        for pause in pauses:
+            response = self._once(url, method, data, headers, json, stream)
+            if response.status_code not in RETRY_STATUS or not self._can_wait(pause):
+                return response
             time.sleep(pause)
-        raise AssertionError("unreachable")  # pragma: no cover
+        return self._once(url, method, data, headers, json, stream)
+
+    def _once(self, *args: Any) -> requests.Response:
+        response: requests.Response = _UNBOUNDED_REQUEST(self, *args)
+        return response
 
     def _can_wait(self, pause: float) -> bool:
         return self.bounds.deadline - time.monotonic() > pause

@@ -35,6 +35,8 @@ from ajour_build.core.hosts import is_loopback
 
 ACCEPT = ", ".join((MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST))
 MAX_BLOB = 256 * 1024 * 1024
+RETRY_STATUS = frozenset({500, 502, 503, 504})
+RETRY_PAUSES = (0.25, 0.5)
 
 
 @dataclass
@@ -44,6 +46,7 @@ class RegistryReader:
     insecure: bool = False
     timeout: float = 10.0  # seconds to connect, and that the registry may stay silent
     deadline: float | None = None  # time.monotonic() after which no request is started
+    retries: int = 0  # times a GET or HEAD answered 5xx is tried again (at most 2)
     _token: str | None = field(default=None, repr=False)
 
     @property
@@ -81,6 +84,25 @@ class RegistryReader:
         return got.status, got.headers, got.body
 
     def _send(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Fetched:
+        """``method`` on the registry; GET and HEAD are tried again ``retries`` times when
+        the registry answers a server error (500, 502, 503, 504), never past the deadline."""
+        pauses = RETRY_PAUSES[: self.retries] if method in ("GET", "HEAD") else ()
+        for pause in pauses:
+            got = self._send_once(method, path, headers, data)
+            if got.status not in RETRY_STATUS or (
+                self.deadline is not None and self.deadline - time.monotonic() <= pause
+            ):
+                return got
+            time.sleep(pause)
+        return self._send_once(method, path, headers, data)
+
+    def _send_once(
         self,
         method: str,
         path: str,
