@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +20,7 @@ from ajour_build.core.artifact.format import sha256_digest
 from ajour_build.core.artifact.layout_store import REF_NAME, LayoutStore
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
+from tests.conftest import REPO
 from tests.publish_race import Outcome, race
 from tests.registry import Registry, run_registry
 
@@ -126,3 +129,30 @@ def test_two_dir_publishers_of_one_version_never_both_win(tmp_path: Path, mode: 
         assert meta["version"] == "1.0" and "sha256:" + meta["checksum"] == digest
         assert names[n].with_suffix(".bin").read_bytes() == CONTENT[winner], "bin and json agree"
     assert not list((tmp_path / "files").glob(".tmp-*"))
+
+
+def test_two_publish_clis_of_one_version_never_both_win(tmp_path: Path) -> None:
+    trials = 10
+    files = firmware_files(tmp_path)
+    for n in range(trials):
+        layout = tmp_path / f"layout-{n}"
+        target = ["--to", f"oci-layout://{layout}:latest", "--version", "1.0", "--json"]
+        clis = [
+            subprocess.Popen(
+                [sys.executable, "-m", "ajour_build.cli", "publish", str(files[i]), *target],
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for i in range(2)
+        ]
+        trial = []
+        for i, cli in enumerate(clis):
+            out, err = cli.communicate(timeout=120)
+            won = cli.returncode == 0
+            trial.append(Outcome(n, i, won, json.loads(out)["digest"] if won else err))
+        winner, digest = check_one_winner(trial, f"trial {n}")
+        store = LayoutStore(layout)
+        assert store.resolve("1.0") == store.resolve("latest") == digest
+        assert store.firmware(store.inspect("latest")) == CONTENT[winner]
