@@ -24,6 +24,7 @@ from ajour_build.core.installation import (
     read_config_file,
 )
 from ajour_build.core.spec.fields import (
+    REPOSITORY_NAME,
     DnsLabel,
     DnsSubdomain,
     Duration,
@@ -32,9 +33,10 @@ from ajour_build.core.spec.fields import (
     _dns_label,
 )
 from ajour_build.core.spec.problems import known_fields, problems_from_validation
+from ajour_build.tenancy import Tenancy
 
 ENV_PREFIX = "AJOUR_"
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?")
 
 
 class _Section(BaseModel):
@@ -51,7 +53,7 @@ class PipelineRefConfig(_Section):
     @classmethod
     def _params(cls, value: dict[str, str]) -> dict[str, str]:
         for key in value:
-            if not re.match(r"^[A-Za-z][A-Za-z0-9_-]*$", key):
+            if not re.fullmatch(r"[A-Za-z][A-Za-z0-9_-]*", key):
                 raise ValueError(f"resolver param name {key!r} is not valid")
         return value
 
@@ -71,7 +73,7 @@ class WorkspaceConfig(_Section):
     @field_validator("storage")
     @classmethod
     def _quantity(cls, value: str) -> str:
-        if not _QUANTITY.match(value):
+        if not _QUANTITY.fullmatch(value):
             raise ValueError(f"{value!r} is not a Kubernetes quantity such as 1Gi or 500Mi")
         return value
 
@@ -142,6 +144,13 @@ class ServiceConfig(_Section):
         return tuple(t.get_secret_value() for t in self.tokens if t.get_secret_value())
 
 
+class SourcesConfig(_Section):
+    """Where builds may read their sources from."""
+
+    # file:// git sources: clones of any repository on the build host, so off by default
+    allow_local: bool = False
+
+
 class InstallationConfig(BaseSettings):
     """One Ajour installation: registry, allowlist, cluster settings, builder catalog."""
 
@@ -154,6 +163,9 @@ class InstallationConfig(BaseSettings):
 
     registry: RegistryConfig = RegistryConfig()
     allowed_applications: tuple[Text, ...] = ()
+    # per application, repositories it may publish to besides <app> and <app>/…
+    publish_repositories: dict[DnsLabel, tuple[Text, ...]] = Field(default_factory=dict)
+    sources: SourcesConfig = SourcesConfig()
     namespace: DnsLabel = "ajour"
     service_account: DnsSubdomain = "ajour-build"
     default_timeout: Duration = "1h0m0s"
@@ -174,9 +186,26 @@ class InstallationConfig(BaseSettings):
                 _dns_label(name)
         return value
 
+    @field_validator("publish_repositories")
+    @classmethod
+    def _repositories(cls, value: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        for app, names in value.items():
+            for name in names:
+                if not REPOSITORY_NAME.fullmatch(name):
+                    raise ValueError(
+                        f"publish_repositories.{app}: {name!r} is not a repository name; write"
+                        " it relative to the registry prefix, lowercase, without a tag, for"
+                        " example fw-shared or vendor/fw"
+                    )
+        return value
+
     @property
     def allowlist(self) -> Allowlist:
         return Allowlist.of(self.allowed_applications, self.source)
+
+    @property
+    def tenancy(self) -> Tenancy:
+        return Tenancy(self.publish_repositories, self.sources.allow_local, self.source)
 
     def builder_image(self, image: str) -> str:
         """A builder catalog name resolves to its image; anything else is an image ref."""

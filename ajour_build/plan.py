@@ -1,8 +1,10 @@
 """Which builds a fleet needs: one per distinct effective build spec, allowlist enforced.
 
-This is the single gate every build start goes through (render, local runner, service):
-:func:`plan_builds` never returns a build for an application that is not allowed, and
-reports each refusal with the setting that would allow it.
+This is the single gate every build start goes through (validate, render, local runner,
+service): :func:`plan_builds` never returns a build for an application that is not allowed,
+that would publish outside its namespace or read a local source the installation does not
+allow (:mod:`ajour_build.tenancy`), and reports each refusal with the setting that would
+allow it.
 """
 
 from __future__ import annotations
@@ -52,10 +54,20 @@ class PlannedBuild:
 
 
 @dataclass(frozen=True)
+class Crossing:
+    """Consumers of an allowed application whose build crosses its tenancy (not planned)."""
+
+    build: BuildSpec
+    consumers: tuple[Consumer, ...]
+    message: str
+
+
+@dataclass(frozen=True)
 class Plan:
     builds: tuple[PlannedBuild, ...]
-    refused: tuple[str, ...]
+    refused: tuple[str, ...]  # allowlist refusals, then every crossing's message
     consumers_without_build: int
+    crossings: tuple[Crossing, ...] = ()
 
     def require_allowed(self) -> Plan:
         if self.refused:
@@ -104,8 +116,10 @@ def plan_builds(
 ) -> Plan:
     """Distinct builds for the fleet (or one app/device), with allowlist refusals."""
     allow = config.allowlist
+    tenancy = config.tenancy
     grouped: dict[str, tuple[PlannedBuild, list[Consumer]]] = {}
     refused: dict[str, str] = {}
+    crossed: dict[tuple[str, str], tuple[BuildSpec, list[Consumer]]] = {}
     without = 0
     for consumer in _consumers(fleet, application, device):
         firmware = fleet.effective_firmware(consumer.application, consumer.device)
@@ -115,6 +129,12 @@ def plan_builds(
             continue
         if not allow.allows(consumer.application):
             refused.setdefault(consumer.application, allow.refusal(consumer.application))
+            continue
+        crossing = tenancy.publish_refusal(
+            consumer.application, firmware.container.image
+        ) or tenancy.source_refusal(build.source.git.uri)
+        if crossing is not None:
+            crossed.setdefault((consumer.application, crossing), (build, []))[1].append(consumer)
             continue
         builder = config.builder_image(build.image)
         image = f"{config.registry.prefix}/{firmware.container.image}"
@@ -141,4 +161,15 @@ def plan_builds(
             key=lambda b: (b.application, b.key),
         )
     )
-    return Plan(builds, tuple(refused[a] for a in sorted(refused)), without)
+    crossings = tuple(
+        Crossing(build, tuple(consumers), f"build refused for {_names(consumers)}: {why}")
+        for (_, why), (build, consumers) in sorted(crossed.items())
+    )
+    messages = tuple(refused[a] for a in sorted(refused)) + tuple(c.message for c in crossings)
+    return Plan(builds, messages, without, crossings)
+
+
+def _names(consumers: list[Consumer]) -> str:
+    shown = ", ".join(repr(str(c)) for c in consumers[:5])
+    more = f" and {len(consumers) - 5} more" if len(consumers) > 5 else ""
+    return shown + more

@@ -1,4 +1,5 @@
-"""From a git push to the builds it affects (allowlist enforced, identical specs collapsed)."""
+"""From a git push to the builds it affects (allowlist and tenancy enforced, identical specs
+collapsed)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ class Push:
 
 def repo_key(uri: str) -> str:
     """``host/path`` of a git URI: scheme, user, ``.git`` and the host's case don't matter."""
-    scp = re.match(r"^(?:[A-Za-z0-9._-]+@)?([A-Za-z0-9.-]+):(?!//)(.+)$", uri)
+    scp = re.fullmatch(r"(?:[A-Za-z0-9._-]+@)?([A-Za-z0-9.-]+):(?!//)(.+)", uri)
     if scp and "://" not in uri:
         host, path = scp.group(1), scp.group(2)
     else:
@@ -82,4 +83,7 @@ def match(
             if build is not None and hits(build.source.git.uri, build.source.git.rev):
                 refused.append(config.allowlist.refusal(app))
                 break
+    refused += [
+        c.message for c in plan.crossings if hits(c.build.source.git.uri, c.build.source.git.rev)
+    ]
     return Matched(builds, tuple(refused))

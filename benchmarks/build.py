@@ -93,6 +93,7 @@ def planned(tmp: Path, repo: Path) -> PlannedBuild:
         None,
         env={
             "AJOUR_ALLOWED_APPLICATIONS": '["blinky"]',
+            "AJOUR_SOURCES__ALLOW_LOCAL": "true",
             "AJOUR_BUILDERS": json.dumps({"arm-gcc": {"image": IMAGE}}),
         },
     )

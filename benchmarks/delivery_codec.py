@@ -25,6 +25,7 @@ from delivery.protocol import (
     encode_status,
 )
 from delivery.store import StatusStore
+from delivery.worker import _reply
 
 
 def per_op_ns(fn: Callable[[], object]) -> float:
@@ -63,16 +64,15 @@ def codec(image: bytes) -> dict[str, Any]:
 
 
 HANDLE_STEPS = (
-    "targets.knows",
-    "decode_status",
-    "targets.source (effective spec, model_dump_json key)",
-    "source.target (OCI layout: index, manifest, config; blob LRU)",
-    "FirmwareImage(...)",
-    "decide",
-    "counters.add",
-    "_observed (firmware_spec, DeviceStatus)",
-    "store.observe, in-memory SQLite (serve default)",
-    "encode_command",
+    "targets.route (device -> shared source and spec kind)",
+    "source.target (OCI layout: stat index.json; cached image)",
+    "replies.get (memo lookup)",
+    "decode_status (memo miss)",
+    "decide (memo miss)",
+    "_reply: encode_command and what the store records (memo miss)",
+    "replies.put (memo miss)",
+    "store.record (newest row per device, in memory)",
+    "counters.answered (one lock)",
 )
 
 
@@ -80,57 +80,74 @@ def handle_parts(root: Path, iterations: int = 2000) -> dict[str, Any]:
     """Where ``Worker.handle`` spends its time: its steps, one by one, timed in place.
 
     Each iteration replays the steps of ``Worker.handle`` for a 512-byte Write (the same
-    calls, in the same order, on the same objects), then calls ``Worker.handle`` itself, and
-    also times an upsert into a file-backed store (``serve --store``) for comparison. Timing
-    the steps in place, rather than each in a tight loop of its own, keeps the caches as
-    cold or warm as they are in the worker; the medians of the steps add up to the whole.
+    calls, in the same order, on the same objects, the miss path's steps included), then
+    calls ``Worker.handle`` itself twice: once with the status in the reply memo (a hit,
+    as for every device after the first that walks the same offsets), once with the memo
+    emptied first (a miss: decode, decide, encode). It also times a status store write to a
+    file-backed store (``serve --store``) with a flush, for comparison. Timing the steps in
+    place, rather than each in a tight loop of its own, keeps the caches as cold or warm as
+    they are in the worker.
     """
     worker = make_worker(root)
     file_store = StatusStore(root / "status.db")
-    targets, counters, app, device = worker.targets, worker.counters, APP, "dev0"
+    targets, counters, replies, app, device = (
+        worker.targets,
+        worker.counters,
+        worker.replies,
+        APP,
+        "dev0",
+    )
     payload = encode_status(Status(START, MTU, None, UpdateStatus(TARGET.encode(), 64 * KIB)))
+    policy = worker.policy
+    assert worker.store is not None
+    store = worker.store
     clock = time.perf_counter_ns
-    samples: list[list[int]] = [[] for _ in range(len(HANDLE_STEPS) + 2)]
+    samples: list[list[int]] = [[] for _ in range(len(HANDLE_STEPS) + 4)]
     gc.collect()
     for _ in range(iterations):
+        replies.clear()
         t0 = clock()
-        targets.knows(app, device)
+        route = targets.route(app, device)
         t1 = clock()
-        status = decode_status(payload)
+        assert route is not None and route.source is not None
+        target = route.source.target()
         t2 = clock()
-        source = targets.source(app, device)
+        replies.get(target, policy, payload)
         t3 = clock()
-        assert source is not None
-        found = source.target()
+        status = decode_status(payload)
         t4 = clock()
-        firmware = FirmwareImage(found.version, found.data, found.checksum)
+        command = decide(status, target, policy)
         t5 = clock()
-        command = decide(status, firmware)
+        reply = _reply(status, target, command, "")
         t6 = clock()
-        counters.add(type(command).__name__.lower())
+        replies.put(target, policy, payload, reply)
         t7 = clock()
-        observed = worker._observed(app, device, status, firmware, command, "")
+        store.record(app, device, reply.observed, route.kind, "")
         t8 = clock()
-        assert worker.store is not None
-        worker.store.observe(observed)
+        counters.answered(reply.kind, reply.served, "memo_miss", 0.0)
         t9 = clock()
-        encode_command(command)
-        t10 = clock()
         worker.handle(app, device, payload)
+        t10 = clock()
+        replies.clear()
         t11 = clock()
-        file_store.observe(observed)
+        worker.handle(app, device, payload)
         t12 = clock()
-        marks = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12)
+        file_store.record(app, device, reply.observed, route.kind, "")
+        file_store.flush()
+        t13 = clock()
+        marks = (t0, t1, t2, t3, t4, t5, t6, t7, t8, t9, t10, t11, t12, t13)
         for i, series in enumerate(samples):
+            if i == len(HANDLE_STEPS) + 1:
+                continue  # the clear between the two handles
             series.append(marks[i + 1] - marks[i])
     file_store.close()
-    medians = [statistics.median(series) / 1e3 for series in samples]
+    medians = [statistics.median(series) / 1e3 if series else 0.0 for series in samples]
     steps = dict(zip(HANDLE_STEPS, medians, strict=False))
     return {
         "iterations": iterations,
         "us_median": steps,
         "steps_sum_us": sum(steps.values()),
-        "handle_us": medians[len(HANDLE_STEPS)],
-        "handle_mean_us": statistics.fmean(samples[len(HANDLE_STEPS)]) / 1e3,
-        "file_store_observe_us": medians[-1],
+        "handle_hit_us": medians[len(HANDLE_STEPS)],
+        "handle_miss_us": medians[len(HANDLE_STEPS) + 2],
+        "file_store_record_flush_us": medians[-1],
     }

@@ -166,8 +166,7 @@ def fleet_update(
         "image_over_mqtt": n * IMAGE_SIZE / mqtt_bytes,
         "cpu_us_per_trip": {
             "worker": (after["cpu_s"] - before["cpu_s"]) / steps * 1e6,
-            "handle": (after["handle_cpu_s"] - before["handle_cpu_s"]) / steps * 1e6,
-            "handle_wall": (after["handle_s"] - before["handle_s"]) / steps * 1e6,
+            "handle": (after["handle_s"] - before["handle_s"]) / steps * 1e6,
             "driver": (cpu1 - cpu0) / steps * 1e6,
             "broker": (broker1 - broker0) / steps * 1e6,
         },

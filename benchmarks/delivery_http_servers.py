@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.delivery_fixtures import APP
-from benchmarks.delivery_responders import echo_payload, make_worker
+from benchmarks.delivery_responders import echo_payload, handled, make_worker
 
 KINDS = ("transport", "bare", "legacy", "uvicorn")
 PASSWORD = "bench-pw"
@@ -125,7 +125,7 @@ def serve(kind: str, root: str, conn: Connection) -> None:
     conn.send(("ready", port))
     conn.recv()
     stop()
-    conn.send({"handled": worker.handled if worker else 0})
+    conn.send({"handled": handled(worker)[0] if worker else 0})
 
 
 class Responder:

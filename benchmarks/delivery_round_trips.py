@@ -169,8 +169,7 @@ def window(
         },
         "cpu_us_per_trip": {
             "responder": per_trip_us(b.responder["cpu_s"] - a.responder["cpu_s"]),
-            "handle": per_trip_us(b.responder["handle_cpu_s"] - a.responder["handle_cpu_s"]),
-            "handle_wall": per_trip_us(b.responder["handle_s"] - a.responder["handle_s"]),
+            "handle": per_trip_us(b.responder["handle_s"] - a.responder["handle_s"]),
             "driver": per_trip_us(b.driver_cpu - a.driver_cpu),
             "broker": per_trip_us(b.broker_cpu - a.broker_cpu),
         },

@@ -41,6 +41,7 @@ CONFIG_YAML = f"""\
 registry:
   prefix: registry.example.com/ajour
 allowed_applications: ["*"]
+sources: {{allow_local: true}}
 service:
   tokens: [{TOKEN}]
   webhooks: {{github: {SECRET}}}

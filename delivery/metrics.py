@@ -11,6 +11,8 @@ Families (all prefixed ``ajour_delivery_``):
 * ``commands_total{type}``: ``wait``, ``sync``, ``write``, ``swap``;
 * ``bytes_served_total``: firmware bytes sent in ``Write`` commands;
 * ``source_errors_total``: statuses answered ``Wait`` because the firmware source failed;
+* ``reply_memo_total{result}``: answered statuses whose reply the memo had (``hit``) or
+  computed (``miss``), see ``delivery/replies.py``;
 * ``events_total``: publish events and registry notifications taken;
 * ``handle_seconds``: time to answer one status (histogram);
 * ``devices{state}``: devices per delivery state (``Unknown``: in the fleet, never seen).
@@ -56,6 +58,20 @@ class Counters:
             self._buckets[index] += 1
             self._seconds += seconds
 
+    def answered(self, kind: str, served: int, memo: str, seconds: float) -> None:
+        """One answered status, counted under one lock: its command ``kind``, the firmware
+        bytes it ``served``, whether the reply memo had it (``memo_hit``/``memo_miss``) and
+        how long it took."""
+        index = bisect.bisect_left(LATENCY_BUCKETS, seconds)
+        counts = self._counts
+        with self._lock:
+            counts[kind] += 1
+            if served:
+                counts["bytes"] += served
+            counts[memo] += 1
+            self._buckets[index] += 1
+            self._seconds += seconds
+
     def snapshot(self) -> dict[str, int]:
         with self._lock:
             return dict(self._counts)
@@ -98,6 +114,14 @@ class WorkerCollector(Collector):
             "Statuses answered Wait because the firmware source failed.",
             counts.get("source_unavailable", 0),
         )
+        memo = CounterMetricFamily(
+            f"{PREFIX}_reply_memo",
+            "Answered statuses by whether the reply memo already had their reply.",
+            labels=["result"],
+        )
+        memo.add_metric(["hit"], counts.get("memo_hit", 0))
+        memo.add_metric(["miss"], counts.get("memo_miss", 0))
+        yield memo
         yield CounterMetricFamily(
             f"{PREFIX}_events",
             "Publish events and registry notifications.",

@@ -36,7 +36,7 @@ from delivery.errors import DeliveryError
 from delivery.worker import Worker
 
 log = logging.getLogger("delivery.mqtt")
-_SEGMENT = r"([^/+#]+)"
+_PLACES = ("{app}", "{device}")
 _LEVEL = re.compile(r"[^/+#\x00]+")
 PORTS: Final = {"mqtt": 1883, "mqtts": 8883}
 REFUSAL_LOG_INTERVAL: Final = 60.0
@@ -232,22 +232,27 @@ class TopicTemplate:
                 " whole topic level, and no wildcards"
             )
         self.template = template
-        pattern = "/".join(
-            _SEGMENT if lv in ("{app}", "{device}") else re.escape(lv) for lv in levels
-        )
-        self._regex = re.compile(f"^{pattern}$")
-        self._order = [lv for lv in levels if lv in ("{app}", "{device}")]
+        self._size = len(levels)
+        self._fixed = tuple((i, lv) for i, lv in enumerate(levels) if lv not in _PLACES)
+        self._app, self._device = levels.index("{app}"), levels.index("{device}")
 
     @property
     def wildcard(self) -> str:
         return self.template.replace("{app}", "+").replace("{device}", "+")
 
     def parse(self, topic: str) -> tuple[str, str] | None:
-        match = self._regex.match(topic)
-        if match is None:
+        """(app, device) of a topic of this template, each a non-empty level without
+        wildcards; None for any other topic."""
+        levels = topic.split("/")
+        if len(levels) != self._size:
             return None
-        values = dict(zip(self._order, match.groups(), strict=True))
-        return values["{app}"], values["{device}"]
+        for index, literal in self._fixed:
+            if levels[index] != literal:
+                return None
+        app, device = levels[self._app], levels[self._device]
+        if not app or not device or "+" in app or "#" in app or "+" in device or "#" in device:
+            return None
+        return app, device
 
     def format(self, app: str, device: str) -> str:
         return self.template.replace("{app}", app).replace("{device}", device)

@@ -34,6 +34,10 @@ CREATE TABLE IF NOT EXISTS devices (
 """
 
 
+_Row = tuple[str, str, str, str | None, int | None, int | None, str, str, str, float]
+"""A row of the ``devices`` table, in its column order."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceStatus:
     application: str
@@ -83,7 +87,7 @@ class StatusStore:
     def __init__(self, path: Path | str = ":memory:", flush_interval: float = 0.25) -> None:
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()  # the connection
-        self._pending: dict[tuple[str, str], DeviceStatus] = {}
+        self._pending: dict[tuple[str, str], _Row] = {}
         self._pending_lock = threading.Lock()
         self._flush_interval = flush_interval
         self._wake = threading.Event()
@@ -96,8 +100,25 @@ class StatusStore:
             self._db.execute(_SCHEMA)
 
     def observe(self, status: DeviceStatus) -> None:
+        self._put(
+            (status.application, status.device, status.current, status.target, status.offset,
+             status.size, status.state, status.source, status.detail, status.last_seen)
+        )  # fmt: skip
+
+    def record(
+        self,
+        application: str,
+        device: str,
+        observed: tuple[str, str | None, int | None, int | None, str],
+        source: str,
+        detail: str,
+    ) -> None:
+        """What the worker saw of one exchange (``Reply.observed``), seen now."""
+        self._put((application, device, *observed, source, detail, time.time()))
+
+    def _put(self, row: _Row) -> None:
         with self._pending_lock:
-            self._pending[(status.application, status.device)] = status
+            self._pending[(row[0], row[1])] = row
             if self._flusher is None and not self._closed.is_set():
                 self._flusher = threading.Thread(
                     target=self._run, name="ajour-status-store", daemon=True
@@ -110,11 +131,7 @@ class StatusStore:
             batch, self._pending = self._pending, {}
         if not batch:
             return 0
-        rows = [
-            (s.application, s.device, s.current, s.target, s.offset, s.size, s.state,
-             s.source, s.detail, s.last_seen)
-            for s in batch.values()
-        ]  # fmt: skip
+        rows = list(batch.values())
         with self._lock:
             self._db.execute("BEGIN")
             try:

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ajour_build.core.artifact import credentials
 from ajour_build.core.artifact.layout_store import LayoutStore
@@ -38,6 +39,17 @@ def _split(image: str) -> tuple[str, str]:
     return image, "latest"
 
 
+class Route(NamedTuple):
+    """Where a device's firmware comes from: the shared source (None: no firmware assigned)
+    and the kind of its spec (``container``, ``hawkbit`` or ``file``; ``""`` without one)."""
+
+    source: FirmwareSource | None
+    kind: str
+
+
+NO_FIRMWARE = Route(None, "")
+
+
 @dataclass(frozen=True)
 class HawkbitSettings:
     """hawkBit DDI as a gateway: one tenant, one gateway token for all controllers."""
@@ -62,12 +74,12 @@ class Targets:
     env: Mapping[str, str] = field(default_factory=dict)
     blob_cache_bytes: int = 64 * 1024 * 1024
     hawkbit: HawkbitSettings | None = None
-    _sources: dict[str, FirmwareSource] = field(default_factory=dict, repr=False)
+    _sources: dict[str, Route] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def __post_init__(self) -> None:
         self._tags: TtlCache[str, str] = TtlCache(self.ttl)
-        self._by_device: dict[tuple[str, str], FirmwareSource] = {}
+        self._by_device: dict[tuple[str, str], Route] = {}
         self._blobs: ByteLru[str] = ByteLru(self.blob_cache_bytes)
 
     def knows(self, application: str, device: str) -> bool:
@@ -77,20 +89,35 @@ class Targets:
         return self.fleet.effective_firmware(application, device)
 
     def source(self, application: str, device: str) -> FirmwareSource | None:
-        """The shared source for this device's firmware spec, or None if it has none."""
-        known = self._by_device.get((application, device))
+        """The shared source for this device's firmware spec (its application's for a device
+        the fleet does not know), or None if it has none."""
+        route = self.route(application, device)
+        if route is None:
+            route = self._shared(self.firmware_spec(application, device))
+        return route.source
+
+    def route(self, application: str, device: str) -> Route | None:
+        """The device's route (shared by every device with the same spec); None for a
+        device the fleet does not know. Found once per device: the fleet does not change
+        (a reload makes new ``Targets``)."""
+        key = (application, device)
+        known = self._by_device.get(key)
         if known is not None:
             return known
-        spec = self.firmware_spec(application, device)
-        if spec is None:
+        if key not in self.fleet.devices:
             return None
-        key = spec.model_dump_json(exclude={"container": {"build"}})
+        found = self._by_device[key] = self._shared(self.firmware_spec(application, device))
+        return found
+
+    def _shared(self, spec: Firmware | None) -> Route:
+        """The route of every device with this spec."""
+        if spec is None:
+            return NO_FIRMWARE
+        spec_key = spec.model_dump_json(exclude={"container": {"build"}})
         with self._lock:
-            found = self._sources.get(key)
+            found = self._sources.get(spec_key)
             if found is None:
-                found = self._make(spec)
-                self._sources[key] = found
-            self._by_device[(application, device)] = found  # the fleet does not change
+                found = self._sources[spec_key] = Route(self._make(spec), spec.kind)
             return found
 
     def _make(self, spec: Firmware) -> FirmwareSource:
@@ -130,7 +157,7 @@ class Targets:
     def invalidate(self, image: str = "", tag: str = "") -> int:
         """Drop cached tag resolutions (all, or those of ``image``); return how many sources."""
         with self._lock:
-            sources = list(self._sources.values())
+            sources = [route.source for route in self._sources.values() if route.source]
         count = 0
         for source in sources:
             ref = getattr(source, "ref", None)

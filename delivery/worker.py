@@ -27,9 +27,12 @@ from delivery.protocol import (
     decode_status,
     encode_command,
 )
-from delivery.sources.firmware_source import SourceUnavailable
-from delivery.store import DeviceStatus, StatusStore, now
+from delivery.replies import Reply, ReplyMemo
+from delivery.sources.firmware_source import FirmwareSource, SourceUnavailable
+from delivery.store import DeviceStatus, StatusStore
 from delivery.targets import Targets
+
+NO_FIRMWARE = "no firmware assigned"
 
 log = logging.getLogger("delivery.worker")
 
@@ -41,40 +44,46 @@ class Worker:
     policy: Policy = DEFAULT_POLICY
     policies: dict[str, Policy] = field(default_factory=dict)  # per application
     counters: Counters = field(default_factory=Counters)
+    replies: ReplyMemo = field(default_factory=ReplyMemo, repr=False)
     metrics: CollectorRegistry = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.metrics = registry_for(self.counters, self.device_states)
 
     def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
-        """The CBOR command for a device's CBOR status, or None (unknown or rejected)."""
-        started = time.perf_counter()
-        try:
-            return self._handle(application, device, payload)
-        finally:
-            self.counters.observe(time.perf_counter() - started)
+        """The CBOR command for a device's CBOR status, or None (unknown or rejected).
 
-    def _handle(self, application: str, device: str, payload: bytes) -> bytes | None:
-        if not self.targets.knows(application, device):
+        A status already answered for the same target and policy is answered from the
+        reply memo (``delivery/replies.py``): same bytes, no decoding, deciding or encoding.
+        """
+        started = time.perf_counter()
+        route = self.targets.route(application, device)
+        if route is None:
             self.counters.add("unknown_device")
+            self.counters.observe(time.perf_counter() - started)
             log.info("status from unknown device %s/%s ignored", application, device)
             return None
-        try:
-            status = decode_status(payload)
-        except ProtocolError as exc:
-            self.counters.add("rejected")
-            log.warning("rejected status from %s/%s: %s", application, device, exc)
-            return None
-        target, problem = self._target(application, device)
-        command = decide(status, target, self.policies.get(application, self.policy))
-        self.counters.add(type(command).__name__.lower())
-        if isinstance(command, Write):
-            self.counters.add("bytes", len(command.data))
+        target, problem = self._target(route.source, application, device)
+        policy = self.policies.get(application, self.policy)
+        memo = "memo_miss"
+        reply = self.replies.get(target, policy, payload) if not problem else None
+        if reply is not None:
+            memo = "memo_hit"
+        else:
+            try:
+                status = decode_status(payload)
+            except ProtocolError as exc:
+                self.counters.add("rejected")
+                self.counters.observe(time.perf_counter() - started)
+                log.warning("rejected status from %s/%s: %s", application, device, exc)
+                return None
+            reply = _reply(status, target, decide(status, target, policy), problem)
+            if not problem:  # a source failure is not a property of the status
+                self.replies.put(target, policy, payload, reply)
         if self.store is not None:
-            self.store.observe(
-                self._observed(application, device, status, target, command, problem)
-            )
-        return encode_command(command)
+            self.store.record(application, device, reply.observed, route.kind, problem)
+        self.counters.answered(reply.kind, reply.served, memo, time.perf_counter() - started)
+        return reply.command
 
     def device_states(self) -> dict[str, int]:
         """Devices per delivery state; fleet devices never seen count as ``Unknown``."""
@@ -108,48 +117,39 @@ class Worker:
                 )
         return [seen[key] for key in sorted(seen)]
 
-    def _target(self, application: str, device: str) -> tuple[FirmwareImage | None, str]:
+    def _target(
+        self, source: FirmwareSource | None, application: str, device: str
+    ) -> tuple[FirmwareImage | None, str]:
+        if source is None:
+            return None, NO_FIRMWARE
         try:
-            source = self.targets.source(application, device)
-            if source is None:
-                return None, "no firmware assigned"
             return source.target(), ""
         except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
             self.counters.add("source_unavailable")
             log.warning("no target for %s/%s: %s", application, device, exc)
             return None, str(exc)
 
-    def _observed(
-        self,
-        application: str,
-        device: str,
-        status: Status,
-        target: FirmwareImage | None,
-        command: Command,
-        problem: str,
-    ) -> DeviceStatus:
-        state: DeliveryState
-        offset: int | None = None
-        if isinstance(command, Sync):
-            state = DeliveryState.SYNCED
-        elif isinstance(command, Write):
-            state, offset = DeliveryState.UPDATING, command.offset
-        elif isinstance(command, Swap):
-            state, offset = DeliveryState.UPDATING, len(target.data) if target else None
-        elif isinstance(command, Wait) and problem and problem != "no firmware assigned":
-            state = DeliveryState.FAILED
-        else:
-            state = DeliveryState.WAITING
-        spec = self.targets.firmware_spec(application, device)
-        return DeviceStatus(
-            application=application,
-            device=device,
-            current=status.version.decode("utf-8", errors="replace"),
-            target=target.version.decode("utf-8", errors="replace") if target else None,
-            offset=offset,
-            size=len(target.data) if target else None,
-            state=state,
-            source=spec.kind if spec else "",
-            detail=problem,
-            last_seen=now(),
-        )
+
+def _reply(status: Status, target: FirmwareImage | None, command: Command, problem: str) -> Reply:
+    """The encoded ``command`` and what the status store records of the exchange."""
+    state: DeliveryState
+    offset: int | None = None
+    served = 0
+    if isinstance(command, Sync):
+        state = DeliveryState.SYNCED
+    elif isinstance(command, Write):
+        state, offset, served = DeliveryState.UPDATING, command.offset, len(command.data)
+    elif isinstance(command, Swap):
+        state, offset = DeliveryState.UPDATING, len(target.data) if target else None
+    elif isinstance(command, Wait) and problem and problem != NO_FIRMWARE:
+        state = DeliveryState.FAILED
+    else:
+        state = DeliveryState.WAITING
+    observed = (
+        status.version.decode("utf-8", errors="replace"),
+        target.version.decode("utf-8", errors="replace") if target else None,
+        offset,
+        len(target.data) if target else None,
+        state.value,
+    )
+    return Reply(encode_command(command), type(command).__name__.lower(), served, observed)

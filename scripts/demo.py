@@ -102,6 +102,7 @@ class Demo:
         (self.fleet / "blinky.yaml").write_text(app_spec(f"file://{bare}", DEVICES))
         (self.fleet / "ajour.yaml").write_text(
             "allowed_applications: [blinky]\n"
+            "sources: {allow_local: true}  # the demo's repository is on this machine\n"
             "builders:\n  arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}\n"
             "service:\n"
             f"  runner: {self.runner}\n"

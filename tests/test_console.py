@@ -82,6 +82,7 @@ def config_text(allowed: list[str], delivery_url: str, layout: Path | None, publ
     publish = f"publish: true\n  publish_to: oci-layout://{layout}" if layout else "publish: false"
     return (
         f"allowed_applications: [{', '.join(allowed)}]\n"
+        "sources: {allow_local: true}\n"
         f"service:\n  tokens: [{TOKEN}]\n  runner: host\n  {publish}\n"
         f"  delivery_url: '{delivery_url}'\n  public_read: {str(public).lower()}\n"
     )

@@ -42,6 +42,7 @@ def test_build_publish_notify(tmp_path: Path) -> None:
     with run_registry(tmp_path / "registry") as registry, receiver() as (hook, events):
         (fleet / "ajour.yaml").write_text(
             f"allowed_applications: [blinky]\nregistry: {{prefix: '{registry.host}'}}\n"
+            "publish_repositories: {blinky: [fw]}\nsources: {allow_local: true}\n"
             "builders: {arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}}\n"
         )
         args = [

@@ -74,7 +74,8 @@ def planned(
     (fleet_dir / "app.yaml").write_text(
         FLEET.format(image=image, uri=uri, rev=rev, args=args, artifact=artifact)
     )
-    config = load_config(None, env={"AJOUR_ALLOWED_APPLICATIONS": '["blinky"]'})
+    env = {"AJOUR_ALLOWED_APPLICATIONS": '["blinky"]', "AJOUR_SOURCES__ALLOW_LOCAL": "true"}
+    config = load_config(None, env=env)
     (build,) = plan_builds(load_fleet([fleet_dir]), config).require_allowed().builds
     return build
 
@@ -204,7 +205,9 @@ def test_ctrl_c_cancels_cleanly(tmp_path: Path, blinky_repo: Path) -> None:
             image="slow", uri=f"file://{blinky_repo}", rev="main", args="[]", artifact="fw.bin"
         )
     )
-    (tmp_path / "fleet" / "ajour.yaml").write_text("allowed_applications: [blinky]\n")
+    (tmp_path / "fleet" / "ajour.yaml").write_text(
+        "allowed_applications: [blinky]\nsources: {allow_local: true}\n"
+    )
     cmd = [
         sys.executable,
         "-m",

@@ -63,6 +63,7 @@ spec:
 """
 CONFIG = f"""\
 allowed_applications: [fw, plain]
+sources: {{allow_local: true}}
 service:
   tokens: [{TOKEN}, other-token]
   runner: host

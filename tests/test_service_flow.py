@@ -45,6 +45,7 @@ def test_push_builds_publishes_and_records_the_digest(
             tmp_path,
             f"registry: {{prefix: '{registry.host}/ajour', insecure: true}}\n"
             "allowed_applications: [blinky]\n"
+            "sources: {allow_local: true}\n"
             f"builders: {{arm-gcc: {{image: '{refs['arm-gcc']}'}}}}\n"
             f"service: {{tokens: [{TOKEN}], webhooks: {{github: {SECRET}}}}}\n",
             builders=REPO / "builder-images",

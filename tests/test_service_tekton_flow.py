@@ -76,6 +76,7 @@ def test_push_creates_a_pipelinerun_and_its_status_reaches_the_api(
     h = Harness(
         tmp_path,
         "allowed_applications: [fw]\n"
+        "sources: {allow_local: true}\n"
         f"service: {{backend: tekton, tokens: [{TOKEN}], webhooks: {{github: {SECRET}}}}}\n",
     )
     fake_builder(tmp_path / "builders", "fake", BUILDER)
@@ -123,6 +124,7 @@ def test_a_restart_adopts_pipelineruns_that_went_on_in_the_cluster(
     h = Harness(
         tmp_path,
         "allowed_applications: [fw]\n"
+        "sources: {allow_local: true}\n"
         f"service: {{backend: tekton, on_interrupted: retry, tokens: [{TOKEN}]}}\n",
     )
     (tmp_path / "fleet").mkdir()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from ajour_build.publish.publisher import FirmwareArtifact
 from delivery.cache import ByteLru, TtlCache
 from delivery.sources.file import FileSource
 from delivery.sources.firmware_source import SourceUnavailable
-from delivery.sources.layout import LayoutSource
+from delivery.sources.layout import RECHECK_S, LayoutSource
 from delivery.sources.oci import OciSource
 from tests.registry import free_port, run_registry
 
@@ -76,9 +77,15 @@ def test_layout_source(tmp_path: Path) -> None:
     url = f"oci-layout://{tmp_path / 'layout'}:stable"
     publish(tmp_path, url, "2.0", b"L" * 700)
     source = LayoutSource(LayoutStore(tmp_path / "layout"), "stable")
-    assert source.target().version == b"2.0"
+    always = LayoutSource(LayoutStore(tmp_path / "layout"), "stable", recheck=0.0)
+    assert source.target().version == b"2.0" and always.target().version == b"2.0"
     publish(tmp_path, url, "2.1", b"M" * 700)
-    assert source.target().version == b"2.1"
+    assert always.target().version == b"2.1", "recheck=0 looks at index.json every time"
+    time.sleep(RECHECK_S)
+    assert source.target().version == b"2.1", "a publish is seen once recheck has passed"
+    publish(tmp_path, url, "2.2", b"N" * 700)
+    source.invalidate()
+    assert source.target().version == b"2.2", "an invalidation (publish event) is seen at once"
     with pytest.raises(SourceUnavailable, match="tag 'nope' not found"):
         LayoutSource(LayoutStore(tmp_path / "layout"), "nope").target()
 

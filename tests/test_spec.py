@@ -77,6 +77,17 @@ HOSTILE = [
     ("file://evil.example.com/etc", "file:///absolute/path"),
     ("https://git.example.com/org/fw\n--x", "whitespace or control"),
     ("", "empty"),
+    ("ssh://-oProxyCommand=id/org/fw", "the host '-oProxyCommand=id' starts with '-'"),
+    ("ssh://git@-oProxyCommand=id/org/fw", "the host '-oProxyCommand=id' starts with '-'"),
+    ("ssh://-oProxyCommand=id@git.example.com/fw", "the user '-oProxyCommand=id' starts with"),
+    ("ssh://[-oProxyCommand=id]/org/fw", "starts with '-'"),
+    ("ssh://git.example.com/--upload-pack=id", "repository path '--upload-pack=id' starts"),
+    ("ssh://git.example.com:-p/org/fw", "is not a host name"),
+    ("https://git.example.com:22x/org/fw", "is not a host name"),
+    ("git@-oProxyCommand=id:org/fw", "the host '-oProxyCommand=id' starts with '-'"),
+    ("-oProxyCommand=id:org/fw", "starts with '-'"),
+    ("git.example.com:--upload-pack=id", "repository path '--upload-pack=id' starts"),
+    ("-user@git.example.com:org/fw", "starts with '-'"),
 ]
 
 

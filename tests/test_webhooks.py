@@ -111,7 +111,13 @@ def sign_github(body: bytes) -> dict[str, str]:
 def fleet_and_config(tmp_path: Path) -> tuple[Any, Any]:
     (tmp_path / "fleet").mkdir()
     (tmp_path / "fleet" / "f.yaml").write_text(FLEET)
-    config = load_config(None, env={"AJOUR_ALLOWED_APPLICATIONS": '["fw-main", "other"]'})
+    config = load_config(
+        None,
+        env={
+            "AJOUR_ALLOWED_APPLICATIONS": '["fw-main", "other"]',
+            "AJOUR_PUBLISH_REPOSITORIES": '{"fw-main": ["fw"]}',
+        },
+    )
     return load_fleet([tmp_path / "fleet"]), config
 
 

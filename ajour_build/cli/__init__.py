@@ -12,6 +12,7 @@ from rich.console import Console
 from ajour_build import __version__
 from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
 from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
+from ajour_build.core.version import version_problem
 
 
 class AjourGroup(click.Group):
@@ -37,6 +38,14 @@ def _error_json(exc: AjourError) -> dict[str, Any]:
     if isinstance(exc, NotAllowedError):
         return {"valid": False, "refused": exc.refusals}
     return {"valid": False, "error": str(exc)}  # pragma: no cover
+
+
+def checked_version(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A ``--version`` option's callback: the one version grammar (``core.version``)."""
+    problem = version_problem(value) if value is not None else None
+    if problem is not None:
+        raise click.BadParameter(problem)
+    return value
 
 
 def console(stderr: bool = False) -> Console:

@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ajour_build.builders.catalog import load_catalog
-from ajour_build.cli import console, want_json
+from ajour_build.cli import checked_version, console, want_json
 from ajour_build.cli.spec import _config
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
 from ajour_build.core.fleet import load_fleet
@@ -100,7 +100,12 @@ def _summary(records: list[LocalBuild]) -> Table:
     help="host runs the builder entrypoint without a container.",
 )
 @click.option("--no-cache", is_flag=True, help="Rebuild even if an identical build exists.")
-@click.option("--version", "version", help="Firmware version to stamp (default: the commit).")
+@click.option(
+    "--version",
+    "version",
+    callback=checked_version,
+    help="Firmware version to stamp, an OCI tag (default: the VERSION file, else the commit).",
+)
 @click.option("--builders", "builders_dir", type=click.Path(path_type=Path))
 @click.option("--state-dir", type=click.Path(path_type=Path))
 @click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")

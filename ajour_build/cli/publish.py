@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from ajour_build.cli import console, want_json
+from ajour_build.cli import checked_version, console, want_json
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.destination import inspect as inspect_target
 from ajour_build.publish.destination import release
@@ -42,7 +42,13 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
     required=True,
     help="oci://host/repo:tag, oci-layout:///dir:tag, dir:///dir/<name>, hawkbit://…",
 )
-@click.option("--version", "version", required=True, help="The firmware version (immutable).")
+@click.option(
+    "--version",
+    "version",
+    required=True,
+    callback=checked_version,
+    help="The firmware version (immutable; an OCI tag).",
+)
 @click.option("--source-uri", default="", help="Git URI of the source (metadata).")
 @click.option("--source-commit", default="", help="Commit the firmware was built from.")
 @click.option("--source-project", default="", help="Project folder in the repository.")

@@ -89,9 +89,13 @@ def validate(
     if plan is not None:
         out.print(
             f"{len(plan.builds)} distinct builds, all allowed by {config.source if config else ''}"
+            " (allowlist, publish namespaces, sources)"
         )
     else:
-        out.print("no installation config found: the allowlist was not checked")
+        out.print(
+            "no installation config found: the allowlist, publish namespaces and local"
+            " sources were not checked"
+        )
 
 
 @click.command()

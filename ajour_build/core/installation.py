@@ -23,9 +23,9 @@ from ajour_build.core.spec.document import Document, DocumentError, read_documen
 from ajour_build.core.spec.fields import DnsLabel, Text
 
 _REGISTRY_PREFIX = re.compile(
-    r"^(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
+    r"(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]+)?(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
-_HOSTPORT = re.compile(r"^(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}$")
+_HOSTPORT = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
 
 
 class Section(BaseModel):
@@ -40,7 +40,7 @@ class RegistryConfig(Section):
     @classmethod
     def _prefix(cls, value: str) -> str:
         value = value.rstrip("/")
-        if "://" in value or not _REGISTRY_PREFIX.match(value):
+        if "://" in value or not _REGISTRY_PREFIX.fullmatch(value):
             raise ValueError(
                 f"{value!r} is not a registry prefix; write host[:port][/path], for example"
                 " registry.example.com/firmware (no scheme)"
@@ -78,14 +78,14 @@ class DeliveryConfig(Section):
     @field_validator("http")
     @classmethod
     def _http(cls, value: str) -> str:
-        if value and not _HOSTPORT.match(value):
+        if value and not _HOSTPORT.fullmatch(value):
             raise ValueError(f"{value!r} is not HOST:PORT; write for example 127.0.0.1:8081")
         return value
 
     @field_validator("mqtt")
     @classmethod
     def _mqtt(cls, value: str) -> str:
-        if value and not re.match(r"^mqtts?://[^/\s]+/?$", value):
+        if value and not re.fullmatch(r"mqtts?://[^/\s]+/?", value):
             raise ValueError(f"{value!r} is not a broker URL; write mqtt://host:1883")
         return value
 

@@ -27,7 +27,7 @@ from ajour_build.publish.publisher import FirmwareArtifact, Published
 log = logging.getLogger(__name__)
 
 PERMISSIONS = "READ_REPOSITORY, CREATE_REPOSITORY, UPDATE_TARGET, CREATE_ROLLOUT, HANDLE_ROLLOUT"
-NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,63}$")
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 VERSION_MAX = 64  # hawkBit's NamedVersionedEntity.VERSION_MAX_SIZE
 RETRY_STATUS = frozenset({429, 502, 503, 504})
 URL_PARAMS = ("assign", "rollout", "filter", "type", "ds-type", "insecure")
@@ -95,11 +95,11 @@ class HawkbitPublisher:
                 " unencrypted; use https, or opt in with insecure=1 in the hawkbit:// URL"
             )
         for label, value in [("module", module), ("type", module_type), ("ds-type", ds_type)]:
-            if not NAME.match(value):
+            if not NAME.fullmatch(value):
                 raise PublishError(
                     f"hawkBit {label} {value!r} is not allowed: use 1-64 letters, digits, . _ -"
                 )
-        if rollout is not None and not (NAME.match(rollout.name) and rollout.target_filter):
+        if rollout is not None and not (NAME.fullmatch(rollout.name) and rollout.target_filter):
             raise PublishError(
                 f"hawkBit rollout {rollout.name!r}: needs a name of letters, digits, . _ -"
                 " and a non-empty target filter (RSQL, e.g. filter=controllerId==dev-*)"

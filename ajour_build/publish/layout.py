@@ -1,10 +1,15 @@
-"""Publishing to an OCI image layout directory (``oci-layout:///dir:tag``): no server."""
+"""Publishing to an OCI image layout directory (``oci-layout:///dir:tag``): no server.
+
+The version check, the blobs and the tags are written in one hold of the layout's lock
+(``layout_writer``), so of two publishers of one version with different firmware, threads
+or processes, exactly one wins and the other gets the conflict error.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.artifact.layout_writer import LOCK_WAIT, layout_writer
 from ajour_build.core.artifact.reference import LayoutRef
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.common import V1Parts, conflict
@@ -14,33 +19,36 @@ from ajour_build.publish.publisher import FirmwareArtifact, Published
 @dataclass
 class LayoutPublisher:
     ref: LayoutRef
+    lock_wait: float = LOCK_WAIT  # seconds to wait for another publisher to finish
 
     def publish(self, artifact: FirmwareArtifact) -> Published:
         parts = V1Parts(artifact)
-        store = LayoutStore(self.ref.path)
         try:
-            store.init()
-            existing = store.resolve(artifact.version)
-            if existing is not None:
-                info = store.inspect(artifact.version)
-                if info.checksum != parts.checksum:
-                    where = f"{self.ref.path}:{artifact.version}"
-                    raise PublishError(
-                        conflict(artifact.version, where, info.checksum, parts.checksum)
-                    )
-                digest = existing
-                size = len(store.read_blob(existing))
-            else:
-                store.put_bytes(parts.config_bytes)
-                stored, _ = store.put_file(artifact.path)
-                if stored != parts.checksum:
-                    raise PublishError(f"{artifact.path} changed while it was being published")
-                digest = store.put_bytes(parts.manifest_bytes)
-                size = len(parts.manifest_bytes)
-                store.tag(artifact.version, digest, size)
-            if self.ref.tag != artifact.version:
-                store.tag(self.ref.tag, digest, size)
+            with layout_writer(self.ref.path, self.lock_wait) as writer:
+                store = writer.store
+                existing = store.resolve(artifact.version)
+                if existing is not None:
+                    info = store.inspect(artifact.version)
+                    if info.checksum != parts.checksum:
+                        where = f"{self.ref.path}:{artifact.version}"
+                        raise PublishError(
+                            conflict(artifact.version, where, info.checksum, parts.checksum)
+                        )
+                    digest = existing
+                    size = len(store.read_blob(existing))
+                else:
+                    writer.put_bytes(parts.config_bytes)
+                    stored, _ = writer.put_file(artifact.path)
+                    if stored != parts.checksum:
+                        raise PublishError(f"{artifact.path} changed while it was being published")
+                    digest = writer.put_bytes(parts.manifest_bytes)
+                    size = len(parts.manifest_bytes)
+                    writer.tag(artifact.version, digest, size)
+                if self.ref.tag != artifact.version:
+                    writer.tag(self.ref.tag, digest, size)
         except ArtifactError as exc:
+            raise PublishError(str(exc)) from None
+        except TimeoutError as exc:
             raise PublishError(str(exc)) from None
         except OSError as exc:
             raise PublishError(f"cannot write the layout at {self.ref.path}: {exc}") from None

@@ -4,16 +4,23 @@ oras-py uploads the blobs (with its auth handling); the manifest is PUT as the e
 canonical bytes through oras's authenticated request, because ``push()`` cannot set
 ``artifactType`` and the digest must be known before the tags move. Order: blobs, the
 immutable version tag, then the moving tag, so a moving tag never points at nothing.
+
+A registry has no conditional PUT of a tag, so immutability under a race is kept by
+checking the version tag right before tagging it and reading it back ``settle`` seconds
+after (at least three times as long as check and PUT took): of two publishers of one
+version with different firmware the one whose manifest the tag holds wins, the other gets
+the conflict error, and only the winner moves the moving tag. Every request is bounded
+(``registry_client``): a connect and a read timeout, and a deadline for the whole publish.
 """
 
 from __future__ import annotations
 
+import re
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import oras.provider
 import requests
 
 from ajour_build.core.artifact.credentials import Credentials
@@ -28,6 +35,17 @@ from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.common import V1Parts, conflict
 from ajour_build.publish.publisher import FirmwareArtifact, Published
+from ajour_build.publish.registry_client import (
+    RETRY_PAUSES,
+    BoundedRegistry,
+    Bounds,
+    DeadlineError,
+)
+
+CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the registry
+READ_TIMEOUT = 30.0  # seconds the registry may stay silent within one request
+DEADLINE = 300.0  # seconds for the whole publish
+SETTLE = 0.5  # seconds between tagging the version and reading the tag back (at least)
 
 
 @dataclass
@@ -35,45 +53,53 @@ class OciPublisher:
     ref: OciRef
     credentials: Credentials | None = None
     insecure: bool = False
+    connect_timeout: float = CONNECT_TIMEOUT
+    read_timeout: float = READ_TIMEOUT
+    deadline: float = DEADLINE
+    settle: float = SETTLE
 
     @property
     def plain_http(self) -> bool:
         return self.insecure or is_loopback(self.ref.host)
 
-    def _registry(self) -> Any:
-        registry = oras.provider.Registry(
-            hostname=self.ref.host, insecure=self.plain_http, auth_backend="basic"
-        )
+    def _registry(self, bounds: Bounds) -> BoundedRegistry:
+        registry = BoundedRegistry(self.ref.host, self.plain_http, bounds)
         if self.credentials is not None:
             registry.auth.set_basic_auth(self.credentials.username, self.credentials.password)
         return registry
 
-    def _reader(self) -> RegistryReader:
-        return RegistryReader(self.ref.host, self.credentials, self.insecure)
-
     def publish(self, artifact: FirmwareArtifact) -> Published:
         parts = V1Parts(artifact)
-        reader = self._reader()
-        registry = self._registry()  # one client (and connection pool) for the whole publish
+        bounds = Bounds(self.connect_timeout, self.read_timeout, time.monotonic() + self.deadline)
+        reader = RegistryReader(
+            self.ref.host,
+            self.credentials,
+            self.insecure,
+            self.read_timeout,
+            bounds.deadline,
+            retries=len(RETRY_PAUSES),
+        )
+        registry = self._registry(bounds)  # one client (and connection pool) for the publish
         version_ref = OciRef(self.ref.host, self.ref.repository, artifact.version)
         try:
-            existing = reader.resolve(version_ref)
-            if existing is not None:
-                info = reader.inspect(version_ref)
-                if info.checksum != parts.checksum:
-                    raise PublishError(
-                        conflict(artifact.version, str(version_ref), info.checksum, parts.checksum)
-                    )
-                digest, body = existing, reader.manifest(version_ref)[0]
-            else:
-                self._push(registry, artifact, parts)
-                digest, body = parts.digest, parts.manifest_bytes
+            found = self._existing(reader, version_ref, parts)
+            if found is None:
+                self._push_blobs(registry, artifact, parts)
+                found = self._tag_version(reader, registry, version_ref, parts)
+            digest, body = found
             if self.ref.tag != artifact.version:
                 self._put_manifest(registry, body, self.ref.tag, digest)
         except ArtifactError as exc:
             raise PublishError(str(exc)) from None
+        except requests.exceptions.Timeout as exc:
+            raise PublishError(self._slow(exc)) from None
         except requests.exceptions.RequestException as exc:
-            raise PublishError(f"registry {self.ref.host} is unreachable: {exc}") from None
+            raise PublishError(
+                f"registry {self.ref.host} is unreachable ({_reason(exc)}); is it running, and"
+                " is the host right?"
+            ) from None
+        except ValueError as exc:  # oras-py's own complaints about an answer
+            raise PublishError(f"registry {self.ref.host}: {exc}") from None
         tags = tuple(dict.fromkeys((artifact.version, self.ref.tag)))
         return Published(
             target=str(self.ref),
@@ -83,7 +109,53 @@ class OciPublisher:
             tags=tags,
         )
 
-    def _push(self, registry: Any, artifact: FirmwareArtifact, parts: V1Parts) -> None:
+    def _slow(self, exc: requests.exceptions.Timeout) -> str:
+        return (
+            f"registry {self.ref.host} did not answer in time ({_reason(exc)}; at most"
+            f" {self.connect_timeout:g} s to connect, {self.read_timeout:g} s of silence,"
+            f" {self.deadline:g} s for the whole publish): it is stalled or overloaded; check"
+            " it, or the host, and publish again"
+        )
+
+    def _existing(
+        self, reader: RegistryReader, version_ref: OciRef, parts: V1Parts
+    ) -> tuple[str, bytes] | None:
+        """The manifest the version tag holds if it has our firmware, None if there is none;
+        the conflict error if it holds other firmware."""
+        existing = reader.resolve(version_ref)
+        if existing is None:
+            return None
+        if existing == parts.digest:  # our own manifest (read back after tagging)
+            return existing, parts.manifest_bytes
+        pinned = OciRef(version_ref.host, version_ref.repository, version_ref.tag, existing)
+        info = reader.inspect(pinned)
+        if info.checksum != parts.checksum:
+            raise PublishError(
+                conflict(version_ref.tag, str(version_ref), info.checksum, parts.checksum)
+            )
+        return existing, reader.manifest(pinned)[0]
+
+    def _tag_version(
+        self, reader: RegistryReader, registry: BoundedRegistry, version_ref: OciRef, parts: V1Parts
+    ) -> tuple[str, bytes]:
+        """Check, tag, wait, read back: the digest and manifest the version tag holds."""
+        started = time.monotonic()
+        found = self._existing(reader, version_ref, parts)  # another publisher since the start?
+        if found is not None:
+            return found
+        self._put_manifest(registry, parts.manifest_bytes, version_ref.tag, parts.digest)
+        time.sleep(max(self.settle, 3 * (time.monotonic() - started)))
+        found = self._existing(reader, version_ref, parts)
+        if found is None:
+            raise PublishError(
+                f"registry {self.ref.host}: the tag {version_ref.repository}:{version_ref.tag}"
+                " vanished right after it was pushed (deleted by someone else?); publish again"
+            )
+        return found
+
+    def _push_blobs(
+        self, registry: BoundedRegistry, artifact: FirmwareArtifact, parts: V1Parts
+    ) -> None:
         container = registry.get_container(f"{self.ref.image}:{artifact.version}")
         with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
             config_path = Path(tmp) / "config.json"
@@ -109,9 +181,8 @@ class OciPublisher:
             for path, layer in blobs:
                 response = registry.upload_blob(str(path), container, layer)
                 self._ok(response, f"uploading blob {layer['digest']}")
-        self._put_manifest(registry, parts.manifest_bytes, artifact.version, parts.digest)
 
-    def _put_manifest(self, registry: Any, body: bytes, tag: str, digest: str) -> None:
+    def _put_manifest(self, registry: BoundedRegistry, body: bytes, tag: str, digest: str) -> None:
         container = registry.get_container(f"{self.ref.image}:{tag}")
         response = registry.do_request(
             f"{registry.prefix}://{container.manifest_url()}",
@@ -142,3 +213,15 @@ class OciPublisher:
             raise PublishError(
                 f"registry {self.ref.host}: {what} failed with HTTP {status}: {response.text[:200]}"
             )
+
+
+def _reason(exc: requests.exceptions.RequestException) -> str:
+    """What went wrong, in a few words (requests' messages nest urllib3's)."""
+    if isinstance(exc, DeadlineError):
+        return str(exc)
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "no connection within the connect timeout"
+    if isinstance(exc, requests.exceptions.ReadTimeout):
+        return "no answer within the read timeout"
+    match = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return match.group(1) if match else type(exc).__name__

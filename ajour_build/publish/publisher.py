@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ajour_build.core.errors import PublishError
-
-VERSION = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._+-]{0,127}$")
+from ajour_build.core.version import version_problem
 
 
 @dataclass(frozen=True)
@@ -36,11 +34,9 @@ class FirmwareArtifact:
 
     def check(self) -> int:
         """Validate before any network traffic; return the size in bytes."""
-        if not VERSION.match(self.version):
-            raise PublishError(
-                f"version {self.version!r} is not publishable: use letters, digits and . _ + -"
-                " (at most 128 characters, no spaces); it becomes an OCI tag"
-            )
+        problem = version_problem(self.version)
+        if problem is not None:
+            raise PublishError(f"not publishable: {problem}")
         if not self.path.is_file():
             raise PublishError(f"artifact {str(self.path)!r} does not exist or is not a file")
         size = self.path.stat().st_size

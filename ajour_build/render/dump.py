@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-_PLAIN_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_./-]*$")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]*")
 _STR = "tag:yaml.org,2002:str"
 
 
@@ -35,7 +35,7 @@ def _str(dumper: _Dumper, value: str) -> yaml.ScalarNode:
 
 def _key(dumper: _Dumper, key: str) -> yaml.ScalarNode:
     resolved: str = dumper.resolve(yaml.ScalarNode, key, (True, False))  # type: ignore[no-untyped-call]
-    plain = _PLAIN_KEY.match(key) and resolved == _STR
+    plain = _PLAIN_KEY.fullmatch(key) and resolved == _STR
     return yaml.ScalarNode(_STR, key, style=None if plain else '"')
 
 

@@ -129,6 +129,8 @@ class Scheduler:
         if not self.config.allowlist.allows(application):
             raise NotAllowedError([self.config.allowlist.refusal(application)])
         plan = plan_builds(fleet, self.config, application, device)
+        if not plan.builds and plan.refused:  # every build crosses the app's tenancy
+            raise NotAllowedError(list(plan.refused))
         if not plan.builds:
             what = f"device {device!r}" if device else f"application {application!r}"
             return Outcome(
@@ -149,7 +151,7 @@ class Scheduler:
             if push.deleted:
                 why = f"{push.ref} was deleted: nothing to build"
             elif found.refused:
-                why = "every matching application is refused by the allowlist"
+                why = "every matching build is refused (allowlist or tenancy); see refused"
             return Outcome(refused=found.refused, explanation=why)
         reason = f"push {push.provider} {push.ref} {push.after[:12]}"
         return self._enqueue(found.builds, reason, None, found.refused)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ajour_build.core.version import VERSION, check_version
 from ajour_build.lifecycle import Build, BuildState
 from ajour_build.service.scheduler import Outcome
 
@@ -92,10 +93,15 @@ class TriggerRequest(BaseModel):
 
     version: str | None = Field(
         default=None,
-        max_length=128,
-        pattern=r"^[0-9A-Za-z][0-9A-Za-z.+_~-]*$",
-        description="Firmware version to stamp; default: the VERSION file, else the commit.",
+        json_schema_extra={"pattern": f"^{VERSION.pattern}$", "maxLength": 128},
+        description="Firmware version to stamp (an OCI tag); default: the VERSION file, else"
+        " the commit.",
     )
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: str | None) -> str | None:
+        return None if value is None else check_version(value)
 
 
 class TriggerOut(_Out):

@@ -3,7 +3,9 @@
 Order of checks: size (from Content-Length, then while reading), signature (constant
 time, before parsing), JSON, event type, duplicate delivery, then the push itself. A ping
 is not a push. A delivery is remembered by its id and by the hash of its body, so neither
-a redelivery nor a replayed body with a new id builds twice. A delivery that could not be
+a redelivery nor a replayed body with a new id builds twice; the body hash is one key for
+every provider, so a body replayed to another provider's endpoint (signed with the same
+secret) does not build again either. A delivery that could not be
 queued (queue full, backend down) is forgotten again so that a retry gets through. Which
 builds a push affects is decided in :mod:`ajour_build.push`.
 """
@@ -19,6 +21,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
 from ajour_build.core.errors import AjourError
 from ajour_build.push import Push
@@ -131,11 +134,22 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
         raise WebhookError(413, f"webhook body of {declared} bytes is over the {limit} byte limit")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise WebhookError(413, f"webhook body is over the {limit} byte limit")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise WebhookError(413, f"webhook body is over the {limit} byte limit")
+            chunks.append(chunk)
+    except ClientDisconnect:
+        expected = f" of {declared}" if declared.isdigit() else ""
+        log.warning(
+            "%s %s: the client disconnected after %d%s body bytes; nothing was done",
+            request.method,
+            request.url.path,
+            size,
+            expected,
+        )
+        raise WebhookError(400, "the client disconnected before the body was complete") from None
     return b"".join(chunks)
 
 
@@ -167,7 +181,7 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
     if push is None:
         what = "pong" if event.lower() == "ping" else f"event {event!r} ignored: only pushes build"
         return _answer(200, WebhookOut(event=event, delivery=delivery, explanation=what))
-    keys = [f"{provider}:body:{hashlib.sha256(body).hexdigest()}"]
+    keys = [f"body:{hashlib.sha256(body).hexdigest()}"]  # the same for every provider
     if delivery:
         keys.append(f"{provider}:id:{delivery[:120]}")
     records = service.records

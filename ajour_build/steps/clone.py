@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from ajour_build.core.errors import BuildCancelled, SourceError
 from ajour_build.core.spec.fields import GitRef, GitUri, redact_uri
+from ajour_build.core.version import is_version, version_problem
 
 _URI: TypeAdapter[str] = TypeAdapter(GitUri)
 _REF: TypeAdapter[str] = TypeAdapter(GitRef)
@@ -62,7 +62,10 @@ class Checkout:
     path: Path
 
 
-def _checked(url: str, revision: str) -> None:
+def _checked(url: str, revision: str, firmware_version: str = "") -> None:
+    problem = version_problem(firmware_version) if firmware_version else None
+    if problem is not None:
+        raise SourceError(f"refusing to fetch: {problem}")
     try:
         _URI.validate_python(url)
         _REF.validate_python(revision)
@@ -166,7 +169,7 @@ def clone(
     The fetches together get ``timeout`` seconds; git is killed when they are up, or when
     ``cancel`` is set (then BuildCancelled).
     """
-    _checked(url, revision)
+    _checked(url, revision, firmware_version)
     deadline = _Deadline(url, timeout, cancel)
     if dest.exists() and any(dest.iterdir()):
         raise SourceError(f"checkout directory {str(dest)!r} is not empty")
@@ -182,14 +185,11 @@ def clone(
     return Checkout(url, revision, commit, firmware_version or version_file(dest) or commit, dest)
 
 
-_VERSION = re.compile(r"^[0-9A-Za-z][0-9A-Za-z.+_~-]{0,127}$")
-
-
 def version_file(checkout: Path) -> str:
     """The version a ``VERSION`` file at the top of the repository names ("" if none).
 
-    Only its first line counts, and only a plain version (``1.2.0``, ``2.0.0-rc.1``): a
-    file that says anything else is ignored rather than stamped into firmware.
+    Only its first line counts, and only a version (``ajour_build.core.version``: ``1.2.0``,
+    ``2.0.0-rc.1``): a file that says anything else is ignored rather than stamped.
     """
     path = checkout / "VERSION"
     try:
@@ -199,7 +199,7 @@ def version_file(checkout: Path) -> str:
     except OSError:
         return ""
     text = first[0].strip() if first else ""
-    return text if _VERSION.match(text) else ""
+    return text if is_version(text) else ""
 
 
 def clear(path: Path) -> None:

@@ -26,9 +26,9 @@ SCHEMA_FILES = {
     "TaskRun": "tekton-taskrun-v1.schema.json",
 }
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_SUBDOMAIN = re.compile(rf"^{_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)$")
-_LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+_SUBDOMAIN = re.compile(rf"{_DNS_LABEL}(\.{_DNS_LABEL})*")
+_LABEL_NAME = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)")
+_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _INJECTION = re.compile(r"\$\((params|tasks|inputs)\.")
 MAX_ANNOTATION_BYTES = 256 * 1024
 
@@ -64,7 +64,7 @@ def _check_name(name: Any, kind: str) -> list[str]:
         return ["metadata.name: missing (apply needs a name)"]
     if len(name) > 63 and kind in ("PipelineRun", "TaskRun"):
         return [f"metadata.name: {name!r} is longer than 63 characters (pod labels carry it)"]
-    if len(name) > 253 or not _SUBDOMAIN.match(name):
+    if len(name) > 253 or not _SUBDOMAIN.fullmatch(name):
         return [f"metadata.name: {name!r} is not a DNS-1123 subdomain"]
     return []
 
@@ -75,11 +75,11 @@ def _check_labels(labels: Any) -> list[str]:
         return ["metadata.labels: must be a mapping of strings"]
     for key, value in labels.items():
         prefix, _, name = str(key).rpartition("/")
-        if prefix and (len(prefix) > 253 or not _SUBDOMAIN.match(prefix)):
+        if prefix and (len(prefix) > 253 or not _SUBDOMAIN.fullmatch(prefix)):
             problems.append(f"metadata.labels: key prefix {prefix!r} is not a DNS subdomain")
-        if len(name) > 63 or not _LABEL_NAME.match(name):
+        if len(name) > 63 or not _LABEL_NAME.fullmatch(name):
             problems.append(f"metadata.labels: key {key!r} is not a legal label name")
-        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
+        if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.fullmatch(value):
             problems.append(f"metadata.labels[{key}]: {value!r} is not a legal label value")
     return problems
 
@@ -155,7 +155,7 @@ class ManifestValidator:
         namespace = meta.get("namespace")
         if namespace is not None and (
             not isinstance(namespace, str)
-            or not re.match(rf"^{_DNS_LABEL}$", namespace)
+            or not re.fullmatch(_DNS_LABEL, namespace)
             or len(namespace) > 63
         ):
             found.append(f"metadata.namespace: {namespace!r} is not a DNS-1123 label")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from dataclasses import dataclass, field
 
 from ajour_build.core.artifact.layout_store import LayoutStore
@@ -10,27 +12,42 @@ from delivery.cache import ByteLru
 from delivery.decision import FirmwareImage
 from delivery.sources.firmware_source import SourceUnavailable
 
+RECHECK_S = 0.05
+"""How long a layout source trusts its last look at ``index.json`` (a stat costs ~2.5 µs
+here, a third of answering a status). A publish with ``--notify`` invalidates at once."""
+
 
 @dataclass
 class LayoutSource:
     store: LayoutStore
     tag: str
     blobs: ByteLru[str] = field(default_factory=lambda: ByteLru(64 * 1024 * 1024))
+    recheck: float = RECHECK_S
 
     _cached: tuple[tuple[int, int, int], FirmwareImage] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self._index = str(self.store.root / "index.json")
+        self._looked = 0.0
 
     def invalidate(self) -> None:
         self._cached = None
 
     def target(self) -> FirmwareImage:
-        """The tag's firmware; re-read only when ``index.json`` changed (stat is cheap)."""
+        """The tag's firmware; re-read only when ``index.json`` changed, which is checked at
+        most every ``recheck`` seconds."""
+        cached = self._cached
+        now = time.time()
+        if cached is not None and 0.0 <= now - self._looked < self.recheck:
+            return cached[1]
+        self._looked = now
         try:
-            stat = (self.store.root / "index.json").stat()
+            stat = os.stat(self._index)
         except OSError:
             stat = None
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None
-        if stamp is not None and self._cached is not None and self._cached[0] == stamp:
-            return self._cached[1]
+        if stamp is not None and cached is not None and cached[0] == stamp:
+            return cached[1]
         try:
             info = self.store.inspect(self.tag)
             data = self.blobs.get(info.checksum)

@@ -1,23 +1,20 @@
 """An OCI image layout directory (the embedded default: no registry server).
 
 ``oci-layout`` + ``index.json`` + ``blobs/sha256/<hex>``. Blobs are written to a temporary
-file and renamed into place; ``index.json`` is replaced atomically under a lock, so a
-reader never sees a half-written blob or index and concurrent writers do not lose tags.
+file and renamed into place, and ``index.json`` is replaced atomically, so a reader never
+sees a half-written blob or index. Writers go through ``layout_writer``, which holds the
+layout's lock for the whole publish.
 """
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ajour_build.core.artifact.format import (
-    MANIFEST_MEDIA_TYPE,
     Descriptor,
     FirmwareInfo,
     describe,
@@ -43,11 +40,11 @@ class LayoutStore:
         if not marker.exists():
             atomic_write(marker, json.dumps({"imageLayoutVersion": "1.0.0"}).encode())
         if not (self.root / "index.json").exists():
-            atomic_write(self.root / "index.json", self._index_bytes([]))
+            atomic_write(self.root / "index.json", self.index_bytes([]))
 
     def put_bytes(self, data: bytes) -> str:
         digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        path = self._blob_path(digest)
+        path = self.blob_path(digest)
         if not path.exists():
             atomic_write(path, data)
         return digest
@@ -55,7 +52,7 @@ class LayoutStore:
     def put_file(self, source: Path) -> tuple[str, int]:
         """Copy a file into the blob store (streamed); return its digest and size."""
         name = "sha256:" + sha256_file(source)
-        path = self._blob_path(name)
+        path = self.blob_path(name)
         if not path.exists():
             copied = atomic_copy(source, path)
             if "sha256:" + copied != name:
@@ -63,48 +60,19 @@ class LayoutStore:
                 raise ArtifactError(f"{source} changed while it was copied into {self.root}")
         return name, path.stat().st_size
 
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        with (self.root / ".lock").open("a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-
-    def tag(self, tag: str, manifest_digest: str, size: int) -> None:
-        """Point ``tag`` at a manifest already in the blob store (replacing an older one)."""
-        if not self._blob_path(manifest_digest).exists():
-            raise ArtifactError(f"cannot tag {tag}: manifest {manifest_digest} is not stored")
-        with self._locked():
-            entries = [
-                m
-                for m in self._index().get("manifests", [])
-                if m.get("annotations", {}).get(REF_NAME) != tag
-            ]
-            entries.append(
-                {
-                    "mediaType": MANIFEST_MEDIA_TYPE,
-                    "digest": manifest_digest,
-                    "size": size,
-                    "annotations": {REF_NAME: tag},
-                }
-            )
-            atomic_write(self.root / "index.json", self._index_bytes(entries))
-
     @staticmethod
-    def _index_bytes(entries: list[dict[str, Any]]) -> bytes:
+    def index_bytes(entries: list[dict[str, Any]]) -> bytes:
         index = {"schemaVersion": 2, "mediaType": INDEX_MEDIA_TYPE, "manifests": entries}
         return json.dumps(index, indent=2).encode() + b"\n"
 
     # -- reading -------------------------------------------------------------------------
-    def _blob_path(self, digest: str) -> Path:
+    def blob_path(self, digest: str) -> Path:
         algo, _, hexdigest = digest.partition(":")
         if algo != "sha256" or not _HEX64.fullmatch(hexdigest):
             raise ArtifactError(f"{digest!r} is not a sha256 digest")
         return self.root / "blobs" / "sha256" / hexdigest
 
-    def _index(self) -> dict[str, Any]:
+    def index(self) -> dict[str, Any]:
         try:
             data = json.loads((self.root / "index.json").read_text(encoding="utf-8"))
         except FileNotFoundError:
@@ -118,18 +86,18 @@ class LayoutStore:
     def tags(self) -> list[str]:
         return sorted(
             m["annotations"][REF_NAME]
-            for m in self._index().get("manifests", [])
+            for m in self.index().get("manifests", [])
             if isinstance(m, dict) and REF_NAME in m.get("annotations", {})
         )
 
     def resolve(self, tag: str) -> str | None:
-        for entry in self._index().get("manifests", []):
+        for entry in self.index().get("manifests", []):
             if isinstance(entry, dict) and entry.get("annotations", {}).get(REF_NAME) == tag:
                 return str(entry["digest"])
         return None
 
     def read_blob(self, digest: str, size_hint: int | None = None) -> bytes:
-        path = self._blob_path(digest)
+        path = self.blob_path(digest)
         try:
             data = path.read_bytes()
         except FileNotFoundError:

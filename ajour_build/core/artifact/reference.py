@@ -12,7 +12,7 @@ from ajour_build.core.errors import ArtifactError
 _REPO = re.compile(
     r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$"
 )
-_TAG = re.compile(r"^[\w][\w.-]{0,127}$")
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 SCHEMES = ("oci", "oci-layout", "dir", "hawkbit")
 
 
@@ -60,13 +60,13 @@ def _split_tag(rest: str) -> tuple[str, str, str]:
     digest = ""
     if "@" in rest:
         rest, digest = rest.split("@", 1)
-        if not re.match(r"^sha256:[0-9a-f]{64}$", digest):
+        if not re.fullmatch(r"sha256:[0-9a-f]{64}", digest):
             raise ArtifactError(f"digest {digest!r} is not sha256:<64 hex>")
     name, tag = rest, "latest"
     last = rest.rsplit("/", 1)[-1]
     if ":" in last:
         name, tag = rest.rsplit(":", 1)
-    if not _TAG.match(tag):
+    if not _TAG.fullmatch(tag):
         raise ArtifactError(f"tag {tag!r} is not a valid OCI tag ([A-Za-z0-9_][A-Za-z0-9._-]*)")
     return name, tag, digest
 
@@ -84,7 +84,7 @@ def parse_oci(url: str) -> OciRef:
         raise ArtifactError(f"{url!r} needs a repository: oci://host[:port]/repo[:tag]")
     host, path = rest.split("/", 1)
     name, tag, digest = _split_tag(path)
-    if not _REPO.match(name):
+    if not _REPO.fullmatch(name):
         raise ArtifactError(f"repository {name!r} is not valid (lowercase, [a-z0-9._-/])")
     return OciRef(host, name, tag, digest)
 
@@ -96,7 +96,7 @@ def parse_layout(url: str) -> LayoutRef:
     path, tag = parts.path, "latest"
     if ":" in path.rsplit("/", 1)[-1]:
         path, tag = path.rsplit(":", 1)
-    if not path.startswith("/") or not _TAG.match(tag):
+    if not path.startswith("/") or not _TAG.fullmatch(tag):
         raise ArtifactError(f"{url!r} is not oci-layout:///absolute/dir[:tag]")
     return LayoutRef(Path(path), tag)
 
@@ -110,6 +110,6 @@ def parse_dir(url: str) -> DirRef:
         or parts.netloc not in ("", "localhost")
     ):
         raise ArtifactError(f"{url!r} is not dir:///absolute/dir/<name>")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$", path.name):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}", path.name):
         raise ArtifactError(f"{path.name!r} is not a safe firmware name ([A-Za-z0-9._-])")
     return DirRef(path.parent, path.name)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import urllib.parse
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -34,6 +35,8 @@ from ajour_build.core.hosts import is_loopback
 
 ACCEPT = ", ".join((MANIFEST_MEDIA_TYPE, DOCKER_MANIFEST))
 MAX_BLOB = 256 * 1024 * 1024
+RETRY_STATUS = frozenset({500, 502, 503, 504})
+RETRY_PAUSES = (0.25, 0.5)
 
 
 @dataclass
@@ -41,13 +44,27 @@ class RegistryReader:
     host: str
     credentials: Credentials | None = None
     insecure: bool = False
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds to connect, and that the registry may stay silent
+    deadline: float | None = None  # time.monotonic() after which no request is started
+    retries: int = 0  # times a GET or HEAD answered 5xx is tried again (at most 2)
     _token: str | None = field(default=None, repr=False)
 
     @property
     def base(self) -> str:
         scheme = "http" if self.insecure or is_loopback(self.host) else "https"
         return f"{scheme}://{self.host}/v2"
+
+    def _timeout(self) -> float:
+        """The request timeout, capped by what is left before the deadline."""
+        if self.deadline is None:
+            return self.timeout
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise ArtifactError(
+                f"registry {self.host} is too slow: the deadline for this operation passed;"
+                " check the registry's health and the network, then try again"
+            )
+        return min(self.timeout, left)
 
     def _auth(self) -> dict[str, str]:
         if self._token:
@@ -73,22 +90,48 @@ class RegistryReader:
         headers: dict[str, str] | None = None,
         data: bytes | None = None,
     ) -> Fetched:
+        """``method`` on the registry; GET and HEAD are tried again ``retries`` times when
+        the registry answers a server error (500, 502, 503, 504), never past the deadline."""
+        pauses = RETRY_PAUSES[: self.retries] if method in ("GET", "HEAD") else ()
+        for pause in pauses:
+            got = self._send_once(method, path, headers, data)
+            if got.status not in RETRY_STATUS or (
+                self.deadline is not None and self.deadline - time.monotonic() <= pause
+            ):
+                return got
+            time.sleep(pause)
+        return self._send_once(method, path, headers, data)
+
+    def _send_once(
+        self,
+        method: str,
+        path: str,
+        headers: dict[str, str] | None = None,
+        data: bytes | None = None,
+    ) -> Fetched:
         """``method`` on the registry; GET and HEAD follow redirects (``redirects.fetch``),
         and the credentials go only to the registry's own origin."""
         url = f"{self.base}/{path}"
         for attempt in (0, 1):
+            timeout = self._timeout()
             try:
                 got = fetch(
                     method,
                     url,
                     {**(headers or {}), **self._auth()},
                     trusted=Origin.of(url),
-                    timeout=self.timeout,
+                    timeout=timeout,
                     limit=MAX_BLOB,
                     insecure=self.insecure,
                     data=data,
                 )
             except FetchError as exc:
+                if exc.unreachable and not exc.redirects and "timed out" in exc.reason:
+                    raise ArtifactError(
+                        f"registry {self.host} did not answer {method} {path} within"
+                        f" {timeout:g} s ({exc.reason}); it is stalled or overloaded:"
+                        " check it, or the host, and try again"
+                    ) from None
                 if exc.unreachable and not exc.redirects:
                     raise ArtifactError(
                         f"registry {self.host} is unreachable ({exc.reason});"
@@ -129,7 +172,7 @@ class RegistryReader:
                 url,
                 headers,
                 trusted=Origin.of(url),
-                timeout=self.timeout,
+                timeout=self._timeout(),
                 limit=65536,
                 insecure=self.insecure,
             )

@@ -32,7 +32,7 @@ BCRYPT_ALPHABET = "./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456
 CRYPT_ALPHABET = "./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 SHA512_ROUNDS_DEFAULT = 5000
 SHA512_ROUNDS_MIN, SHA512_ROUNDS_MAX = 1000, 999_999_999  # Drogue's sha-crypt refuses others
-_BCRYPT = re.compile(r"^\$(2[a-z])\$([0-9]{1,2})\$(.*)$", re.DOTALL)
+_BCRYPT = re.compile(r"\$(2[a-z])\$([0-9]{1,2})\$(.*)", re.DOTALL)
 HASH_HINT = "make one with `ajour-delivery hash-password --scheme bcrypt|sha512`"
 
 
@@ -74,7 +74,7 @@ class Credentials:
 
 def bcrypt_fields(value: str) -> tuple[str, int, str]:
     """(variant, cost, salt and digest) of a bcrypt hash; ValueError saying what is wrong."""
-    match = _BCRYPT.match(value)
+    match = _BCRYPT.fullmatch(value)
     if match is None:
         raise ValueError("expected $2b$<cost>$<53 characters> (or $2a$, $2y$)")
     variant, cost_text, rest = match.groups()

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Any
-from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, BeforeValidator
 
@@ -30,12 +29,13 @@ _SEP = r"(?:[._]|__|[-]+)"
 _PATH_COMPONENT = rf"{_ALNUM}(?:{_SEP}{_ALNUM})*"
 _DOMAIN_COMPONENT = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
 _DOMAIN = rf"(?:{_DOMAIN_COMPONENT}(?:\.{_DOMAIN_COMPONENT})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?"
-_TAG = r"[\w][\w.-]{0,127}"
+_TAG = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}"  # ASCII: \w would take any letter
 _DIGEST = r"[A-Za-z][A-Za-z0-9]*(?:[-_+.][A-Za-z][A-Za-z0-9]*)*:[0-9a-fA-F]{32,}"
 _NAME = rf"{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*"
 IMAGE_REF = re.compile(
     rf"^(?:(?P<domain>{_DOMAIN})/)?(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$"
 )
+REPOSITORY_NAME = re.compile(_NAME)
 REPOSITORY_REF = re.compile(rf"^(?P<name>{_NAME})(?::(?P<tag>{_TAG}))?(?:@(?P<digest>{_DIGEST}))?$")
 
 MAX_ARG_CHARS = 4096
@@ -158,32 +158,57 @@ def _git_uri(value: str) -> str:
     if scheme_match is None:
         return _scp_like(value, _GIT_HINT)
     scheme = scheme_match.group(1).lower()
-    parts = urlsplit(value)
+    netloc, slash, path = value[scheme_match.end() :].partition("/")
     if scheme == "file":
-        if parts.netloc not in ("", "localhost") or not parts.path.startswith("/"):
+        if netloc not in ("", "localhost") or not slash:
             raise ValueError(f"{shown!r}: a file URI must be file:///absolute/path")
         return value
     if scheme not in ("https", "ssh"):
         raise ValueError(f"{shown!r}: the scheme {scheme!r} is not allowed; {_GIT_HINT}")
-    if not parts.hostname:
-        raise ValueError(f"{shown!r} has no host")
-    userinfo = parts.netloc.rsplit("@", 1)[0] if "@" in parts.netloc else None
-    if userinfo is not None and (scheme == "https" or ":" in userinfo):
+    userinfo, _, hostport = netloc.rpartition("@")
+    if "@" in netloc and (scheme == "https" or ":" in userinfo):
         raise ValueError(
             f"the git URI {shown!r} embeds credentials; remove them and give credentials to"
             " the build through a secret (git credentials or an SSH key), never in the spec"
         )
+    if not hostport:
+        raise ValueError(f"{shown!r} has no host")
+    _no_option("user", userinfo, shown)
+    _no_option("host", hostport.lstrip("["), shown)
+    if not _HOSTPORT.fullmatch(hostport):
+        raise ValueError(
+            f"{shown!r}: the host {hostport!r} is not a host name or [IPv6] address with an"
+            f" optional numeric port; {_GIT_HINT}"
+        )
+    _no_option("repository path", path.split("?", 1)[0], shown)
     return value
 
 
+_HOSTPORT = re.compile(
+    r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?"
+)
+
+
+def _no_option(part: str, text: str, shown: str) -> None:
+    """ssh and git read an argument that starts with '-' as an option (-oProxyCommand=…)."""
+    if text.startswith("-"):
+        raise ValueError(
+            f"{shown!r}: the {part} {text.split('/', 1)[0]!r} starts with '-', which ssh or git"
+            f" would read as an option (such as -oProxyCommand); {_GIT_HINT}"
+        )
+
+
 def _scp_like(value: str, hint: str) -> str:
-    match = re.match(
-        r"^(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)$", value
+    match = re.fullmatch(
+        r"(?:(?P<user>[A-Za-z0-9._-]+)@)?(?P<host>[A-Za-z0-9.-]+):(?P<path>.+)", value
     )
-    if match is None or "/" in value.split(":", 1)[0]:
+    head, _, path = value.partition(":")
+    user, _, host = head.rpartition("@")
+    _no_option("user", user, value)
+    _no_option("host", host, value)
+    _no_option("repository path", path.lstrip("/"), value)
+    if match is None or "/" in head:
         raise ValueError(f"{value!r} is not a git URI this builder accepts; {hint}")
-    if match.group("path").startswith("-"):
-        raise ValueError(f"{value!r}: the repository path starts with '-'")
     return value
 
 
