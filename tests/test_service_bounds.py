@@ -36,6 +36,7 @@ spec:
 """
 CONFIG = f"""\
 allowed_applications: [fw, fw2]
+sources: {{allow_local: true}}
 registry: {{prefix: "127.0.0.1:PORT/ajour", insecure: true}}
 service:
   tokens: [{TOKEN}]
@@ -135,6 +136,7 @@ printf fw > out/fw.bin
 """
 FLOOD_CONFIG = f"""\
 allowed_applications: [fw, fw2]
+sources: {{allow_local: true}}
 service:
   tokens: [{TOKEN}]
   runner: host
