@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,11 +14,11 @@ from rich.table import Table
 
 from ajour_build.cli import console, want_json
 from ajour_build.config import InstallationConfig, load_config
-from ajour_build.core.errors import AjourError
+from ajour_build.core.errors import AjourError, Problem, SpecError, problem_order
 from ajour_build.core.fleet import Fleet, load_fleet
 from ajour_build.core.installation import find_config
 from ajour_build.output import write_files
-from ajour_build.plan import Plan, plan_builds
+from ajour_build.plan import Plan, plan_builds, repository_clashes
 from ajour_build.render.dump import dump_all
 from ajour_build.render.pipelinerun import Renderer
 
@@ -32,6 +33,26 @@ def _config(explicit: Path | None, paths: list[Path], required: bool) -> Install
             )
         return None
     return load_config(found)
+
+
+def _load(
+    paths: list[Path], config_path: Path | None, required: bool
+) -> tuple[Fleet, InstallationConfig | None]:
+    """The fleet and the installation config, their problems reported together."""
+    problems: list[Problem] = []
+    fleet: Fleet | None = None
+    config: InstallationConfig | None = None
+    try:
+        fleet = load_fleet(paths)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    try:
+        config = _config(config_path, paths, required)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    if problems or fleet is None:
+        raise SpecError(sorted(problems, key=problem_order))
+    return fleet, config
 
 
 def _summary(fleet: Fleet, plan: Plan | None) -> dict[str, Any]:
@@ -65,22 +86,35 @@ _CONFIG = click.option(
 @_PATHS
 @_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
 @click.pass_context
 def validate(
-    ctx: click.Context, paths: tuple[Path, ...], config_path: Path | None, as_json: bool
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    config_path: Path | None,
+    as_json: bool,
+    strict: bool,
 ) -> None:
-    """Check fleet specs (files or directories) and report every problem with its place."""
+    """Check fleet specs (files or directories) and report every problem with its place.
+
+    Warnings go to stderr; --strict makes them errors.
+    """
     want_json(ctx, as_json)
-    fleet = load_fleet(list(paths))
-    config = _config(config_path, list(paths), required=False)
+    fleet, config = _load(list(paths), config_path, required=False)
     plan = plan_builds(fleet, config).require_allowed() if config else None
+    clashes = repository_clashes(plan, fleet) if plan is not None else []
+    if clashes:
+        raise SpecError(clashes)
+    if strict and fleet.warnings:
+        raise SpecError([replace(w, message=f"(--strict) {w.message}") for w in fleet.warnings])
     summary = _summary(fleet, plan)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    out = console()
+    err = console(stderr=True)
     for warning in fleet.warnings:
-        out.print(f"[yellow]warning:[/] {warning.render()}")
+        err.print(f"[yellow]warning:[/] {warning.render()}", highlight=False, markup=True)
+    out = console()
     sources = ", ".join(f"{k} {v}" for k, v in summary["firmwareSources"].items())
     out.print(
         f"[green]valid:[/] {summary['applications']} applications, {summary['devices']} devices"
@@ -128,10 +162,12 @@ def render(
     want_json(ctx, as_json)
     if output is None and not to_stdout:
         raise click.UsageError("give -o DIR or --stdout")
-    fleet = load_fleet(list(paths))
-    config = _config(config_path, list(paths), required=True)
+    fleet, config = _load(list(paths), config_path, required=True)
     assert config is not None
     plan = plan_builds(fleet, config, application, device).require_allowed()
+    clashes = repository_clashes(plan, fleet)
+    if clashes:
+        raise SpecError(clashes)
     renderer = Renderer(config)
     rendered: dict[str, Any] = {f"{b.name}.yaml": renderer.manifest(b) for b in plan.builds}
     trigger_docs: list[Any] = []
