@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ajour_build.cli import console, want_json
@@ -18,9 +19,11 @@ from ajour_build.core.errors import AjourError, Problem, SpecError, problem_orde
 from ajour_build.core.fleet import Fleet, load_fleet
 from ajour_build.core.installation import find_config
 from ajour_build.output import write_files
-from ajour_build.plan import Plan, plan_builds, repository_clashes
+from ajour_build.plan import Plan, PlannedBuild, plan_builds, repository_clashes
 from ajour_build.render.dump import dump_all
 from ajour_build.render.pipelinerun import Renderer
+from ajour_build.render.reachability import cluster_warnings
+from ajour_build.steps.clone import resolve_commit
 
 
 def _config(explicit: Path | None, paths: list[Path], required: bool) -> InstallationConfig | None:
@@ -113,7 +116,9 @@ def validate(
         return
     err = console(stderr=True)
     for warning in fleet.warnings:
-        err.print(f"[yellow]warning:[/] {warning.render()}", highlight=False, markup=True)
+        err.print(
+            f"[yellow]warning:[/] {escape(warning.render())}", highlight=False, soft_wrap=True
+        )
     out = console()
     sources = ", ".join(f"{k} {v}" for k, v in summary["firmwareSources"].items())
     out.print(
@@ -144,7 +149,13 @@ def validate(
     "--triggers",
     "with_triggers",
     is_flag=True,
-    help="Also emit Tekton Triggers (EventListener, bindings, templates).",
+    help="Also emit Tekton Triggers (EventListener and its RBAC, bindings, templates).",
+)
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Resolve each rev to its commit now (git ls-remote): the run builds that commit and"
+    " its name carries it, so re-applying after the branch moves starts a new run.",
 )
 @click.pass_context
 def render(
@@ -157,8 +168,14 @@ def render(
     application: str | None,
     device: str | None,
     with_triggers: bool,
+    pin: bool,
 ) -> None:
-    """Render one Tekton v1 PipelineRun per distinct build of the fleet."""
+    """Render one Tekton v1 PipelineRun per distinct build of the fleet.
+
+    Without --pin a run is named by its build spec alone: `kubectl apply` of an unchanged
+    spec finds the run already there and starts nothing. Use --pin for one-off runs of the
+    current commits, or --triggers (every push creates a run through generateName).
+    """
     want_json(ctx, as_json)
     if output is None and not to_stdout:
         raise click.UsageError("give -o DIR or --stdout")
@@ -169,7 +186,11 @@ def render(
     if clashes:
         raise SpecError(clashes)
     renderer = Renderer(config)
-    rendered: dict[str, Any] = {f"{b.name}.yaml": renderer.manifest(b) for b in plan.builds}
+    commits = {b.key: _commit(b) for b in plan.builds} if pin else {}
+    rendered: dict[str, Any] = {
+        f"{b.name}.yaml": renderer.manifest(b, commits.get(b.key)) for b in plan.builds
+    }
+    warnings = cluster_warnings(plan.builds, config)
     trigger_docs: list[Any] = []
     if with_triggers:
         from ajour_build.render.triggers import render_triggers
@@ -186,7 +207,8 @@ def render(
     report = {
         "builds": [
             {
-                "name": b.name,
+                "name": rendered[f"{b.name}.yaml"]["metadata"]["name"],
+                "commit": commits.get(b.key),
                 "application": b.application,
                 "specHash": b.key,
                 "image": b.image,
@@ -198,15 +220,34 @@ def render(
         ],
         "consumersWithoutBuild": plan.consumers_without_build,
         "config": config.source,
+        "warnings": warnings,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2), err=to_stdout)
         return
+    err = console(stderr=True)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     out = console(stderr=to_stdout)
     table = Table("PipelineRun", "application", "consumers", "image")
     for b in plan.builds:
-        table.add_row(b.name, b.application, str(len(b.consumers)), b.image)
+        name = rendered[f"{b.name}.yaml"]["metadata"]["name"]
+        table.add_row(name, b.application, str(len(b.consumers)), b.image)
     out.print(table)
     targets = [f"{len(files)} files in {output}"] if output else []
     targets += ["stdout"] if to_stdout else []
     out.print(f"{len(plan.builds)} PipelineRuns written to {' and '.join(targets)}")
+    if not pin and plan.builds:
+        err.print(
+            "note: each PipelineRun is named by its build spec, so applying it again after a"
+            " branch moves starts nothing; --pin names runs by commit, --triggers builds every"
+            " push",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _commit(build: PlannedBuild) -> str:
+    """The commit the build's ``rev`` names on its remote now (a short sha stays as it is)."""
+    git = build.build.source.git
+    return resolve_commit(git.uri, git.rev) or git.rev

@@ -27,6 +27,7 @@ from ajour_build.tekton.manifest import ManifestValidator
 TRIGGERS_API = "triggers.tekton.dev/v1beta1"
 LISTENER = "ajour-builds"
 SECRET = "ajour-webhook"
+LISTENER_ACCOUNT = "ajour-triggers"  # the EventListener's ServiceAccount (RBAC rendered too)
 
 
 def _run_template(renderer: Renderer, build: PlannedBuild) -> dict[str, Any]:
@@ -59,8 +60,9 @@ def _filter(build: PlannedBuild, provider: str) -> str:
         urls = ("body.project.git_http_url", "body.project.git_ssh_url")
     host, _, path = repo_key(git.uri).partition("/")
     forms = {git.uri}
-    for base in (f"https://{host}/{path}", f"git@{host}:{path}", f"ssh://git@{host}/{path}"):
-        forms |= {base, base + ".git"}
+    if host:  # a file:// source has no host: no provider names it another way
+        for base in (f"https://{host}/{path}", f"git@{host}:{path}", f"ssh://git@{host}/{path}"):
+            forms |= {base, base + ".git"}
     spellings = json.dumps(sorted(forms))
     return f"body.ref == {ref} && ({' || '.join(f'{u} in {spellings}' for u in urls)})"
 
@@ -126,12 +128,52 @@ def render_triggers(
                 "spec": {"params": [{"name": "git-revision", "value": commit}]},
             }
         )
+    docs.extend(listener_rbac(config.namespace, labels))
     docs.append(
         {
             "apiVersion": TRIGGERS_API,
             "kind": "EventListener",
             "metadata": {"name": LISTENER, "namespace": config.namespace, "labels": labels},
-            "spec": {"serviceAccountName": config.service_account, "triggers": triggers},
+            "spec": {"serviceAccountName": LISTENER_ACCOUNT, "triggers": triggers},
         }
     )
     return docs
+
+
+def listener_rbac(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The EventListener's own ServiceAccount, bound to the two ClusterRoles Tekton Triggers
+    installs for listeners (read its triggers, bindings, templates and interceptors; create
+    the PipelineRuns). The PipelineRuns themselves run as ``service_account``."""
+
+    def binding(kind: str, name: str, role: str) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "labels": labels}
+        if kind == "RoleBinding":
+            meta["namespace"] = namespace
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": meta,
+            "subjects": [
+                {"kind": "ServiceAccount", "name": LISTENER_ACCOUNT, "namespace": namespace}
+            ],
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+        }
+
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": LISTENER_ACCOUNT, "namespace": namespace, "labels": labels},
+    }
+    return [
+        account,
+        binding("RoleBinding", LISTENER_ACCOUNT, "tekton-triggers-eventlistener-roles"),
+        binding(
+            "ClusterRoleBinding",
+            f"{LISTENER_ACCOUNT}-{namespace}"[:253],
+            "tekton-triggers-eventlistener-clusterroles",
+        ),
+    ]
