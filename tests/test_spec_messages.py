@@ -153,3 +153,19 @@ def test_two_builds_into_one_repository_are_refused_at_validate(
     assert rendered.exit_code == 1 and not out.exists()
     write("app.yaml", APP.format(name="app1") + canary.replace("app1:canary", "app1/canary:1"))
     assert runner.invoke(main, ["validate", str(tmp_path / "fleet")]).exit_code == 0
+
+
+def test_strict_fails_on_plain_text_passwords_too(write: Write, tmp_path: Path) -> None:
+    device = "---\nkind: Device\nmetadata: {name: d1, application: app1}\n"
+    write(
+        "app.yaml",
+        APP.format(name="app1") + device + "spec:\n  credentials:\n"
+        "    credentials: [{pass: hunter2}]\n",
+    )
+    runner = CliRunner()
+    fleet = str(tmp_path / "fleet")
+    assert runner.invoke(main, ["validate", fleet]).exit_code == 0
+    strict = runner.invoke(main, ["validate", "--strict", fleet])
+    assert strict.exit_code == 1
+    assert "(--strict) 1 device(s) keep plain-text passwords" in strict.stderr
+    assert "hunter2" not in strict.output

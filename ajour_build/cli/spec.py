@@ -58,6 +58,20 @@ def _load(
     return fleet, config
 
 
+def _strict_problems(fleet: Fleet) -> list[Problem]:
+    problems = [replace(w, message=f"(--strict) {w.message}") for w in fleet.warnings]
+    if fleet.plaintext_devices:
+        problems.append(
+            Problem(
+                f"(--strict) {fleet.plaintext_devices} device(s) keep plain-text passwords in"
+                " spec.credentials (the warning above names them)",
+                hint="store hashes instead: {bcrypt: …} or {sha512: …}, made by"
+                " `ajour-delivery hash-password`",
+            )
+        )
+    return problems
+
+
 def _summary(fleet: Fleet, plan: Plan | None) -> dict[str, Any]:
     kinds: Counter[str] = Counter()
     for app in fleet.applications.values():
@@ -108,8 +122,8 @@ def validate(
     clashes = repository_clashes(plan, fleet) if plan is not None else []
     if clashes:
         raise SpecError(clashes)
-    if strict and fleet.warnings:
-        raise SpecError([replace(w, message=f"(--strict) {w.message}") for w in fleet.warnings])
+    if strict and (fleet.warnings or fleet.plaintext_devices):
+        raise SpecError(_strict_problems(fleet))
     summary = _summary(fleet, plan)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

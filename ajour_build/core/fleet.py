@@ -112,6 +112,7 @@ class Fleet:
     applications: dict[str, Application]
     devices: dict[tuple[str, str], Device]
     warnings: tuple[Problem, ...] = ()
+    plaintext_devices: int = 0  # devices with plain-text passwords (logged as a warning)
     _by_app: dict[str, tuple[Device, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -426,4 +427,4 @@ def _load(paths: list[Path]) -> Fleet:
             named,
             f" and {more} more" if more > 0 else "",
         )
-    return Fleet(col.apps, col.devices, tuple(col.warnings))
+    return Fleet(col.apps, col.devices, tuple(col.warnings), len(col.plaintext))
