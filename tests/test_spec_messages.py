@@ -169,3 +169,12 @@ def test_strict_fails_on_plain_text_passwords_too(write: Write, tmp_path: Path) 
     assert strict.exit_code == 1
     assert "(--strict) 1 device(s) keep plain-text passwords" in strict.stderr
     assert "hunter2" not in strict.output
+
+
+def test_build_reports_spec_and_config_problems_in_one_pass(write: Write, tmp_path: Path) -> None:
+    write("app.yaml", APP.format(name="app1").replace("artifact:", "artifcat:"))
+    write("ajour.yaml", CONFIG_YAML + "namespace2: x\n")
+    result = CliRunner().invoke(main, ["build", str(tmp_path / "fleet"), "--app", "app1"])
+    assert result.exit_code == 1
+    assert "2 problems found" in result.stderr
+    assert "namespace2" in result.stderr and "artifcat" in result.stderr
