@@ -282,6 +282,16 @@ def _field_at(parts: list[str]) -> Any:
     return annotation
 
 
+def _holds_secret(annotation: Any, depth: int = 0) -> bool:
+    """Whether a value of ``annotation`` can hold a secret (never echo it then)."""
+    if annotation is SecretStr or depth > 8:
+        return annotation is SecretStr
+    fields = getattr(annotation, "model_fields", {})
+    nested = [f.annotation for f in fields.values()]
+    nested += list(getattr(annotation, "__args__", ()) or ())
+    return any(_holds_secret(a, depth + 1) for a in nested)
+
+
 def _malformed_env(message: str, environ: Mapping[str, str]) -> Problem:
     """pydantic-settings' "error parsing value for field …" as: which variable, what to write."""
     found = re.search(r'field "([^"]+)"', message)
@@ -294,7 +304,7 @@ def _malformed_env(message: str, environ: Mapping[str, str]) -> Problem:
             json.loads(value)
         except ValueError:
             annotation = _field_at(parts)
-            secret = "SecretStr" in repr(annotation)
+            secret = _holds_secret(annotation)
             shown = "text that is not JSON" if secret else f"{value!r}, which is not JSON"
             if getattr(annotation, "__origin__", None) in (tuple, list):
                 items = ["<item>"] if secret else [v.strip() for v in value.split(",")]

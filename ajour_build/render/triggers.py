@@ -4,9 +4,10 @@ One TriggerTemplate per build (its PipelineRun, with ``git-revision`` set to the
 commit and ``generateName`` so every push gets a new run), one TriggerBinding reading the
 commit from GitHub's or GitLab's payload, and one EventListener whose triggers check the
 signature (the GitHub/GitLab interceptors, secret from ``triggers.secret``) and filter by
-repository and branch with CEL. The embedded PipelineRun is validated against the v1
-schema; Tekton Triggers' own CRD schemas are not vendored, so those objects get Ajour's
-name and label checks only.
+repository and branch with CEL; the listener runs as its own ServiceAccount, bound to the
+ClusterRoles Tekton Triggers installs for listeners (:func:`listener_rbac`). The embedded
+PipelineRun is validated against the v1 schema; Tekton Triggers' own CRD schemas are not
+vendored, so those objects get Ajour's name and label checks only.
 """
 
 from __future__ import annotations
