@@ -6,9 +6,11 @@ Precedence: environment > file > defaults. Nested keys use ``__`` in the environ
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ajour_build.allowlist import ALLOW_ALL, Allowlist
-from ajour_build.core.errors import ConfigError, SpecError
+from ajour_build.core.errors import Problem, SpecError
 from ajour_build.core.installation import (
     DeliveryConfig,
     RegistryConfig,
@@ -32,7 +34,7 @@ from ajour_build.core.spec.fields import (
     Text,
     _dns_label,
 )
-from ajour_build.core.spec.problems import known_fields, problems_from_validation
+from ajour_build.core.spec.problems import field_places, known_fields, problems_from_validation
 from ajour_build.tenancy import Tenancy
 
 ENV_PREFIX = "AJOUR_"
@@ -228,7 +230,7 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Inst
     try:
         overrides = env_data()
     except Exception as exc:  # pydantic-settings raises SettingsError for bad JSON
-        raise ConfigError(f"an AJOUR_* environment variable is malformed: {exc}") from exc
+        raise SpecError([_malformed_env(str(exc), environ)]) from exc
     merged = merge(file_data, overrides)
     merged["source"] = str(path) if path else "the environment"
     doc.data = merged
@@ -236,4 +238,93 @@ def load_config(path: Path | None, env: Mapping[str, str] | None = None) -> Inst
         return InstallationConfig.model_validate(merged)
     except ValidationError as exc:
         vocab = known_fields(InstallationConfig)
-        raise SpecError(problems_from_validation(exc, doc, (), vocab)) from exc
+        places = field_places(InstallationConfig)
+        found = problems_from_validation(exc, doc, (), vocab, places)
+        raise SpecError(_blame_env(found, overrides, environ)) from exc
+
+
+def _env_name(parts: tuple[str, ...], environ: Mapping[str, str]) -> str:
+    """The variable as the user spelled it (matching is case-insensitive)."""
+    wanted = (ENV_PREFIX + "__".join(parts)).lower()
+    return next((k for k in environ if k.lower() == wanted), wanted.upper())
+
+
+def _leaves(data: Mapping[str, Any], parent: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out: list[tuple[str, ...]] = []
+    for key, value in data.items():
+        here = (*parent, str(key))
+        out.extend(_leaves(value, here) if isinstance(value, Mapping) else [here])
+    return out
+
+
+def _blame_env(
+    problems: list[Problem], overrides: Mapping[str, Any], environ: Mapping[str, str]
+) -> list[Problem]:
+    """Problems in values that came from ``AJOUR_*`` variables name the variable, not the file."""
+    from_env = {".".join(parts): parts for parts in _leaves(overrides)}
+    out: list[Problem] = []
+    for problem in problems:
+        path = problem.path or ""
+        parts = next(
+            (
+                p
+                for key, p in from_env.items()
+                if path == key or path.startswith((key + ".", key + "["))
+            ),
+            None,
+        )
+        if parts is None:
+            out.append(problem)
+            continue
+        where = f"environment variable {_env_name(parts, environ)}"
+        out.append(replace(problem, file=where, line=None, column=None))
+    return out
+
+
+def _field_at(parts: list[str]) -> Any:
+    """The annotation of the config field at ``parts`` (None if there is none)."""
+    model: Any = InstallationConfig
+    annotation: Any = None
+    for part in parts:
+        fields = getattr(model, "model_fields", {})
+        if part not in fields:
+            return None
+        annotation = model = fields[part].annotation
+    return annotation
+
+
+def _holds_secret(annotation: Any, depth: int = 0) -> bool:
+    """Whether a value of ``annotation`` can hold a secret (never echo it then)."""
+    if annotation is SecretStr or depth > 8:
+        return annotation is SecretStr
+    fields = getattr(annotation, "model_fields", {})
+    nested = [f.annotation for f in fields.values()]
+    nested += list(getattr(annotation, "__args__", ()) or ())
+    return any(_holds_secret(a, depth + 1) for a in nested)
+
+
+def _malformed_env(message: str, environ: Mapping[str, str]) -> Problem:
+    """pydantic-settings' "error parsing value for field …" as: which variable, what to write."""
+    found = re.search(r'field "([^"]+)"', message)
+    top = found.group(1) if found else ""
+    for name, value in sorted(environ.items()):
+        parts = name.lower().removeprefix(ENV_PREFIX.lower()).split("__")
+        if not name.upper().startswith(ENV_PREFIX) or parts[0] != top:
+            continue
+        try:
+            json.loads(value)
+        except ValueError:
+            annotation = _field_at(parts)
+            secret = _holds_secret(annotation)
+            shown = "text that is not JSON" if secret else f"{value!r}, which is not JSON"
+            if getattr(annotation, "__origin__", None) in (tuple, list):
+                items = ["<item>"] if secret else [v.strip() for v in value.split(",")]
+                example = json.dumps(items)
+            else:
+                example = '{"<key>": "<value>"}'
+            return Problem(
+                f"expected a JSON value (this setting is a list or a mapping), got {shown}",
+                file=f"environment variable {name}",
+                hint=f"write it as JSON, for example {name}='{example}'",
+            )
+    return Problem(f"an AJOUR_* environment variable is malformed: {message}")

@@ -10,18 +10,23 @@ from pathlib import Path
 
 from ajour_build.core.errors import OutputError
 
-INDEX = ".ajour-render.json"
+# What the last render wrote. No .json/.yaml/.yml suffix: `kubectl apply -f DIR` reads
+# only those, so the directory holds nothing but manifests for it.
+INDEX = ".ajour-render"
+OLD_INDEX = ".ajour-render.json"  # the name earlier releases used: removed when found
 
 
 def _previous(out_dir: Path) -> list[str]:
-    try:
-        data = json.loads((out_dir / INDEX).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return []
-    files = data.get("files") if isinstance(data, dict) else None
-    if not isinstance(files, list):
-        return []
-    return [f for f in files if isinstance(f, str) and "/" not in f and f.endswith(".yaml")]
+    names: list[str] = []
+    for index in (INDEX, OLD_INDEX):
+        try:
+            data = json.loads((out_dir / index).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        files = data.get("files") if isinstance(data, dict) else None
+        if isinstance(files, list):
+            names += [f for f in files if isinstance(f, str) and "/" not in f]
+    return [f for f in names if f.endswith(".yaml")]
 
 
 def write_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
@@ -30,7 +35,8 @@ def write_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
     Everything is written to a temporary directory beside the target first and then moved
     into place file by file with ``os.replace``, so a reader never sees a half-written
     file. Files that the previous render wrote and this one does not are removed; other
-    files in ``out_dir`` are never touched.
+    files in ``out_dir`` are never touched. The record of what was written (``INDEX``) is
+    not a manifest suffix, so ``kubectl apply -f out_dir`` reads the manifests only.
     """
     for name in files:
         if "/" in name or name.startswith("."):
@@ -51,6 +57,7 @@ def write_files(out_dir: Path, files: dict[str, str]) -> list[Path]:
             shutil.rmtree(staging, ignore_errors=True)
         for name in stale:
             (out_dir / name).unlink(missing_ok=True)
+        (out_dir / OLD_INDEX).unlink(missing_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot write to {str(out_dir)!r}: {exc.strerror or exc}") from exc
     return [out_dir / name for name in sorted(files)]

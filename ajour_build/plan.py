@@ -14,7 +14,7 @@ import json
 from dataclasses import dataclass
 
 from ajour_build.config import InstallationConfig
-from ajour_build.core.errors import AjourError, NotAllowedError
+from ajour_build.core.errors import AjourError, NotAllowedError, Problem
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.firmware import BuildSpec
 
@@ -173,3 +173,48 @@ def _names(consumers: list[Consumer]) -> str:
     shown = ", ".join(repr(str(c)) for c in consumers[:5])
     more = f" and {len(consumers) - 5} more" if len(consumers) > 5 else ""
     return shown + more
+
+
+def repository(image: str) -> str:
+    """``image`` without its tag and digest: where its immutable version tags live."""
+    name = image.split("@", 1)[0]
+    head, slash, last = name.rpartition("/")
+    return head + slash + last.split(":", 1)[0]
+
+
+def repository_clashes(plan: Plan, fleet: Fleet) -> list[Problem]:
+    """Distinct builds that publish into one repository under different tags.
+
+    Versions are immutable tags of a repository, and each build stamps the version its
+    checkout names (the ``VERSION`` file): two builds of one source into one repository
+    publish the same version with different firmware, and the second publish fails. Each
+    build needs a repository of its own, for example ``blinky/canary:latest``.
+    """
+    by_repository: dict[str, list[PlannedBuild]] = {}
+    for build in plan.builds:
+        by_repository.setdefault(repository(build.image), []).append(build)
+    problems: list[Problem] = []
+    for repo, builds in sorted(by_repository.items()):
+        if len(builds) < 2:
+            continue
+        builds.sort(key=lambda b: b.consumers[0].sort_key())
+        first = builds[0]
+        for build in builds[1:]:
+            consumer = build.consumers[0]
+            device = fleet.devices.get((consumer.application, consumer.device or ""))
+            origin = device.origin if device else fleet.applications[consumer.application].origin
+            problems.append(
+                Problem(
+                    f"{consumer} publishes {build.image.rsplit('/', 1)[-1]!r} into repository"
+                    f" {repo!r}, where {first.consumers[0]} publishes"
+                    f" {first.image.rsplit('/', 1)[-1]!r} from a different build: both stamp"
+                    " the version their source names, and a version is published once per"
+                    " repository, so the second publish fails",
+                    file=origin.file,
+                    line=origin.line,
+                    path="spec.firmware.container.image",
+                    hint="give this build a repository of its own under the application, for"
+                    f" example {consumer.application}/{consumer.device or 'variant'}:<tag>",
+                )
+            )
+    return problems

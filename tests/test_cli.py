@@ -148,7 +148,7 @@ def test_delivery_targets_resolve_device_overrides(runner: CliRunner) -> None:
         "hawkbit": {"controller": "sensor-legacy-ctrl"}
     }
     assert rows[("blinky", "blinky-1")]["container"]["image"] == "blinky:latest"
-    assert rows[("blinky", "blinky-canary")]["container"]["image"] == "blinky:canary"
+    assert rows[("blinky", "blinky-canary")]["container"]["image"] == "blinky/canary:latest"
 
 
 BAD_INPUT = {

@@ -51,8 +51,50 @@ def test_registry_prefix_without_scheme(tmp_path: Path) -> None:
 
 
 def test_malformed_environment_json() -> None:
-    with pytest.raises(ConfigError, match="AJOUR_"):
+    with pytest.raises(SpecError) as info:
         load_config(None, env={"AJOUR_ALLOWED_APPLICATIONS": "[oops"})
+    (problem,) = info.value.problems
+    assert problem.file == "environment variable AJOUR_ALLOWED_APPLICATIONS"
+    assert problem.message.endswith("got '[oops', which is not JSON")
+
+
+def test_environment_list_without_json_says_how_to_write_it() -> None:
+    with pytest.raises(SpecError) as info:
+        load_config(None, env={"ajour_allowed_applications": "thermo, blinky"})
+    (problem,) = info.value.problems
+    assert problem.file == "environment variable ajour_allowed_applications"
+    assert problem.message == (
+        "expected a JSON value (this setting is a list or a mapping),"
+        " got 'thermo, blinky', which is not JSON"
+    )
+    assert problem.hint == (
+        """write it as JSON, for example ajour_allowed_applications='["thermo", "blinky"]'"""
+    )
+
+
+def test_a_secret_setting_that_is_not_json_is_not_echoed() -> None:
+    for name in ("AJOUR_SERVICE__TOKENS", "AJOUR_SERVICE__WEBHOOKS", "AJOUR_SERVICE"):
+        with pytest.raises(SpecError) as info:
+            load_config(None, env={name: "{github: s3cret-token"})
+        assert "s3cret" not in str(info.value)
+        assert name in str(info.value)
+
+
+def test_a_bad_value_from_the_environment_names_the_variable(tmp_path: Path) -> None:
+    path = tmp_path / "ajour.yaml"
+    path.write_text("registry:\n  prefix: registry.example.com/fw\nnamespace: ajour\n")
+    env = {"AJOUR_REGISTRY__PREFX": "x", "AJOUR_NAMESPACE": "Bad"}
+    with pytest.raises(SpecError) as info:
+        load_config(path, env=env)
+    got = {(p.file, p.path, p.line) for p in info.value.problems}
+    assert got == {
+        ("environment variable AJOUR_REGISTRY__PREFX", "registry.prefx", None),
+        ("environment variable AJOUR_NAMESPACE", "namespace", None),
+    }
+    path.write_text("namespace: Bad\n")  # the same mistake in the file is the file's
+    with pytest.raises(SpecError) as info:
+        load_config(path, env={})
+    assert [(p.file, p.line) for p in info.value.problems] == [(str(path), 1)]
 
 
 def test_missing_config_file(tmp_path: Path) -> None:

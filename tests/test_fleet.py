@@ -260,7 +260,7 @@ def test_problems_in_fast_read_files_keep_their_lines(write: Write) -> None:
     text = text.replace("name: special", "nmae: special", 1)
     with pytest.raises(SpecError) as info:
         load_fleet([write("devices.yaml", text)])
-    missing_name, typo, twice, no_app = info.value.problems
+    missing_name, typo, no_app, twice = info.value.problems  # by line
     assert (missing_name.path, missing_name.line, missing_name.column) == (
         "spec.firmware.file",
         8,

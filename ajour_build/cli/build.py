@@ -19,9 +19,8 @@ from rich.text import Text
 
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
-from ajour_build.cli.spec import _config
+from ajour_build.cli.spec import _load
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
-from ajour_build.core.fleet import load_fleet
 from ajour_build.plan import plan_builds
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.job import Progress
@@ -136,8 +135,7 @@ def build(
     settings = LocalSettings()
     if state_dir is not None:
         settings = settings.model_copy(update={"state_dir": state_dir})
-    fleet = load_fleet(list(paths))
-    config = _config(config_path, list(paths), required=True)
+    fleet, config = _load(list(paths), config_path, required=True)
     assert config is not None
     plan = plan_builds(fleet, config, application, device).require_allowed()
     if not plan.builds:

@@ -5,21 +5,25 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import click
+from rich.markup import escape
 from rich.table import Table
 
 from ajour_build.cli import console, want_json
 from ajour_build.config import InstallationConfig, load_config
-from ajour_build.core.errors import AjourError
+from ajour_build.core.errors import AjourError, Problem, SpecError, problem_order
 from ajour_build.core.fleet import Fleet, load_fleet
 from ajour_build.core.installation import find_config
 from ajour_build.output import write_files
-from ajour_build.plan import Plan, plan_builds
+from ajour_build.plan import Plan, PlannedBuild, plan_builds, repository_clashes
 from ajour_build.render.dump import dump_all
 from ajour_build.render.pipelinerun import Renderer
+from ajour_build.render.reachability import cluster_warnings
+from ajour_build.steps.clone import resolve_commit
 
 
 def _config(explicit: Path | None, paths: list[Path], required: bool) -> InstallationConfig | None:
@@ -32,6 +36,40 @@ def _config(explicit: Path | None, paths: list[Path], required: bool) -> Install
             )
         return None
     return load_config(found)
+
+
+def _load(
+    paths: list[Path], config_path: Path | None, required: bool
+) -> tuple[Fleet, InstallationConfig | None]:
+    """The fleet and the installation config, their problems reported together."""
+    problems: list[Problem] = []
+    fleet: Fleet | None = None
+    config: InstallationConfig | None = None
+    try:
+        fleet = load_fleet(paths)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    try:
+        config = _config(config_path, paths, required)
+    except SpecError as exc:
+        problems.extend(exc.problems)
+    if problems or fleet is None:
+        raise SpecError(sorted(problems, key=problem_order))
+    return fleet, config
+
+
+def _strict_problems(fleet: Fleet) -> list[Problem]:
+    problems = [replace(w, message=f"(--strict) {w.message}") for w in fleet.warnings]
+    if fleet.plaintext_devices:
+        problems.append(
+            Problem(
+                f"(--strict) {fleet.plaintext_devices} device(s) keep plain-text passwords in"
+                " spec.credentials (the warning above names them)",
+                hint="store hashes instead: {bcrypt: …} or {sha512: …}, made by"
+                " `ajour-delivery hash-password`",
+            )
+        )
+    return problems
 
 
 def _summary(fleet: Fleet, plan: Plan | None) -> dict[str, Any]:
@@ -65,22 +103,37 @@ _CONFIG = click.option(
 @_PATHS
 @_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--strict", is_flag=True, help="Treat warnings as errors (exit 1).")
 @click.pass_context
 def validate(
-    ctx: click.Context, paths: tuple[Path, ...], config_path: Path | None, as_json: bool
+    ctx: click.Context,
+    paths: tuple[Path, ...],
+    config_path: Path | None,
+    as_json: bool,
+    strict: bool,
 ) -> None:
-    """Check fleet specs (files or directories) and report every problem with its place."""
+    """Check fleet specs (files or directories) and report every problem with its place.
+
+    Warnings go to stderr; --strict makes them errors.
+    """
     want_json(ctx, as_json)
-    fleet = load_fleet(list(paths))
-    config = _config(config_path, list(paths), required=False)
+    fleet, config = _load(list(paths), config_path, required=False)
     plan = plan_builds(fleet, config).require_allowed() if config else None
+    clashes = repository_clashes(plan, fleet) if plan is not None else []
+    if clashes:
+        raise SpecError(clashes)
+    if strict and (fleet.warnings or fleet.plaintext_devices):
+        raise SpecError(_strict_problems(fleet))
     summary = _summary(fleet, plan)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return
-    out = console()
+    err = console(stderr=True)
     for warning in fleet.warnings:
-        out.print(f"[yellow]warning:[/] {warning.render()}")
+        err.print(
+            f"[yellow]warning:[/] {escape(warning.render())}", highlight=False, soft_wrap=True
+        )
+    out = console()
     sources = ", ".join(f"{k} {v}" for k, v in summary["firmwareSources"].items())
     out.print(
         f"[green]valid:[/] {summary['applications']} applications, {summary['devices']} devices"
@@ -110,7 +163,13 @@ def validate(
     "--triggers",
     "with_triggers",
     is_flag=True,
-    help="Also emit Tekton Triggers (EventListener, bindings, templates).",
+    help="Also emit Tekton Triggers (EventListener and its RBAC, bindings, templates).",
+)
+@click.option(
+    "--pin",
+    is_flag=True,
+    help="Resolve each rev to its commit now (git ls-remote): the run builds that commit and"
+    " its name carries it, so re-applying after the branch moves starts a new run.",
 )
 @click.pass_context
 def render(
@@ -123,17 +182,29 @@ def render(
     application: str | None,
     device: str | None,
     with_triggers: bool,
+    pin: bool,
 ) -> None:
-    """Render one Tekton v1 PipelineRun per distinct build of the fleet."""
+    """Render one Tekton v1 PipelineRun per distinct build of the fleet.
+
+    Without --pin a run is named by its build spec alone: `kubectl apply` of an unchanged
+    spec finds the run already there and starts nothing. Use --pin for one-off runs of the
+    current commits, or --triggers (every push creates a run through generateName).
+    """
     want_json(ctx, as_json)
     if output is None and not to_stdout:
         raise click.UsageError("give -o DIR or --stdout")
-    fleet = load_fleet(list(paths))
-    config = _config(config_path, list(paths), required=True)
+    fleet, config = _load(list(paths), config_path, required=True)
     assert config is not None
     plan = plan_builds(fleet, config, application, device).require_allowed()
+    clashes = repository_clashes(plan, fleet)
+    if clashes:
+        raise SpecError(clashes)
     renderer = Renderer(config)
-    rendered: dict[str, Any] = {f"{b.name}.yaml": renderer.manifest(b) for b in plan.builds}
+    commits = {b.key: _commit(b) for b in plan.builds} if pin else {}
+    rendered: dict[str, Any] = {
+        f"{b.name}.yaml": renderer.manifest(b, commits.get(b.key)) for b in plan.builds
+    }
+    warnings = cluster_warnings(plan.builds, config)
     trigger_docs: list[Any] = []
     if with_triggers:
         from ajour_build.render.triggers import render_triggers
@@ -150,7 +221,8 @@ def render(
     report = {
         "builds": [
             {
-                "name": b.name,
+                "name": rendered[f"{b.name}.yaml"]["metadata"]["name"],
+                "commit": commits.get(b.key),
                 "application": b.application,
                 "specHash": b.key,
                 "image": b.image,
@@ -162,15 +234,34 @@ def render(
         ],
         "consumersWithoutBuild": plan.consumers_without_build,
         "config": config.source,
+        "warnings": warnings,
     }
     if as_json:
         click.echo(json.dumps(report, indent=2), err=to_stdout)
         return
+    err = console(stderr=True)
+    for warning in warnings:
+        err.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     out = console(stderr=to_stdout)
     table = Table("PipelineRun", "application", "consumers", "image")
     for b in plan.builds:
-        table.add_row(b.name, b.application, str(len(b.consumers)), b.image)
+        name = rendered[f"{b.name}.yaml"]["metadata"]["name"]
+        table.add_row(name, b.application, str(len(b.consumers)), b.image)
     out.print(table)
     targets = [f"{len(files)} files in {output}"] if output else []
     targets += ["stdout"] if to_stdout else []
     out.print(f"{len(plan.builds)} PipelineRuns written to {' and '.join(targets)}")
+    if not pin and plan.builds:
+        err.print(
+            "note: each PipelineRun is named by its build spec, so applying it again after a"
+            " branch moves starts nothing; --pin names runs by commit, --triggers builds every"
+            " push",
+            highlight=False,
+            soft_wrap=True,
+        )
+
+
+def _commit(build: PlannedBuild) -> str:
+    """The commit the build's ``rev`` names on its remote now (a short sha stays as it is)."""
+    git = build.build.source.git
+    return resolve_commit(git.uri, git.rev) or git.rev

@@ -44,6 +44,11 @@ class Problem:
         }
 
 
+def problem_order(problem: Problem) -> tuple[str, int, int]:
+    """Sort key: by file, then line and column (problems without a place first in a file)."""
+    return (problem.file or "", problem.line or 0, problem.column or 0)
+
+
 class AjourError(Exception):
     """Base of every error Ajour raises on purpose."""
 

@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, cast
 
 from pydantic import JsonValue, ValidationError
 
-from ajour_build.core.errors import Problem, SpecError
+from ajour_build.core.errors import Problem, SpecError, problem_order
 from ajour_build.core.spec.credentials import parse_credentials
 from ajour_build.core.spec.document import (
     Document,
@@ -24,10 +24,16 @@ from ajour_build.core.spec.document import (
     iter_spec_files,
 )
 from ajour_build.core.spec.firmware import Firmware
-from ajour_build.core.spec.problems import format_path, known_fields, problems_from_validation
+from ajour_build.core.spec.problems import (
+    field_places,
+    format_path,
+    known_fields,
+    problems_from_validation,
+)
 from ajour_build.core.spec.resource import Resource, quick_resource, unknown_spec_sections
 
 _VOCABULARY = known_fields(Resource)
+_PLACES = field_places(Resource)
 log = logging.getLogger("ajour_build.core.fleet")
 PLAINTEXT_NAMED = 10  # how many devices the plaintext warning names
 
@@ -106,6 +112,7 @@ class Fleet:
     applications: dict[str, Application]
     devices: dict[tuple[str, str], Device]
     warnings: tuple[Problem, ...] = ()
+    plaintext_devices: int = 0  # devices with plain-text passwords (logged as a warning)
     _by_app: dict[str, tuple[Device, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -152,6 +159,8 @@ class _Collector:
     firmware: dict[Any, Firmware] = field(default_factory=dict)
     shared: dict[str, str] = field(default_factory=dict)
     plaintext: list[str] = field(default_factory=list)  # devices with plain-text passwords
+    # applications that are in the fleet but invalid: devices naming them are not orphans
+    invalid_apps: set[str] = field(default_factory=set)
 
     def firmware_of(self, raw: Any) -> Firmware | None:
         """``raw`` validated, once per distinct spec; raises ValidationError."""
@@ -219,7 +228,10 @@ def _validated(col: _Collector, doc: Document, path: PathKey, raw: dict[str, Any
     try:
         res = Resource.model_validate(raw)
     except ValidationError as exc:
-        col.problems.extend(problems_from_validation(exc, doc, path, _VOCABULARY))
+        col.problems.extend(problems_from_validation(exc, doc, path, _VOCABULARY, _PLACES))
+        meta = raw.get("metadata")
+        if type(meta) is dict and type(meta.get("name")) is str and "application" not in meta:
+            col.invalid_apps.add(meta["name"])
         return None
     meta, spec = res.metadata, res.spec
     return res.resolved_kind, meta.name, meta.application, spec.firmware, spec.credentials
@@ -323,7 +335,8 @@ def _duplicate(what: str, origin: Origin, first: Origin) -> Problem:
 
 
 def _check_device_apps(col: _Collector) -> None:
-    missing = sorted(key for key in col.app_refs if key[0] not in col.apps)
+    known = col.apps.keys() | col.invalid_apps
+    missing = sorted(key for key in col.app_refs if key[0] not in known)
     for app, name in missing:
         close = difflib.get_close_matches(app, list(col.apps), n=1)
         hint = f"did you mean {close[0]!r}?" if close else "define an Application with that name"
@@ -337,6 +350,14 @@ def _check_device_apps(col: _Collector) -> None:
                 hint=hint,
             )
         )
+
+
+def _empty_file(file: Path) -> Problem:
+    return Problem(
+        "the file holds no resources (it is empty or only comments)",
+        file=str(file),
+        hint="add Applications or Devices, or remove the file",
+    )
 
 
 @contextmanager
@@ -361,13 +382,17 @@ def load_fleet(paths: list[Path]) -> Fleet:
 def _load(paths: list[Path]) -> Fleet:
     col = _Collector()
     files = 0
+    resources = 0
     for path in paths:
         if not path.exists():
             col.problems.append(Problem("no such file or directory", file=str(path)))
     for file in iter_spec_files([p for p in paths if p.exists()], CONFIG_NAMES):
         files += 1
+        before = len(col.problems)
+        documents = 0
         try:  # one document at a time: a large file is never in memory as a whole
             for doc in iter_documents(file):
+                documents += 1
                 data = doc.data
                 if type(data) is dict and ("metadata" in data or "items" not in data):
                     _add(col, doc, (), data)  # one resource: most documents
@@ -376,17 +401,22 @@ def _load(paths: list[Path]) -> Fleet:
                     _add(col, doc, where, raw)
         except DocumentError as exc:  # the file's resources before the error are kept
             col.problems.append(exc.problem)
-    if files == 0 and not col.problems:
+        resources += documents
+        if documents == 0 and len(col.problems) == before:
+            col.warnings.append(_empty_file(file))
+    if (files == 0 or resources == 0) and not col.problems:
         col.problems.append(
             Problem(
-                "no .yaml, .yml or .json spec files found",
+                "no .yaml, .yml or .json spec files found"
+                if files == 0
+                else "the spec files hold no Applications or Devices",
                 file=", ".join(str(p) for p in paths),
                 hint="point at a fleet directory or at spec files",
             )
         )
     _check_device_apps(col)
     if col.problems:
-        raise SpecError(col.problems)
+        raise SpecError(sorted(col.problems, key=problem_order))
     if col.plaintext:
         named = ", ".join(col.plaintext[:PLAINTEXT_NAMED])
         more = len(col.plaintext) - PLAINTEXT_NAMED
@@ -397,4 +427,4 @@ def _load(paths: list[Path]) -> Fleet:
             named,
             f" and {more} more" if more > 0 else "",
         )
-    return Fleet(col.apps, col.devices, tuple(col.warnings))
+    return Fleet(col.apps, col.devices, tuple(col.warnings), len(col.plaintext))

@@ -49,8 +49,19 @@ def _consumers_annotation(build: PlannedBuild) -> dict[str, str]:
     }
 
 
-def context(build: PlannedBuild, config: InstallationConfig) -> dict[str, Any]:
-    """Everything the template needs; no value is formatted by the template itself."""
+def pinned_name(build: PlannedBuild, commit: str) -> str:
+    """The run's name for one commit of the build's source (at most 58 characters): a new
+    commit on ``rev`` is a new PipelineRun, so ``kubectl apply`` starts it."""
+    return f"ajour-{build.application[:31].rstrip('-')}-{build.key[:12]}-{commit[:7]}"
+
+
+def context(
+    build: PlannedBuild, config: InstallationConfig, commit: str | None = None
+) -> dict[str, Any]:
+    """Everything the template needs; no value is formatted by the template itself.
+
+    ``commit`` pins the run to that commit of ``rev``: it is built, and it names the run.
+    """
     git = build.build.source.git
     labels = {
         "app.kubernetes.io/name": "ajour-firmware",
@@ -72,9 +83,11 @@ def context(build: PlannedBuild, config: InstallationConfig) -> dict[str, Any]:
         "ajour.dev/image": build.image,
         **_consumers_annotation(build),
     }
+    if commit is not None:
+        annotations["ajour.dev/git-commit"] = commit
     params: list[dict[str, Any]] = [
         {"name": "git-url", "value": git.uri},
-        {"name": "git-revision", "value": git.rev},
+        {"name": "git-revision", "value": commit or git.rev},
         {"name": "project", "value": git.project},
         {"name": "builder-image", "value": build.builder_image},
         {"name": "build-args", "value": list(build.build.args)},
@@ -89,7 +102,7 @@ def context(build: PlannedBuild, config: InstallationConfig) -> dict[str, Any]:
     if config.workspace.storage_class_name:
         claim["storageClassName"] = config.workspace.storage_class_name
     return {
-        "name": build.name,
+        "name": build.name if commit is None else pinned_name(build, commit),
         "namespace": config.namespace,
         "labels": labels,
         "annotations": annotations,
@@ -114,10 +127,10 @@ class Renderer:
     validator: ManifestValidator = field(default_factory=ManifestValidator)
     _template: jinja2.Template | None = None
 
-    def manifest(self, build: PlannedBuild) -> dict[str, Any]:
+    def manifest(self, build: PlannedBuild, commit: str | None = None) -> dict[str, Any]:
         if self._template is None:
             self._template = environment().get_template(TEMPLATE)
-        text = self._template.render(context(build, self.config))
+        text = self._template.render(context(build, self.config, commit))
         try:
             manifest = yaml.load(text, Loader=_LOADER)
         except yaml.YAMLError as exc:  # a template bug, never user input

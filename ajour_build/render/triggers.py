@@ -4,9 +4,10 @@ One TriggerTemplate per build (its PipelineRun, with ``git-revision`` set to the
 commit and ``generateName`` so every push gets a new run), one TriggerBinding reading the
 commit from GitHub's or GitLab's payload, and one EventListener whose triggers check the
 signature (the GitHub/GitLab interceptors, secret from ``triggers.secret``) and filter by
-repository and branch with CEL. The embedded PipelineRun is validated against the v1
-schema; Tekton Triggers' own CRD schemas are not vendored, so those objects get Ajour's
-name and label checks only.
+repository and branch with CEL; the listener runs as its own ServiceAccount, bound to the
+ClusterRoles Tekton Triggers installs for listeners (:func:`listener_rbac`). The embedded
+PipelineRun is validated against the v1 schema; Tekton Triggers' own CRD schemas are not
+vendored, so those objects get Ajour's name and label checks only.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from ajour_build.tekton.manifest import ManifestValidator
 TRIGGERS_API = "triggers.tekton.dev/v1beta1"
 LISTENER = "ajour-builds"
 SECRET = "ajour-webhook"
+LISTENER_ACCOUNT = "ajour-triggers"  # the EventListener's ServiceAccount (RBAC rendered too)
 
 
 def _run_template(renderer: Renderer, build: PlannedBuild) -> dict[str, Any]:
@@ -59,8 +61,9 @@ def _filter(build: PlannedBuild, provider: str) -> str:
         urls = ("body.project.git_http_url", "body.project.git_ssh_url")
     host, _, path = repo_key(git.uri).partition("/")
     forms = {git.uri}
-    for base in (f"https://{host}/{path}", f"git@{host}:{path}", f"ssh://git@{host}/{path}"):
-        forms |= {base, base + ".git"}
+    if host:  # a file:// source has no host: no provider names it another way
+        for base in (f"https://{host}/{path}", f"git@{host}:{path}", f"ssh://git@{host}/{path}"):
+            forms |= {base, base + ".git"}
     spellings = json.dumps(sorted(forms))
     return f"body.ref == {ref} && ({' || '.join(f'{u} in {spellings}' for u in urls)})"
 
@@ -126,12 +129,52 @@ def render_triggers(
                 "spec": {"params": [{"name": "git-revision", "value": commit}]},
             }
         )
+    docs.extend(listener_rbac(config.namespace, labels))
     docs.append(
         {
             "apiVersion": TRIGGERS_API,
             "kind": "EventListener",
             "metadata": {"name": LISTENER, "namespace": config.namespace, "labels": labels},
-            "spec": {"serviceAccountName": config.service_account, "triggers": triggers},
+            "spec": {"serviceAccountName": LISTENER_ACCOUNT, "triggers": triggers},
         }
     )
     return docs
+
+
+def listener_rbac(namespace: str, labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The EventListener's own ServiceAccount, bound to the two ClusterRoles Tekton Triggers
+    installs for listeners (read its triggers, bindings, templates and interceptors; create
+    the PipelineRuns). The PipelineRuns themselves run as ``service_account``."""
+
+    def binding(kind: str, name: str, role: str) -> dict[str, Any]:
+        meta: dict[str, Any] = {"name": name, "labels": labels}
+        if kind == "RoleBinding":
+            meta["namespace"] = namespace
+        return {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": kind,
+            "metadata": meta,
+            "subjects": [
+                {"kind": "ServiceAccount", "name": LISTENER_ACCOUNT, "namespace": namespace}
+            ],
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": role,
+            },
+        }
+
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": LISTENER_ACCOUNT, "namespace": namespace, "labels": labels},
+    }
+    return [
+        account,
+        binding("RoleBinding", LISTENER_ACCOUNT, "tekton-triggers-eventlistener-roles"),
+        binding(
+            "ClusterRoleBinding",
+            f"{LISTENER_ACCOUNT}-{namespace}"[:253],
+            "tekton-triggers-eventlistener-clusterroles",
+        ),
+    ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+from collections.abc import Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
@@ -21,6 +22,7 @@ from ajour_build.core.spec.fields import (
     is_dns_subdomain,
 )
 from ajour_build.core.spec.firmware import Firmware
+from ajour_build.core.spec.problems import PlacedValueError
 
 API_VERSIONS = ("ajour.dev/v1alpha1",)
 
@@ -65,27 +67,37 @@ class Resource(BaseModel):
     @model_validator(mode="after")
     def _kind_and_names(self) -> Resource:
         if self.api_version is not None and self.api_version not in API_VERSIONS:
-            raise ValueError(
-                f"apiVersion {self.api_version!r} is unknown; use {API_VERSIONS[0]!r} or omit it"
+            raise PlacedValueError(
+                ("apiVersion",),
+                f"apiVersion {self.api_version!r} is unknown; use {API_VERSIONS[0]!r} or omit it",
             )
         app = self.metadata.application
         if self.kind == "Application" and app is not None:
-            raise ValueError(
-                "an Application must not have metadata.application; use kind: Device for a device"
+            raise PlacedValueError(
+                ("metadata", "application"),
+                "an Application must not have metadata.application; use kind: Device for a device",
             )
         if self.kind == "Device" and app is None:
-            raise ValueError("a Device needs metadata.application naming its Application")
-        if app is None:
-            _dns_label(self.metadata.name)
-        else:
-            _dns_label(app)
-            _dns_subdomain(self.metadata.name)
+            raise PlacedValueError(
+                ("metadata",), "a Device needs metadata.application naming its Application"
+            )
+        _placed(("metadata", "name"), _dns_label if app is None else _dns_subdomain, self)
+        if app is not None:
+            _placed(("metadata", "application"), _dns_label, self)
         return self
 
     @property
     def resolved_kind(self) -> Literal["Application", "Device"]:
         """Drogue's JSON has no kind: a resource with metadata.application is a Device."""
         return "Device" if self.metadata.application is not None else "Application"
+
+
+def _placed(path: tuple[str, str], check: Callable[[str], str], res: Resource) -> None:
+    """Run ``check`` on the metadata field at ``path``; its error names that field."""
+    try:
+        check(getattr(res.metadata, path[1]))
+    except ValueError as exc:
+        raise PlacedValueError(path, str(exc)) from None
 
 
 # Drogue Cloud's own spec sections: never a typo of ``firmware``
