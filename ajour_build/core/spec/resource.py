@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
+from ajour_build.core.rollout.policy import RolloutPolicy
 from ajour_build.core.spec.fields import (
     Text,
     _dns_label,
@@ -45,12 +46,14 @@ class Metadata(BaseModel):
 
 
 class Spec(BaseModel):
-    """Drogue's spec is an open map of sections; Ajour reads ``firmware`` and ``credentials``."""
+    """Drogue's spec is an open map of sections; Ajour reads ``firmware``, ``credentials``
+    and, on an Application, ``rollout``."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     firmware: Firmware | None = None
     credentials: JsonValue = None
+    rollout: RolloutPolicy | None = None
 
 
 class Resource(BaseModel):
@@ -75,6 +78,11 @@ class Resource(BaseModel):
             )
         if self.kind == "Device" and app is None:
             raise ValueError("a Device needs metadata.application naming its Application")
+        if app is not None and self.spec.rollout is not None:
+            raise ValueError(
+                "spec.rollout belongs on the Application: a Device's wave follows from its"
+                " labels and name; move the rollout policy to its Application"
+            )
         if app is None:
             _dns_label(self.metadata.name)
         else:
@@ -147,8 +155,8 @@ def quick_resource(raw: dict[str, Any]) -> Plain | None:
         return None
     metadata = raw.get("metadata")
     spec = raw.get("spec", _NO_SPEC)
-    if type(metadata) is not dict or type(spec) is not dict:
-        return None
+    if type(metadata) is not dict or type(spec) is not dict or "rollout" in spec:
+        return None  # a rollout policy: Resource validates it, with its path
     name = metadata.get("name")
     app = metadata.get("application")
     if type(name) is not str or (app is not None and type(app) is not str):
