@@ -1,0 +1,264 @@
+"""Staged rollouts in the worker: which version a device is offered, and what it did.
+
+For an application with ``spec.rollout``, a new version of its firmware (a new target seen
+by a worker) starts a rollout (``ajour_build.core.rollout``) in the shared store. A device
+of the cohort is offered ``to_version`` while its wave is open and it has not failed, else
+``from_version`` (its image is the immutable version tag of the same repository). What the
+device reports after a ``Swap`` is its outcome: the new version (confirmed), the version it
+ran before (reverted), the same finished download again ``max_swaps`` times or one offset
+for longer than the stall deadline (failed download), nothing within the confirm deadline
+(timed out, counted lazily). Only transitions are written.
+
+The hot path reads no database: each worker keeps the rollout, and the outcome log, in
+memory and follows the store at most every ``refresh`` seconds (and at once after its own
+changes); a refresh also evaluates the criteria and the dwell, and saves what changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ajour_build.core.fleet import Fleet
+from ajour_build.core.rollout import model
+from ajour_build.core.rollout.assignment import wave_of
+from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout
+from ajour_build.core.rollout.policy import RolloutPolicy
+from delivery.decision import FirmwareImage
+from delivery.protocol import ProtocolError, decode_status
+from delivery.replies import Reply
+from delivery.rollout_store import RolloutStore
+
+log = logging.getLogger("delivery.rollouts")
+
+ImageOf = Callable[[str], FirmwareImage]
+"""The firmware of one version of the device's repository (raises when it cannot)."""
+
+
+@dataclass
+class _Live:
+    """One application's current rollout, as this worker last read it."""
+
+    rollout: Rollout
+    policy: RolloutPolicy
+    to_bytes: bytes
+    records: dict[str, DeviceRecord] = field(default_factory=dict)
+    last_id: int = 0
+    refreshed: float = 0.0
+    stalls: dict[str, tuple[int, float]] = field(default_factory=dict)  # offset, since
+
+
+@dataclass
+class Rollouts:
+    store: RolloutStore
+    clock: Callable[[], float] = time.time
+    refresh: float = 0.5
+    max_swaps: int = 3
+    _live: dict[str, _Live] = field(default_factory=dict, repr=False)
+    _waves: dict[tuple[str, str], int | None] = field(default_factory=dict, repr=False)
+    _waves_of: tuple[int, int] = (0, 0)  # ids of the fleet and policy the waves are for
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    # -- the hot path ---------------------------------------------------------------------
+    def target(
+        self, fleet: Fleet, application: str, device: str, latest: FirmwareImage,
+        payload: bytes, image_of: ImageOf,
+    ) -> FirmwareImage:  # fmt: skip
+        """The firmware ``device`` is offered, when its source's newest is ``latest``."""
+        app = fleet.applications.get(application)
+        if app is None or app.rollout is None:
+            return latest
+        known = fleet.devices.get((application, device))
+        if known is None or known.firmware is not None:  # its own spec: not the app's rollout
+            return latest
+        live = self._current(application, latest, app.rollout)
+        rollout = live.rollout
+
+        def image(version: str) -> FirmwareImage:
+            return latest if version.encode() == latest.version else image_of(version)
+
+        if not rollout.from_version:  # the baseline: nothing to roll out from
+            return image(rollout.to_version)
+        wave = self._wave(fleet, live.policy, application, device)
+        if wave is None:  # outside the cohort: not in the rollout
+            return latest
+        record = live.records.get(device)
+        if record is not None and record.outcome is Outcome.SWAPPED:
+            record = self._after_swap(live, device, record, payload)
+        if model.offers_new(rollout, wave, record):
+            return image(rollout.to_version)
+        return image(rollout.from_version)
+
+    def answered(self, application: str, device: str, target: FirmwareImage, reply: Reply) -> None:
+        """Note a ``Swap`` sent for the new version, and downloads that stall."""
+        live = self._live.get(application)
+        if live is None or target.version != live.to_bytes or not live.rollout.from_version:
+            return
+        if reply.kind == "swap":
+            live.stalls.pop(device, None)
+            record = live.records.get(device)
+            if record is None or record.outcome is not Outcome.SWAPPED:
+                wave = self._waves.get((application, device), 0) or 0
+                self._write(live, device, DeviceRecord(
+                    Outcome.SWAPPED, wave, self.clock(), reply.observed[0]))  # fmt: skip
+        elif reply.kind == "write":
+            self._progress(live, device, reply.observed[2] or 0)
+
+    # -- outcomes -------------------------------------------------------------------------
+    def _after_swap(
+        self, live: _Live, device: str, record: DeviceRecord, payload: bytes
+    ) -> DeviceRecord:
+        try:
+            status = decode_status(payload)
+        except ProtocolError:
+            return record  # the worker rejects it
+        to = live.to_bytes
+        now = self.clock()
+        update = status.update
+        if status.version == to:
+            found = DeviceRecord(Outcome.CONFIRMED, record.wave, now, record.before)
+        elif update is not None and update.version == to and update.offset > 0:
+            swaps = record.swaps + 1  # it asks for the swap again: the last one failed
+            outcome = Outcome.FAILED_DOWNLOAD if swaps >= self.max_swaps else Outcome.SWAPPED
+            found = DeviceRecord(outcome, record.wave, now, record.before, swaps)
+        elif status.version.decode(errors="replace") == record.before:
+            found = DeviceRecord(Outcome.REVERTED, record.wave, now, record.before)
+        else:
+            return record
+        self._write(live, device, found)
+        return found
+
+    def _progress(self, live: _Live, device: str, offset: int) -> None:
+        now = self.clock()
+        seen = live.stalls.get(device)
+        if seen is None or seen[0] != offset:
+            live.stalls[device] = (offset, now)
+            return
+        if now - seen[1] >= live.policy.stall_seconds and device not in live.records:
+            live.stalls.pop(device, None)
+            wave = self._waves.get((live.rollout.application, device), 0) or 0
+            self._write(live, device, DeviceRecord(Outcome.FAILED_DOWNLOAD, wave, now))
+
+    def _write(self, live: _Live, device: str, record: DeviceRecord) -> None:
+        rollout = live.rollout
+        self.store.record(rollout.application, rollout.seq, device, record)
+        live.records[device] = record  # the log's copy arrives with the next refresh
+        log.info("rollout %s/%d: %s %s", rollout.application, rollout.seq, device,
+                 record.outcome.value)  # fmt: skip
+
+    # -- the rollout, followed --------------------------------------------------------------
+    def _wave(
+        self, fleet: Fleet, policy: RolloutPolicy, application: str, device: str
+    ) -> int | None:
+        key = (application, device)
+        if self._waves_of != (id(fleet), id(policy)):
+            self._waves, self._waves_of = {}, (id(fleet), id(policy))
+        try:
+            return self._waves[key]
+        except KeyError:
+            found = self._waves[key] = wave_of(policy, application, device, fleet.labels.get(key))
+            return found
+
+    def _current(self, application: str, latest: FirmwareImage, policy: RolloutPolicy) -> _Live:
+        live = self._live.get(application)
+        now = self.clock()
+        if live is not None and now - live.refreshed < self.refresh:
+            return live
+        with self._lock:
+            live = self._live.get(application)
+            if live is None or now - live.refreshed >= self.refresh:
+                live = self._follow(application, latest, policy, live, now)
+        return live
+
+    def _follow(
+        self, application: str, latest: FirmwareImage, policy: RolloutPolicy,
+        live: _Live | None, now: float,
+    ) -> _Live:  # fmt: skip
+        version = latest.version.decode(errors="replace")
+        rollout = self.store.latest(application)
+        if rollout is None or (rollout.to_version != version and (
+                live is None or live.rollout.to_version != version)):  # fmt: skip
+            rollout = self.store.begin(application, version, policy, now)
+        if live is None or live.rollout.seq != rollout.seq:
+            live = _Live(rollout, rollout.parsed_policy(), rollout.to_version.encode())
+        live.rollout = rollout
+        for log_id, device, record in self.store.records(application, rollout.seq, live.last_id):
+            live.records[device] = record
+            live.last_id = log_id
+        live.refreshed = now
+        changed = model.evaluate(rollout, live.policy, self._counts(live, now), now)
+        if changed is not None and self.store.save(changed):
+            live.rollout = changed
+            log.info("rollout %s/%d: %s wave %d %s", application, changed.seq,
+                     changed.state.value, changed.wave + 1, changed.reason)  # fmt: skip
+        self._live[application] = live
+        return live
+
+    def _counts(self, live: _Live, now: float) -> dict[int, model.WaveCounts]:
+        return model.tally(
+            live.records.values(), now, live.policy.confirm_seconds, live.rollout.criteria_since
+        )
+
+    # -- reading and operating ---------------------------------------------------------------
+    def current(self, application: str) -> Rollout | None:
+        return self.store.latest(application)
+
+    def counts(self, application: str) -> dict[int, model.WaveCounts]:
+        """Finished devices per wave (0-based) of the current rollout, by outcome."""
+        rollout = self.store.latest(application)
+        if rollout is None:
+            return {}
+        records: dict[str, DeviceRecord] = {}
+        for _, device, record in self.store.records(application, rollout.seq):
+            records[device] = record
+        policy = rollout.parsed_policy()
+        return model.tally(records.values(), self.clock(), policy.confirm_seconds)
+
+    def _operate(self, application: str, change: Callable[[Rollout], Rollout]) -> Rollout:
+        for _ in range(5):  # another worker may save in between: derive again
+            rollout = self.store.latest(application)
+            if rollout is None:
+                raise model.RolloutError(f"application {application!r} has no rollout")
+            changed = change(rollout)
+            if self.store.save(changed):
+                self._stale(application)
+                return changed
+        raise model.RolloutError(f"rollout of {application!r} kept changing; try again")
+
+    def _stale(self, application: str) -> None:
+        live = self._live.get(application)
+        if live is not None:
+            live.refreshed = 0.0
+
+    def pause(self, application: str, reason: str = "paused by an operator") -> Rollout:
+        return self._operate(application, lambda r: model.pause(r, reason))
+
+    def resume(self, application: str) -> Rollout:
+        return self._operate(application, lambda r: model.resume(r, self.clock()))
+
+    def abort(self, application: str) -> Rollout:
+        return self._operate(application, model.abort)
+
+    def rollback(self, application: str) -> Rollout:
+        return self._operate(application, model.rollback)
+
+    def promote(self, application: str) -> Rollout:
+        return self._operate(
+            application, lambda r: model.promote(r, r.parsed_policy(), self.clock())
+        )
+
+    def retry(self, application: str, device: str) -> None:
+        """Clear a device's outcome: it is offered the new version again."""
+        rollout = self.store.latest(application)
+        if rollout is None:
+            raise model.RolloutError(f"application {application!r} has no rollout")
+        self.store.record(application, rollout.seq, device,
+                          DeviceRecord(Outcome.RETRIED, 0, self.clock()))  # fmt: skip
+        live = self._live.get(application)
+        if live is not None:
+            live.records.pop(device, None)
+            live.stalls.pop(device, None)
+        self._stale(application)
