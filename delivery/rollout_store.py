@@ -34,6 +34,7 @@ _SCHEMA = (
     device TEXT NOT NULL, outcome TEXT NOT NULL, wave INTEGER NOT NULL, at REAL NOT NULL,
     before TEXT NOT NULL, swaps INTEGER NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS outcomes_by_rollout ON outcomes (application, seq, id)",
+    "CREATE INDEX IF NOT EXISTS outcomes_by_device ON outcomes (application, seq, device, id)",
 )
 _COLUMNS = (
     "application, seq, from_version, to_version, policy, created, state, wave, wave_started,"
@@ -57,6 +58,8 @@ class RolloutStore(Protocol):
     def records(
         self, application: str, seq: int, after: int = 0
     ) -> list[tuple[int, str, DeviceRecord]]: ...
+
+    def last(self, application: str, seq: int, device: str) -> DeviceRecord | None: ...
 
     def close(self) -> None: ...
 
@@ -198,6 +201,19 @@ class SqliteRolloutStore:
             (int(i), str(d), DeviceRecord(Outcome(o), int(w), float(a), str(b), int(s)))
             for i, d, o, w, a, b, s in rows
         ]
+
+    def last(self, application: str, seq: int, device: str) -> DeviceRecord | None:
+        """The device's newest outcome in one rollout."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT outcome, wave, at, before, swaps FROM outcomes"
+                " WHERE application=? AND seq=? AND device=? ORDER BY id DESC LIMIT 1",
+                (application, seq, device),
+            ).fetchone()
+        if row is None:
+            return None
+        outcome, wave, at, before, swaps = row
+        return DeviceRecord(Outcome(outcome), int(wave), float(at), str(before), int(swaps))
 
     def close(self) -> None:
         with self._lock:

@@ -87,16 +87,21 @@ class Rollouts:
             return latest
         record = live.records.get(device)
         if record is not None and record.outcome is Outcome.SWAPPED:
-            record = self._after_swap(live, device, record, payload)
+            record = self._after_swap(live, device, record, payload, image)
         if model.offers_new(rollout, wave, record):
             return image(rollout.to_version)
         return image(rollout.from_version)
 
-    def answered(self, application: str, device: str, target: FirmwareImage, reply: Reply) -> None:
-        """Note a ``Swap`` sent for the new version, and downloads that stall."""
+    def answered(self, application: str, device: str, target: FirmwareImage, reply: Reply) -> bool:
+        """Note a ``Swap`` sent for the new version, and downloads that stall.
+
+        True when the reply must be computed again: a device starting its download of the
+        new version (a ``Write`` at 0) is looked up once in the store, where another worker
+        may have recorded its swap or failure since this one last followed the log.
+        """
         live = self._live.get(application)
         if live is None or target.version != live.to_bytes or not live.rollout.from_version:
-            return
+            return False
         if reply.kind == "swap":
             live.stalls.pop(device, None)
             record = live.records.get(device)
@@ -105,12 +110,21 @@ class Rollouts:
                 self._write(live, device, DeviceRecord(
                     Outcome.SWAPPED, wave, self.clock(), reply.observed[0]))  # fmt: skip
         elif reply.kind == "write":
-            self._progress(live, device, reply.observed[2] or 0)
+            offset = reply.observed[2] or 0
+            if offset == 0 and device not in live.records:
+                rollout = live.rollout
+                found = self.store.last(rollout.application, rollout.seq, device)
+                if found is not None:
+                    live.records[device] = found
+                    return True
+            self._progress(live, device, offset)
+        return False
 
     # -- outcomes -------------------------------------------------------------------------
     def _after_swap(
-        self, live: _Live, device: str, record: DeviceRecord, payload: bytes
-    ) -> DeviceRecord:
+        self, live: _Live, device: str, record: DeviceRecord, payload: bytes,
+        image: Callable[[str], FirmwareImage],
+    ) -> DeviceRecord:  # fmt: skip
         try:
             status = decode_status(payload)
         except ProtocolError:
@@ -120,7 +134,11 @@ class Rollouts:
         update = status.update
         if status.version == to:
             found = DeviceRecord(Outcome.CONFIRMED, record.wave, now, record.before)
-        elif update is not None and update.version == to and update.offset > 0:
+        elif (
+            update is not None
+            and update.version == to
+            and update.offset == image(live.rollout.to_version).size
+        ):
             swaps = record.swaps + 1  # it asks for the swap again: the last one failed
             outcome = Outcome.FAILED_DOWNLOAD if swaps >= self.max_swaps else Outcome.SWAPPED
             found = DeviceRecord(outcome, record.wave, now, record.before, swaps)

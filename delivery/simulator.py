@@ -85,7 +85,7 @@ def run_device(
     """Follow commands until Sync; like a real device, retry a failed exchange a few times."""
     started, start = device.version.decode(errors="replace"), time.perf_counter()
     steps, error, failures = 0, "", 0
-    while steps < max_steps and not device.synced:
+    while steps < max_steps and not device.synced and not device.vanished:
         try:
             command = decode_command(exchange(encode_status(device.status())))
         except (DeliveryError, OSError) as exc:

@@ -86,8 +86,15 @@ class Worker:
             reply = _reply(status, target, decide(status, target, policy), problem)
             if not problem:  # a source failure is not a property of the status
                 self.replies.put(target, policy, payload, reply)
-        if rollouts is not None and target is not None:
-            rollouts.answered(application, device, target, reply)
+        if (
+            rollouts is not None
+            and target is not None
+            and rollouts.answered(application, device, target, reply)
+        ):  # another worker recorded this device's swap: decide again
+            target, problem = self._staged(rollouts, route.source, application, device, target,
+                                           payload)  # fmt: skip
+            status = decode_status(payload)
+            reply = _reply(status, target, decide(status, target, policy), problem)
         if self.store is not None:
             self.store.record(application, device, reply.observed, route.kind, problem)
         self.counters.answered(reply.kind, reply.served, memo, time.perf_counter() - started)
