@@ -139,8 +139,10 @@ class Rollouts:
             and update.version == to
             and update.offset == image(live.rollout.to_version).size
         ):
-            swaps = record.swaps + 1  # it asks for the swap again: the last one failed
-            outcome = Outcome.FAILED_DOWNLOAD if swaps >= self.max_swaps else Outcome.SWAPPED
+            # it asks for the swap again: the last one failed; give up after max_swaps
+            failed = record.swaps >= self.max_swaps
+            outcome = Outcome.FAILED_DOWNLOAD if failed else Outcome.SWAPPED
+            swaps = record.swaps if failed else record.swaps + 1
             found = DeviceRecord(outcome, record.wave, now, record.before, swaps)
         elif status.version.decode(errors="replace") == record.before:
             found = DeviceRecord(Outcome.REVERTED, record.wave, now, record.before)
