@@ -124,6 +124,7 @@ def test_rollout_pauses_at_the_first_wave_whose_criteria_trip(tmp_path: Path) ->
         assert current is not None
         if current.state is not State.RUNNING:
             break
+    assert current is not None
     assert current.seq == 2 and (current.from_version, current.to_version) == ("1.0", "1.1")
     assert current.state is State.PAUSED and current.wave == trip_wave
     assert current.reason == (
@@ -181,7 +182,7 @@ def test_rollout_pauses_at_the_first_wave_whose_criteria_trip(tmp_path: Path) ->
     assert rolled.state is State.ROLLED_BACK
     round_()
     assert {d.version for n, d in devices.items() if n not in VANISHING} == {b"1.0"}
-    worker.rollouts and worker.rollouts.store.close()
+    rollouts.store.close()
 
 
 def test_two_workers_and_a_restart_continue_one_rollout(tmp_path: Path) -> None:
@@ -228,8 +229,10 @@ def test_two_workers_and_a_restart_continue_one_rollout(tmp_path: Path) -> None:
             assert current is not None
             seen_wave = max(seen_wave, current.wave if current.seq == 2 else -1)
             if not restarted and seen_wave >= 1:  # restart one worker mid-rollout
-                replacement = make_worker(tmp_path, registry, db)
-                workers[1] = replacement
+                stopped, workers[1] = workers[1], make_worker(tmp_path, registry, db)
+                time.sleep(0.3)  # its statuses in flight are answered
+                assert stopped.rollouts is not None
+                stopped.rollouts.store.close()  # gone, with what it held in memory
                 restarted = True
             if current.seq == 2 and current.state is State.COMPLETED:
                 break
