@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout, State, start
-from ajour_build.core.rollout.policy import RolloutPolicy
+from ajour_build.core.spec.rollout import RolloutPolicy
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rollouts (

@@ -26,7 +26,7 @@ from ajour_build.core.fleet import Fleet
 from ajour_build.core.rollout import model
 from ajour_build.core.rollout.assignment import wave_of
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout
-from ajour_build.core.rollout.policy import RolloutPolicy
+from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.decision import FirmwareImage
 from delivery.protocol import ProtocolError, decode_status
 from delivery.replies import Reply

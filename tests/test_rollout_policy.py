@@ -15,7 +15,7 @@ from ajour_build.core.fleet import load_fleet
 from ajour_build.core.rollout import model
 from ajour_build.core.rollout.assignment import BUCKETS, bucket, wave_of
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, State, WaveCounts
-from ajour_build.core.rollout.policy import Criterion, Ramp, RolloutPolicy, parse_seconds
+from ajour_build.core.spec.rollout import Criterion, Ramp, RolloutPolicy, parse_seconds
 
 names = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=20)
 shares = st.lists(st.integers(1, 100), min_size=1, max_size=6, unique=True).map(sorted)

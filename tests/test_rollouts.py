@@ -279,3 +279,33 @@ def test_a_stale_revision_is_not_saved(tmp_path: Path) -> None:
     assert not store.save(model.abort(current)), "derived from a revision already replaced"
     latest = store.latest("app")
     assert latest is not None and latest.state is State.PAUSED
+
+
+def test_simulate_with_a_fail_rate_and_fleet_names_over_http(tmp_path: Path) -> None:
+    """``ajour-delivery simulate --fleet --fail-rate``: the reverting devices it picks are
+    the ones the worker records as reverted, over real HTTP."""
+    from click.testing import CliRunner
+
+    from delivery.cli import main
+    from delivery.http import HttpSettings
+    from delivery.simulator import Failures
+    from tests.http_wire import serving
+
+    s = Setup(tmp_path)
+    worker = s.worker()
+    http = HttpSettings(port=0, authenticate=False)
+    names = ["d0", "d1", "d2", "d3"]
+    with serving(worker, http) as transport:
+        for name in names:  # the baseline
+            ask(worker, SimulatedDevice(b"1.0"), name)
+        s.publish_two(worker)
+        fleet_dir = str(tmp_path / "fleet")
+        args = ["simulate", "--http", transport.url, "--app", "app", "--start-version", "1.0",
+                "--fleet", fleet_dir, "--fail-rate", "0.5", "--seed", "3"]  # fmt: skip
+        result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    failing = Failures.share(names, 0.5, "revert", 3).devices
+    assert 0 < len(failing) < len(names)
+    assert f"{len(failing)} devices fail after a swap (revert)" in result.output
+    assert f"{len(names) - len(failing)} devices on 1.1" in result.output
+    assert {n for n in names if outcome(worker, n) is Outcome.REVERTED} == failing

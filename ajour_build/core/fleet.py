@@ -15,7 +15,6 @@ from typing import Any, NamedTuple, cast
 from pydantic import JsonValue, ValidationError
 
 from ajour_build.core.errors import Problem, SpecError
-from ajour_build.core.rollout.policy import RolloutPolicy
 from ajour_build.core.spec.credentials import parse_credentials
 from ajour_build.core.spec.document import (
     Document,
@@ -27,6 +26,7 @@ from ajour_build.core.spec.document import (
 from ajour_build.core.spec.firmware import Firmware
 from ajour_build.core.spec.problems import format_path, known_fields, problems_from_validation
 from ajour_build.core.spec.resource import Resource, quick_resource, unknown_spec_sections
+from ajour_build.core.spec.rollout import RolloutPolicy
 
 _VOCABULARY = known_fields(Resource)
 log = logging.getLogger("ajour_build.core.fleet")

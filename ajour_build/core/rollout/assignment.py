@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from ajour_build.core.rollout.policy import RolloutPolicy
+from ajour_build.core.spec.rollout import RolloutPolicy
 
 BUCKETS = 10_000
 _EMPTY: Mapping[str, str] = {}

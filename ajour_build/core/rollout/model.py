@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from ajour_build.core.errors import AjourError
-from ajour_build.core.rollout.policy import Criterion, RolloutPolicy
+from ajour_build.core.spec.rollout import Criterion, RolloutPolicy
 
 
 class RolloutError(AjourError):

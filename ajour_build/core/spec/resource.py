@@ -13,7 +13,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from ajour_build.core.rollout.policy import RolloutPolicy
 from ajour_build.core.spec.fields import (
     Text,
     _dns_label,
@@ -22,6 +21,7 @@ from ajour_build.core.spec.fields import (
     is_dns_subdomain,
 )
 from ajour_build.core.spec.firmware import Firmware
+from ajour_build.core.spec.rollout import RolloutPolicy
 
 API_VERSIONS = ("ajour.dev/v1alpha1",)
 
