@@ -49,6 +49,16 @@ class _Live:
     last_id: int = 0
     refreshed: float = 0.0
     stalls: dict[str, tuple[int, float]] = field(default_factory=dict)  # offset, since
+    waves: dict[str, int | None] = field(default_factory=dict)  # by device
+    waves_of: Fleet | None = None  # the fleet the waves were found in
+    from_bytes: bytes = field(init=False)
+    stall_seconds: float = field(init=False)
+    confirm_seconds: float = field(init=False)
+
+    def __post_init__(self) -> None:  # parsed once, not per status
+        self.from_bytes = self.rollout.from_version.encode()
+        self.stall_seconds = self.policy.stall_seconds
+        self.confirm_seconds = self.policy.confirm_seconds
 
 
 @dataclass
@@ -58,8 +68,6 @@ class Rollouts:
     refresh: float = 0.5
     max_swaps: int = 3
     _live: dict[str, _Live] = field(default_factory=dict, repr=False)
-    _waves: dict[tuple[str, str], int | None] = field(default_factory=dict, repr=False)
-    _waves_of: tuple[int, int] = (0, 0)  # ids of the fleet and policy the waves are for
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- the hot path ---------------------------------------------------------------------
@@ -76,21 +84,24 @@ class Rollouts:
             return latest
         live = self._current(application, latest, app.rollout)
         rollout = live.rollout
-
-        def image(version: str) -> FirmwareImage:
-            return latest if version.encode() == latest.version else image_of(version)
-
         if not rollout.from_version:  # the baseline: nothing to roll out from
-            return image(rollout.to_version)
-        wave = self._wave(fleet, live.policy, application, device)
+            return self._image(live, True, latest, image_of)
+        wave = self._wave(live, fleet, application, device)
         if wave is None:  # outside the cohort: not in the rollout
             return latest
         record = live.records.get(device)
         if record is not None and record.outcome is Outcome.SWAPPED:
-            record = self._after_swap(live, device, record, payload, image)
-        if model.offers_new(rollout, wave, record):
-            return image(rollout.to_version)
-        return image(rollout.from_version)
+            new = self._image(live, True, latest, image_of)
+            record = self._after_swap(live, device, record, payload, new.size)
+        return self._image(live, model.offers_new(rollout, wave, record), latest, image_of)
+
+    @staticmethod
+    def _image(live: _Live, new: bool, latest: FirmwareImage, image_of: ImageOf) -> FirmwareImage:
+        version = live.to_bytes if new else live.from_bytes
+        if version == latest.version:
+            return latest
+        rollout = live.rollout
+        return image_of(rollout.to_version if new else rollout.from_version)
 
     def answered(self, application: str, device: str, target: FirmwareImage, reply: Reply) -> bool:
         """Note a ``Swap`` sent for the new version, and downloads that stall.
@@ -106,7 +117,7 @@ class Rollouts:
             live.stalls.pop(device, None)
             record = live.records.get(device)
             if record is None or record.outcome is not Outcome.SWAPPED:
-                wave = self._waves.get((application, device), 0) or 0
+                wave = live.waves.get(device, 0) or 0
                 self._write(live, device, DeviceRecord(
                     Outcome.SWAPPED, wave, self.clock(), reply.observed[0]))  # fmt: skip
         elif reply.kind == "write":
@@ -122,9 +133,8 @@ class Rollouts:
 
     # -- outcomes -------------------------------------------------------------------------
     def _after_swap(
-        self, live: _Live, device: str, record: DeviceRecord, payload: bytes,
-        image: Callable[[str], FirmwareImage],
-    ) -> DeviceRecord:  # fmt: skip
+        self, live: _Live, device: str, record: DeviceRecord, payload: bytes, size: int
+    ) -> DeviceRecord:
         try:
             status = decode_status(payload)
         except ProtocolError:
@@ -134,11 +144,7 @@ class Rollouts:
         update = status.update
         if status.version == to:
             found = DeviceRecord(Outcome.CONFIRMED, record.wave, now, record.before)
-        elif (
-            update is not None
-            and update.version == to
-            and update.offset == image(live.rollout.to_version).size
-        ):
+        elif update is not None and update.version == to and update.offset == size:
             # it asks for the swap again: the last one failed; give up after max_swaps
             failed = record.swaps >= self.max_swaps
             outcome = Outcome.FAILED_DOWNLOAD if failed else Outcome.SWAPPED
@@ -157,9 +163,9 @@ class Rollouts:
         if seen is None or seen[0] != offset:
             live.stalls[device] = (offset, now)
             return
-        if now - seen[1] >= live.policy.stall_seconds and device not in live.records:
+        if now - seen[1] >= live.stall_seconds and device not in live.records:
             live.stalls.pop(device, None)
-            wave = self._waves.get((live.rollout.application, device), 0) or 0
+            wave = live.waves.get(device, 0) or 0
             self._write(live, device, DeviceRecord(Outcome.FAILED_DOWNLOAD, wave, now))
 
     def _write(self, live: _Live, device: str, record: DeviceRecord) -> None:
@@ -170,16 +176,15 @@ class Rollouts:
                  record.outcome.value)  # fmt: skip
 
     # -- the rollout, followed --------------------------------------------------------------
-    def _wave(
-        self, fleet: Fleet, policy: RolloutPolicy, application: str, device: str
-    ) -> int | None:
-        key = (application, device)
-        if self._waves_of != (id(fleet), id(policy)):
-            self._waves, self._waves_of = {}, (id(fleet), id(policy))
+    @staticmethod
+    def _wave(live: _Live, fleet: Fleet, application: str, device: str) -> int | None:
+        if live.waves_of is not fleet:  # a reloaded fleet: labels may have changed
+            live.waves, live.waves_of = {}, fleet
         try:
-            return self._waves[key]
+            return live.waves[device]
         except KeyError:
-            found = self._waves[key] = wave_of(policy, application, device, fleet.labels.get(key))
+            labels = fleet.labels.get((application, device))
+            found = live.waves[device] = wave_of(live.policy, application, device, labels)
             return found
 
     def _current(self, application: str, latest: FirmwareImage, policy: RolloutPolicy) -> _Live:
@@ -219,7 +224,7 @@ class Rollouts:
 
     def _counts(self, live: _Live, now: float) -> dict[int, model.WaveCounts]:
         return model.tally(
-            live.records.values(), now, live.policy.confirm_seconds, live.rollout.criteria_since
+            live.records.values(), now, live.confirm_seconds, live.rollout.criteria_since
         )
 
     # -- reading and operating ---------------------------------------------------------------

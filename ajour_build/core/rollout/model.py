@@ -7,7 +7,6 @@ write it only if nobody changed it in between (two workers, one database).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -242,11 +241,3 @@ def offers_new(rollout: Rollout, wave: int, record: DeviceRecord | None) -> bool
         return record is not None and record.outcome in (Outcome.SWAPPED, Outcome.CONFIRMED)
     return False  # rolled back, superseded
 
-
-def wave_count(policy: RolloutPolicy) -> int:
-    return len(policy.waves)
-
-
-def ceil_share(share: int, total: int) -> int:
-    """How many of ``total`` devices a cumulative ``share`` percent is, at most."""
-    return math.ceil(total * share / 100)
