@@ -169,7 +169,8 @@ def test_policy_mistakes_are_located(
 def test_a_rollout_on_a_device_is_refused_and_labels_are_kept(tmp_path: Path) -> None:
     (tmp_path / "f.yaml").write_text(
         "kind: Application\nmetadata: {name: app}\n"
-        "spec: {rollout: {ramp: {start: 5, factor: 4, dwell: 10m}}}\n"
+        "spec: {firmware: {container: {image: fw/app:latest}},"
+        " rollout: {ramp: {start: 5, factor: 4, dwell: 10m}}}\n"
         "---\nmetadata: {name: d1, application: app, labels: {canary: 'true'}}\n"
         "---\nmetadata: {name: d2, application: app}\n"
     )
@@ -182,6 +183,13 @@ def test_a_rollout_on_a_device_is_refused_and_labels_are_kept(tmp_path: Path) ->
         "metadata: {name: d3, application: app}\nspec: {rollout: {ramp: {}}}\n"
     )
     with pytest.raises(SpecError, match=r"spec\.rollout belongs on the Application"):
+        load_fleet([tmp_path])
+    (tmp_path / "g.yaml").unlink()
+    (tmp_path / "f.yaml").write_text(
+        "kind: Application\nmetadata: {name: app}\n"
+        "spec: {firmware: {file: {name: fw}}, rollout: {ramp: {}}}\n"
+    )
+    with pytest.raises(SpecError, match=r"spec\.rollout needs container firmware"):
         load_fleet([tmp_path])
 
 

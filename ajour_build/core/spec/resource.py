@@ -78,11 +78,18 @@ class Resource(BaseModel):
             )
         if self.kind == "Device" and app is None:
             raise ValueError("a Device needs metadata.application naming its Application")
-        if app is not None and self.spec.rollout is not None:
-            raise ValueError(
-                "spec.rollout belongs on the Application: a Device's wave follows from its"
-                " labels and name; move the rollout policy to its Application"
-            )
+        if self.spec.rollout is not None:
+            if app is not None:
+                raise ValueError(
+                    "spec.rollout belongs on the Application: a Device's wave follows from"
+                    " its labels and name; move the rollout policy to its Application"
+                )
+            firmware = self.spec.firmware
+            if firmware is None or firmware.container is None:
+                raise ValueError(
+                    "spec.rollout needs container firmware (spec.firmware.container): a"
+                    " rollout offers devices the previous version by its version tag"
+                )
         if app is None:
             _dns_label(self.metadata.name)
         else:
