@@ -2,25 +2,34 @@
 
 The rollout's clock is a test clock in the first test (the waves' dwell and the refresh
 interval pass when the test says so, which makes the wave a criterion trips in exact);
-the second test runs on real time with two workers on one database and a restart.
+the others run on real time with two workers on one database and a restart: two Worker
+objects in this process, then two ``ajour-delivery serve`` processes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 from ajour_build.core.fleet import load_fleet
-from ajour_build.core.rollout.model import State
+from ajour_build.core.rollout.model import Outcome, State
 from delivery.device import SimulatedDevice
+from delivery.errors import DeliveryError
 from delivery.protocol import decode_command, encode_status
 from delivery.rollout_store import SqliteRolloutStore
 from delivery.rollouts import Rollouts
+from delivery.simulator import HttpDeviceLink, run_device
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.conftest import REPO
+from tests.registry import free_port
 from tests.test_sources import publish
 
 N = 200
@@ -253,3 +262,102 @@ def test_two_workers_and_a_restart_continue_one_rollout(tmp_path: Path) -> None:
     counts = first.rollouts.counts("app")
     assert sum(c.of("confirmed") for c in counts.values()) == N
     assert sum(c.of("failed") for c in counts.values()) == 0
+
+
+SERVED_FLEET = """\
+kind: Application
+metadata: {name: app}
+spec:
+  firmware: {container: {image: fw/app:latest}}
+  rollout:
+    waves: [{percent: 10, dwell: 300ms}, {percent: 50, dwell: 300ms}, {percent: 100}]
+""" + "".join(f"---\nmetadata: {{name: s{i:02d}, application: app}}\n" for i in range(40))
+
+
+class Balanced:
+    """One device's link to whichever worker of ``urls`` answers, alternating (as behind a
+    load balancer that skips a worker that is starting or stopping)."""
+
+    def __init__(self, urls: list[str], name: str) -> None:
+        self.urls, self.name, self.turn = urls, name, 0
+
+    def __call__(self, status: bytes) -> bytes:
+        for _ in range(40):
+            self.turn += 1
+            link = HttpDeviceLink(self.urls[self.turn % len(self.urls)], "app", self.name, None, 2)
+            try:
+                return link(status)
+            except (OSError, DeliveryError):
+                time.sleep(0.1)
+            finally:
+                link.close()
+        raise DeliveryError("no worker answered")
+
+
+def serve(tmp: Path, db: Path, procs: list[subprocess.Popen[bytes]]) -> str:
+    """Start ``ajour-delivery serve --rollout-db`` on a free port; its URL."""
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AJOUR_CONFIG": str(tmp / "none.yaml")}
+    (tmp / "none.yaml").write_text("{}\n")
+    procs.append(subprocess.Popen(
+        [sys.executable, "-m", "delivery.cli", "serve", "--fleet", str(tmp / "fleet"),
+         "--http", f"127.0.0.1:{port}", "--insecure-no-auth", "--rollout-db", str(db),
+         "--registry", f"oci-layout://{tmp / 'oci'}", "--poll-synced", "1"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    ))  # fmt: skip
+    return f"http://127.0.0.1:{port}"
+
+
+def test_two_serve_processes_and_a_restart_share_the_rollout_db(tmp_path: Path) -> None:
+    """``ajour-delivery serve --rollout-db``, as installed: two worker processes on one file,
+    one restarted mid-rollout; devices poll either."""
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(SERVED_FLEET)
+    url = f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest"
+    publish(tmp_path, url, "1.0", IMAGE_ONE)
+    db = tmp_path / "rollouts.db"
+    procs: list[subprocess.Popen[bytes]] = []
+    urls = [serve(tmp_path, db, procs), serve(tmp_path, db, procs)]
+    names = [f"s{i:02d}" for i in range(40)]
+    try:
+        for name in names:  # the baseline
+            run_device("app", name, SimulatedDevice(b"1.0"), Balanced(urls, name), wait_cap=0.1)
+        publish(tmp_path, url, "1.1", IMAGE_TWO)
+        devices = {n: SimulatedDevice(b"1.0") for n in names}
+        threads = [
+            threading.Thread(
+                target=run_device,
+                args=("app", n, devices[n], Balanced(urls, n)),
+                kwargs={"wait_cap": 0.1, "keep_polling": 6.0},
+            )
+            for n in names
+        ]
+        for thread in threads:
+            thread.start()
+        store = SqliteRolloutStore(db)
+        deadline, restarted = time.monotonic() + 20, False
+        while time.monotonic() < deadline:
+            current = store.latest("app")
+            assert current is not None
+            if not restarted and current.seq == 2 and current.wave >= 1:
+                procs[1].send_signal(signal.SIGTERM)
+                assert procs[1].wait(15) == 0
+                urls[1] = serve(tmp_path, db, procs)  # restarted, with nothing in memory
+                restarted = True
+            if restarted and current.state is State.COMPLETED:
+                break
+            time.sleep(0.1)
+        for thread in threads:
+            thread.join(15)
+        history = [(r.seq, r.from_version, r.to_version, r.state) for r in store.history("app")]
+        assert history == [(1, "", "1.0", State.COMPLETED), (2, "1.0", "1.1", State.COMPLETED)]
+        assert restarted and {d.version for d in devices.values()} == {b"1.1"}
+        outcomes = {device: r.outcome for _, device, r in store.records("app", 2)}
+        assert set(outcomes) == set(names) and set(outcomes.values()) == {Outcome.CONFIRMED}
+        store.close()
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+            _, err = proc.communicate(timeout=15)
+            assert b"Traceback" not in err, err.decode()
