@@ -240,4 +240,3 @@ def offers_new(rollout: Rollout, wave: int, record: DeviceRecord | None) -> bool
     if state is State.ABORTED:  # updated devices keep the new version
         return record is not None and record.outcome in (Outcome.SWAPPED, Outcome.CONFIRMED)
     return False  # rolled back, superseded
-
