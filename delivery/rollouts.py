@@ -50,6 +50,7 @@ class _Live:
     refreshed: float = 0.0
     stalls: dict[str, tuple[int, float]] = field(default_factory=dict)  # offset, since
     waves: dict[str, int | None] = field(default_factory=dict)  # by device
+    looked: dict[str, float] = field(default_factory=dict)  # devices read from the store
     waves_of: Fleet | None = None  # the fleet the waves were found in
     from_bytes: bytes = field(init=False)
     stall_seconds: float = field(init=False)
@@ -122,7 +123,7 @@ class Rollouts:
                     Outcome.SWAPPED, wave, self.clock(), reply.observed[0]))  # fmt: skip
         elif reply.kind == "write":
             offset = reply.observed[2] or 0
-            if offset == 0 and device not in live.records:
+            if offset == 0 and device not in live.records and self._look_up(live, device):
                 rollout = live.rollout
                 found = self.store.last(rollout.application, rollout.seq, device)
                 if found is not None:
@@ -130,6 +131,15 @@ class Rollouts:
                     return True
             self._progress(live, device, offset)
         return False
+
+    def _look_up(self, live: _Live, device: str) -> bool:
+        """Whether to read the device's outcome from the store now: at most once per
+        refresh interval (a device that keeps starting at 0 costs no query per status)."""
+        now = self.clock()
+        if now - live.looked.get(device, -self.refresh) < self.refresh:
+            return False
+        live.looked[device] = now
+        return True
 
     # -- outcomes -------------------------------------------------------------------------
     def _after_swap(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ajour_build.core.fleet import load_fleet
-from ajour_build.core.rollout.model import Outcome, RolloutError, State
+from ajour_build.core.rollout.model import DeviceRecord, Outcome, RolloutError, State
 from delivery.device import SimulatedDevice
 from delivery.protocol import Status, Swap, Sync, UpdateStatus, Write, decode_command, encode_status
 from delivery.rollout_store import SqliteRolloutStore
@@ -309,3 +309,29 @@ def test_simulate_with_a_fail_rate_and_fleet_names_over_http(tmp_path: Path) -> 
     assert f"{len(failing)} devices fail after a swap (revert)" in result.output
     assert f"{len(names) - len(failing)} devices on 1.1" in result.output
     assert {n for n in names if outcome(worker, n) is Outcome.REVERTED} == failing
+
+
+class CountingStore(SqliteRolloutStore):
+    """The real store, counting the per-device lookups."""
+
+    lookups = 0
+
+    def last(self, application: str, seq: int, device: str) -> DeviceRecord | None:
+        self.lookups += 1
+        return super().last(application, seq, device)
+
+
+def test_a_device_starting_over_costs_one_lookup_per_refresh_interval(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    worker = s.worker()
+    store = CountingStore(tmp_path / "counted.db")
+    worker.rollouts = Rollouts(store, clock=s.clock)
+    ask(worker, SimulatedDevice(b"1.0"))
+    s.publish_two(worker)
+    start = encode_status(SimulatedDevice(b"1.0").status())
+    for _ in range(20):  # answered from the reply memo after the first
+        assert isinstance(decode_command(worker.handle("app", "d0", start) or b""), Write)
+    assert store.lookups == 1
+    s.clock.now += 0.6
+    worker.handle("app", "d0", start)
+    assert store.lookups == 2
