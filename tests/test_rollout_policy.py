@@ -211,3 +211,60 @@ def test_operations_refuse_what_the_state_does_not_allow() -> None:
     assert model.offers_new(aborted, 0, record) and not model.offers_new(aborted, 0, None)
     assert not model.offers_new(model.rollback(aborted), 0, record)
     assert not model.offers_new(rollout, 0, DeviceRecord(Outcome.REVERTED, 0, 1.0))
+
+
+outcome_counts = st.dictionaries(
+    st.sampled_from([Outcome.CONFIRMED, Outcome.REVERTED, Outcome.FAILED_DOWNLOAD]),
+    st.integers(0, 30),
+)
+
+
+@given(st.dictionaries(st.integers(0, 3), outcome_counts), st.integers(0, 3))
+def test_a_running_rollout_pauses_exactly_when_an_open_wave_trips(
+    per_wave: dict[int, dict[Outcome, int]], current: int
+) -> None:
+    policy = RolloutPolicy.model_validate(
+        {
+            "waves": [{"percent": p, "dwell": "1h"} for p in (1, 10, 50, 100)],
+            "criteria": [{"outcome": "reverted", "threshold": 0.2, "minFinished": 5}],
+        }
+    )
+    rollout = model.Rollout(
+        "app", 2, "1", "2", "{}", 0.0, wave=current, wave_started=(0.0,) * (current + 1)
+    )
+    counts = {wave: WaveCounts(c) for wave, c in per_wave.items()}
+    after = model.evaluate(rollout, policy, counts, 1.0)
+    trips = [
+        w
+        for w in range(current + 1)
+        if model.tripped(policy.criteria[0], counts.get(w, WaveCounts()))
+    ]
+    if trips:
+        assert after is not None and after.state is State.PAUSED
+        assert after.reason.startswith(f"wave {trips[0] + 1}: ")
+    else:
+        assert after is None  # the dwell (1h) has not passed
+
+
+@given(
+    st.sampled_from(list(State)),
+    st.integers(0, 4),
+    st.integers(0, 4),
+    st.sampled_from([None, *[o for o in Outcome if o is not Outcome.TIMED_OUT]]),
+)
+def test_who_is_offered_the_new_version(
+    state: State, wave: int, current: int, outcome: Outcome | None
+) -> None:
+    rollout = model.Rollout("app", 2, "1", "2", "{}", 0.0, state=state, wave=current)
+    record = None if outcome is None else DeviceRecord(outcome, wave, 1.0)
+    offered = model.offers_new(rollout, wave, record)
+    if outcome in (Outcome.REVERTED, Outcome.FAILED_DOWNLOAD):
+        assert not offered  # no re-download loop
+    elif state in (State.ROLLED_BACK, State.SUPERSEDED):
+        assert not offered
+    elif state is State.COMPLETED:
+        assert offered
+    elif state is State.ABORTED:
+        assert offered is (outcome in (Outcome.SWAPPED, Outcome.CONFIRMED))
+    else:
+        assert offered is (wave <= current)
