@@ -66,10 +66,15 @@ class Worker:
             log.info("status from unknown device %s/%s ignored", application, device)
             return None
         target, problem = self._target(route.source, application, device)
-        rollouts = self.rollouts
-        if rollouts is not None and target is not None:
-            target, problem = self._staged(rollouts, route.source, application, device, target,
-                                           payload)  # fmt: skip
+        rollouts = self.rollouts if target is not None else None
+        latest = target
+        if rollouts is not None:  # an application with spec.rollout: the rollout decides
+            app = self.targets.fleet.applications.get(application)
+            if app is None or app.rollout is None:
+                rollouts = None
+            else:
+                target, problem = self._staged(rollouts, route.source, application, device,
+                                               latest, payload)  # fmt: skip
         policy = self.policies.get(application, self.policy)
         memo = "memo_miss"
         reply = self.replies.get(target, policy, payload) if not problem else None
@@ -91,8 +96,8 @@ class Worker:
             and target is not None
             and rollouts.answered(application, device, target, reply)
         ):  # another worker recorded this device's swap: decide again
-            target, problem = self._staged(rollouts, route.source, application, device, target,
-                                           payload)  # fmt: skip
+            target, problem = self._staged(rollouts, route.source, application, device,
+                                           latest, payload)  # fmt: skip
             status = decode_status(payload)
             reply = _reply(status, target, decide(status, target, policy), problem)
         if self.store is not None:
@@ -146,10 +151,10 @@ class Worker:
 
     def _staged(
         self, rollouts: Rollouts, source: FirmwareSource | None, application: str, device: str,
-        latest: FirmwareImage, payload: bytes,
+        latest: FirmwareImage | None, payload: bytes,
     ) -> tuple[FirmwareImage | None, str]:  # fmt: skip
         """The target a rollout gives the device (``latest`` without one)."""
-        assert source is not None
+        assert source is not None and latest is not None
         targets = self.targets
         try:
             found = rollouts.target(
