@@ -335,3 +335,35 @@ def test_a_device_starting_over_costs_one_lookup_per_refresh_interval(tmp_path: 
     s.clock.now += 0.6
     worker.handle("app", "d0", start)
     assert store.lookups == 2
+
+
+def test_the_previous_version_comes_from_its_tag_in_a_registry(tmp_path: Path) -> None:
+    """A device outside the open waves updates to from_version, read from the registry by
+    its version tag while the moving tag already names the new version."""
+    from tests.registry import run_registry
+
+    (tmp_path / "fleet").mkdir()
+    policy = (
+        "{waves: [{selector: {matchLabels: {canary: 'true'}}}, {percent: 100, approval: manual}]}"
+    )
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet(policy))
+    with run_registry(tmp_path / "registry") as registry:
+        url = f"oci://{registry.host}/ajour/fw/app:latest"
+        publish(tmp_path, url, "1.0", IMAGE_ONE)
+        targets = Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", ttl=60)
+        clock = Clock()
+        worker = Worker(
+            targets, StatusStore(), rollouts=Rollouts(SqliteRolloutStore(), clock=clock)
+        )
+        ask(worker, SimulatedDevice(b"1.0"))  # the baseline
+        publish(tmp_path, url, "1.1", IMAGE_TWO)
+        worker.targets.invalidate()
+        clock.now += 1
+        old = SimulatedDevice(b"0.9")  # behind: it is brought to 1.0, not 1.1
+        until(worker, old, Sync, "d1")
+        assert old.version == b"1.0" and old.bytes_received == len(IMAGE_ONE)
+        plain = SimulatedDevice(b"1.0")  # no rollout: the newest at once
+        for _ in range(10):
+            if isinstance(ask(worker, plain, "p1", "plain"), Sync):
+                break
+        assert plain.version == b"1.1"
