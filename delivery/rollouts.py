@@ -238,6 +238,18 @@ class Rollouts:
         )
 
     # -- reading and operating ---------------------------------------------------------------
+    def note(self, application: str, device: str) -> str:
+        """What the status store shows of a device held back by the rollout ("" if none)."""
+        live = self._live.get(application)
+        record = live.records.get(device) if live is not None else None
+        if live is None or record is None or record.outcome not in model.BLOCKED:
+            return ""
+        rollout = live.rollout
+        return (
+            f"rollout {rollout.seq}: {record.outcome.value.replace('_', ' ')} with"
+            f" {rollout.to_version}; stays on {rollout.from_version} until retried"
+        )
+
     def current(self, application: str) -> Rollout | None:
         return self.store.latest(application)
 

@@ -101,7 +101,8 @@ class Worker:
             status = decode_status(payload)
             reply = _reply(status, target, decide(status, target, policy), problem)
         if self.store is not None:
-            self.store.record(application, device, reply.observed, route.kind, problem)
+            detail = problem or (rollouts.note(application, device) if rollouts else "")
+            self.store.record(application, device, reply.observed, route.kind, detail)
         self.counters.answered(reply.kind, reply.served, memo, time.perf_counter() - started)
         return reply.command
 

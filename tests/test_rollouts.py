@@ -126,6 +126,9 @@ def test_reverted_device_is_not_offered_the_version_again_until_retried(tmp_path
     for _ in range(5):  # no re-download loop
         assert isinstance(ask(worker, device), Sync)
     assert device.bytes_received == len(IMAGE_TWO)
+    row = worker.store.get("app", "d0") if worker.store else None
+    assert row is not None and (row.state, row.current, row.target) == ("Synced", "1.0", "1.0")
+    assert row.detail == "rollout 2: reverted with 1.1; stays on 1.0 until retried"
     assert worker.rollouts is not None
     worker.rollouts.retry("app", "d0")
     device.revert = False
