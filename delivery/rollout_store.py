@@ -22,6 +22,12 @@ from typing import Protocol
 
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout, State, start
 from ajour_build.core.spec.rollout import RolloutPolicy
+from delivery.errors import DeliveryError
+
+
+class StoreUnavailable(DeliveryError):
+    """The rollout database cannot be read or written now (locked too long, gone, full)."""
+
 
 _SCHEMA = (
     """CREATE TABLE IF NOT EXISTS rollouts (
@@ -82,13 +88,13 @@ def _rollout(row: tuple[object, ...]) -> Rollout:
 
 
 class SqliteRolloutStore:
-    def __init__(self, path: Path | str = ":memory:") -> None:
+    def __init__(self, path: Path | str = ":memory:", timeout: float = 10.0) -> None:
         self.path = str(path)
         self._db = sqlite3.connect(
-            self.path, check_same_thread=False, isolation_level=None, timeout=10.0
+            self.path, check_same_thread=False, isolation_level=None, timeout=timeout
         )
-        self._lock = threading.Lock()
-        with self._lock:
+        self._mutex = threading.Lock()
+        with self._lock():
             if self.path != ":memory:":
                 self._db.execute("PRAGMA journal_mode=WAL")
                 self._db.execute("PRAGMA synchronous=NORMAL")
@@ -96,10 +102,19 @@ class SqliteRolloutStore:
                 self._db.execute(statement)
 
     @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """The connection, to one thread at a time; database errors as StoreUnavailable."""
+        with self._mutex:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"rollout database {self.path}: {exc}") from exc
+
+    @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         """One write transaction; IMMEDIATE takes the file's write lock at once, so a check
         and the write that follows it are atomic across processes."""
-        with self._lock:
+        with self._lock():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
@@ -109,7 +124,7 @@ class SqliteRolloutStore:
             self._db.execute("COMMIT")
 
     def latest(self, application: str) -> Rollout | None:
-        with self._lock:
+        with self._lock():
             row = self._db.execute(
                 f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq DESC LIMIT 1",
                 (application,),
@@ -117,7 +132,7 @@ class SqliteRolloutStore:
         return _rollout(row) if row else None
 
     def history(self, application: str) -> list[Rollout]:
-        with self._lock:
+        with self._lock():
             rows = self._db.execute(
                 f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
                 (application,),
@@ -191,7 +206,7 @@ class SqliteRolloutStore:
         self, application: str, seq: int, after: int = 0
     ) -> list[tuple[int, str, DeviceRecord]]:
         """Outcome transitions of one rollout after log id ``after``, oldest first."""
-        with self._lock:
+        with self._lock():
             rows = self._db.execute(
                 "SELECT id, device, outcome, wave, at, before, swaps FROM outcomes"
                 " WHERE application=? AND seq=? AND id>? ORDER BY id",
@@ -204,7 +219,7 @@ class SqliteRolloutStore:
 
     def last(self, application: str, seq: int, device: str) -> DeviceRecord | None:
         """The device's newest outcome in one rollout."""
-        with self._lock:
+        with self._lock():
             row = self._db.execute(
                 "SELECT outcome, wave, at, before, swaps FROM outcomes"
                 " WHERE application=? AND seq=? AND device=? ORDER BY id DESC LIMIT 1",
@@ -216,5 +231,5 @@ class SqliteRolloutStore:
         return DeviceRecord(Outcome(outcome), int(wave), float(at), str(before), int(swaps))
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock():
             self._db.close()

@@ -30,7 +30,7 @@ from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.decision import FirmwareImage
 from delivery.protocol import ProtocolError, decode_status
 from delivery.replies import Reply
-from delivery.rollout_store import RolloutStore
+from delivery.rollout_store import RolloutStore, StoreUnavailable
 
 log = logging.getLogger("delivery.rollouts")
 
@@ -105,6 +105,15 @@ class Rollouts:
         return image_of(rollout.to_version if new else rollout.from_version)
 
     def answered(self, application: str, device: str, target: FirmwareImage, reply: Reply) -> bool:
+        """What ``_answered`` says; a database that fails loses the note (logged), not the
+        reply."""
+        try:
+            return self._answered(application, device, target, reply)
+        except StoreUnavailable as exc:
+            log.error("rollout of %s: %s not recorded: %s", application, device, exc)
+            return False
+
+    def _answered(self, application: str, device: str, target: FirmwareImage, reply: Reply) -> bool:
         """Note a ``Swap`` sent for the new version, and downloads that stall.
 
         True when the reply must be computed again: a device starting its download of the

@@ -13,7 +13,16 @@ import pytest
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, RolloutError, State
 from delivery.device import SimulatedDevice
-from delivery.protocol import Status, Swap, Sync, UpdateStatus, Write, decode_command, encode_status
+from delivery.protocol import (
+    Status,
+    Swap,
+    Sync,
+    UpdateStatus,
+    Wait,
+    Write,
+    decode_command,
+    encode_status,
+)
 from delivery.rollout_store import SqliteRolloutStore
 from delivery.rollouts import Rollouts
 from delivery.store import StatusStore
@@ -370,3 +379,25 @@ def test_the_previous_version_comes_from_its_tag_in_a_registry(tmp_path: Path) -
             if isinstance(ask(worker, plain, "p1", "plain"), Sync):
                 break
         assert plain.version == b"1.1"
+
+
+def test_a_locked_database_means_wait_never_a_crash(tmp_path: Path) -> None:
+    s = Setup(tmp_path)
+    targets = Targets(load_fleet([tmp_path / "fleet"]), s.registry, ttl=60)
+    store = SqliteRolloutStore(tmp_path / "rollouts.db", timeout=0.1)
+    worker = Worker(targets, StatusStore(), rollouts=Rollouts(store, clock=s.clock))
+    device = SimulatedDevice(b"1.0")
+    ask(worker, device)
+    s.publish_two(worker)
+    holder = sqlite3.connect(tmp_path / "rollouts.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    try:
+        command = ask(worker, device)  # the new rollout cannot be written
+        assert isinstance(command, Wait)
+        row = worker.store.get("app", "d0") if worker.store else None
+        assert row is not None and row.state == "Failed"
+        assert "database is locked" in row.detail and "rollouts.db" in row.detail
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert isinstance(ask(worker, device), Write)
