@@ -171,6 +171,10 @@ def _http_settings(
 )
 @click.option("--file-dir", type=click.Path(path_type=Path), help="Directory for file firmware.")
 @click.option("--store", "store_path", help="SQLite file for device status (default: memory).")
+@click.option(
+    "--rollout-db",
+    help="SQLite file of staged rollouts, shared by all workers (default: memory, per process).",
+)
 @click.option("--ttl", type=float, help="Tag resolution cache TTL in seconds (default: 30).")
 @click.option(
     "--insecure-no-auth",
@@ -239,6 +243,7 @@ def serve(
     registry: str | None,
     file_dir: Path | None,
     store_path: str | None,
+    rollout_db: str | None,
     ttl: float | None,
     insecure_no_auth: bool,
     status_token: str | None,
@@ -257,6 +262,8 @@ def serve(
 ) -> None:
     """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
     from delivery.http import HttpTransport
+    from delivery.rollout_store import SqliteRolloutStore
+    from delivery.rollouts import Rollouts
     from delivery.store import StatusStore
     from delivery.targets import HawkbitSettings, Targets
     from delivery.worker import Worker
@@ -271,6 +278,7 @@ def serve(
     registry = registry or found.registry.prefix
     file_dir = file_dir or (Path(conf.file_dir) if conf.file_dir else None)
     store_path = store_path or conf.store
+    rollout_db = rollout_db or conf.rollout_db
     ttl = ttl if ttl is not None else conf.ttl
     poll_synced = poll_synced if poll_synced is not None else conf.poll.synced
     poll_wait = poll_wait if poll_wait is not None else conf.poll.wait
@@ -312,7 +320,8 @@ def serve(
 
     targets = make_targets(load_fleet(list(fleet_paths)))
     policy, policies = _policies(poll_synced, poll_wait, app_polls)
-    worker = Worker(targets, StatusStore(store_path), policy, policies)
+    rollouts = Rollouts(SqliteRolloutStore(rollout_db))
+    worker = Worker(targets, StatusStore(store_path), policy, policies, rollouts=rollouts)
     reloader = FleetReloader(worker, list(fleet_paths), make_targets)
     started: list[Any] = [reloader]
     reloader.start()

@@ -3,6 +3,9 @@
 It writes each block at the offset given, reports ``update{version, offset}`` with its
 progress, verifies the image's sha256 before it swaps, reboots into the new version, and
 stops on ``Sync``. The simulator and the tests drive it.
+
+Failing devices for rollouts: ``revert`` makes its bootloader roll back after a swap (it
+reports the old version again); ``vanish`` makes it never come back after a swap.
 """
 
 from __future__ import annotations
@@ -25,6 +28,10 @@ class SimulatedDevice:
     waits: int = 0
     swaps_rejected: int = 0
     bytes_received: int = 0
+    revert: bool = False
+    vanish: bool = False
+    vanished: bool = False
+    swaps: int = 0
 
     def status(self) -> Status:
         update = (
@@ -46,8 +53,11 @@ class SimulatedDevice:
             self.next_offset = command.offset + len(command.data)
             self.bytes_received += len(command.data)
         elif isinstance(command, Swap):
+            self.swaps += 1
             if hashlib.sha256(self.image).digest() == command.checksum:
-                self.version = command.version  # reboot into the new firmware
+                if not self.revert:  # a reverting bootloader boots the old version again
+                    self.version = command.version  # reboot into the new firmware
+                self.vanished = self.vanish
             else:
                 self.swaps_rejected += 1
             self.updating, self.image, self.next_offset = None, bytearray(), 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import http.client
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -81,11 +82,20 @@ def run_device(
     max_steps: int = 100_000,
     wait_cap: float = 0.05,
     retries: int = 3,
+    keep_polling: float = 0.0,
 ) -> DeviceResult:
-    """Follow commands until Sync; like a real device, retry a failed exchange a few times."""
+    """Follow commands until Sync; like a real device, retry a failed exchange a few times.
+
+    With ``keep_polling`` seconds, keep polling like a real device until they have passed
+    (a synced device polls again after its ``Sync``'s poll, capped by ``wait_cap``)."""
     started, start = device.version.decode(errors="replace"), time.perf_counter()
+    until = start + keep_polling
     steps, error, failures = 0, "", 0
-    while steps < max_steps and not device.synced:
+    while steps < max_steps and not device.vanished:
+        if device.synced:
+            if time.perf_counter() >= until:
+                break
+            time.sleep(wait_cap)
         try:
             command = decode_command(exchange(encode_status(device.status())))
         except (DeliveryError, OSError) as exc:
@@ -121,6 +131,30 @@ def run_device(
 Password = str | Callable[[str], str] | None
 
 
+@dataclass(frozen=True)
+class Failures:
+    """Which simulated devices fail after a swap, and how: ``revert`` (the bootloader rolls
+    back; the device reports its old version again) or ``vanish`` (it never comes back)."""
+
+    devices: frozenset[str] = frozenset()
+    mode: str = "revert"
+
+    @classmethod
+    def share(cls, names: list[str], rate: float, mode: str = "revert", seed: int = 0) -> Failures:
+        """``rate`` of ``names``, picked by a seeded random generator."""
+        pick = random.Random(seed)
+        return cls(frozenset(n for n in names if pick.random() < rate), mode)
+
+    def device(self, name: str, version: bytes, mtu: int | None) -> SimulatedDevice:
+        failing = name in self.devices
+        return SimulatedDevice(
+            version,
+            mtu,
+            revert=failing and self.mode == "revert",
+            vanish=failing and self.mode == "vanish",
+        )
+
+
 def simulate_http(
     base_url: str,
     app: str,
@@ -129,14 +163,18 @@ def simulate_http(
     mtu: int | None,
     password: Password,
     concurrency: int = 32,
+    failures: Failures = Failures(),
+    keep_polling: float = 0.0,
+    wait_cap: float = 0.05,
 ) -> list[DeviceResult]:
     """Run devices ``names`` concurrently; ``password`` is shared or per device (a function)."""
 
     def one(name: str) -> DeviceResult:
         secret = password(name) if callable(password) else password
         link = HttpDeviceLink(base_url, app, name, secret)
+        device = failures.device(name, version, mtu)
         try:
-            return run_device(app, name, SimulatedDevice(version, mtu), link)
+            return run_device(app, name, device, link, wait_cap=wait_cap, keep_polling=keep_polling)
         finally:
             link.close()
 
@@ -156,6 +194,7 @@ def simulate_mqtt(
     timeout: float = 120.0,
     wait_cap: float = 0.05,
     tls: MqttTls | None = None,
+    failures: Failures = Failures(),
 ) -> list[DeviceResult]:
     """Simulate devices over one MQTT connection (a gateway): status out, command in.
     ``mqtts://`` URLs connect with TLS (``tls``: CA file, client certificate)."""
@@ -167,7 +206,7 @@ def simulate_mqtt(
 
     status_t, command_t = TopicTemplate(status_topic), TopicTemplate(command_topic)
     client = make_client(url, tls)
-    devices = {name: SimulatedDevice(version, mtu) for name in names}
+    devices = {name: failures.device(name, version, mtu) for name in names}
     steps = dict.fromkeys(names, 0)
     started = {name: time.perf_counter() for name in names}
     finished: dict[str, float] = {}
@@ -187,7 +226,7 @@ def simulate_mqtt(
             device = devices[name]
             device.apply(command)
             steps[name] += 1
-            if device.synced:
+            if device.synced or device.vanished:
                 finished[name] = time.perf_counter()
                 if len(finished) == len(devices):
                     done.set()

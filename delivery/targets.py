@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -21,9 +21,10 @@ from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.firmware import Firmware
 from delivery.cache import ByteLru, TtlCache
+from delivery.decision import FirmwareImage
 from delivery.errors import DeliveryError
 from delivery.sources.file import FileSource
-from delivery.sources.firmware_source import FirmwareSource
+from delivery.sources.firmware_source import FirmwareSource, SourceUnavailable
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
 
@@ -81,6 +82,7 @@ class Targets:
         self._tags: TtlCache[str, str] = TtlCache(self.ttl)
         self._by_device: dict[tuple[str, str], Route] = {}
         self._blobs: ByteLru[str] = ByteLru(self.blob_cache_bytes)
+        self._pinned: dict[tuple[int, str], FirmwareImage] = {}
 
     def knows(self, application: str, device: str) -> bool:
         return (application, device) in self.fleet.devices
@@ -153,6 +155,33 @@ class Targets:
                 ttl=self.hawkbit.lookup_ttl,
             )
         raise DeliveryError("firmware spec has no source")  # pragma: no cover
+
+    def pinned(self, source: FirmwareSource, version: str) -> FirmwareImage:
+        """The firmware of ``version`` in ``source``'s repository: its immutable version tag
+        (publishers tag every artifact with its version). Read once, then kept: a version
+        never changes its bytes. Raises ``SourceUnavailable`` for other kinds of source."""
+        key = (id(source), version)
+        found = self._pinned.get(key)
+        if found is not None:
+            return found
+        tagged: FirmwareSource
+        if isinstance(source, LayoutSource):
+            tagged = LayoutSource(source.store, version, self._blobs)
+        elif isinstance(source, OciSource):
+            ref = replace(source.ref, tag=version, digest="")
+            tagged = OciSource(source.reader, ref, self._tags, self._blobs)
+        else:
+            raise SourceUnavailable(
+                f"version {version!r} cannot be looked up in a {type(source).__name__}:"
+                " staged rollouts need container firmware (a registry or an OCI layout)"
+            )
+        found = tagged.target()
+        if found.version.decode(errors="replace") != version:
+            raise SourceUnavailable(
+                f"tag {version!r} holds version {found.version.decode(errors='replace')!r}"
+            )
+        with self._lock:
+            return self._pinned.setdefault(key, found)
 
     def invalidate(self, image: str = "", tag: str = "") -> int:
         """Drop cached tag resolutions (all, or those of ``image``); return how many sources."""

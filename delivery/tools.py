@@ -43,6 +43,33 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
 @click.option("--start-version", default="0.0.0", show_default=True)
 @click.option("--mtu", type=int, default=512, show_default=True)
 @click.option("--password", help="Device password (basic auth as <device>@<app>).")
+@click.option(
+    "--fleet",
+    "fleet_paths",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Take the device names of --app from this fleet (repeatable) instead of --prefix.",
+)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    help="Share of devices that fail after a swap (picked with --seed).",
+)
+@click.option(
+    "--failure",
+    type=click.Choice(["revert", "vanish"]),
+    default="revert",
+    show_default=True,
+    help="How they fail: the bootloader reverts, or the device never comes back.",
+)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option(
+    "--keep-polling",
+    type=float,
+    default=0.0,
+    help="HTTP: keep polling for this many seconds after syncing, like real devices.",
+)
 @click.option("--json", "as_json", is_flag=True)
 def simulate(
     http_url: str | None,
@@ -56,26 +83,42 @@ def simulate(
     start_version: str,
     mtu: int,
     password: str | None,
+    fleet_paths: tuple[Path, ...],
+    fail_rate: float,
+    failure: str,
+    seed: int,
+    keep_polling: float,
     as_json: bool,
 ) -> None:
     """Run simulated embedded-update devices until they are in sync."""
-    from delivery.simulator import simulate_http, simulate_mqtt
+    from delivery.simulator import Failures, simulate_http, simulate_mqtt
 
     if bool(http_url) == bool(mqtt_url):
         raise DeliveryError("give exactly one of --http URL or --mqtt URL")
     mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
     names = [f"{prefix}{i}" for i in range(devices)]
+    if fleet_paths:
+        names = [d.name for d in load_fleet(list(fleet_paths)).devices_of(application)]
+        if not names:
+            raise DeliveryError(f"the fleet has no devices of application {application!r}")
+    failures = Failures.share(names, fail_rate, failure, seed)
     if http_url:
-        results = simulate_http(http_url, application, names, start_version.encode(), mtu, password)
+        results = simulate_http(
+            http_url, application, names, start_version.encode(), mtu, password,
+            failures=failures, keep_polling=keep_polling,
+        )  # fmt: skip
     else:
         assert mqtt_url is not None
         results = simulate_mqtt(
-            mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls
-        )
+            mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls,
+            failures=failures,
+        )  # fmt: skip
     versions: dict[str, int] = {}
     for r in results:
         versions[r.final] = versions.get(r.final, 0) + 1
-    failed = [r for r in results if not r.synced]
+    failed = [r for r in results if not r.synced and r.device not in failures.devices]
+    if failures.devices and not as_json:
+        click.echo(f"{len(failures.devices)} devices fail after a swap ({failure})")
     if as_json:
         click.echo(
             json.dumps(

@@ -28,6 +28,7 @@ from delivery.protocol import (
     encode_command,
 )
 from delivery.replies import Reply, ReplyMemo
+from delivery.rollouts import Rollouts
 from delivery.sources.firmware_source import FirmwareSource, SourceUnavailable
 from delivery.store import DeviceStatus, StatusStore
 from delivery.targets import Targets
@@ -45,6 +46,7 @@ class Worker:
     policies: dict[str, Policy] = field(default_factory=dict)  # per application
     counters: Counters = field(default_factory=Counters)
     replies: ReplyMemo = field(default_factory=ReplyMemo, repr=False)
+    rollouts: Rollouts | None = None  # staged rollouts (delivery/rollouts.py)
     metrics: CollectorRegistry = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -64,6 +66,15 @@ class Worker:
             log.info("status from unknown device %s/%s ignored", application, device)
             return None
         target, problem = self._target(route.source, application, device)
+        rollouts = self.rollouts if target is not None else None
+        latest = target
+        if rollouts is not None:  # an application with spec.rollout: the rollout decides
+            app = self.targets.fleet.applications.get(application)
+            if app is None or app.rollout is None:
+                rollouts = None
+            else:
+                target, problem = self._staged(rollouts, route.source, application, device,
+                                               latest, payload)  # fmt: skip
         policy = self.policies.get(application, self.policy)
         memo = "memo_miss"
         reply = self.replies.get(target, policy, payload) if not problem else None
@@ -80,8 +91,18 @@ class Worker:
             reply = _reply(status, target, decide(status, target, policy), problem)
             if not problem:  # a source failure is not a property of the status
                 self.replies.put(target, policy, payload, reply)
+        if (
+            rollouts is not None
+            and target is not None
+            and rollouts.answered(application, device, target, reply)
+        ):  # another worker recorded this device's swap: decide again
+            target, problem = self._staged(rollouts, route.source, application, device,
+                                           latest, payload)  # fmt: skip
+            status = decode_status(payload)
+            reply = _reply(status, target, decide(status, target, policy), problem)
         if self.store is not None:
-            self.store.record(application, device, reply.observed, route.kind, problem)
+            detail = problem or (rollouts.note(application, device) if rollouts else "")
+            self.store.record(application, device, reply.observed, route.kind, detail)
         self.counters.answered(reply.kind, reply.served, memo, time.perf_counter() - started)
         return reply.command
 
@@ -127,6 +148,24 @@ class Worker:
         except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
             self.counters.add("source_unavailable")
             log.warning("no target for %s/%s: %s", application, device, exc)
+            return None, str(exc)
+
+    def _staged(
+        self, rollouts: Rollouts, source: FirmwareSource | None, application: str, device: str,
+        latest: FirmwareImage | None, payload: bytes,
+    ) -> tuple[FirmwareImage | None, str]:  # fmt: skip
+        """The target a rollout gives the device (``latest`` without one)."""
+        assert source is not None and latest is not None
+        targets = self.targets
+        try:
+            found = rollouts.target(
+                targets.fleet, application, device, latest, payload,
+                lambda version: targets.pinned(source, version),
+            )  # fmt: skip
+            return found, ""
+        except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
+            self.counters.add("source_unavailable")
+            log.warning("no rollout target for %s/%s: %s", application, device, exc)
             return None, str(exc)
 
 

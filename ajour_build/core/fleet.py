@@ -31,6 +31,7 @@ from ajour_build.core.spec.problems import (
     problems_from_validation,
 )
 from ajour_build.core.spec.resource import Resource, quick_resource, unknown_spec_sections
+from ajour_build.core.spec.rollout import RolloutPolicy
 
 _VOCABULARY = known_fields(Resource)
 _PLACES = field_places(Resource)
@@ -63,6 +64,7 @@ class Application:
     firmware: Firmware | None
     stored_credentials: str | None = field(repr=False)
     origin: Origin
+    rollout: RolloutPolicy | None = None
 
     @property
     def credentials(self) -> JsonValue:
@@ -113,6 +115,7 @@ class Fleet:
     devices: dict[tuple[str, str], Device]
     warnings: tuple[Problem, ...] = ()
     plaintext_devices: int = 0  # devices with plain-text passwords (logged as a warning)
+    labels: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)  # if any
     _by_app: dict[str, tuple[Device, ...]] | None = field(
         default=None, init=False, repr=False, compare=False
     )
@@ -161,6 +164,7 @@ class _Collector:
     plaintext: list[str] = field(default_factory=list)  # devices with plain-text passwords
     # applications that are in the fleet but invalid: devices naming them are not orphans
     invalid_apps: set[str] = field(default_factory=set)
+    labels: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
 
     def firmware_of(self, raw: Any) -> Firmware | None:
         """``raw`` validated, once per distinct spec; raises ValidationError."""
@@ -234,7 +238,8 @@ def _validated(col: _Collector, doc: Document, path: PathKey, raw: dict[str, Any
             col.invalid_apps.add(meta["name"])
         return None
     meta, spec = res.metadata, res.spec
-    return res.resolved_kind, meta.name, meta.application, spec.firmware, spec.credentials
+    kind = res.resolved_kind
+    return kind, meta.name, meta.application, spec.firmware, spec.credentials, spec.rollout
 
 
 def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
@@ -249,16 +254,17 @@ def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
         )
         return
     found: Any = quick_resource(raw)
-    if found is not None and found[3] is not None:
+    if found is not None:
         try:
-            found = (*found[:3], col.firmware_of(found[3]), found[4])
+            firmware = None if found[3] is None else col.firmware_of(found[3])
+            found = (*found[:3], firmware, found[4], None)
         except ValidationError:
             found = None  # Resource names the problem with its full path
     if found is None:
         found = _validated(col, doc, path, raw)
         if found is None:
             return
-    kind, name, app, firmware, raw_credentials = found
+    kind, name, app, firmware, raw_credentials, rollout = found
     spec = raw.get("spec")
     if type(spec) is dict and not _QUIET_SECTIONS.issuperset(spec):
         _warn_sections(col, doc, path, spec)
@@ -269,7 +275,7 @@ def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
         if name in col.apps:
             col.problems.append(_duplicate(f"application {name!r}", origin, col.apps[name].origin))
             return
-        col.apps[name] = Application(col.share(name), firmware, credentials, origin)
+        col.apps[name] = Application(col.share(name), firmware, credentials, origin, rollout)
         return
     app = col.share(app)
     key = (app, name)
@@ -281,8 +287,16 @@ def _add(col: _Collector, doc: Document, path: PathKey, raw: Any) -> None:
     if app not in col.apps:
         col.app_refs[key] = Origin(doc.file, doc.line_of((*path, "metadata", "application")))
     devices[key] = Device(app, name, firmware, credentials, doc.file, line)
+    _keep_labels(col, key, raw["metadata"])
     if credentials is not None:
         _check_credentials(col, doc, path, raw_credentials, credentials, f"{name}@{app}")
+
+
+def _keep_labels(col: _Collector, key: tuple[str, str], metadata: dict[str, Any]) -> None:
+    """A device's ``metadata.labels`` (validated as text), for rollout selectors."""
+    labels = metadata.get("labels")
+    if labels:
+        col.labels[key] = labels
 
 
 def _check_credentials(
@@ -427,4 +441,4 @@ def _load(paths: list[Path]) -> Fleet:
             named,
             f" and {more} more" if more > 0 else "",
         )
-    return Fleet(col.apps, col.devices, tuple(col.warnings), len(col.plaintext))
+    return Fleet(col.apps, col.devices, tuple(col.warnings), len(col.plaintext), col.labels)

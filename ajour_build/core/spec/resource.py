@@ -23,6 +23,7 @@ from ajour_build.core.spec.fields import (
 )
 from ajour_build.core.spec.firmware import Firmware
 from ajour_build.core.spec.problems import PlacedValueError
+from ajour_build.core.spec.rollout import RolloutPolicy
 
 API_VERSIONS = ("ajour.dev/v1alpha1",)
 
@@ -47,12 +48,14 @@ class Metadata(BaseModel):
 
 
 class Spec(BaseModel):
-    """Drogue's spec is an open map of sections; Ajour reads ``firmware`` and ``credentials``."""
+    """Drogue's spec is an open map of sections; Ajour reads ``firmware``, ``credentials``
+    and, on an Application, ``rollout``."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
     firmware: Firmware | None = None
     credentials: JsonValue = None
+    rollout: RolloutPolicy | None = None
 
 
 class Resource(BaseModel):
@@ -81,6 +84,20 @@ class Resource(BaseModel):
             raise PlacedValueError(
                 ("metadata",), "a Device needs metadata.application naming its Application"
             )
+        if self.spec.rollout is not None:
+            if app is not None:
+                raise PlacedValueError(
+                    ("spec", "rollout"),
+                    "spec.rollout belongs on the Application: a Device's wave follows from"
+                    " its labels and name; move the rollout policy to its Application",
+                )
+            firmware = self.spec.firmware
+            if firmware is None or firmware.container is None:
+                raise PlacedValueError(
+                    ("spec", "rollout"),
+                    "spec.rollout needs container firmware (spec.firmware.container): a"
+                    " rollout offers devices the previous version by its version tag",
+                )
         _placed(("metadata", "name"), _dns_label if app is None else _dns_subdomain, self)
         if app is not None:
             _placed(("metadata", "application"), _dns_label, self)
@@ -159,8 +176,8 @@ def quick_resource(raw: dict[str, Any]) -> Plain | None:
         return None
     metadata = raw.get("metadata")
     spec = raw.get("spec", _NO_SPEC)
-    if type(metadata) is not dict or type(spec) is not dict:
-        return None
+    if type(metadata) is not dict or type(spec) is not dict or "rollout" in spec:
+        return None  # a rollout policy: Resource validates it, with its path
     name = metadata.get("name")
     app = metadata.get("application")
     if type(name) is not str or (app is not None and type(app) is not str):

@@ -1,0 +1,235 @@
+"""Where rollouts and device outcomes live: one database shared by every worker.
+
+``RolloutStore`` is the protocol; ``SqliteRolloutStore`` the implementation (stdlib
+sqlite3, WAL, one transaction per change, safe for several processes on one file). A
+PostgreSQL store would implement the same five methods. ``":memory:"`` keeps rollouts per
+process.
+
+Rollouts are immutable values: ``save`` writes one only if the stored revision is the one
+it was derived from, so two workers never both advance or pause the same rollout. Device
+outcomes are an append-only log of transitions; readers follow it by its id.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Protocol
+
+from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout, State, start
+from ajour_build.core.spec.rollout import RolloutPolicy
+from delivery.errors import DeliveryError
+
+
+class StoreUnavailable(DeliveryError):
+    """The rollout database cannot be read or written now (locked too long, gone, full)."""
+
+
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS rollouts (
+    application TEXT NOT NULL, seq INTEGER NOT NULL, from_version TEXT NOT NULL,
+    to_version TEXT NOT NULL, policy TEXT NOT NULL, created REAL NOT NULL, state TEXT NOT NULL,
+    wave INTEGER NOT NULL, wave_started TEXT NOT NULL, reason TEXT NOT NULL,
+    criteria_since REAL NOT NULL, revision INTEGER NOT NULL, PRIMARY KEY (application, seq))""",
+    """CREATE TABLE IF NOT EXISTS outcomes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, application TEXT NOT NULL, seq INTEGER NOT NULL,
+    device TEXT NOT NULL, outcome TEXT NOT NULL, wave INTEGER NOT NULL, at REAL NOT NULL,
+    before TEXT NOT NULL, swaps INTEGER NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS outcomes_by_rollout ON outcomes (application, seq, id)",
+    "CREATE INDEX IF NOT EXISTS outcomes_by_device ON outcomes (application, seq, device, id)",
+)
+_COLUMNS = (
+    "application, seq, from_version, to_version, policy, created, state, wave, wave_started,"
+    " reason, criteria_since, revision"
+)
+
+
+class RolloutStore(Protocol):
+    def latest(self, application: str) -> Rollout | None: ...
+
+    def history(self, application: str) -> list[Rollout]: ...
+
+    def begin(
+        self, application: str, version: str, policy: RolloutPolicy, now: float
+    ) -> Rollout: ...
+
+    def save(self, rollout: Rollout) -> bool: ...
+
+    def record(self, application: str, seq: int, device: str, record: DeviceRecord) -> None: ...
+
+    def records(
+        self, application: str, seq: int, after: int = 0
+    ) -> list[tuple[int, str, DeviceRecord]]: ...
+
+    def last(self, application: str, seq: int, device: str) -> DeviceRecord | None: ...
+
+    def close(self) -> None: ...
+
+
+def _row(rollout: Rollout) -> tuple[object, ...]:
+    r = rollout
+    return (
+        r.application, r.seq, r.from_version, r.to_version, r.policy, r.created, r.state.value,
+        r.wave, json.dumps(list(r.wave_started)), r.reason, r.criteria_since, r.revision,
+    )  # fmt: skip
+
+
+def _rollout(row: tuple[object, ...]) -> Rollout:
+    app, seq, old, new, policy, created, state, wave, started, why, since, rev = row
+    return Rollout(
+        str(app), int(str(seq)), str(old), str(new), str(policy), float(str(created)),
+        State(str(state)), int(str(wave)), tuple(float(t) for t in json.loads(str(started))),
+        str(why), float(str(since)), int(str(rev)),
+    )  # fmt: skip
+
+
+class SqliteRolloutStore:
+    def __init__(self, path: Path | str = ":memory:", timeout: float = 10.0) -> None:
+        self.path = str(path)
+        self._db = sqlite3.connect(
+            self.path, check_same_thread=False, isolation_level=None, timeout=timeout
+        )
+        self._mutex = threading.Lock()
+        with self._lock():
+            if self.path != ":memory:":
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")
+            for statement in _SCHEMA:
+                self._db.execute(statement)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """The connection, to one thread at a time; database errors as StoreUnavailable."""
+        with self._mutex:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(f"rollout database {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction; IMMEDIATE takes the file's write lock at once, so a check
+        and the write that follows it are atomic across processes."""
+        with self._lock():
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def latest(self, application: str) -> Rollout | None:
+        with self._lock():
+            row = self._db.execute(
+                f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq DESC LIMIT 1",
+                (application,),
+            ).fetchone()
+        return _rollout(row) if row else None
+
+    def history(self, application: str) -> list[Rollout]:
+        with self._lock():
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
+                (application,),
+            ).fetchall()
+        return [_rollout(r) for r in rows]
+
+    def begin(self, application: str, version: str, policy: RolloutPolicy, now: float) -> Rollout:
+        """The rollout to ``version``: the latest one if it goes there already (or went
+        there before: a worker that has not seen the newest version yet), else a new one.
+
+        The first version an application is seen with is its baseline: a completed
+        rollout from nothing. A newer version supersedes a running or paused rollout.
+        """
+        with self._transaction() as db:
+            rows = db.execute(
+                f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
+                (application,),
+            ).fetchall()
+            history = [_rollout(r) for r in rows]
+            for old in reversed(history):
+                if old.to_version == version:
+                    return history[-1]
+            if not history:
+                found = Rollout(
+                    application, 1, "", version,
+                    policy.model_dump_json(by_alias=True, exclude_none=True), now,
+                    state=State.COMPLETED, wave_started=(now,),
+                    reason="baseline: the first version seen", criteria_since=now,
+                )  # fmt: skip
+            else:
+                last = history[-1]
+                done = last.state is State.COMPLETED
+                source = last.to_version if done else last.from_version
+                if last.state in (State.RUNNING, State.PAUSED):
+                    superseded = last.changed(
+                        state=State.SUPERSEDED, reason=f"superseded by version {version}"
+                    )
+                    db.execute(
+                        "UPDATE rollouts SET state=?, reason=?, revision=?"
+                        " WHERE application=? AND seq=?",
+                        (superseded.state.value, superseded.reason, superseded.revision,
+                         application, last.seq),
+                    )  # fmt: skip
+                found = start(application, last.seq + 1, source, version, policy, now)
+            db.execute(f"INSERT INTO rollouts ({_COLUMNS}) VALUES ({','.join('?' * 12)})",
+                       _row(found))  # fmt: skip
+            return found
+
+    def save(self, rollout: Rollout) -> bool:
+        """Write ``rollout`` if the stored one is the revision it came from."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "UPDATE rollouts SET state=?, wave=?, wave_started=?, reason=?,"
+                " criteria_since=?, revision=? WHERE application=? AND seq=? AND revision=?",
+                (rollout.state.value, rollout.wave, json.dumps(list(rollout.wave_started)),
+                 rollout.reason, rollout.criteria_since, rollout.revision,
+                 rollout.application, rollout.seq, rollout.revision - 1),
+            )  # fmt: skip
+            return cursor.rowcount == 1
+
+    def record(self, application: str, seq: int, device: str, record: DeviceRecord) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO outcomes (application, seq, device, outcome, wave, at, before,"
+                " swaps) VALUES (?,?,?,?,?,?,?,?)",
+                (application, seq, device, record.outcome.value, record.wave, record.at,
+                 record.before, record.swaps),
+            )  # fmt: skip
+
+    def records(
+        self, application: str, seq: int, after: int = 0
+    ) -> list[tuple[int, str, DeviceRecord]]:
+        """Outcome transitions of one rollout after log id ``after``, oldest first."""
+        with self._lock():
+            rows = self._db.execute(
+                "SELECT id, device, outcome, wave, at, before, swaps FROM outcomes"
+                " WHERE application=? AND seq=? AND id>? ORDER BY id",
+                (application, seq, after),
+            ).fetchall()
+        return [
+            (int(i), str(d), DeviceRecord(Outcome(o), int(w), float(a), str(b), int(s)))
+            for i, d, o, w, a, b, s in rows
+        ]
+
+    def last(self, application: str, seq: int, device: str) -> DeviceRecord | None:
+        """The device's newest outcome in one rollout."""
+        with self._lock():
+            row = self._db.execute(
+                "SELECT outcome, wave, at, before, swaps FROM outcomes"
+                " WHERE application=? AND seq=? AND device=? ORDER BY id DESC LIMIT 1",
+                (application, seq, device),
+            ).fetchone()
+        if row is None:
+            return None
+        outcome, wave, at, before, swaps = row
+        return DeviceRecord(Outcome(outcome), int(wave), float(at), str(before), int(swaps))
+
+    def close(self) -> None:
+        with self._lock():
+            self._db.close()
