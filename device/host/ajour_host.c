@@ -267,7 +267,7 @@ static int run_update(int argc, char **argv)
     int pending = 0;
     int rc;
     int steps;
-    char hex[2 * AJOUR_VERSION_MAX + 2];
+    char hex[2 * AJOUR_VERSION_MAX + 3]; /* %66s: 66 characters and the NUL */
     FILE *st;
 
     if (argc < 7) {
