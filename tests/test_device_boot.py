@@ -1,0 +1,116 @@
+"""The bootloader (device/boot/) on QEMU's mps2-an385: MCUboot images made by imgtool.
+
+Each test is one power-on: a new QEMU process whose working directory holds the device's
+``flash.bin`` (slot A, slot B, the state page), which the bootloader reads by semihosting.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+from tests.firmware import QEMU
+
+BOOT = REPO / "device" / "boot"
+SLOT_SIZE = 0x40000
+FLASH_SIZE = 2 * SLOT_SIZE + 0x1000
+HEADER_SIZE = 0x200
+IMGTOOL = [sys.executable, "-m", "imgtool.main"]
+
+
+@pytest.fixture(scope="module")
+def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("boot-build")
+    for goal in (["all"], ["app", "APP_VERSION=1.0.0"]):
+        subprocess.run(
+            ["make", "-s", "-C", str(BOOT), f"BUILD={out}", *goal],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    return out
+
+
+def signed_image(build: Path, version: str) -> bytes:
+    """The application as imgtool writes an MCUboot image of it (header, image, SHA-256 TLV)."""
+    out = build / f"app-{version}.img"
+    args = ["create", "--version", version, "-H", hex(HEADER_SIZE), "--pad-header"]
+    subprocess.run(
+        [*IMGTOOL, *args, "-S", hex(SLOT_SIZE), str(build / "app-1.0.0.bin"), str(out)],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    verify = subprocess.run(
+        [*IMGTOOL, "verify", str(out)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert "Image was correctly validated" in verify.stdout, verify.stdout + verify.stderr
+    return out.read_bytes()
+
+
+def power_on(build: Path, device: Path, flash: bytes | None) -> tuple[int, str]:
+    device.mkdir(exist_ok=True)
+    if flash is not None:
+        (device / "flash.bin").write_bytes(flash + b"\xff" * (FLASH_SIZE - len(flash)))
+    result = subprocess.run(
+        [*QEMU, "-kernel", str(build / "boot.elf")],
+        cwd=device,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return result.returncode, result.stdout + result.stderr
+
+
+def test_boots_slot_a_and_the_application_prints_its_version(build: Path, tmp_path: Path) -> None:
+    image = signed_image(build, "1.0.0+7")
+    app_size = (build / "app-1.0.0.bin").stat().st_size
+    code, out = power_on(build, tmp_path / "dev", image)
+    assert code == 0, out
+    assert out.splitlines() == [
+        f"boot: slot A 1.0.0+7 ({app_size} bytes, SHA-256 ok)",
+        "app 1.0.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        (HEADER_SIZE + 40, "SHA-256 mismatch"),  # a bit flip in the code
+        (20, "SHA-256 mismatch"),  # in the header's version
+        (0, "no image header (erased or foreign)"),  # the magic
+    ],
+)
+def test_a_damaged_image_is_refused(build: Path, tmp_path: Path, damage: int, reason: str) -> None:
+    image = bytearray(signed_image(build, "1.0.0"))
+    image[damage] ^= 0x01
+    code, out = power_on(build, tmp_path / "dev", bytes(image))
+    assert code == 1, out
+    assert out.splitlines() == [f"boot: slot A refused: {reason}"]
+
+
+def test_a_truncated_tlv_area_and_erased_flash_are_refused(build: Path, tmp_path: Path) -> None:
+    image = signed_image(build, "1.0.0")
+    tlv = len(image) - 4 - 4 - 32  # the TLV info, one TLV header, the digest
+    code, out = power_on(build, tmp_path / "a", image[: tlv + 6])
+    assert (code, out.strip()) == (1, "boot: slot A refused: TLV area missing or malformed")
+    code, out = power_on(build, tmp_path / "b", b"")
+    assert (code, out.strip()) == (1, "boot: slot A refused: no image header (erased or foreign)")
+    code, out = power_on(build, tmp_path / "c", None)
+    assert (code, out.strip()) == (2, "boot: cannot open flash.bin")
+
+
+def test_bootloader_size(build: Path) -> None:
+    out = subprocess.run(
+        ["arm-none-eabi-size", str(build / "boot.elf")], capture_output=True, text=True, check=True
+    ).stdout
+    m = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)", out, re.M)
+    assert m is not None, out
+    text = int(m[1])
+    assert text <= 0x10000 and text <= 2600, out  # device/README.md records it
