@@ -1,7 +1,8 @@
 /*
- * The bootloader for QEMU's mps2-an385: load the emulated flash from the host file, check
- * slot A's MCUboot image (header, TLVs, SHA-256), print its version and jump to it.
- * Signature check, trial boot, swap and revert: not yet (device/README.md).
+ * The bootloader for QEMU's mps2-an385: load the emulated flash from the host file; revert
+ * an update that ran on trial without confirming, or try a pending one from slot B (checked
+ * first), swapping the slots; then check slot A's MCUboot image (header, TLVs, SHA-256),
+ * print its version and jump to it. Not yet: signatures, a power-safe swap (device/README.md).
  */
 #include <stdint.h>
 #include <string.h>
@@ -9,6 +10,7 @@
 #include "image.h"
 #include "layout.h"
 #include "semihosting.h"
+#include "state.h"
 
 #define VTOR (*(volatile uint32_t *)0xE000ED08u)
 #define RAM_START 0x20000000u
@@ -40,6 +42,65 @@ static int load_flash(uint8_t *flash)
     return 0;
 }
 
+/* Write the whole emulated flash back to the host file: one write (not power-safe yet). */
+static int persist(const uint8_t *flash)
+{
+    int fd = sh_open(FLASH_FILE, SH_MODE_RWB);
+    int ok;
+
+    if (fd < 0) {
+        return -1;
+    }
+    ok = sh_seek(fd, 0u) == 0 && sh_write(fd, flash, FLASH_SIZE) == FLASH_SIZE;
+    sh_close(fd);
+    return ok ? 0 : -1;
+}
+
+static void swap_slots(uint8_t *flash)
+{
+    uint32_t i;
+
+    for (i = 0u; i < SLOT_SIZE; i++) {
+        uint8_t t = flash[i];
+        flash[i] = flash[SLOT_SIZE + i];
+        flash[SLOT_SIZE + i] = t;
+    }
+}
+
+/* Revert an unconfirmed trial, or start the trial of a pending update. */
+static int update_slots(uint8_t *flash)
+{
+    boot_state st;
+    image_info info;
+    image_result r;
+
+    memcpy(&st, flash + (STATE_PAGE - FLASH_BASE), sizeof st);
+    if (st.magic != STATE_MAGIC || (st.trial == 0u && st.pending == 0u)) {
+        return 0;
+    }
+    if (st.trial != 0u) {
+        swap_slots(flash);
+        st.trial = 0u;
+        sh_write0("boot: the update on trial was not confirmed: reverted\n");
+    } else {
+        r = image_check(flash + SLOT_SIZE, SLOT_SIZE, &info);
+        if (r == IMAGE_OK) {
+            swap_slots(flash);
+            st.trial = 1u;
+            sh_write0("boot: slot B ");
+            print_version(&info);
+            sh_write0(" swapped in, on trial\n");
+        } else {
+            sh_write0("boot: slot B refused: ");
+            sh_write0(image_reason(r));
+            sh_write0("\n");
+        }
+    }
+    st.pending = 0u;
+    memcpy(flash + (STATE_PAGE - FLASH_BASE), &st, sizeof st);
+    return persist(flash);
+}
+
 static void __attribute__((noreturn)) jump(uint32_t vectors)
 {
     uint32_t sp = ((const uint32_t *)vectors)[0];
@@ -60,6 +121,10 @@ int main(void)
 
     if (load_flash(flash) != 0) {
         sh_write0("boot: cannot open " FLASH_FILE "\n");
+        return 2;
+    }
+    if (update_slots(flash) != 0) {
+        sh_write0("boot: cannot write " FLASH_FILE "\n");
         return 2;
     }
     r = image_check(flash, SLOT_SIZE, &info);

@@ -88,3 +88,16 @@ void sh_write_dec(uint32_t v)
     } while (v != 0u);
     sh_write0(&s[i]);
 }
+
+/* Bytes written. */
+uint32_t sh_write(int fd, const void *buf, uint32_t len)
+{
+    uint32_t block[3] = {(uint32_t)fd, (uint32_t)(uintptr_t)buf, len};
+    return len - call(0x05u, block);
+}
+
+int sh_seek(int fd, uint32_t pos)
+{
+    uint32_t block[2] = {(uint32_t)fd, pos};
+    return (int)call(0x0Au, block);
+}

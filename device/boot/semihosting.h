@@ -11,6 +11,8 @@ int sh_open(const char *name, uint32_t mode);
 uint32_t sh_read(int fd, void *buf, uint32_t len);
 int32_t sh_flen(int fd);
 void sh_close(int fd);
+uint32_t sh_write(int fd, const void *buf, uint32_t len);
+int sh_seek(int fd, uint32_t pos);
 void sh_write_hex(uint32_t v);
 void sh_write_dec(uint32_t v);
 #endif
