@@ -264,6 +264,179 @@ static void check_sha256(void)
     CHECK(memcmp(d, two_blocks, 32u) == 0);
 }
 
+
+/* ---- the updater, with scripted commands and a RAM slot --------------------------------- */
+
+typedef struct {
+    const char *replies[8]; /* hex of the command answering each status */
+    int next;
+    uint8_t sent[256];      /* the last status */
+    size_t sent_len;
+    uint8_t slot[64];
+    int writes, swaps, confirms;
+    int fail_write, refuse_swap;
+} fake;
+
+static int f_send(void *ctx, const uint8_t *frame, size_t len)
+{
+    fake *f = ctx;
+    memcpy(f->sent, frame, len);
+    f->sent_len = len;
+    return 0;
+}
+
+static int f_receive(void *ctx, uint8_t *buf, size_t cap, size_t *len)
+{
+    fake *f = ctx;
+    if (f->replies[f->next] == NULL) {
+        return 1;
+    }
+    *len = unhex(f->replies[f->next++], buf, cap);
+    return 0;
+}
+
+static int f_write(void *ctx, const uint8_t *v, size_t vlen, uint32_t off, const uint8_t *d,
+                   size_t len)
+{
+    fake *f = ctx;
+    (void)v;
+    (void)vlen;
+    if (f->fail_write) {
+        return 1;
+    }
+    memcpy(f->slot + off, d, len);
+    f->writes++;
+    return 0;
+}
+
+static int f_swap(void *ctx, const uint8_t *v, size_t vlen, uint32_t size, const uint8_t *sum)
+{
+    fake *f = ctx;
+    (void)v;
+    (void)vlen;
+    (void)size;
+    (void)sum;
+    f->swaps++;
+    return f->refuse_swap;
+}
+
+static int f_confirm(void *ctx)
+{
+    ((fake *)ctx)->confirms++;
+    return 0;
+}
+
+static ajour_updater start(fake *f, int trial, const char *resume, uint32_t offset)
+{
+    static uint8_t buf[AJOUR_MIN_BUFFER + 64u];
+    ajour_platform p = {0};
+    ajour_updater u;
+    p.ctx = f;
+    p.send = f_send;
+    p.receive = f_receive;
+    p.write = f_write;
+    p.swap = f_swap;
+    p.confirm = f_confirm;
+    CHECK(ajour_updater_init(&u, &p, buf, sizeof buf, sizeof f->slot, (const uint8_t *)"1.0",
+                             3u, trial, (const uint8_t *)resume, resume ? strlen(resume) : 0u,
+                             offset) == AJOUR_OK);
+    return u;
+}
+
+/* Write{version "1.1", correlation id cid, offset, data "abcd"} */
+#define WRITE(cid, off) "a102a400433" "12e3101" cid "02" off "034461626364"
+
+static void check_updater(void)
+{
+    fake f;
+    ajour_updater u;
+    ajour_platform none = {0};
+    static uint8_t small[AJOUR_MIN_BUFFER - 1u];
+    static const uint8_t resumed_status[] = {0xa4, 0x00, 0x43, '1', '.', '0', 0x01, 0x18,
+                                             0x50, 0x02, 0x01, 0x03, 0xa2, 0x00, 0x43, '1',
+                                             '.', '1', 0x01, 0x08};
+
+    /* resume: the first status reports the update and its offset */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE("01", "08");
+    f.replies[1] = WRITE("02", "10"); /* a gap: 16 > 12 */
+    f.replies[2] = WRITE("03", "00"); /* restart at 0 is allowed */
+    f.replies[3] = WRITE("05", "04"); /* answers another status */
+    u = start(&f, 0, "1.1", 8u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE);
+    CHECK(f.sent_len == sizeof resumed_status &&
+          memcmp(f.sent, resumed_status, sizeof resumed_status) == 0);
+    CHECK(u.offset == 12u && memcmp(f.slot + 8, "abcd", 4u) == 0);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && u.offset == 12u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE && u.offset == 4u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_STALE && u.offset == 4u && f.writes == 2);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_IO); /* the transport is closed */
+
+    /* a new version must start at 0; writes past the slot are refused */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE("01", "04");
+    f.replies[1] = WRITE("02", "183e"); /* 62 + 4 > 64 */
+    f.replies[2] = WRITE("03", "183c"); /* 60 + 4 = 64: fits, but a new version needs 0 */
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && f.writes == 0 && u.updating_len == 0u);
+
+    /* a failed write keeps what is before the offset */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE("01", "08");
+    f.fail_write = 1;
+    u = start(&f, 0, "1.1", 12u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_IO && u.offset == 8u && u.updating_len == 3u);
+
+    /* swap: accepted, refused (forget the update), wrong version */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = "a103a300433" "12e310101025820" "000102030405060708090a0b0c0d0e0f"
+                   "101112131415161718191a1b1c1d1e1f";
+    u = start(&f, 0, "1.1", 12u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_SWAP && f.swaps == 1);
+    f.next = 0;
+    f.refuse_swap = 1;
+    f.replies[0] = "a103a300433" "12e310101025820" "000102030405060708090a0b0c0d0e0f"
+                   "101112131415161718191a1b1c1d1e1f";
+    u = start(&f, 0, "1.1", 12u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_VERIFY && u.updating_len == 0u && u.offset == 0u);
+    f.next = 0;
+    u = start(&f, 0, "1.2", 12u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && f.swaps == 2 && u.updating_len == 0u);
+
+    /* on trial: Sync for the running version confirms once; a Write means revert */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = "a101a30043312e300101021864"; /* Sync 1.0, cid 1, poll 100 */
+    f.replies[1] = "a101a30043312e300102021864"; /* again: no second confirm */
+    u = start(&f, 1, NULL, 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_SYNCED && f.confirms == 1 && u.poll == 100u);
+    f.replies[1] = "a101a30043312e300102021864";
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_SYNCED && f.confirms == 1);
+    memset(&f, 0, sizeof f);
+    f.replies[0] = "a101a30043312e39010102f6"; /* Sync for another version: no confirm */
+    f.replies[1] = WRITE("02", "00");
+    u = start(&f, 1, NULL, 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_SYNCED && f.confirms == 0);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_REVERT && f.writes == 0);
+
+    /* Wait; a garbled command; init's checks */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = "a100a200010105";
+    f.replies[1] = "a100a2";
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WAIT && u.poll == 5u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_TRUNCATED);
+    CHECK(ajour_updater_init(&u, &none, small, sizeof small, 64u, NULL, 0u, 0, NULL, 0u, 0u) ==
+          AJOUR_E_ARG);
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_init(&u, &u.platform, small, sizeof small, 64u, NULL, 0u, 0, NULL, 0u,
+                             0u) == AJOUR_E_BUFFER);
+    CHECK(ajour_updater_init(&u, &u.platform, u.buf, u.cap, 64u, NULL, 0u, 0,
+                             (const uint8_t *)"1.1", 3u, 65u) == AJOUR_E_RANGE);
+    printf("updater: checked\n");
+}
+
 int main(int argc, char **argv)
 {
     unsigned i;
@@ -279,6 +452,7 @@ int main(int argc, char **argv)
     check_bad_commands();
     check_status_extremes();
     check_sha256();
+    check_updater();
     printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }
