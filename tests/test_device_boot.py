@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.conftest import REPO
 from tests.firmware import QEMU
@@ -39,10 +41,14 @@ def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def signed_image(build: Path, version: str, app: str = "app-1.0.0") -> bytes:
-    """``app`` as imgtool writes an MCUboot image of it (header, image, SHA-256 TLV)."""
-    out = build / f"{app}-{version}.img"
+def signed_image(
+    build: Path, version: str, app: str = "app-1.0.0", key: Path | None = None
+) -> bytes:
+    """``app`` as imgtool writes an MCUboot image of it (header, image, SHA-256 TLV), signed
+    with ``key`` (an ED25519 TLV) if given."""
+    out = build / f"{app}-{version}-{key.stem if key else 'unsigned'}.img"
     args = ["create", "--version", version, "-H", hex(HEADER_SIZE), "--pad-header"]
+    args += ["-k", str(key)] if key else []
     subprocess.run(
         [*IMGTOOL, *args, "-S", hex(SLOT_SIZE), str(build / f"{app}.bin"), str(out)],
         check=True,
@@ -54,6 +60,35 @@ def signed_image(build: Path, version: str, app: str = "app-1.0.0") -> bytes:
     )
     assert "Image was correctly validated" in verify.stdout, verify.stdout + verify.stderr
     return out.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def keyed(build: Path) -> tuple[Path, Path, Path]:
+    """A bootloader built with an ED25519 key (its dir), that key and another one."""
+    keys = []
+    for name in ("ours", "foreign"):
+        keys.append(build / f"{name}.pem")
+        subprocess.run(
+            [*IMGTOOL, "keygen", "-k", str(keys[-1]), "-t", "ed25519"],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    private = serialization.load_pem_private_key(keys[0].read_bytes(), None)
+    assert isinstance(private, Ed25519PrivateKey)
+    raw = private.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    out = build / "keyed"
+    subprocess.run(
+        ["make", "-s", "-C", str(BOOT), f"BUILD={out}", f"BOOT_PUBKEY={','.join(map(hex, raw))}"],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    (out / "app-1.0.0.bin").symlink_to(build / "app-1.0.0.bin")
+    (out / "app-1.1.0.bin").symlink_to(build / "app-1.1.0.bin")
+    return out, keys[0], keys[1]
 
 
 def power_on(build: Path, device: Path, flash: bytes | None) -> tuple[int, str]:
@@ -116,7 +151,9 @@ def test_bootloader_size(build: Path) -> None:
     m = re.search(r"^\s*(\d+)\s+(\d+)\s+(\d+)", out, re.M)
     assert m is not None, out
     text = int(m[1])
-    assert text <= 0x10000 and text <= 3000, out  # device/README.md records it
+    assert text <= 0x10000 and text <= 3000, (
+        out
+    )  # without a key (no ED25519)  # device/README.md records it
 
 
 def flash(slot_a: bytes, slot_b: bytes = b"", pending: int = 0, trial: int = 0) -> bytes:
@@ -169,3 +206,36 @@ def test_a_damaged_pending_update_is_refused_and_forgotten(build: Path, tmp_path
     assert out.splitlines()[2:] == ["app 1.0.0"]
     code, out = power_on(build, dev, None)
     assert code == 0 and len(out.splitlines()) == 2 and "app 1.0.0" in out, out
+
+
+def test_with_a_key_only_images_it_signed_boot(
+    keyed: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    boot, ours, foreign = keyed
+    app_size = (boot / "app-1.0.0.bin").stat().st_size
+    code, out = power_on(boot, tmp_path / "a", signed_image(boot, "1.0.0", key=ours))
+    assert code == 0, out
+    assert out.splitlines() == [
+        f"boot: slot A 1.0.0+0 ({app_size} bytes, SHA-256 and ED25519 ok)",
+        "app 1.0.0",
+    ]
+    code, out = power_on(boot, tmp_path / "b", signed_image(boot, "1.0.0", key=foreign))
+    assert (code, out.strip()) == (1, "boot: slot A refused: ED25519 signature does not verify")
+    code, out = power_on(boot, tmp_path / "c", signed_image(boot, "1.0.0"))
+    assert (code, out.strip()) == (1, "boot: slot A refused: no ED25519 signature")
+
+
+def test_an_update_signed_with_another_key_is_refused(
+    keyed: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    boot, ours, foreign = keyed
+    old = signed_image(boot, "1.0.0", key=ours)
+    new = signed_image(boot, "1.1.0", "app-1.1.0", key=foreign)
+    code, out = power_on(boot, tmp_path / "dev", flash(old, new, pending=1))
+    assert code == 0, out
+    lines = out.splitlines()
+    assert lines[0] == "boot: slot B refused: ED25519 signature does not verify"
+    assert lines[1].startswith("boot: slot A 1.0.0+0 ") and lines[2:] == ["app 1.0.0"]
+    good = signed_image(boot, "1.1.0", "app-1.1.0", key=ours)
+    code, out = power_on(boot, tmp_path / "dev2", flash(old, good, pending=1))
+    assert code == 0 and out.splitlines()[2:] == ["app 1.1.0", "app: confirmed"], out

@@ -2,7 +2,8 @@
  * The bootloader for QEMU's mps2-an385: load the emulated flash from the host file; revert
  * an update that ran on trial without confirming, or try a pending one from slot B (checked
  * first), swapping the slots; then check slot A's MCUboot image (header, TLVs, SHA-256),
- * print its version and jump to it. Not yet: signatures, a power-safe swap (device/README.md).
+ * print its version and jump to it; built with a key, images must carry its ED25519
+ * signature. Not yet: a power-safe swap (device/README.md).
  */
 #include <stdint.h>
 #include <string.h>
@@ -11,6 +12,17 @@
 #include "layout.h"
 #include "semihosting.h"
 #include "state.h"
+
+/* The key images must be signed with (imgtool getpub, raw 32 bytes): built in with
+ * BOOT_PUBKEY=0x..,0x.. (make). Without it only the SHA-256 is checked. */
+#ifdef BOOT_PUBKEY
+static const uint8_t pubkey[32] = {BOOT_PUBKEY};
+#define PUBKEY pubkey
+#define CHECKED "SHA-256 and ED25519 ok"
+#else
+#define PUBKEY 0
+#define CHECKED "SHA-256 ok"
+#endif
 
 #define VTOR (*(volatile uint32_t *)0xE000ED08u)
 #define RAM_START 0x20000000u
@@ -83,7 +95,7 @@ static int update_slots(uint8_t *flash)
         st.trial = 0u;
         sh_write0("boot: the update on trial was not confirmed: reverted\n");
     } else {
-        r = image_check(flash + SLOT_SIZE, SLOT_SIZE, &info);
+        r = image_check(flash + SLOT_SIZE, SLOT_SIZE, PUBKEY, &info);
         if (r == IMAGE_OK) {
             swap_slots(flash);
             st.trial = 1u;
@@ -127,7 +139,7 @@ int main(void)
         sh_write0("boot: cannot write " FLASH_FILE "\n");
         return 2;
     }
-    r = image_check(flash, SLOT_SIZE, &info);
+    r = image_check(flash, SLOT_SIZE, PUBKEY, &info);
     if (r != IMAGE_OK) {
         sh_write0("boot: slot A refused: ");
         sh_write0(image_reason(r));
@@ -146,6 +158,6 @@ int main(void)
     print_version(&info);
     sh_write0(" (");
     sh_write_dec(info.img_size);
-    sh_write0(" bytes, SHA-256 ok)\n");
+    sh_write0(" bytes, " CHECKED ")\n");
     jump(vectors);
 }

@@ -3,6 +3,9 @@
 
 #include "ajour_update.h"
 
+int crypto_sign_open(unsigned char *m, unsigned long long *mlen, const unsigned char *sm,
+                     unsigned long long smlen, const unsigned char *pk);
+
 static uint32_t le16(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8;
@@ -13,10 +16,40 @@ static uint32_t le32(const uint8_t *p)
     return le16(p) | le16(p + 2) << 16;
 }
 
-image_result image_check(const uint8_t *slot, uint32_t slot_size, image_info *info)
+#ifdef BOOT_PUBKEY
+/* Ed25519 over the 32-byte digest: crypto_sign_open takes signature || message. */
+static int signature_ok(const uint8_t *sig, const uint8_t *digest, const uint8_t *pubkey)
+{
+    uint8_t sm[64u + AJOUR_SHA256_LEN];
+    uint8_t m[sizeof sm];
+    unsigned long long mlen = 0u;
+    uint32_t i;
+
+    for (i = 0u; i < 64u; i++) {
+        sm[i] = sig[i];
+    }
+    for (i = 0u; i < AJOUR_SHA256_LEN; i++) {
+        sm[64u + i] = digest[i];
+    }
+    return crypto_sign_open(m, &mlen, sm, sizeof sm, pubkey) == 0;
+}
+#else
+/* Built without a key (no Ed25519 linked in): no key can be checked. */
+static int signature_ok(const uint8_t *sig, const uint8_t *digest, const uint8_t *pubkey)
+{
+    (void)sig;
+    (void)digest;
+    (void)pubkey;
+    return 0;
+}
+#endif
+
+image_result image_check(const uint8_t *slot, uint32_t slot_size, const uint8_t *pubkey,
+                         image_info *info)
 {
     uint32_t hdr_size, prot_size, img_size, off, end;
     const uint8_t *hash = 0;
+    const uint8_t *sig = 0;
     ajour_sha256 s;
     uint8_t digest[AJOUR_SHA256_LEN];
     uint32_t i;
@@ -65,6 +98,8 @@ image_result image_check(const uint8_t *slot, uint32_t slot_size, image_info *in
         }
         if (type == TLV_SHA256 && len == AJOUR_SHA256_LEN) {
             hash = slot + off;
+        } else if (type == TLV_ED25519 && len == 64u) {
+            sig = slot + off;
         }
         off += len;
     }
@@ -79,7 +114,13 @@ image_result image_check(const uint8_t *slot, uint32_t slot_size, image_info *in
             return IMAGE_HASH_MISMATCH;
         }
     }
-    return IMAGE_OK;
+    if (pubkey == 0) {
+        return IMAGE_OK;
+    }
+    if (sig == 0) {
+        return IMAGE_NO_SIGNATURE;
+    }
+    return signature_ok(sig, digest, pubkey) ? IMAGE_OK : IMAGE_BAD_SIGNATURE;
 }
 
 const char *image_reason(image_result r)
@@ -87,6 +128,7 @@ const char *image_reason(image_result r)
     static const char *const reasons[] = {
         "ok", "no image header (erased or foreign)", "header sizes outside the slot",
         "TLV area missing or malformed", "no SHA-256 TLV", "SHA-256 mismatch",
+        "no ED25519 signature", "ED25519 signature does not verify",
     };
     return (unsigned)r < sizeof reasons / sizeof reasons[0] ? reasons[r] : "?";
 }
