@@ -62,26 +62,31 @@ def signed_image(
     return out.read_bytes()
 
 
-@pytest.fixture(scope="module")
-def keyed(build: Path) -> tuple[Path, Path, Path]:
-    """A bootloader built with an ED25519 key (its dir), that key and another one."""
-    keys = []
-    for name in ("ours", "foreign"):
-        keys.append(build / f"{name}.pem")
-        subprocess.run(
-            [*IMGTOOL, "keygen", "-k", str(keys[-1]), "-t", "ed25519"],
-            check=True,
-            capture_output=True,
-            timeout=60,
-        )
-    private = serialization.load_pem_private_key(keys[0].read_bytes(), None)
+def make_key(path: Path) -> str:
+    """A new ed25519 key at ``path`` (imgtool keygen); its public key as BOOT_PUBKEY wants."""
+    subprocess.run(
+        [*IMGTOOL, "keygen", "-k", str(path), "-t", "ed25519"],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    private = serialization.load_pem_private_key(path.read_bytes(), None)
     assert isinstance(private, Ed25519PrivateKey)
     raw = private.public_key().public_bytes(
         serialization.Encoding.Raw, serialization.PublicFormat.Raw
     )
+    return ",".join(map(hex, raw))
+
+
+@pytest.fixture(scope="module")
+def keyed(build: Path) -> tuple[Path, Path, Path]:
+    """A bootloader built with an ED25519 key (its dir), that key and another one."""
+    keys = [build / "ours.pem", build / "foreign.pem"]
+    pubkey = make_key(keys[0])
+    make_key(keys[1])
     out = build / "keyed"
     subprocess.run(
-        ["make", "-s", "-C", str(BOOT), f"BUILD={out}", f"BOOT_PUBKEY={','.join(map(hex, raw))}"],
+        ["make", "-s", "-C", str(BOOT), f"BUILD={out}", f"BOOT_PUBKEY={pubkey}"],
         check=True,
         capture_output=True,
         timeout=300,

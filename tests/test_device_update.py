@@ -1,6 +1,7 @@
 """A QEMU device updates itself through the real worker: the C updater in firmware on
 mps2-an385 (device/boot/app/device.c), its UART relayed to ``Worker.handle`` frame by frame,
-the bootloader (device/boot/) swapping, the application confirming."""
+the bootloader (device/boot/, with a built-in ed25519 key) verifying and swapping, the
+application confirming."""
 
 from __future__ import annotations
 
@@ -16,15 +17,18 @@ from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
 from tests.firmware import QEMU
-from tests.test_device_boot import BOOT, SLOT_SIZE, flash, signed_image
+from tests.test_device_boot import BOOT, SLOT_SIZE, flash, make_key, signed_image
 from tests.test_device_lib import FLEET, read_frame, send_frame
 from tests.test_sources import publish
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bootloader with a built-in ed25519 key (``key.pem`` beside it), both apps."""
     out = tmp_path_factory.mktemp("device-build")
-    for goal in (["all"], ["device", "APP_VERSION=1.0.0"], ["device", "APP_VERSION=1.1.0"]):
+    pubkey = make_key(out / "key.pem")
+    apps = [["device", "APP_VERSION=1.0.0"], ["device", "APP_VERSION=1.1.0"]]
+    for goal in (["all", f"BOOT_PUBKEY={pubkey}"], *apps):
         subprocess.run(
             ["make", "-s", "-C", str(BOOT), f"BUILD={out}", *goal],
             check=True,
@@ -79,8 +83,8 @@ MTU = 1024 - 56  # the device's buffer less AJOUR_WRITE_OVERHEAD
 
 def setup_device(build: Path, tmp_path: Path) -> tuple[Worker, Path, bytes, bytes]:
     """A worker serving 1.1.0, and a device whose slot A holds 1.0.0."""
-    old = signed_image(build, "1.0.0", "app-device-1.0.0")
-    new = signed_image(build, "1.1.0", "app-device-1.1.0")
+    old = signed_image(build, "1.0.0", "app-device-1.0.0", key=build / "key.pem")
+    new = signed_image(build, "1.1.0", "app-device-1.1.0", key=build / "key.pem")
     publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.1.0", new)
     (tmp_path / "fleet").mkdir()
     (tmp_path / "fleet" / "f.yaml").write_text(FLEET)
@@ -103,6 +107,7 @@ def test_a_qemu_device_updates_from_1_0_0_to_1_1_0_through_the_worker(
     assert run.returncode == 0, run.console
     writes = -(-len(new) // MTU)
     assert run.console[0].startswith("boot: slot A 1.0.0+0 ")
+    assert run.console[0].endswith("SHA-256 and ED25519 ok)")
     assert run.console[1:3] == ["app 1.0.0", "app: swap, reset"]
     assert run.console[3] == "boot: slot B 1.1.0+0 swapped in, on trial"
     assert run.console[4].startswith("boot: slot A 1.1.0+0 ")
