@@ -20,7 +20,11 @@
 #define UART_DATA (*(volatile uint32_t *)(UART0 + 0x0u))
 #define UART_STATE (*(volatile uint32_t *)(UART0 + 0x4u))
 #define UART_CTRL (*(volatile uint32_t *)(UART0 + 0x8u))
+#define UART_INTCLEAR (*(volatile uint32_t *)(UART0 + 0xCu))
 #define UART_BAUDDIV (*(volatile uint32_t *)(UART0 + 0x10u))
+#define NVIC_ISER0 (*(volatile uint32_t *)0xE000E100u)
+#define NVIC_ICPR0 (*(volatile uint32_t *)0xE000E280u)
+#define UART0_RX_IRQ 0u /* QEMU's mps2-an385 */
 #define AIRCR (*(volatile uint32_t *)0xE000ED0Cu)
 
 static uint8_t buffer[1024];
@@ -33,11 +37,19 @@ static void uart_put(uint8_t b)
     UART_DATA = b;
 }
 
+/* Sleep until a byte is there: the RX interrupt is enabled in the NVIC but masked
+ * (PRIMASK), so it only wakes `wfi`, without a handler. Clearing it before looking at the
+ * state means a byte arriving after the look leaves it pending, and `wfi` returns at once. */
 static uint8_t uart_get(void)
 {
-    while ((UART_STATE & 2u) == 0u) {
+    for (;;) {
+        UART_INTCLEAR = 2u;
+        NVIC_ICPR0 = 1u << UART0_RX_IRQ;
+        if ((UART_STATE & 2u) != 0u) {
+            return (uint8_t)UART_DATA;
+        }
+        __asm__ volatile("wfi");
     }
-    return (uint8_t)UART_DATA;
 }
 
 static int send(void *ctx, const uint8_t *frame, size_t len)
@@ -152,7 +164,9 @@ int main(void)
         state.progress = 0u;
     }
     UART_BAUDDIV = 16u;
-    UART_CTRL = 3u; /* TX and RX enabled */
+    UART_CTRL = 3u | 8u; /* TX and RX enabled, RX interrupt (to wake wfi) */
+    __asm__ volatile("cpsid i");
+    NVIC_ISER0 = 1u << UART0_RX_IRQ;
     sh_write0("app " APP_VERSION "\n");
     if (state.progress != 0u) {
         sh_write0("app: resume at ");
