@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from pathlib import Path
 
@@ -114,3 +115,33 @@ def test_byte_lru_never_exceeds_its_capacity(ops: list[tuple[int, bytes]], capac
         assert lru.size <= capacity
         got = lru.get(key)
         assert got is None or got == value
+
+
+def test_layout_source_never_answers_stale_to_concurrent_handlers(tmp_path: Path) -> None:
+    """Handler threads that look together after a publish all see it: no thread may take
+    another's fresh look at ``index.json`` for its own while the old target is cached."""
+    url = f"oci-layout://{tmp_path / 'layout'}:stable"
+    publish(tmp_path, url, "1.0", b"A" * 5000)
+    source = LayoutSource(LayoutStore(tmp_path / "layout"), "stable", recheck=0.2)
+    previous = b"1.0"
+    for round_, version in enumerate(("1.1", "1.2", "1.3")):
+        assert source.target().version == previous
+        time.sleep(0.25)  # the last look is older than recheck
+        publish(tmp_path, url, version, bytes([66 + round_]) * (5000 + 1000 * round_))
+        seen: list[bytes] = []
+        threads = [
+            threading.Thread(target=_look, args=(source, barrier, seen))
+            for barrier in [threading.Barrier(16)]
+            for _ in range(16)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(seen) == {version.encode()}, seen
+        previous = version.encode()
+
+
+def _look(source: LayoutSource, barrier: threading.Barrier, seen: list[bytes]) -> None:
+    barrier.wait()
+    seen.append(source.target().version)

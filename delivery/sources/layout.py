@@ -24,11 +24,14 @@ class LayoutSource:
     blobs: ByteLru[str] = field(default_factory=lambda: ByteLru(64 * 1024 * 1024))
     recheck: float = RECHECK_S
 
-    _cached: tuple[tuple[int, int, int], FirmwareImage] | None = field(default=None, repr=False)
+    # (index.json's stamp, its target, when that stamp was last confirmed): one tuple, read
+    # and replaced whole, so a handler thread never pairs a fresh time with an old target
+    _cached: tuple[tuple[int, int, int], FirmwareImage, float] | None = field(
+        default=None, repr=False
+    )
 
     def __post_init__(self) -> None:
         self._index = str(self.store.root / "index.json")
-        self._looked = 0.0
 
     def invalidate(self) -> None:
         self._cached = None
@@ -38,15 +41,15 @@ class LayoutSource:
         most every ``recheck`` seconds."""
         cached = self._cached
         now = time.time()
-        if cached is not None and 0.0 <= now - self._looked < self.recheck:
+        if cached is not None and 0.0 <= now - cached[2] < self.recheck:
             return cached[1]
-        self._looked = now
         try:
             stat = os.stat(self._index)
         except OSError:
             stat = None
         stamp = (stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None
         if stamp is not None and cached is not None and cached[0] == stamp:
+            self._cached = (stamp, cached[1], now)
             return cached[1]
         try:
             info = self.store.inspect(self.tag)
@@ -58,5 +61,5 @@ class LayoutSource:
             raise SourceUnavailable(str(exc)) from None
         target = FirmwareImage(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
         if stamp is not None:
-            self._cached = (stamp, target)
+            self._cached = (stamp, target, now)
         return target
