@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -95,11 +96,28 @@ class SqliteRolloutStore:
         )
         self._mutex = threading.Lock()
         with self._lock():
-            if self.path != ":memory:":
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")
-            for statement in _SCHEMA:
-                self._db.execute(statement)
+            self._prepare(timeout)
+
+    def _prepare(self, timeout: float) -> None:
+        """WAL mode and the schema. Switching a new file to WAL takes an exclusive lock for
+        which SQLite may not wait (its busy handler is skipped there), so two workers that
+        start together on one new file retry that step until ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                if self.path != ":memory:":
+                    mode = self._db.execute("PRAGMA journal_mode").fetchone()[0]
+                    if str(mode).lower() != "wal":
+                        self._db.execute("PRAGMA journal_mode=WAL")
+                    self._db.execute("PRAGMA synchronous=NORMAL")
+                for statement in _SCHEMA:
+                    self._db.execute(statement)
+                return
+            except sqlite3.OperationalError as exc:
+                locked = "locked" in str(exc) or "busy" in str(exc)
+                if not locked or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
 
     @contextmanager
     def _lock(self) -> Iterator[None]:

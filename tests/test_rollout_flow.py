@@ -341,7 +341,10 @@ def test_two_serve_processes_and_a_restart_share_the_rollout_db(tmp_path: Path) 
             assert current is not None
             if not restarted and current.seq == 2 and current.wave >= 1:
                 procs[1].send_signal(signal.SIGTERM)
-                assert procs[1].wait(15) == 0
+                code = procs[1].wait(15)
+                assert code == 0, (
+                    procs[1].stderr.read().decode()[-3000:] if procs[1].stderr else code
+                )
                 urls[1] = serve(tmp_path, db, procs)  # restarted, with nothing in memory
                 restarted = True
             if restarted and current.state is State.COMPLETED:
