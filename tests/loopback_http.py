@@ -81,10 +81,17 @@ def serve(handler: Handler, tls: tuple[Path, Path] | None = None) -> Iterator[Se
         context.load_cert_chain(str(tls[0]), str(tls[1]))
         server.socket = context.wrap_socket(server.socket, server_side=True)
         scheme = "https"
+    with running(server) as port:
+        yield Server(f"{scheme}://127.0.0.1:{port}", record)
+
+
+@contextmanager
+def running(server: ThreadingHTTPServer) -> Iterator[int]:
+    """Serve ``server`` from a thread while the block runs; its port. Shut down after."""
     thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
     thread.start()
     try:
-        yield Server(f"{scheme}://127.0.0.1:{server.server_address[1]}", record)
+        yield int(server.server_address[1])
     finally:
         server.shutdown()
         server.server_close()

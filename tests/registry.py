@@ -22,6 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+from tests.loopback_http import running
+
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
 
@@ -63,15 +65,8 @@ def receiver() -> Iterator[tuple[str, Events]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/events", events
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield f"http://127.0.0.1:{port}/events", events
 
 
 @dataclass

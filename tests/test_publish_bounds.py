@@ -23,6 +23,7 @@ from ajour_build.core.errors import PublishError
 from ajour_build.publish.destination import publisher_for
 from ajour_build.publish.oci import OciPublisher
 from ajour_build.publish.publisher import FirmwareArtifact
+from tests.loopback_http import running
 from tests.registry import Registry, free_port, run_registry
 from tests.tcp_faults import faulty_server
 
@@ -148,15 +149,8 @@ def failing_registry(
         def log_message(self, *args: object) -> None:
             pass
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with running(ThreadingHTTPServer(("127.0.0.1", 0), Handler)) as port:
+        yield f"127.0.0.1:{port}", seen
 
 
 def test_only_idempotent_requests_are_retried(tmp_path: Path) -> None:
