@@ -76,6 +76,14 @@ publisher_for(sys.argv[1], {}).publish(FirmwareArtifact(Path(sys.argv[2]), "1.0"
 """
 
 
+def _size(path: Path) -> int:
+    """The size of a file a live publisher may rename away between listing and stat."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def kill_mid_write(url: str, firmware: Path, written: Path) -> list[Path]:
     """Start a publisher of ``firmware`` and SIGKILL it while a temporary file it writes
     under ``written`` exists; returns the temporary files it left."""
@@ -86,7 +94,7 @@ def kill_mid_write(url: str, firmware: Path, written: Path) -> list[Path]:
         try:
             give_up = time.monotonic() + 60
             while child.poll() is None and time.monotonic() < give_up:
-                partial = [p for p in written.rglob(".tmp-*") if p.stat().st_size > 0]
+                partial = [p for p in written.rglob(".tmp-*") if _size(p) > 0]
                 if partial:
                     child.send_signal(signal.SIGKILL)
                     child.wait(10)
