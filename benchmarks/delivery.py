@@ -43,7 +43,7 @@ least 0.5x its bare endpoint at every concurrency. ``--skip fleet,http`` leaves 
 
 Takes about 6 minutes on a 2-core machine with every part (1.5 without fleet and http).
 
-    python benchmarks/delivery.py [--seconds 2] [--repeats 2] [--skip fleet,http]
+    python benchmarks/delivery.py [--seconds 2] [--repeats 3] [--skip fleet,http]
                                   [--no-million] [--broker-nagle] [--json]
 """
 
@@ -345,7 +345,7 @@ def print_verdict(missed: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--seconds", type=float, default=2.0, help="seconds per window")
-    parser.add_argument("--repeats", type=int, default=2, help="windows per cell (best kept)")
+    parser.add_argument("--repeats", type=int, default=3, help="windows per cell (best kept)")
     parser.add_argument(
         "--broker-nagle",
         action="store_true",

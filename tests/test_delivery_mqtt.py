@@ -514,3 +514,38 @@ def test_serve_and_simulate_commands_over_mqtts(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             proc.communicate(timeout=20)
         assert proc.returncode == 0
+
+
+class _Recorder:
+    """Stands in for the paho client's ``publish`` in the unit test below (the broker
+    tests above exercise the real one)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, int]] = []
+
+    def publish(self, topic: str, payload: bytes, qos: int = 0) -> None:
+        self.sent.append((topic, payload, qos))
+
+
+def test_status_topics_are_routed_once_and_foreign_ones_never_answered(tmp_path: Path) -> None:
+    worker = layout_worker(tmp_path)
+    transport = MqttTransport(worker, MqttSettings(url="mqtt://127.0.0.1:1", qos=1))
+    client = _Recorder()
+    status = encode_status(Status(b"1.0", None, None, None))
+    name = "dev0"
+
+    def deliver(topic: str) -> None:
+        message = mqtt.MQTTMessage(topic=topic.encode())
+        message.payload = status
+        transport._on_message(client, None, message)  # type: ignore[arg-type]
+
+    for _ in range(3):
+        deliver(f"ajour/app/{name}/dfu")
+    for foreign in ("ajour/app/+/dfu", "ajour/app//dfu", "ajour/app/x/y/dfu", "other/app/d/dfu"):
+        deliver(foreign)
+    assert [t for t, _, _ in client.sent] == [f"ajour/app/{name}/dfu/cmd"] * 3
+    assert {q for _, _, q in client.sent} == {1}
+    assert decode_command(client.sent[0][1]) == decode_command(client.sent[2][1])
+    assert worker.counters.snapshot()["foreign_topic"] == 4
+    info = transport._route.cache_info()  # type: ignore[attr-defined]
+    assert (info.hits, info.misses, info.maxsize) == (2, 5, 65536)
