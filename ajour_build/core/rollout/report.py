@@ -1,0 +1,107 @@
+"""The rollout JSON the two sides exchange (contract 3 of docs/architecture.md, like
+``core.wire``).
+
+* ``GET /v1/rollouts`` on the delivery worker answers a list of :class:`RolloutReport` (the
+  current rollout of each application with ``spec.rollout``), ``GET /v1/rollouts/<app>``
+  one of them (``?history=1``: every rollout of it, newest first). Bearer: the status token.
+* ``POST /v1/rollouts/<app>/<action>`` with a :class:`RolloutRequest` body runs an operation
+  (:class:`RolloutAction`) and answers the new :class:`RolloutReport`. Bearer: the operator
+  token (``AJOUR_DELIVERY_OPERATOR_TOKEN``), never the read-only status token.
+
+Keys are camelCase. Reading is tolerant like ``core.wire``: a report that does not parse is
+dropped by :func:`read_rollouts`, never raised, so an older worker cannot break the console.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+OPERATOR_TOKEN_ENV = "AJOUR_DELIVERY_OPERATOR_TOKEN"
+
+OUTCOMES: tuple[str, ...] = ("swapped", "confirmed", "reverted", "failed_download", "timed_out")
+"""The outcome keys of :attr:`WaveReport.outcomes`, in the order a console shows them."""
+
+
+class RolloutAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    ABORT = "abort"
+    ROLLBACK = "rollback"
+    PROMOTE = "promote"
+    RETRY = "retry"  # needs ``device``
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
+
+
+class WaveReport(_Wire):
+    """One wave of a rollout: who is in it and how far they got."""
+
+    number: int = Field(ge=1, description="1-based, as the console and reasons count")
+    open: bool = False
+    opened_at: float | None = Field(default=None, alias="openedAt")
+    approval: str = "auto"  # "manual": opens only on promote
+    devices: int = Field(default=0, ge=0, description="devices of the cohort in this wave")
+    downloading: int = Field(default=0, ge=0, description="receiving to_version right now")
+    outcomes: dict[str, int] = Field(default_factory=dict, description="keys: OUTCOMES")
+
+    @property
+    def pending(self) -> int:
+        """Devices of the wave with no outcome yet (not swapped, not finished)."""
+        return max(0, self.devices - sum(self.outcomes.values()))
+
+    @property
+    def failed(self) -> int:
+        return sum(self.outcomes.get(k, 0) for k in ("reverted", "failed_download", "timed_out"))
+
+
+class RolloutReport(_Wire):
+    """A rollout as the API and the console show it."""
+
+    application: str = Field(min_length=1, max_length=253)
+    seq: int = Field(ge=1)
+    from_version: str = Field(default="", alias="fromVersion")
+    to_version: str = Field(alias="toVersion")
+    state: str  # core.rollout.model.State values
+    reason: str = ""
+    created: float = 0.0
+    revision: int = 0
+    waves: list[WaveReport] = Field(default_factory=list)
+    held_back: list[str] = Field(
+        default_factory=list,
+        alias="heldBack",
+        description="devices that reverted or failed: not offered to_version until retried",
+    )
+
+    @property
+    def open_waves(self) -> int:
+        return sum(1 for w in self.waves if w.open)
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+class RolloutRequest(_Wire):
+    """The body of ``POST /v1/rollouts/<app>/<action>`` (may be empty: ``{}``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    device: str | None = Field(default=None, min_length=1, max_length=253)
+    reason: str | None = Field(default=None, max_length=512)
+
+
+def read_rollouts(data: Any) -> list[RolloutReport]:
+    """The reports in ``GET /v1/rollouts`` JSON (a list); entries that are none are dropped."""
+    if not isinstance(data, list):
+        raise ValueError("delivery's rollouts are not a list")
+    found = []
+    for item in data:
+        try:
+            found.append(RolloutReport.model_validate(item))
+        except ValidationError:
+            continue
+    return found
