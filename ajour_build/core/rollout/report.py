@@ -17,7 +17,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from ajour_build.core.wire import read_models
 
 OPERATOR_TOKEN_ENV = "AJOUR_DELIVERY_OPERATOR_TOKEN"
 
@@ -96,12 +98,4 @@ class RolloutRequest(_Wire):
 
 def read_rollouts(data: Any) -> list[RolloutReport]:
     """The reports in ``GET /v1/rollouts`` JSON (a list); entries that are none are dropped."""
-    if not isinstance(data, list):
-        raise ValueError("delivery's rollouts are not a list")
-    found = []
-    for item in data:
-        try:
-            found.append(RolloutReport.model_validate(item))
-        except ValidationError:
-            continue
-    return found
+    return read_models(RolloutReport, data, "rollouts")
