@@ -11,9 +11,11 @@ from typing import Any
 
 import pytest
 import requests
+from click.testing import CliRunner
 from hypothesis import given
 from hypothesis import strategies as st
 
+from ajour_build.cli import main
 from ajour_build.core.errors import PublishError
 from ajour_build.core.spec.rollout import RolloutPolicy, Selector
 from ajour_build.publish.destination import release
@@ -25,7 +27,9 @@ from ajour_build.publish.hawkbit_rollout import (
     selector_fiql,
 )
 from ajour_build.publish.publisher import FirmwareArtifact
+from tests.conftest import EXAMPLES, REPO
 from tests.fiql import parse
+from tests.firmware import make_repo
 from tests.hawkbit_fake import HawkbitFake
 
 ROLLOUTS = "/rest/v1/rollouts"
@@ -311,6 +315,49 @@ def test_a_policy_and_a_url_rollout_do_not_mix(fake: HawkbitFake) -> None:
     url = fake.url("sensor-fw", rollout="canary", filter="controllerId==dev-*")
     with pytest.raises(PublishError, match="replaces rollout=/filter="):
         HawkbitPublisher.from_url(url, fake.env, application="sensor", policy=policy(**STAGED))
+
+
+APP = """\
+kind: Application
+metadata: {{name: blinky}}
+spec:
+  rollout:
+    cohort: {{matchLabels: {{region: eu}}}}
+    waves: [{{selector: {{matchLabels: {{canary: "true"}}}}}}, {{percent: 100}}]
+  firmware:
+    container:
+      image: fw/blinky:latest
+      build:
+        image: arm-gcc
+        source: {{git: {{uri: "file://{repo}", rev: main}}}}
+        args: ["--board", "mps2-an385"]
+        artifact: {{path: build/blinky.bin}}
+"""
+
+
+def test_ajour_build_publish_to_hawkbit_runs_the_applications_policy(
+    fake: HawkbitFake, tmp_path: Path
+) -> None:
+    repo, fleet = tmp_path / "repo", tmp_path / "fleet"
+    make_repo(repo, EXAMPLES / "firmware" / "c-blinky")
+    fleet.mkdir()
+    (fleet / "app.yaml").write_text(APP.format(repo=repo))
+    (fleet / "ajour.yaml").write_text(
+        "allowed_applications: [blinky]\nregistry: {prefix: '127.0.0.1:9'}\n"
+        "publish_repositories: {blinky: [fw]}\nsources: {allow_local: true}\n"
+        "builders: {arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}}\n"
+    )
+    args = ["build", str(fleet), "--app", "blinky", "--runner", "host", "--builders",
+            str(REPO / "builder-images"), "--state-dir", str(tmp_path / "state"), "--version",
+            "2.4.0", "--publish", "--to", fake.url("blinky"), "--json"]  # fmt: skip
+    result = CliRunner(env=fake.env).invoke(main, args)
+    assert result.exit_code == 0, result.output
+    [rollout] = fake.state.rollouts.values()
+    assert rollout["name"] == rollout_name("blinky", "2.4.0")
+    assert rollout["targetFilterQuery"] == 'metadata.region=="eu"'
+    members = [fake.state.members[g["id"]] for g in fake.state.groups[rollout["id"]]]
+    assert members[0] == ["eu-canary-1", "eu-canary-2"] and len(members[1]) == 18
+    assert fake.count("POST", START) == 1 and fake.spec_violations == []
 
 
 # -- the fake's rollout checks -------------------------------------------------------------------
