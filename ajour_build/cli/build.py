@@ -21,7 +21,8 @@ from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
 from ajour_build.cli.spec import _load
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
-from ajour_build.plan import plan_builds
+from ajour_build.core.spec.rollout import RolloutPolicy
+from ajour_build.plan import PlannedBuild, plan_builds
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.job import Progress
 from ajour_build.runner.local_runner import LocalRunner
@@ -163,18 +164,27 @@ def build(
     published = []
     if do_publish and failure is None:
         for planned, record in zip(plan.builds, records, strict=True):
-            published.append(_publish(planned.publish_to, publish_to, record, state, notify_url))
+            policy = fleet.applications[planned.application].rollout
+            out = _publish(planned, publish_to, record, state, notify_url, policy)
+            published.append(out)
     _report(records, as_json, state, published)
     if failure is not None:
         raise failure
 
 
 def _publish(
-    default_to: str, to: str | None, record: LocalBuild, state: StateDir, notify_url: str | None
+    planned: PlannedBuild,
+    to: str | None,
+    record: LocalBuild,
+    state: StateDir,
+    notify_url: str | None,
+    policy: RolloutPolicy | None,
 ) -> dict[str, object]:
     from ajour_build.publish.destination import release
 
-    out = release(state.firmware_of(record), to or default_to, os.environ, False, notify_url)
+    firmware, where = state.firmware_of(record), to or planned.publish_to
+    app = planned.application
+    out = release(firmware, where, os.environ, False, notify_url, app, policy)
     done, warning = out.published, out.warning
     return {
         "build": record.id,
