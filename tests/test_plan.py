@@ -81,8 +81,8 @@ def test_selecting_one_app_or_device() -> None:
     config = load_config(EXAMPLES / "fleet" / "ajour.yaml", env={})
     plan = plan_builds(fleet, config, "blinky", "blinky-canary")
     assert [str(c) for b in plan.builds for c in b.consumers] == ["blinky/blinky-canary"]
-    with pytest.raises(AjourError, match="needs --app"):
-        plan_builds(fleet, config, None, "blinky-canary")
+    alone = plan_builds(fleet, config, None, "blinky-canary")  # the device names its app
+    assert [str(c) for b in alone.builds for c in b.consumers] == ["blinky/blinky-canary"]
     with pytest.raises(AjourError, match="'nope' is not in the fleet"):
         plan_builds(fleet, config, "nope")
 

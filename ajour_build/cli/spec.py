@@ -158,7 +158,7 @@ def validate(
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the manifests to stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--app", "application", help="Only this application (and its devices).")
-@click.option("--device", help="Only this device (needs --app).")
+@click.option("--device", help="Only this device (its application follows from the device).")
 @click.option(
     "--triggers",
     "with_triggers",
