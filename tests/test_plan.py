@@ -87,7 +87,7 @@ def test_selecting_one_app_or_device() -> None:
         plan_builds(fleet, config, "nope")
 
 
-def test_builder_catalog_names_resolve() -> None:
+def test_builder_aliases_resolve() -> None:
     fleet = load_fleet([EXAMPLES / "fleet"])
     config = load_config(EXAMPLES / "fleet" / "ajour.yaml", env={})
     images = {b.builder_image for b in plan_builds(fleet, config).builds}

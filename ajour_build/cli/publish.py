@@ -41,7 +41,13 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
         console(stderr=True).print(f"[yellow]warning:[/] {warning}")
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  ajour-build publish build/blinky.bin --to oci://127.0.0.1:5000/fw/blinky:latest"
+    " --version 1.4.0\n"
+    "  ajour-build publish build/blinky.bin --to oci-layout:///var/lib/ajour/fw:latest"
+    " --version 1.4.0 --notify http://127.0.0.1:8081/v1/events\n"
+)
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option(
     "--to",
@@ -99,7 +105,10 @@ def publish(
     _report(out.published, out.warning, as_json)
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-build inspect oci://127.0.0.1:5000/fw/blinky:latest\n"
+    "  ajour-build inspect --json oci-layout:///var/lib/ajour/fw:latest\n"
+)
 @click.argument("target")
 @click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
 @click.option("--json", "as_json", is_flag=True, help="Print the firmware's metadata as JSON.")

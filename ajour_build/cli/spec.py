@@ -99,7 +99,10 @@ _CONFIG = click.option(
 )
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-build validate examples/fleet\n"
+    "  ajour-build validate --strict --json examples/fleet\n"
+)
 @_PATHS
 @_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -151,7 +154,11 @@ def validate(
         )
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-build render examples/fleet -o /tmp/ajour-out\n"
+    "  ajour-build render examples/fleet --stdout --app blinky\n"
+    "  ajour-build render examples/fleet --stdout --triggers --pin\n"
+)
 @_PATHS
 @_CONFIG
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Directory to write to.")

@@ -28,7 +28,11 @@ def _result(env_name: str, value: str) -> None:
         path.write_text(value, encoding="utf-8")
 
 
-@click.group()
+@click.group(
+    epilog="\b\nExample (what the ajour-git-clone Task runs):\n"
+    "  AJOUR_GIT_URL=https://git.example.com/fw.git AJOUR_CHECKOUT_DIR=/workspace/source"
+    " ajour-build step clone\n"
+)
 def step() -> None:
     """Pipeline steps, configured by environment variables (see pipelines/README.md)."""
 
