@@ -140,6 +140,7 @@ def test_a_terminal_shows_the_builders_last_lines_json_does_not(fleet: Path) -> 
     assert result.exit_code == 0, result.output
     assert "│ compiling unit 39" in result.stderr  # the last lines, under the step
     assert "build" in result.stderr  # the step name next to the spinner
+    assert any(frame in result.stderr for frame in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")  # rich's "dots" spinner
     assert "compiling" not in result.stdout
     quiet = CliRunner(env=env).invoke(main, args(fleet, "--app", "a1", "--no-cache", "--json"))
     assert quiet.exit_code == 0, quiet.output
