@@ -142,6 +142,10 @@ def test_a_terminal_shows_the_builders_last_lines_json_does_not(fleet: Path) -> 
     assert "build" in result.stderr  # the step name next to the spinner
     assert any(frame in result.stderr for frame in "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏")  # rich's "dots" spinner
     assert "compiling" not in result.stdout
+    piped = CliRunner().invoke(main, args(fleet, "--app", "a1", "--no-cache"))  # not a TTY
+    assert piped.exit_code == 0, piped.output
+    assert "compiling" not in piped.stdout + piped.stderr and "a1" in piped.stdout
+    assert ": build" in piped.stderr  # the step names only, on stderr
     quiet = CliRunner(env=env).invoke(main, args(fleet, "--app", "a1", "--no-cache", "--json"))
     assert quiet.exit_code == 0, quiet.output
     assert "compiling" not in quiet.stderr and "compiling" not in quiet.stdout
