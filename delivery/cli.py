@@ -146,7 +146,11 @@ def _http_settings(
     )
 
 
-@main.command()
+@main.command(
+    epilog="\b\nExamples:\n  ajour-delivery serve --fleet examples/fleet --http 127.0.0.1:8081"
+    " --registry oci-layout:///var/lib/ajour/fw\n"
+    "  ajour-delivery serve --fleet fleet/ --mqtt mqtt://127.0.0.1:1883 --http 127.0.0.1:8081\n"
+)
 @FLEET
 @click.option(
     "--config",
@@ -212,7 +216,7 @@ def _http_settings(
     help="On SIGTERM, seconds requests in flight may take to finish.",
 )
 @click.option("--hawkbit-url", help="hawkBit DDI base URL, for hawkbit firmware specs.")
-@click.option("--hawkbit-tenant", default="DEFAULT", show_default=True)
+@click.option("--hawkbit-tenant", default="DEFAULT", show_default=True, help="hawkBit tenant.")
 @click.option(
     "--poll-synced",
     type=int,
