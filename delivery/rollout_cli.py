@@ -129,9 +129,16 @@ def _report(data: Any, url: str) -> RolloutReport:
 
 
 def _table(rows: Sequence[tuple[str, ...]]) -> list[str]:
+    """Columns of text left-aligned, of numbers right-aligned (the first row: the header)."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return ["  ".join(cell.rjust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-            for row in rows]  # fmt: skip
+    numeric = [all(r[i].replace("/", "").isdigit() for r in rows[1:]) for i in range(len(widths))]
+    return [
+        "  ".join(
+            cell.rjust(w) if right else cell.ljust(w)
+            for cell, w, right in zip(row, widths, numeric, strict=True)
+        ).rstrip()
+        for row in rows
+    ]
 
 
 def describe(report: RolloutReport) -> list[str]:
