@@ -123,7 +123,7 @@ class RolloutReports:
             if rollout.seq != latest.seq:
                 log = self.rollouts.store.records(application, rollout.seq)
                 records = {device: record for _, device, record in log}
-                found.append(self._report(rollout, records, set()))
+                found.append(self._report(rollout, records, set(), keep=False))
         return found
 
     def _current_report(self, rollout: Rollout) -> RolloutReport:
@@ -135,12 +135,13 @@ class RolloutReports:
         return self._report(rollout, records, downloading)
 
     def _report(
-        self, rollout: Rollout, records: Mapping[str, DeviceRecord], downloading: set[str]
-    ) -> RolloutReport:
+        self, rollout: Rollout, records: Mapping[str, DeviceRecord], downloading: set[str],
+        keep: bool = True,
+    ) -> RolloutReport:  # fmt: skip
         waves: list[WaveReport] = []
         held: list[str] = []
         if rollout.from_version:  # the baseline has no waves: every device got it at once
-            assigned = self._assigned(rollout)
+            assigned = self._assigned(rollout, keep)
             policy = assigned.policy
             counts = model.tally(records.values(), self.rollouts.clock(), policy.confirm_seconds)
             held_by_wave: dict[int, list[str]] = {}
@@ -219,9 +220,10 @@ class RolloutReports:
         return _Notes(rollout, assigned, self._records(rollout), self.rollouts.clock())
 
     # -- caches ---------------------------------------------------------------------------------
-    def _assigned(self, rollout: Rollout) -> _Waves:
+    def _assigned(self, rollout: Rollout, keep: bool = True) -> _Waves:
         """The wave of each device of the rollout's cohort; computed once per fleet and
-        policy (a reloaded fleet may have new devices or labels)."""
+        policy (a reloaded fleet may have new devices or labels). One is kept per
+        application: an older rollout's other policy (``keep=False``) does not replace it."""
         application, fleet = rollout.application, self.worker.targets.fleet
         with self._lock:
             found = self._waves.get(application)
@@ -238,7 +240,9 @@ class RolloutReports:
                 if wave is not None:
                     of[device.name] = wave
                     sizes[wave] += 1
-            found = self._waves[application] = _Waves(fleet, rollout.policy, policy, of, sizes)
+            found = _Waves(fleet, rollout.policy, policy, of, sizes)
+            if keep:
+                self._waves[application] = found
             return found
 
     def _records(self, rollout: Rollout) -> dict[str, DeviceRecord]:

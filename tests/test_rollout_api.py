@@ -265,6 +265,8 @@ def test_who_may_read_and_who_may_operate(rig: Rig) -> None:
         ("POST", "/v1/rollouts/app/abort", b'{"reason": "x"}', 400,
          '"reason" is only for pause, not for abort'),
         ("POST", "/v1/rollouts/app/retry", b"{}", 400, 'retry needs the device: send {"device"'),
+        ("POST", "/v1/rollouts/app/pause", b'{"reason": "a\\nb"}', 400,
+         '"reason" must be one printable line; character 2 is \'\\n\''),
         ("POST", "/v1/rollouts/app/pause", b'{"reason": "' + b"x" * 5000 + b'"}', 413, ""),
         ("POST", "/v1/rollouts/app/retry", b'{"device": "nope"}', 404,
          "device 'nope' is not in application 'app'"),
@@ -370,6 +372,12 @@ def test_cli_shows_and_operates_and_says_what_went_wrong(rig: Rig, tmp_path: Pat
         assert missing.output == "error: device 'nope' is not in application 'app'\n"
         retried = cli(["retry", "app", reverting, *url], tmp_path, **operate)
         assert retried.exit_code == 0 and "held back" not in retried.output
+        config = tmp_path / "ajour.yaml"  # the operator token from the installation config
+        config.write_text(f"delivery:\n  operator_token: {OPERATOR_TOKEN}\n")
+        resumed = cli(["resume", "app", "--config", str(config), *url], tmp_path)
+        assert resumed.exit_code == 0 and resumed.output.startswith(
+            "app: rollout 2 1.0 -> 1.1: running\n"
+        )
     gone = f"http://127.0.0.1:{free_port()}"
     down = cli(["show", "app", "--url", gone], tmp_path, **read)
     assert down.exit_code == 1

@@ -37,7 +37,8 @@ from tests.registry import free_port
 from tests.test_rollout_flow import IMAGE_ONE, IMAGE_TWO, NAMES, wave_by_hash
 from tests.test_sources import publish
 
-TOKENS = {STATUS_TOKEN_ENV: "st-flow", EVENTS_TOKEN_ENV: "ev-flow", OPERATOR_TOKEN_ENV: "op-flow"}
+TOKENS = {STATUS_TOKEN_ENV: "st-flow", EVENTS_TOKEN_ENV: "ev-flow"}
+OPERATOR = "op-flow"
 FAILING = Failures.share(NAMES, 0.1, "revert", seed=5)
 WAVE = {n: wave_by_hash(n) for n in NAMES}
 SIZES = [sum(1 for n in NAMES if WAVE[n] == w) for w in range(4)]
@@ -96,7 +97,7 @@ class Api:
 
     def operate(self, action: str, body: Any = None) -> dict[str, Any]:
         path = f"/v1/rollouts/app/{action}"
-        status, data = self.call("POST", path, TOKENS[OPERATOR_TOKEN_ENV], body or {})
+        status, data = self.call("POST", path, OPERATOR, body or {})
         assert status == 200, data
         assert isinstance(data, dict)
         return data
@@ -112,8 +113,10 @@ def wait_for(check: Callable[[], bool], what: str, timeout: float = 20) -> None:
 @contextmanager
 def serving(tmp: Path) -> Iterator[Api]:
     port = free_port()
-    (tmp / "none.yaml").write_text("{}\n")
-    env = {**os.environ, **TOKENS, "PYTHONPATH": str(REPO), "AJOUR_CONFIG": str(tmp / "none.yaml")}
+    config = tmp / "ajour.yaml"  # the operator token: from here, for serve and the CLI
+    config.write_text(f"delivery:\n  operator_token: {OPERATOR}\n")
+    env = {**os.environ, **TOKENS, "PYTHONPATH": str(REPO), "AJOUR_CONFIG": str(config)}
+    env.pop(OPERATOR_TOKEN_ENV, None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "delivery.cli", "serve", "--fleet", str(tmp / "fleet"),
          "--http", f"127.0.0.1:{port}", "--rollout-db", str(tmp / "rollouts.db"),
@@ -173,7 +176,8 @@ class Fleet:
 
 
 def cli(args: list[str], tmp: Path) -> Any:
-    env = {**TOKENS, "AJOUR_CONFIG": str(tmp / "none.yaml")}
+    env: dict[str, str | None] = {**TOKENS, "AJOUR_CONFIG": str(tmp / "ajour.yaml")}
+    env[OPERATOR_TOKEN_ENV] = None  # unset: the token comes from the config
     return CliRunner().invoke(main, ["rollout", *args], env=env)
 
 
