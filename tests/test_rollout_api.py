@@ -382,3 +382,23 @@ def test_cli_shows_and_operates_and_says_what_went_wrong(rig: Rig, tmp_path: Pat
     down = cli(["show", "app", "--url", gone], tmp_path, **read)
     assert down.exit_code == 1
     assert down.output.startswith(f"error: cannot reach the delivery worker at {gone}: ")
+
+
+def test_a_reloaded_fleet_is_assigned_again(rig: Rig) -> None:
+    """The wave assignment is kept per fleet: a fleet reload with new devices shows them."""
+    rig.settle("d0")
+    rig.publish_two()
+    rig.settle("d0")
+    with serving(rig.worker, tokens()) as transport:
+        before = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
+        assert sum(w["devices"] for w in before["waves"]) == len(NAMES)
+        again = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
+        assert again == before
+        added = "".join(f"---\nmetadata: {{name: n{i}, application: app}}\n" for i in range(5))
+        (rig.tmp / "fleet" / "f.yaml").write_text(FLEET + added)
+        fleet = load_fleet([rig.tmp / "fleet"])
+        rig.worker.targets = Targets(fleet, f"oci-layout://{rig.tmp / 'oci'}", ttl=60)
+        after = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
+        assert sum(w["devices"] for w in after["waves"]) == len(NAMES) + 5
+        _, rows = call(transport, "GET", "/v1/status/app/n0", STATUS_TOKEN)
+        assert rows[0]["detail"].startswith("rollout 2 wave ")
