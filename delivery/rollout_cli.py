@@ -175,7 +175,11 @@ def _print(data: Any, url: str, as_json: bool) -> None:
     click.echo("\n".join(describe(_report(data, url))))
 
 
-@click.group("rollout")
+@click.group(
+    "rollout",
+    epilog="\b\nExamples:\n  ajour-delivery rollout list\n"
+    "  AJOUR_DELIVERY_OPERATOR_TOKEN=… ajour-delivery rollout resume blinky\n",
+)
 def rollout() -> None:
     """Show and operate the staged rollouts of a running worker (its /v1/rollouts API)."""
 
