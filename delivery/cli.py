@@ -17,6 +17,7 @@ from delivery import __version__
 from delivery.errors import DeliveryError
 from delivery.fleet_reload import FleetReloader
 from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
+from delivery.rollout_cli import rollout
 from delivery.tools import COMMANDS
 
 
@@ -48,7 +49,7 @@ def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
     configure_logging(debug, log_format)
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, rollout):
     main.add_command(_command)
 
 
@@ -191,6 +192,12 @@ def _http_settings(
     envvar="AJOUR_DELIVERY_EVENTS_TOKEN",
     help="Bearer token for POST /v1/events (or AJOUR_DELIVERY_EVENTS_TOKEN; prefer the env).",
 )
+@click.option(
+    "--operator-token",
+    envvar="AJOUR_DELIVERY_OPERATOR_TOKEN",
+    help="Bearer token for POST /v1/rollouts/APP/ACTION (or AJOUR_DELIVERY_OPERATOR_TOKEN;"
+    " without one, rollouts cannot be operated over HTTP).",
+)
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="HTTPS: certificate chain (PEM).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="HTTPS: its private key (PEM).")
 @click.option(
@@ -248,6 +255,7 @@ def serve(
     insecure_no_auth: bool,
     status_token: str | None,
     events_token: str | None,
+    operator_token: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -306,6 +314,7 @@ def serve(
             (tls_cert, tls_key, tls_client_ca),
             (http_max_connections, http_threads, drain_timeout),
         )
+        http_settings.operator_token = operator_token or conf.operator_token.get_secret_value()
     hawkbit = None
     if hawkbit_url:
         token = os.environ.get("AJOUR_HAWKBIT_GATEWAY_TOKEN", "")
