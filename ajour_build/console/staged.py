@@ -54,12 +54,10 @@ def allowed(report: RolloutReport) -> frozenset[RolloutAction]:
 
 
 def operator_token(config: InstallationConfig) -> str:
-    """The worker's operator token: the first of ``delivery.operator_tokens``, else the one
-    the worker itself would read from the environment."""
-    tokens = config.delivery.operator_tokens
-    if tokens:
-        return tokens[0].get_secret_value()
-    return os.environ.get(OPERATOR_TOKEN_ENV, "")
+    """The worker's operator token: ``delivery.operator_token``, else the one the worker
+    itself would read from the environment."""
+    token = config.delivery.operator_token.get_secret_value()
+    return token or os.environ.get(OPERATOR_TOKEN_ENV, "")
 
 
 @dataclass(frozen=True)
@@ -211,7 +209,7 @@ def operate(
         return Answer(error=f"service.delivery_url {shown!r} is not a usable URL")
     status = response.status_code
     if status in (401, 403):
-        key = "operator_tokens"
+        key = "operator_token"
         return Answer(error=_refused(shown, status, token, "operator", key, OPERATOR_TOKEN_ENV))
     if status == 404:
         said = _said(response)
