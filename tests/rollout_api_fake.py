@@ -181,9 +181,15 @@ class RolloutApiFake:
     def _retry(self, rollout: model.Rollout, device: str | None) -> model.Rollout:
         if device is None:
             raise model.RolloutError("retry needs a device")
-        held = self.held_back[(rollout.application, rollout.seq)]
-        if device in held:
+        key = (rollout.application, rollout.seq)
+        held = self.held_back[key]
+        if device in held:  # its outcome is cleared: one reverted device fewer
             held.remove(device)
+            for wave in self.waves[key]:
+                outcomes = wave.get("outcomes", {})
+                if outcomes.get("reverted", 0) > 0:
+                    outcomes["reverted"] -= 1
+                    break
         return rollout
 
     def handle(self, method: str, target: str, authorization: str, body: Any) -> tuple[int, Any]:

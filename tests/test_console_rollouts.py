@@ -352,6 +352,34 @@ def test_a_rollout_in_the_browser(browser: Browser, tmp_path: Path) -> None:
             context.close()
 
 
+@pytest.mark.slow
+def test_rollout_pages_fit_a_phone_and_operate_without_javascript(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with running(tmp_path) as on:
+        phone = browser.new_context(viewport={"width": 375, "height": 740})
+        plain = browser.new_context(java_script_enabled=False)
+        try:
+            t = Tab(phone.new_page(), on.url)
+            t.sign_in()
+            for path in ("/rollouts", "/rollouts/fw", "/rollouts/sensor"):
+                t.open(path)
+                width = t.page.evaluate("document.documentElement.scrollWidth")
+                assert width <= 375, (path, width)
+            assert t.errors == []
+            t = Tab(plain.new_page(), on.url)
+            t.sign_in()
+            t.open("/rollouts/fw")
+            t.page.get_by_role("button", name="Resume").click()
+            expect(t.page.locator("[data-flash=ok]")).to_have_text(
+                "Resume: rollout 3 of fw is running now."
+            )
+            assert on.fake.current("fw").state == "running"
+        finally:
+            phone.close()
+            plain.close()
+
+
 def test_a_closed_port_is_not_a_worker() -> None:
     found = staged.fetch(f"http://127.0.0.1:{free_port()}", "fw", "tok")
     assert found.error.startswith("cannot reach") and "tok" not in found.error

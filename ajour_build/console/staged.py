@@ -35,6 +35,7 @@ TIMEOUT = 2.0  # a read, like GET /v1/status
 OPERATE_TIMEOUT = 10.0  # an operation writes the rollout store (locked up to 10 s)
 MAX_SAID = 500  # characters of the worker's own error text that a page shows
 FAILURES = ("reverted", "failed_download", "timed_out")
+HELD = ("reverted", "failed_download")  # the outcomes that hold a device back
 
 # what each state allows (core.rollout.model's operations); the worker still decides
 ALLOWED: dict[str, frozenset[RolloutAction]] = {
@@ -70,6 +71,7 @@ class Totals:
     swapped: int
     confirmed: int
     failed: int
+    held: int  # reverted or failed download: not offered to_version until retried
 
     @classmethod
     def of(cls, report: RolloutReport) -> Totals:
@@ -81,6 +83,10 @@ class Totals:
             swapped=sum(w.outcomes.get("swapped", 0) for w in waves),
             confirmed=sum(w.outcomes.get("confirmed", 0) for w in waves),
             failed=sum(w.failed for w in waves),
+            held=max(
+                len(report.held_back),
+                sum(w.outcomes.get(k, 0) for w in waves for k in HELD),
+            ),
         )
 
 
