@@ -58,6 +58,7 @@ def populate(fake: RolloutApiFake) -> None:
         [{"devices": 200, "outcomes": {"confirmed": 200}}],
         state=State.COMPLETED,
         reason="every wave finished its dwell",
+        created=time.time() - 41 * 86_400,
     )
     fake.add(
         "fw",
@@ -67,6 +68,7 @@ def populate(fake: RolloutApiFake) -> None:
         [{"devices": 200, "outcomes": {"confirmed": 198}}],
         state=State.COMPLETED,
         reason="every wave finished its dwell",
+        created=time.time() - 9 * 86_400,
     )
     fake.add(
         "fw",
