@@ -7,7 +7,9 @@ It speaks the JSON of ``ajour_build.core.rollout.report`` on loopback:
 * ``POST /v1/rollouts/<app>/<action>`` with a ``RolloutRequest`` body: bearer the operator
   token. pause, resume, abort, rollback and promote go through the real operations of
   ``core.rollout.model``, so a state that forbids one is answered 409 with the model's own
-  ``RolloutError`` text; retry drops the device from the held-back list;
+  ``RolloutError`` text; retry drops the device from the held-back list (and one reverted
+  count); like the worker, a ``device`` on anything but retry, or a ``reason`` on anything
+  but pause, is a 400;
 * ``GET /v1/status[/<app>]``: the device rows a test sets in ``devices``.
 
 What it does not do: count outcomes. A wave's counts and the held-back devices are what the
@@ -156,6 +158,10 @@ class RolloutApiFake:
             request = RolloutRequest.model_validate(body if body is not None else {})
         except ValueError as exc:
             return 400, f"not a rollout request: {exc}"
+        if request.device is not None and action != "retry":
+            return 400, f'"device" is only for retry, not for {action}'
+        if request.reason is not None and action != "pause":
+            return 400, f'"reason" is only for pause, not for {action}'
         with self._lock:
             found = self._rollouts.get(app)
             if not found:

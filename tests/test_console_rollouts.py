@@ -206,7 +206,7 @@ def test_operations_reach_the_worker_with_the_operator_token(
         assert flash(c.get("/rollouts/fw").text) == ""  # shown once
         assert 'name="reason"' in page  # running: pause is offered now, with a reason
         why = "field report: <b>boot loop</b> on rev C boards"
-        page = after(c, post(c, "/rollouts/fw/pause", {"seq": "3", "reason": why}))
+        page = after(c, post(c, "/rollouts/fw/pause", {"seq": "3", "reason": why, "device": "x"}))
         assert "<b>boot loop</b>" not in page
         assert "<strong>Paused:</strong> field report: &lt;b&gt;boot loop&lt;/b&gt;" in page
         page = after(c, post(c, "/rollouts/fw/retry", {"device": "fw-0112"}))
@@ -226,6 +226,7 @@ def test_operations_reach_the_worker_with_the_operator_token(
         ("/v1/rollouts/fw/promote", {}, bearer),
         ("/v1/rollouts/fw/rollback", {}, bearer),
     ]
+    assert "console: rollout operation resume on 'fw': Resume: rollout 3 of fw" in caplog.text
     assert OPERATOR not in caplog.text and STATUS not in caplog.text
 
 

@@ -8,6 +8,7 @@ Console routes stay out of the OpenAPI document: they are for people, not client
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -29,6 +30,7 @@ from ajour_build.service.state import service_of
 MAX_APP = 63
 MAX_DEVICE = 253
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def problem(request: Request, exc: AjourError) -> Response:
@@ -216,7 +218,7 @@ async def operate(request: Request, app: str, action: str) -> Response:
     cache: staged.RolloutCache = request.app.state.delivery_rollouts
     response = RedirectResponse(back, 303)
     seen = fields.get("seq", "")
-    if seen.isdigit() and chosen is not RolloutAction.RETRY:
+    if seen.isascii() and seen.isdigit() and len(seen) <= 12 and chosen is not RolloutAction.RETRY:
         # the page showed rollout `seen`; a newer one may have started since
         now = await run_in_threadpool(staged.fetch, base, app, devices.status_token(config))
         newest = now.reports[0].seq if now.reports else None
@@ -234,14 +236,16 @@ async def operate(request: Request, app: str, action: str) -> Response:
         app,
         chosen,
         staged.operator_token(config),
-        device or None,
+        (device or None) if chosen is RolloutAction.RETRY else None,
         (reason or None) if chosen is RolloutAction.PAUSE else None,
     )
     cache.forget(base, app)
     if answer.done:
-        views.flash(response, request, "ok", _done(app, chosen, device, answer))
+        text, kind = _done(app, chosen, device, answer), "ok"
     else:
-        views.flash(response, request, "bad", f"{LABELS[chosen]} refused: {answer.error}")
+        text, kind = f"{LABELS[chosen]} refused: {answer.error}", "bad"
+    log.info("console: rollout operation %s on %r: %s", chosen.value, app, text)
+    views.flash(response, request, kind, text)
     return response
 
 
