@@ -90,6 +90,10 @@ def _fits(action: RolloutAction, request: RolloutRequest) -> str:
         return f'"device" is only for retry, not for {action.value}'
     if action is not RolloutAction.PAUSE and request.reason is not None:
         return f'"reason" is only for pause, not for {action.value}'
+    reason = request.reason or ""
+    bad = next((i for i, c in enumerate(reason) if not c.isprintable()), None)
+    if bad is not None:
+        return f'"reason" must be one printable line; character {bad + 1} is {reason[bad]!r}'
     return ""
 
 

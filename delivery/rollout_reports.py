@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.rollout import model
@@ -123,7 +123,7 @@ class RolloutReports:
             if rollout.seq != latest.seq:
                 log = self.rollouts.store.records(application, rollout.seq)
                 records = {device: record for _, device, record in log}
-                found.append(self._report(rollout, records, set()))
+                found.append(self._report(rollout, records, set(), keep=False))
         return found
 
     def _current_report(self, rollout: Rollout) -> RolloutReport:
@@ -135,12 +135,13 @@ class RolloutReports:
         return self._report(rollout, records, downloading)
 
     def _report(
-        self, rollout: Rollout, records: Mapping[str, DeviceRecord], downloading: set[str]
-    ) -> RolloutReport:
+        self, rollout: Rollout, records: Mapping[str, DeviceRecord], downloading: set[str],
+        keep: bool = True,
+    ) -> RolloutReport:  # fmt: skip
         waves: list[WaveReport] = []
         held: list[str] = []
         if rollout.from_version:  # the baseline has no waves: every device got it at once
-            assigned = self._assigned(rollout)
+            assigned = self._assigned(rollout, keep)
             policy = assigned.policy
             counts = model.tally(records.values(), self.rollouts.clock(), policy.confirm_seconds)
             held_by_wave: dict[int, list[str]] = {}
@@ -198,8 +199,13 @@ class RolloutReports:
             found = notes[app]
             note = found.note(row) if found is not None else ""
             if note:
-                stored = "" if _STORED_NOTE.fullmatch(row.detail) else row.detail
-                row = replace(row, detail=f"{note}; {stored}" if stored else note)
+                stored = row.detail
+                if stored and not _STORED_NOTE.fullmatch(stored):
+                    note = f"{note}; {stored}"
+                row = DeviceStatus(
+                    row.application, row.device, row.current, row.target, row.offset, row.size,
+                    row.state, row.source, note, row.last_seen,
+                )  # fmt: skip
             out.append(row)
         return out
 
@@ -211,15 +217,13 @@ class RolloutReports:
         if rollout is None or not rollout.from_version:
             return None
         assigned = self._assigned(rollout)
-        return _Notes(
-            rollout, assigned, self._records(rollout), self.rollouts.clock(),
-            assigned.policy.confirm_seconds,
-        )  # fmt: skip
+        return _Notes(rollout, assigned, self._records(rollout), self.rollouts.clock())
 
     # -- caches ---------------------------------------------------------------------------------
-    def _assigned(self, rollout: Rollout) -> _Waves:
+    def _assigned(self, rollout: Rollout, keep: bool = True) -> _Waves:
         """The wave of each device of the rollout's cohort; computed once per fleet and
-        policy (a reloaded fleet may have new devices or labels)."""
+        policy (a reloaded fleet may have new devices or labels). One is kept per
+        application: an older rollout's other policy (``keep=False``) does not replace it."""
         application, fleet = rollout.application, self.worker.targets.fleet
         with self._lock:
             found = self._waves.get(application)
@@ -236,7 +240,9 @@ class RolloutReports:
                 if wave is not None:
                     of[device.name] = wave
                     sizes[wave] += 1
-            found = self._waves[application] = _Waves(fleet, rollout.policy, policy, of, sizes)
+            found = _Waves(fleet, rollout.policy, policy, of, sizes)
+            if keep:
+                self._waves[application] = found
             return found
 
     def _records(self, rollout: Rollout) -> dict[str, DeviceRecord]:
@@ -261,41 +267,48 @@ def _open(rollout: Rollout, wave: int) -> bool:
     return rollout.state in (State.RUNNING, State.PAUSED) and wave <= rollout.wave
 
 
-@dataclass
 class _Notes:
-    rollout: Rollout
-    assigned: _Waves
-    records: dict[str, DeviceRecord]
-    now: float
-    confirm_seconds: float
+    """Rollout notes of one application's devices; what depends on the rollout alone is
+    worked out once (a ``/v1/status`` of 100k devices makes 100k notes)."""
+
+    def __init__(
+        self, rollout: Rollout, assigned: _Waves, records: dict[str, DeviceRecord], now: float
+    ) -> None:
+        r = self.rollout = rollout
+        self.assigned, self.records, self.now = assigned, records, now
+        self.confirm_seconds = assigned.policy.confirm_seconds
+        self.waves = len(assigned.policy.waves)
+        state = r.state
+        going = state in (State.RUNNING, State.PAUSED)
+        self.open_through = self.waves if state is State.COMPLETED else r.wave if going else -1
+        self.closed = "wave not open yet" if going else "not offered"
+        self.kept = self.stays = ""
+        if state is State.ROLLED_BACK:
+            self.kept = self.stays = f"; rolled back to {r.from_version}"
+        elif state is State.ABORTED:
+            self.kept = f"; aborted, keeps {r.to_version}"
+            self.stays = f"; aborted, on {r.from_version}"
+        self.blocked = f" with {r.to_version}; stays on {r.from_version} until retried"
 
     def note(self, row: DeviceStatus) -> str:
         wave = self.assigned.of.get(row.device)
         if wave is None:  # outside the cohort, or its own firmware: not in the rollout
             return ""
         r = self.rollout
-        head = f"rollout {r.seq} wave {wave + 1}"
-        if wave >= len(self.assigned.policy.waves):
+        if wave >= self.waves:
             return f"rollout {r.seq}: in no wave; offered {r.to_version} once it completes"
         record = self.records.get(row.device)
+        suffix = self.stays
         if record is not None and record.outcome is not Outcome.RETRIED:
             outcome = record.effective(self.now, self.confirm_seconds)
             if outcome in model.BLOCKED:
-                return (
-                    f"{head}: {_words(outcome)} with {r.to_version}; stays on"
-                    f" {r.from_version} until retried"
-                )
+                return f"rollout {r.seq} wave {wave + 1}: {_words(outcome)}{self.blocked}"
             what = _words(outcome)
-        elif _open(r, wave):
+            if record.outcome is Outcome.SWAPPED or record.outcome is Outcome.CONFIRMED:
+                suffix = self.kept
+        elif wave <= self.open_through:
             updating = row.state == DeliveryState.UPDATING and row.target == r.to_version
             what = "downloading" if updating else "pending"
-        elif r.state in (State.RUNNING, State.PAUSED):
-            what = "wave not open yet"
         else:
-            what = "not offered"
-        if r.state is State.ROLLED_BACK:
-            what += f"; rolled back to {r.from_version}"
-        elif r.state is State.ABORTED:
-            kept = record is not None and record.outcome in (Outcome.SWAPPED, Outcome.CONFIRMED)
-            what += f"; aborted, {'keeps ' + r.to_version if kept else 'on ' + r.from_version}"
-        return f"{head}: {what}"
+            what = self.closed
+        return f"rollout {r.seq} wave {wave + 1}: {what}{suffix}"

@@ -265,6 +265,8 @@ def test_who_may_read_and_who_may_operate(rig: Rig) -> None:
         ("POST", "/v1/rollouts/app/abort", b'{"reason": "x"}', 400,
          '"reason" is only for pause, not for abort'),
         ("POST", "/v1/rollouts/app/retry", b"{}", 400, 'retry needs the device: send {"device"'),
+        ("POST", "/v1/rollouts/app/pause", b'{"reason": "a\\nb"}', 400,
+         '"reason" must be one printable line; character 2 is \'\\n\''),
         ("POST", "/v1/rollouts/app/pause", b'{"reason": "' + b"x" * 5000 + b'"}', 413, ""),
         ("POST", "/v1/rollouts/app/retry", b'{"device": "nope"}', 404,
          "device 'nope' is not in application 'app'"),
@@ -370,7 +372,33 @@ def test_cli_shows_and_operates_and_says_what_went_wrong(rig: Rig, tmp_path: Pat
         assert missing.output == "error: device 'nope' is not in application 'app'\n"
         retried = cli(["retry", "app", reverting, *url], tmp_path, **operate)
         assert retried.exit_code == 0 and "held back" not in retried.output
+        config = tmp_path / "ajour.yaml"  # the operator token from the installation config
+        config.write_text(f"delivery:\n  operator_token: {OPERATOR_TOKEN}\n")
+        resumed = cli(["resume", "app", "--config", str(config), *url], tmp_path)
+        assert resumed.exit_code == 0 and resumed.output.startswith(
+            "app: rollout 2 1.0 -> 1.1: running\n"
+        )
     gone = f"http://127.0.0.1:{free_port()}"
     down = cli(["show", "app", "--url", gone], tmp_path, **read)
     assert down.exit_code == 1
     assert down.output.startswith(f"error: cannot reach the delivery worker at {gone}: ")
+
+
+def test_a_reloaded_fleet_is_assigned_again(rig: Rig) -> None:
+    """The wave assignment is kept per fleet: a fleet reload with new devices shows them."""
+    rig.settle("d0")
+    rig.publish_two()
+    rig.settle("d0")
+    with serving(rig.worker, tokens()) as transport:
+        before = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
+        assert sum(w["devices"] for w in before["waves"]) == len(NAMES)
+        again = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
+        assert again == before
+        added = "".join(f"---\nmetadata: {{name: n{i}, application: app}}\n" for i in range(5))
+        (rig.tmp / "fleet" / "f.yaml").write_text(FLEET + added)
+        fleet = load_fleet([rig.tmp / "fleet"])
+        rig.worker.targets = Targets(fleet, f"oci-layout://{rig.tmp / 'oci'}", ttl=60)
+        after = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
+        assert sum(w["devices"] for w in after["waves"]) == len(NAMES) + 5
+        _, rows = call(transport, "GET", "/v1/status/app/n0", STATUS_TOKEN)
+        assert rows[0]["detail"].startswith("rollout 2 wave ")
