@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from fastapi import Request, Response
 
-from ajour_build.console import devices, views
+from ajour_build.console import devices, staged, views
 from ajour_build.console.builds import PAGE, BadFilter, Filters, events
 from ajour_build.core.wire import DeviceReport
 from ajour_build.lifecycle import STATES
@@ -26,6 +26,15 @@ def _delivery(request: Request, application: str | None = None) -> devices.Deliv
     cache: devices.StatusCache = request.app.state.delivery_status
     config = _svc(request).config
     return cache.get(config.service.delivery_url, application, devices.status_token(config))
+
+
+def _staged(request: Request, application: str | None = None) -> staged.Staged:
+    """The worker's rollouts: every application's current one, or all of ``application``'s."""
+    cache: staged.RolloutCache = request.app.state.delivery_rollouts
+    config = _svc(request).config
+    token = devices.status_token(config)
+    url = config.service.delivery_url
+    return cache.get(url, application, token, history=application is not None)
 
 
 def overview(request: Request) -> Response:
@@ -176,8 +185,9 @@ def rollouts(request: Request) -> Response:
     svc = _svc(request)
     fleet = svc.scheduler.fleet.current()
     delivery = _delivery(request)
+    waves = _staged(request)
     grouped = devices.by_application(devices.merge(fleet, delivery))
-    names = sorted(set(fleet.applications) | set(grouped))
+    names = sorted(set(fleet.applications) | set(grouped) | {r.application for r in waves.reports})
     plans = [
         devices.rollout(name, grouped.get(name, []), _built_versions(svc, name), None)
         for name in names
@@ -189,6 +199,9 @@ def rollouts(request: Request) -> Response:
         section="rollouts",
         delivery=delivery,
         rollouts=plans,
+        staged=waves,
+        current={r.application: r for r in waves.reports},
+        totals={r.application: staged.Totals.of(r) for r in waves.reports},
     )
 
 
@@ -202,17 +215,27 @@ def rollout(request: Request, app: str) -> Response:
         return views.message(request, 400, "Cannot show that version", text, [(back, "Back")])
     delivery = _delivery(request, app)
     rows = devices.merge(fleet, delivery, app)
-    if app not in fleet.applications and not rows:
+    waves = _staged(request, app)
+    if app not in fleet.applications and not rows and not waves.reports:
         return _no_app(request, app, "/rollouts")
     plan = devices.rollout(app, rows, _built_versions(svc, app), version or None)
+    current = waves.reports[0] if waves.reports else None
+    if current is None and waves.reachable:  # none for this app: has the worker the API?
+        waves = staged.Staged(served=_staged(request).served)
     return views.render(
         request,
         "rollout.html",
-        fragments=("rollout",),
+        fragments=("staged", "rollout"),
         section="rollouts",
         application=app,
         delivery=delivery,
         rollout=plan,
         chosen=version,
         can_build=app in fleet.applications,
+        staged=waves,
+        current=current,
+        totals=staged.Totals.of(current) if current else None,
+        allowed=staged.allowed(current) if current else frozenset(),
+        history=waves.reports[1:],
+        failures=staged.FAILURES,
     )

@@ -8,6 +8,7 @@ Console routes stay out of the OpenAPI document: they are for people, not client
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,8 +19,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ajour_build.console import access, devices, pages, views
+from ajour_build.console import access, devices, pages, staged, views
 from ajour_build.core.errors import AjourError
+from ajour_build.core.rollout.report import RolloutAction
 from ajour_build.service import auth
 from ajour_build.service.http_status import answer_for
 from ajour_build.service.scheduler import Outcome
@@ -28,6 +30,7 @@ from ajour_build.service.state import service_of
 MAX_APP = 63
 MAX_DEVICE = 253
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 
 def problem(request: Request, exc: AjourError) -> Response:
@@ -157,6 +160,95 @@ async def cancel(request: Request, build_id: str) -> Response:
     return RedirectResponse(back, 303)
 
 
+LABELS = {
+    RolloutAction.PAUSE: "Pause",
+    RolloutAction.RESUME: "Resume",
+    RolloutAction.ABORT: "Abort",
+    RolloutAction.ROLLBACK: "Rollback",
+    RolloutAction.PROMOTE: "Promote",
+    RolloutAction.RETRY: "Retry",
+}
+MAX_REASON = 512
+
+
+def _operation(fields: dict[str, str], app: str, action: str) -> tuple[RolloutAction, str, str]:
+    """The action, device and reason of an operation's form, or ValueError saying why not."""
+    try:
+        chosen = RolloutAction(action)
+    except ValueError:
+        names = ", ".join(a.value for a in RolloutAction)
+        raise ValueError(f"{action!r} is not a rollout operation; use one of {names}") from None
+    device, reason = fields.get("device", "").strip(), fields.get("reason", "").strip()
+    if not app or len(app) > MAX_APP:
+        raise ValueError(f"an application name has 1 to {MAX_APP} characters")
+    if chosen is RolloutAction.RETRY and not 1 <= len(device) <= MAX_DEVICE:
+        raise ValueError(f"retry needs the device to retry (1 to {MAX_DEVICE} characters)")
+    if len(reason) > MAX_REASON:
+        raise ValueError(f"a reason has at most {MAX_REASON} characters, not {len(reason)}")
+    return chosen, device, reason
+
+
+def _done(app: str, action: RolloutAction, device: str, answer: staged.Answer) -> str:
+    report = answer.report
+    if action is RolloutAction.RETRY:
+        version = report.to_version if report is not None else "the new version"
+        return f"Retry: {device} of {app} is offered {version} again."
+    if report is None:
+        return f"{LABELS[action]}: done."
+    return f"{LABELS[action]}: rollout {report.seq} of {app} is {report.state} now."
+
+
+@router.post("/rollouts/{app}/{action}")
+async def operate(request: Request, app: str, action: str) -> Response:
+    """Pause, resume, abort, roll back, promote a rollout or retry a device, through the
+    worker with the operator token; back to the rollout's page with what happened."""
+    try:
+        fields = await access.form(request)
+    except access.FormRefused as exc:
+        return views.message(request, exc.status, exc.title, str(exc))
+    back = f"/rollouts/{views.segment(app)}"
+    if not access.viewer(request).can_write:
+        return _signin(request, 401, "Sign in with an API token to operate rollouts.", back)
+    try:
+        chosen, device, reason = _operation(fields, app, action)
+    except ValueError as exc:
+        return views.message(request, 400, "Cannot run that operation", str(exc), [(back, "Back")])
+    config = service_of(request).config
+    base = config.service.delivery_url
+    cache: staged.RolloutCache = request.app.state.delivery_rollouts
+    response = RedirectResponse(back, 303)
+    seen = fields.get("seq", "")
+    if seen.isascii() and seen.isdigit() and len(seen) <= 12 and chosen is not RolloutAction.RETRY:
+        # the page showed rollout `seen`; a newer one may have started since
+        now = await run_in_threadpool(staged.fetch, base, app, devices.status_token(config))
+        newest = now.reports[0].seq if now.reports else None
+        if newest is not None and newest != int(seen):
+            text = (
+                f"{LABELS[chosen]} not sent: the page showed rollout {seen} of {app}, and"
+                f" rollout {newest} has started since. Look at it first."
+            )
+            views.flash(response, request, "bad", text)
+            cache.forget(base, app)
+            return response
+    answer = await run_in_threadpool(
+        staged.operate,
+        base,
+        app,
+        chosen,
+        staged.operator_token(config),
+        (device or None) if chosen is RolloutAction.RETRY else None,
+        (reason or None) if chosen is RolloutAction.PAUSE else None,
+    )
+    cache.forget(base, app)
+    if answer.done:
+        text, kind = _done(app, chosen, device, answer), "ok"
+    else:
+        text, kind = f"{LABELS[chosen]} refused: {answer.error}", "bad"
+    log.info("console: rollout operation %s on %r: %s", chosen.value, app, text)
+    views.flash(response, request, kind, text)
+    return response
+
+
 @router.get("/login")
 def login_form(request: Request) -> Response:
     note = "You are signed in." if access.viewer(request).signed_in else ""
@@ -216,5 +308,6 @@ def mount(app: FastAPI) -> None:
     app.mount("/static", StaticFiles(directory=views.STATIC), name="console-static")
     app.include_router(router)
     app.state.delivery_status = devices.StatusCache()
+    app.state.delivery_rollouts = staged.RolloutCache()
     previous = app.exception_handlers.get(StarletteHTTPException, http_exception_handler)
     app.add_exception_handler(StarletteHTTPException, _not_found(previous))

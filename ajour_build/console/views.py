@@ -7,14 +7,18 @@ is the source of both the page and its updates.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from fastapi import Request
+from fastapi import Request, Response
 from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import escape
@@ -26,6 +30,8 @@ HERE = Path(__file__).parent
 TEMPLATES = HERE / "templates"
 STATIC = HERE / "static"
 POLL_MS = 2000
+FLASH_COOKIE = "ajour_flash"
+MAX_FLASH = 1000
 
 # every console page: no inline script or style, nothing from other origins, no framing
 HEADERS = {
@@ -124,6 +130,45 @@ def environment() -> Environment:
 ENV = environment()
 
 
+@dataclass(frozen=True)
+class Flash:
+    """A one-time message after an action: what it did (``ok``) or why it did not (``bad``)."""
+
+    kind: str
+    text: str
+
+
+def flash(response: Response, request: Request, kind: str, text: str) -> None:
+    """Show ``text`` once, on the next full page this browser opens (after the redirect).
+
+    Kept in a short-lived cookie (HttpOnly, SameSite=Strict) rather than the URL, so a link
+    cannot make the console show a message it never produced.
+    """
+    value = json.dumps(["ok" if kind == "ok" else "bad", text[:MAX_FLASH]])
+    response.set_cookie(
+        FLASH_COOKIE,
+        base64.urlsafe_b64encode(value.encode()).decode(),
+        max_age=60,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+        path="/",
+    )
+
+
+def _flash_of(request: Request) -> Flash | None:
+    raw = request.cookies.get(FLASH_COOKIE, "")
+    if not raw or len(raw) > 4 * MAX_FLASH:
+        return None
+    try:
+        kind, text = json.loads(base64.urlsafe_b64decode(raw.encode()))
+    except (ValueError, TypeError, binascii.Error):
+        return None
+    if kind not in ("ok", "bad") or not isinstance(text, str):
+        return None
+    return Flash(kind, text[:MAX_FLASH])
+
+
 def _context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
     here_path = here(request)
     return {
@@ -131,6 +176,7 @@ def _context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
         "here": here_path,
         "login_href": login_url(here_path if request.method == "GET" else "/"),
         "section": "",
+        "flash": None,
         **context,
     }
 
@@ -154,7 +200,15 @@ def render(
         block = template.blocks[fragment]
         html = "".join(block(template.new_context(values)))
         return _respond(html, status, headers)
-    return _respond(template.render(values), status, headers)
+    if FLASH_COOKIE not in request.cookies:
+        return _respond(template.render(values), status, headers)
+    values["flash"] = _flash_of(request)  # shown once: on this full page, not in fragments
+    response = _respond(template.render(values), status, headers)
+    response.delete_cookie(
+        FLASH_COOKIE, path="/", httponly=True, samesite="strict",
+        secure=request.url.scheme == "https",
+    )  # fmt: skip
+    return response
 
 
 def message(

@@ -1,13 +1,21 @@
 // Ajour console: keeps live regions fresh. The pages work without it.
 //
 // An element with data-live="<url>" is refreshed from that URL (a fragment of the same
-// page) every few seconds; it stops when the fragment holds [data-live-final]. The build
-// log (#build-log) follows /api/v1/builds/<id>/log-lines while the build is active.
+// page) every few seconds, but not while a form field or button in it has the focus; it
+// stops when the fragment holds [data-live-final]. The build log (#build-log) follows
+// /api/v1/builds/<id>/log-lines while the build is active.
 "use strict";
 
 (() => {
   const interval = Number(document.body.dataset.poll) || 2000;
   const ACTIVE = new Set(["queued", "running"]);
+  const FIELDS = "input, select, textarea, button";
+
+  // a half-typed reason or a button about to be pressed is not swapped away
+  const inUse = (region) => {
+    const focused = document.activeElement;
+    return focused !== null && region.contains(focused) && focused.matches(FIELDS);
+  };
 
   const get = (url, accept) =>
     fetch(url, {
@@ -33,7 +41,7 @@
           stopped = response.status === 401 || response.status === 404;
         } else {
           const html = await response.text();
-          if (html !== last) {
+          if (html !== last && !inUse(region)) {
             region.innerHTML = html;
             last = html;
           }

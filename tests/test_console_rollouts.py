@@ -1,0 +1,391 @@
+"""The console's rollout pages over the delivery worker's rollout API: waves, held-back
+devices, history, and operations sent with the operator token.
+
+The worker's side is ``tests/rollout_api_fake.py``, a fake of the worker's rollout API (it
+runs the real model's operations; the counts are what the tests set). The browser test runs
+Debian's chromium like tests/test_console.py and, with ``AJOUR_UPDATE_SCREENSHOTS=1``, writes
+docs/img/console-rollouts.png and docs/img/console-rollout-detail.png.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from markupsafe import escape
+from playwright.sync_api import Browser, expect
+
+from ajour_build.console import staged
+from ajour_build.core.rollout.model import State
+from ajour_build.core.rollout.report import RolloutAction
+from tests.firmware import fake_builder
+from tests.registry import free_port
+from tests.rollout_api_fake import RolloutApiFake, rollout_api_fake
+from tests.service import Harness
+from tests.test_console import BUILDER, LONG, Tab, client, config_text, console, fleet_text
+from tests.test_console import browser as browser  # the module's chromium (a fixture)
+
+STATUS = "status-s3cret-7f1e"
+OPERATOR = "operator-s3cret-90ab"
+REASON = "wave 2: 5 of 40 finished devices reverted (12.5%) >= threshold 10% with min_finished 10"
+SHOWN = str(escape(REASON))  # as a page shows it
+HELD = ["fw-0107", "fw-0112", "fw-0125", "fw-0131", "fw-0144"]
+
+
+def waves_of_fw() -> list[dict[str, object]]:
+    return [
+        {"devices": 5, "outcomes": {"confirmed": 5}},
+        {"devices": 50, "downloading": 3,
+         "outcomes": {"swapped": 4, "confirmed": 34, "reverted": 5, "timed_out": 1}},
+        {"devices": 145, "approval": "manual"},
+    ]  # fmt: skip
+
+
+def populate(fake: RolloutApiFake) -> None:
+    """fw: rollout 3 paused by a criterion, with history; sensor: rollout 2 running."""
+    fake.add(
+        "fw",
+        1,
+        "",
+        "1.4.1",
+        [{"devices": 200, "outcomes": {"confirmed": 200}}],
+        state=State.COMPLETED,
+        reason="every wave finished its dwell",
+        created=time.time() - 41 * 86_400,
+    )
+    fake.add(
+        "fw",
+        2,
+        "1.4.1",
+        "1.4.2",
+        [{"devices": 200, "outcomes": {"confirmed": 198}}],
+        state=State.COMPLETED,
+        reason="every wave finished its dwell",
+        created=time.time() - 9 * 86_400,
+    )
+    fake.add(
+        "fw",
+        3,
+        "1.4.2",
+        "1.5.0",
+        waves_of_fw(),
+        state=State.PAUSED,
+        reason=REASON,
+        open_waves=2,
+        held_back=HELD,
+    )
+    fake.add(
+        "sensor",
+        1,
+        "",
+        "0.9.0",
+        [{"devices": 12, "outcomes": {"confirmed": 12}}],
+        state=State.COMPLETED,
+    )
+    fake.add("sensor", 2, "0.9.0", "1.0.0",
+             [{"devices": 2, "downloading": 1, "outcomes": {"confirmed": 1}},
+              {"devices": 10}], open_waves=1)  # fmt: skip
+    seen = time.time() - 40
+    fake.devices = [
+        {"application": "fw", "device": "fw-0001", "current": "1.5.0", "target": "1.5.0",
+         "state": "Synced", "source": "container", "lastSeen": seen},
+        {"application": "fw", "device": "fw-0107", "current": "1.4.2", "target": "1.4.2",
+         "state": "Synced", "source": "container", "lastSeen": seen,
+         "detail": "rollout 3: reverted with 1.5.0; stays on 1.4.2 until retried"},
+        {"application": "gateway", "device": "g1", "current": "2.0.1", "target": "2.0.1",
+         "state": "Synced", "source": "container", "lastSeen": seen},
+    ]  # fmt: skip
+
+
+@dataclass
+class Console:
+    url: str
+    fake: RolloutApiFake
+
+
+@contextmanager
+def console_on(
+    root: Path,
+    worker_url: str,
+    public: bool = False,
+    status: str = STATUS,
+    operator: str = OPERATOR,
+) -> Iterator[str]:
+    """The build service with the console; apps fw, sensor and gateway; delivery at
+    ``worker_url`` (the fake, or a real worker) with these tokens."""
+    tokens = f"delivery:\n  status_tokens: [{status}]\n  operator_token: {operator}\n"
+    harness = Harness(root, config_text(["fw"], worker_url, None, public) + tokens)
+    fake_builder(root / "builders", "fake", BUILDER)
+    (root / "fleet").mkdir()
+    harness.commit({"VERSION": "1.0.0\n"})
+    for app, names in (("fw", ["fw-0001", "fw-0107"]), ("sensor", ["s1"]), ("gateway", ["g1"])):
+        (root / "fleet" / f"{app}.yaml").write_text(fleet_text(harness.remote_uri, app, names))
+    with console(harness, root) as (url, _):
+        yield url
+
+
+@contextmanager
+def running(root: Path, public: bool = False, rollout_api: bool = True) -> Iterator[Console]:
+    with rollout_api_fake(STATUS, OPERATOR, rollout_api) as fake:
+        populate(fake)
+        with console_on(root, fake.url, public) as url:
+            yield Console(url, fake)
+
+
+def post(c: httpx.Client, path: str, data: dict[str, str]) -> httpx.Response:
+    """A form post as the console's own page sends it."""
+    return c.post(path, data=data, headers={"Origin": str(c.base_url).rstrip("/")})
+
+
+def after(c: httpx.Client, answer: httpx.Response) -> str:
+    """The page an operation redirected to (with its flash message)."""
+    assert answer.status_code == 303, answer.text[:500]
+    assert answer.headers["location"] == "/rollouts/fw"
+    return c.get(answer.headers["location"]).text
+
+
+def flash(html: str) -> str:
+    found = re.search(r'data-flash="\w+">([^<]*)</p>', html)
+    return found.group(1) if found else ""
+
+
+def test_the_pages_show_the_workers_rollouts(tmp_path: Path) -> None:
+    with running(tmp_path) as on, client(on.url) as c:
+        overview = c.get("/rollouts").text
+        detail = c.get("/rollouts/fw").text
+        fragment = c.get("/rollouts/fw?fragment=staged").text
+    fw = overview[overview.index('data-application="fw"') :]
+    fw = fw[: fw.index("</li>")]
+    assert "Rollout 3:" in fw and "1.4.2" in fw and "1.5.0" in fw
+    assert 'data-rollout-state="paused"' in fw and SHOWN in fw and 'role="alert"' in fw
+    assert "39 of 200 confirmed · 6 failed · wave 2 of 3 open · 5 held back" in fw
+    assert 'data-rollout-state="running"' in overview  # sensor
+    gateway = overview[overview.index('data-application="gateway"') :]
+    gateway = gateway[: gateway.index("</li>")]
+    assert "Rollout" not in gateway and "1 of 1 on it" in gateway  # no staged rollout: the plan
+    # the detail: the reason prominently, counts per wave, held back, the operations
+    assert f'role="alert" data-reason><strong>Paused:</strong> {SHOWN}</p>' in detail
+    row = detail.split('data-wave="2"')[1].split("</tr>")[0]
+    wave = dict(re.findall(r'data-count="(\w+)">(\d+)', row))
+    assert wave == {"devices": "50", "pending": "3", "downloading": "3", "swapped": "4",
+                    "confirmed": "34", "failed": "6"}  # fmt: skip
+    assert "5 reverted · 1 timed out" in detail
+    assert 'aria-label="Wave 2: 34 of 50 devices confirmed"' in detail
+    assert "needs promote" in detail.split('data-wave="3"')[1].split("</tr>")[0]
+    assert [h for h in re.findall(r'data-held="([^"]+)"', detail)] == HELD
+    assert detail.count('aria-label="Retry fw-0') == 5
+    actions = re.findall(r'action="/rollouts/fw/(\w+)"', detail)
+    assert sorted(set(actions)) == ["abort", "promote", "resume", "retry", "rollback"]
+    assert "Roll back to 1.4.2" in detail and "Promote: open the next wave" in detail
+    history = re.findall(r'<tr data-rollout="(\d+)">', detail)
+    assert history == ["2", "1"]
+    assert "Devices by version" in detail and 'href="/devices/fw/fw-0107"' in detail
+    assert fragment.lstrip().startswith("<section") and SHOWN in fragment
+    for page in (overview, detail, fragment):  # neither token reaches a page
+        assert STATUS not in page and OPERATOR not in page
+    reads = [s for s in on.fake.seen if s.path.startswith("/v1/rollouts")]
+    assert {s.path for s in reads} == {"/v1/rollouts", "/v1/rollouts/fw?history=1"}
+    assert {s.authorization for s in reads} == {f"Bearer {STATUS}"}
+
+
+def test_operations_reach_the_worker_with_the_operator_token(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    with running(tmp_path) as on, client(on.url) as c:
+        page = after(c, post(c, "/rollouts/fw/resume", {"seq": "3"}))
+        assert flash(page) == "Resume: rollout 3 of fw is running now."
+        assert 'data-rollout-state="running"' in page and SHOWN not in page
+        assert flash(c.get("/rollouts/fw").text) == ""  # shown once
+        assert 'name="reason"' in page  # running: pause is offered now, with a reason
+        why = "field report: <b>boot loop</b> on rev C boards"
+        page = after(c, post(c, "/rollouts/fw/pause", {"seq": "3", "reason": why, "device": "x"}))
+        assert "<b>boot loop</b>" not in page
+        assert "<strong>Paused:</strong> field report: &lt;b&gt;boot loop&lt;/b&gt;" in page
+        page = after(c, post(c, "/rollouts/fw/retry", {"device": "fw-0112"}))
+        assert flash(page) == "Retry: fw-0112 of fw is offered 1.5.0 again."
+        assert "fw-0112" not in re.findall(r'data-held="([^"]+)"', page)
+        page = after(c, post(c, "/rollouts/fw/promote", {"seq": "3"}))
+        assert 'data-wave="3"' in page and "wave 3 of 3 open" in c.get("/rollouts").text
+        page = after(c, post(c, "/rollouts/fw/rollback", {"seq": "3"}))
+        assert 'data-rollout-state="rolled_back"' in page
+        assert "rolled back by an operator" in page
+    posted = [(s.path, s.body, s.authorization) for s in on.fake.posts()]
+    bearer = f"Bearer {OPERATOR}"
+    assert posted == [
+        ("/v1/rollouts/fw/resume", {}, bearer),
+        ("/v1/rollouts/fw/pause", {"reason": why}, bearer),
+        ("/v1/rollouts/fw/retry", {"device": "fw-0112"}, bearer),
+        ("/v1/rollouts/fw/promote", {}, bearer),
+        ("/v1/rollouts/fw/rollback", {}, bearer),
+    ]
+    assert "console: rollout operation resume on 'fw': Resume: rollout 3 of fw" in caplog.text
+    assert OPERATOR not in caplog.text and STATUS not in caplog.text
+
+
+def test_refusals_are_flash_messages_never_tracebacks(tmp_path: Path) -> None:
+    with running(tmp_path) as on, client(on.url) as c:
+        # the worker's 409: the state forbids it (the model's own words)
+        page = after(c, post(c, "/rollouts/fw/pause", {"seq": "3"}))
+        assert flash(page) == (
+            "Pause refused: cannot pause rollout 3 of &#39;fw&#39;: it is paused, and pause"
+            " needs it running"
+        )
+        assert 'role="alert" data-flash="bad"' in page
+        # a page showing an older rollout does not operate the newer one
+        page = after(c, post(c, "/rollouts/fw/abort", {"seq": "2"}))
+        assert "the page showed rollout 2 of fw, and rollout 3 has started since" in flash(page)
+        assert on.fake.current("fw").state == "paused"
+        # bad forms: a page that explains, and nothing is sent
+        bad = post(c, "/rollouts/fw/explode", {})
+        assert bad.status_code == 400 and "not a rollout operation" in bad.text
+        assert post(c, "/rollouts/fw/retry", {}).status_code == 400
+        long = post(c, "/rollouts/fw/pause", {"reason": "x" * 600})
+        assert long.status_code == 400 and "at most 512" in long.text
+        assert [s.path for s in on.fake.posts()] == ["/v1/rollouts/fw/pause"]
+        # the worker refuses the console's token
+        on.fake.operator_token = "another"
+        page = after(c, post(c, "/rollouts/fw/resume", {"seq": "3"}))
+        assert "refused the operator token (HTTP 401)" in flash(page)
+        assert "delivery.operator_token" in flash(page) and OPERATOR not in page
+    with rollout_api_fake() as gone_later:  # a worker that is gone
+        gone = gone_later.url
+    with console_on(tmp_path / "gone", gone) as url, client(url) as c:
+        shown = c.get("/rollouts/fw")
+        assert shown.status_code == 200 and "Delivery unreachable" in shown.text
+        page_text = after(c, post(c, "/rollouts/fw/pause", {}))
+        assert flash(page_text).startswith("Pause refused: cannot reach http://127.0.0.1:")
+        assert "Traceback" not in page_text
+
+
+def test_operations_need_a_token_and_the_consoles_own_pages(tmp_path: Path) -> None:
+    with running(tmp_path, public=True) as on:
+        with client(on.url, token=None) as anon:
+            page = anon.get("/rollouts/fw").text
+            assert SHOWN in page and "Sign in</a> to pause, resume" in page
+            assert 'action="/rollouts/fw/' not in page  # no operation buttons
+            refused = post(anon, "/rollouts/fw/resume", {"seq": "3"})
+            assert refused.status_code == 401 and 'name="token"' in refused.text
+            assert "Sign in with an API token to operate rollouts" in refused.text
+        with client(on.url) as c:
+            other = c.post("/rollouts/fw/resume", headers={"Origin": "https://evil.example"})
+            assert other.status_code == 403 and "another site" in other.text
+            fetch = c.post("/rollouts/fw/abort", headers={"Sec-Fetch-Site": "cross-site"})
+            assert fetch.status_code == 403
+        assert on.fake.posts() == []
+
+
+def test_an_older_worker_without_the_rollout_api(tmp_path: Path) -> None:
+    with running(tmp_path, rollout_api=False) as on, client(on.url) as c:
+        overview = c.get("/rollouts").text
+        detail = c.get("/rollouts/fw").text
+    assert "Rollouts unavailable" not in overview and "Rollout 3" not in overview
+    assert "1 of 2 on it" in overview  # the build side's plan, from /v1/status
+    assert "runs no staged rollout of fw (it has no rollout API)" in detail
+    assert 'action="/rollouts/fw/' not in detail
+
+
+def test_a_refused_status_token_is_explained(tmp_path: Path) -> None:
+    with rollout_api_fake("other-token", OPERATOR) as fake:
+        populate(fake)
+        with console_on(tmp_path, fake.url) as url, client(url) as c:
+            page = c.get("/rollouts/fw").text
+    assert "refused the status token (HTTP 401)" in page and STATUS not in page
+
+
+@pytest.mark.slow
+def test_a_rollout_in_the_browser(browser: Browser, tmp_path: Path) -> None:
+    with running(tmp_path) as on:
+        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        try:
+            t = Tab(context.new_page(), on.url)
+            t.sign_in()
+            t.open("/rollouts")
+            fw = t.page.locator("li[data-application=fw]")
+            expect(fw.get_by_role("alert")).to_contain_text(REASON)
+            t.shoot("rollouts")
+
+            t.open("/rollouts/fw")
+            expect(t.page.get_by_role("alert")).to_have_text(f"Paused: {REASON}")
+            t.page.evaluate("window.stayedOnPage = true")
+            on.fake.set_wave("fw", 2, downloading=1, outcomes={
+                "swapped": 2, "confirmed": 38, "reverted": 5, "timed_out": 1})  # fmt: skip
+            row = t.page.locator("tr[data-wave='2']")
+            expect(row.locator("[data-count=confirmed]")).to_have_text("38", timeout=LONG)
+            assert t.page.evaluate("window.stayedOnPage") is True  # live, no reload
+            on.fake.set_wave("fw", 2, downloading=3, outcomes={
+                "swapped": 4, "confirmed": 34, "reverted": 5, "timed_out": 1})  # fmt: skip
+            expect(row.locator("[data-count=confirmed]")).to_have_text("34", timeout=LONG)
+            t.shoot("rollout-detail")
+
+            t.page.get_by_role("button", name="Resume").click()
+            expect(t.page.locator("[data-flash=ok]")).to_have_text(
+                "Resume: rollout 3 of fw is running now."
+            )
+            assert t.page.get_by_role("alert").count() == 0
+            # a half-typed reason survives the live updates
+            reason = t.page.get_by_label("Why pause (optional)")
+            reason.fill("rev C boards reboot")
+            on.fake.set_wave("fw", 2, outcomes={"confirmed": 40, "reverted": 5})
+            t.page.wait_for_timeout(3 * 2000)
+            assert reason.input_value() == "rev C boards reboot"
+            t.page.get_by_role("button", name="Pause").click()
+            expect(t.page.get_by_role("alert")).to_have_text("Paused: rev C boards reboot")
+            expect(t.page.locator("tr[data-wave='2'] [data-count=confirmed]")).to_have_text("40")
+
+            t.page.get_by_role("button", name="Retry fw-0107").click()
+            expect(t.page.locator("[data-flash=ok]")).to_contain_text("Retry: fw-0107")
+            assert t.page.locator("[data-held='fw-0107']").count() == 0
+
+            on.fake.add("fw", 4, "1.4.2", "1.5.1", waves_of_fw())  # a newer rollout starts
+            t.page.get_by_role("button", name="Abort").click()  # on a page that showed 3
+            expect(t.page.locator("[data-flash=bad]")).to_contain_text(
+                "rollout 4 has started since"
+            )
+            assert t.text("#staged h2").startswith("Rollout 4:")
+            assert t.errors == [] and t.dialogs == []
+        finally:
+            context.close()
+
+
+@pytest.mark.slow
+def test_rollout_pages_fit_a_phone_and_operate_without_javascript(
+    browser: Browser, tmp_path: Path
+) -> None:
+    with running(tmp_path) as on:
+        phone = browser.new_context(viewport={"width": 375, "height": 740})
+        plain = browser.new_context(java_script_enabled=False)
+        try:
+            t = Tab(phone.new_page(), on.url)
+            t.sign_in()
+            for path in ("/rollouts", "/rollouts/fw", "/rollouts/sensor"):
+                t.open(path)
+                width = t.page.evaluate("document.documentElement.scrollWidth")
+                assert width <= 375, (path, width)
+            assert t.errors == []
+            t = Tab(plain.new_page(), on.url)
+            t.sign_in()
+            t.open("/rollouts/fw")
+            t.page.get_by_role("button", name="Resume").click()
+            expect(t.page.locator("[data-flash=ok]")).to_have_text(
+                "Resume: rollout 3 of fw is running now."
+            )
+            assert on.fake.current("fw").state == "running"
+        finally:
+            phone.close()
+            plain.close()
+
+
+def test_a_closed_port_is_not_a_worker() -> None:
+    found = staged.fetch(f"http://127.0.0.1:{free_port()}", "fw", "tok")
+    assert found.error.startswith("cannot reach") and "tok" not in found.error
+    answer = staged.operate(f"http://user:pw@127.0.0.1:{free_port()}", "fw",
+                            RolloutAction.PAUSE, "tok")  # fmt: skip
+    assert answer.error.startswith("cannot reach http://***@127.0.0.1:")
