@@ -70,8 +70,10 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
     default=0.0,
     help="HTTP: keep polling for this many seconds after syncing, like real devices.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
+@click.pass_context
 def simulate(
+    ctx: click.Context,
     http_url: str | None,
     mqtt_url: str | None,
     mqtt_ca: Path | None,
@@ -91,6 +93,7 @@ def simulate(
     as_json: bool,
 ) -> None:
     """Run simulated embedded-update devices until they are in sync."""
+    ctx.find_root().meta["ajour.json"] = as_json
     from delivery.simulator import Failures, simulate_http, simulate_mqtt
 
     if bool(http_url) == bool(mqtt_url):
@@ -195,11 +198,18 @@ def broker_config(
     type=click.Path(path_type=Path),
     help="Installation config (default: AJOUR_CONFIG, ./ajour.yaml).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
+@click.pass_context
 def status(
-    url: str, application: str | None, token: str | None, config_path: Path | None, as_json: bool
+    ctx: click.Context,
+    url: str,
+    application: str | None,
+    token: str | None,
+    config_path: Path | None,
+    as_json: bool,
 ) -> None:
     """Show per-device status: current and target version, progress, state, last seen."""
+    ctx.find_root().meta["ajour.json"] = as_json
     if not token:
         from delivery.worker_config import load_settings
 

@@ -16,7 +16,9 @@ from ajour_build.core.version import version_problem
 
 
 class AjourGroup(click.Group):
-    """Turns :class:`AjourError` into ``error: ...`` and exit 1 (traceback with --debug)."""
+    """Turns :class:`AjourError` into ``error: ...`` on stderr, or a JSON object with
+    ``error`` on stdout when the command was asked for ``--json``, and its exit code: 1, or 3
+    for a port in use (README "Exit codes"; a traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -25,19 +27,21 @@ class AjourGroup(click.Group):
             root = ctx.find_root()
             if root.meta.get("ajour.debug"):
                 raise
-            if root.meta.get("ajour.json") and isinstance(exc, SpecError | NotAllowedError):
+            if root.meta.get("ajour.json"):
                 click.echo(json.dumps(_error_json(exc), indent=2))
             else:
                 click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            ctx.exit(exc.exit_code)
 
 
 def _error_json(exc: AjourError) -> dict[str, Any]:
+    """Every ``--json`` error has ``error``; spec and allowlist errors say more."""
     if isinstance(exc, SpecError):
-        return {"valid": False, "problems": [p.as_dict() for p in exc.problems]}
+        head = str(exc).split(":", 1)[0]
+        return {"valid": False, "error": head, "problems": [p.as_dict() for p in exc.problems]}
     if isinstance(exc, NotAllowedError):
-        return {"valid": False, "refused": exc.refusals}
-    return {"valid": False, "error": str(exc)}  # pragma: no cover
+        return {"valid": False, "error": str(exc), "refused": exc.refusals}
+    return {"error": str(exc)}
 
 
 def checked_version(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
