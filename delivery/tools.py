@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -208,13 +209,15 @@ def status(
     config_path: Path | None,
     as_json: bool,
 ) -> None:
-    """Show per-device status: current and target version, progress, state, last seen."""
+    """Show per-device status: state, current and target version, progress, last seen."""
     ctx.find_root().meta["ajour.json"] = as_json
     if not token:
         from delivery.worker_config import load_settings
 
         tokens = load_settings(config_path, [], os.environ).delivery.status_tokens
         token = tokens[0].get_secret_value() if tokens else None
+    from delivery.status_table import render as render_table
+
     rows = read_reports(_status_json(url, application, token))
     if not rows and not as_json:
         of = f" of application {application!r}" if application else ""
@@ -222,12 +225,8 @@ def status(
     if as_json:
         click.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
-    for r in rows:
-        progress = f"{r.offset}/{r.size}" if r.offset is not None else "-"
-        click.echo(
-            f"{r.application}/{r.device}: {r.state} current={r.current}"
-            f" target={r.target} progress={progress}"
-        )
+    if rows:
+        click.echo(render_table(rows, time.time()))
 
 
 @click.command("hash-password")
