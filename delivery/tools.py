@@ -14,6 +14,7 @@ from urllib.parse import quote
 
 import click
 
+from ajour_build.core.casing import camel_keys
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.spec.fields import redact_uri
 from ajour_build.core.wire import STATUS_TOKEN_ENV, read_reports
@@ -127,7 +128,7 @@ def simulate(
         click.echo(
             json.dumps(
                 {
-                    "devices": [vars(r) for r in results],
+                    "devices": [camel_keys(vars(r)) for r in results],
                     "versions": versions,
                     "failed": len(failed),
                 },
