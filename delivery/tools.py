@@ -39,18 +39,43 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
 @click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
 @click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
 @mqtt_tls_options
+@click.option(
+    "--mqtt-connection",
+    type=click.Choice(["gateway", "device"]),
+    default="gateway",
+    show_default=True,
+    help="MQTT: one gateway connection with the URL's credentials, or one per device as"
+    " <device>@<app> with its password (the users and ACL of broker-config).",
+)
 @click.option("--app", "application", required=True)
-@click.option("--devices", default=1, show_default=True, help="How many devices.")
+@click.option("--devices", default=1, show_default=True, help="How many devices (--prefix).")
 @click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
-@click.option("--start-version", default="0.0.0", show_default=True)
-@click.option("--mtu", type=int, default=512, show_default=True)
-@click.option("--password", help="Device password (basic auth as <device>@<app>).")
 @click.option(
     "--fleet",
     "fleet_paths",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Take the device names of --app from this fleet (repeatable) instead of --prefix.",
+    help="Simulate the devices of --app in this fleet (repeatable), with the plain passwords"
+    " of their spec.credentials, instead of --prefix.",
+)
+@click.option(
+    "--device",
+    "device_names",
+    multiple=True,
+    metavar="NAME",
+    help="Simulate this device (repeatable); with --fleet, one of its devices of --app.",
+)
+@click.option("--start-version", default="0.0.0", show_default=True)
+@click.option("--mtu", type=int, default=512, show_default=True)
+@click.option(
+    "--password", help="Every device's password (basic auth or MQTT login as <device>@<app>)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds after which devices not in sync give up.",
 )
 @click.option(
     "--fail-rate",
@@ -81,42 +106,55 @@ def simulate(
     mqtt_ca: Path | None,
     mqtt_cert: Path | None,
     mqtt_key: Path | None,
+    mqtt_connection: str,
     application: str,
     devices: int,
     prefix: str,
+    fleet_paths: tuple[Path, ...],
+    device_names: tuple[str, ...],
     start_version: str,
     mtu: int,
     password: str | None,
-    fleet_paths: tuple[Path, ...],
+    timeout: float,
     fail_rate: float,
     failure: str,
     seed: int,
     keep_polling: float,
     as_json: bool,
 ) -> None:
-    """Run simulated embedded-update devices until they are in sync."""
-    ctx.find_root().meta["ajour.json"] = as_json
-    from delivery.simulator import Failures, simulate_http, simulate_mqtt
+    """Run simulated embedded-update devices until they are in sync.
 
+    Devices are <prefix>0..N-1, the devices of --app in a fleet (--fleet), or those named
+    by --device. A device the worker or broker refuses fails at once, with the reason."""
+    from delivery.mqtt_simulator import simulate_mqtt
+    from delivery.simulator import Failures, simulate_http
+
+    ctx.find_root().meta["ajour.json"] = as_json
     if bool(http_url) == bool(mqtt_url):
         raise DeliveryError("give exactly one of --http URL or --mqtt URL")
     mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
-    names = [f"{prefix}{i}" for i in range(devices)]
-    if fleet_paths:
-        names = [d.name for d in load_fleet(list(fleet_paths)).devices_of(application)]
-        if not names:
-            raise DeliveryError(f"the fleet has no devices of application {application!r}")
+    names, secrets = _simulated(application, fleet_paths, device_names, prefix, devices)
+    hashed = [n for n, secret in secrets.items() if secret is None]
+    if hashed and password is None:
+        click.echo(
+            f"warning: {len(hashed)} devices have no plain password in the fleet (only hashes"
+            f" or none), so they log in without one: {', '.join(hashed[:5])}"
+            f"{' …' if len(hashed) > 5 else ''}; give one with --password",
+            err=True,
+        )
+    creds: Any = password if password is not None or not secrets else secrets.get
     failures = Failures.share(names, fail_rate, failure, seed)
     if http_url:
         results = simulate_http(
-            http_url, application, names, start_version.encode(), mtu, password,
-            failures=failures, keep_polling=keep_polling,
+            http_url, application, names, start_version.encode(), mtu, creds,
+            failures=failures, keep_polling=keep_polling, timeout=timeout,
         )  # fmt: skip
     else:
         assert mqtt_url is not None
         results = simulate_mqtt(
             mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls,
-            failures=failures,
+            failures=failures, timeout=timeout,
+            connection="device" if mqtt_connection == "device" else "gateway", password=creds,
         )  # fmt: skip
     versions: dict[str, int] = {}
     for r in results:
@@ -139,9 +177,39 @@ def simulate(
         for version, count in sorted(versions.items()):
             click.echo(f"{count} devices on {version}")
         for r in failed:
-            click.echo(f"{r.device}: not synced ({r.error or 'gave up'})", err=True)
+            click.echo(f"{r.device}: not synced: {r.error or 'gave up'}", err=True)
     if failed:
         raise DeliveryError(f"{len(failed)} of {len(results)} devices did not sync")
+
+
+def _simulated(
+    app: str, fleet_paths: tuple[Path, ...], named: tuple[str, ...], prefix: str, count: int
+) -> tuple[list[str], dict[str, str | None]]:
+    """The devices to simulate, and each fleet device's plain password (None: it has none)."""
+    from delivery.device_auth import candidates
+
+    if not fleet_paths:
+        return (list(dict.fromkeys(named)) or [f"{prefix}{i}" for i in range(count)]), {}
+    fleet = load_fleet(list(fleet_paths))
+    known = {d.name: d for d in fleet.devices_of(app)}
+    if not known:
+        apps = sorted({a for a, _ in fleet.devices})
+        raise DeliveryError(
+            f"the fleet has no devices of application {app!r}; its applications with devices:"
+            f" {', '.join(apps) or '(none)'}"
+        )
+    unknown = [n for n in named if n not in known]
+    if unknown:
+        raise DeliveryError(
+            f"--device {', '.join(unknown)}: not a device of {app!r} in the fleet; its"
+            f" devices: {', '.join(sorted(known)[:10])}{' …' if len(known) > 10 else ''}"
+        )
+    names = list(dict.fromkeys(named)) or list(known)
+    secrets: dict[str, str | None] = {}
+    for name in names:
+        plain = [p.value for p in candidates(known[name].credentials) if p.scheme == "plain"]
+        secrets[name] = plain[0] if plain else None
+    return names, secrets
 
 
 @click.command("broker-config")
