@@ -126,7 +126,6 @@ def simulate(
 
     Devices are <prefix>0..N-1, the devices of --app in a fleet (--fleet), or those named
     by --device. A device the worker or broker refuses fails at once, with the reason."""
-    from delivery.mqtt_simulator import simulate_mqtt
     from delivery.simulator import Failures, simulate_http
 
     ctx.find_root().meta["ajour.json"] = as_json
@@ -151,6 +150,8 @@ def simulate(
         )  # fmt: skip
     else:
         assert mqtt_url is not None
+        from delivery.mqtt_simulator import simulate_mqtt  # paho-mqtt: the [mqtt] extra
+
         results = simulate_mqtt(
             mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls,
             failures=failures, timeout=timeout,
