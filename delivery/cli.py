@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from ajour_build.core.errors import AjourError
+from ajour_build.core.errors import EXIT_CODES, AjourError
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from delivery import __version__
@@ -39,7 +39,7 @@ class _Group(click.Group):
             ctx.exit(getattr(exc, "exit_code", 1))
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="ajour-delivery")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option(

@@ -45,6 +45,9 @@ def closed_port() -> int:
 @pytest.mark.parametrize("cli", [BUILD, DELIVERY], ids=["ajour-build", "ajour-delivery"])
 def test_ok_is_0_and_usage_is_2(cli: list[str], tmp_path: Path) -> None:
     assert run([*cli, "--version"], tmp_path).returncode == 0
+    helped = run([*cli, "--help"], tmp_path)
+    assert helped.returncode == 0 and "Exit codes: 0 success; 1 an error" in helped.stdout
+    assert "3 a port in use" in helped.stdout
     usage = run([*cli, "serve", "--no-such-option"], tmp_path)
     assert usage.returncode == 2, usage.stderr
     assert "No such option" in usage.stderr and "Traceback" not in usage.stderr

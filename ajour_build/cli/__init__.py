@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from ajour_build import __version__
-from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.errors import EXIT_CODES, AjourError, NotAllowedError, SpecError
 from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from ajour_build.core.version import version_problem
 
@@ -63,7 +63,7 @@ def want_json(ctx: click.Context, value: bool) -> None:
     ctx.find_root().meta["ajour.json"] = value
 
 
-@click.group(cls=AjourGroup)
+@click.group(cls=AjourGroup, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="ajour-build")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option(

@@ -49,6 +49,12 @@ def problem_order(problem: Problem) -> tuple[str, int, int]:
     return (problem.file or "", problem.line or 0, problem.column or 0)
 
 
+EXIT_CODES = (
+    'Exit codes: 0 success; 1 an error (error: … on stderr, or {"error": …} with --json);'
+    " 2 a usage error; 3 a port in use."
+)
+
+
 class AjourError(Exception):
     """Base of every error Ajour raises on purpose; both CLIs exit with its ``exit_code``
     (README "Exit codes": 1 for an error, 3 for a port in use; click's usage errors are 2)."""
