@@ -22,7 +22,7 @@ one run:
    echo alternating. CPU time per round trip is reported for the responder, its
    ``Worker.handle``, mosquitto and the device side, to show where the time goes.
 2. **Fleet update**: 200 devices updating to the 128 KiB image at mtu 512 with
-   ``delivery.simulator.simulate_mqtt`` (QoS 1): wall time, payload bytes exchanged (from
+   ``delivery.mqtt_simulator.simulate_mqtt`` (QoS 1): wall time, payload bytes exchanged (from
    the encoded size of every message, replayed and checked against the run), and the ideal
    (image plus the minimum framing of every Write, plus the final Swap and Sync).
 3. **Codec and decision**: ns/op of encode/decode for a 512-byte Write and a Status with

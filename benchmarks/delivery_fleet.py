@@ -23,6 +23,7 @@ from benchmarks.delivery_fixtures import (
 from benchmarks.delivery_responders import Responder
 from delivery.decision import FirmwareImage, decide
 from delivery.device import SimulatedDevice
+from delivery.mqtt_simulator import simulate_mqtt
 from delivery.protocol import (
     Swap,
     Sync,
@@ -32,7 +33,6 @@ from delivery.protocol import (
     encode_command,
     encode_status,
 )
-from delivery.simulator import simulate_mqtt
 
 FLEET_TIMEOUT_S = 100.0
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -10,7 +11,7 @@ from typing import Any
 
 import click
 
-from ajour_build.core.errors import AjourError
+from ajour_build.core.errors import EXIT_CODES, AjourError
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from delivery import __version__
@@ -22,17 +23,24 @@ from delivery.tools import COMMANDS
 
 
 class _Group(click.Group):
+    """Errors exit 1 with ``error: …`` on stderr, or ``{"error": …}`` on stdout under
+    ``--json``; a port in use exits 3 (README "Exit codes")."""
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except (AjourError, DeliveryError) as exc:
-            if ctx.find_root().meta.get("ajour.debug"):
+            root = ctx.find_root()
+            if root.meta.get("ajour.debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            if root.meta.get("ajour.json"):
+                click.echo(json.dumps({"error": str(exc)}, indent=2))
+            else:
+                click.echo(f"error: {exc}", err=True)
+            ctx.exit(getattr(exc, "exit_code", 1))
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="ajour-delivery")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option(

@@ -31,7 +31,6 @@ import hmac
 import json
 import logging
 import secrets
-import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +40,7 @@ from urllib.parse import unquote
 from pydantic import TypeAdapter, ValidationError
 
 from ajour_build.core.hosts import is_loopback
+from ajour_build.core.listener import listen
 from ajour_build.core.wire import EVENTS_TOKEN_ENV, STATUS_TOKEN_ENV, DeviceReport, PublishEvent
 from delivery import device_auth
 from delivery.errors import DeliveryError
@@ -317,18 +317,6 @@ class DeliveryApp:
         return Response(200, json.dumps({"invalidated": dropped}).encode(), JSON)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    bare = host.strip("[]")
-    family = socket.AF_INET6 if ":" in bare else socket.AF_INET
-    try:
-        return socket.create_server((bare, port), family=family, backlog=1024)
-    except OSError as exc:
-        raise DeliveryError(
-            f"cannot listen for HTTP on {host}:{port}: {exc.strerror or exc};"
-            " choose another --http HOST:PORT"
-        ) from None
-
-
 class HttpTransport:
     """Serves the worker over HTTP(S) from a background thread: ``start()``, ``stop()``."""
 
@@ -350,7 +338,8 @@ class HttpTransport:
                     f"cannot load TLS files (cert {t.cert}, key {t.key}, client CA"
                     f" {t.client_ca or '-'}): {exc}; give a PEM certificate chain and its key"
                 ) from None
-        self.server = Server(self.app, _listen(settings.host, settings.port), settings.limits, tls)
+        sock = listen(settings.host, settings.port, "ajour-delivery", "--http HOST:PORT")
+        self.server = Server(self.app, sock, settings.limits, tls)
         self.host, self.port = self.server.address
 
     @property

@@ -171,7 +171,10 @@ def connect(client: mqtt.Client, url: str, keepalive: int = 30) -> BrokerUrl:
             " a TLS listener, and does it want a client certificate (--mqtt-cert/--mqtt-key)?"
         ) from None
     except OSError as exc:
-        raise DeliveryError(f"cannot reach the MQTT broker at {where}: {_reason(exc)}") from None
+        raise DeliveryError(
+            f"cannot reach the MQTT broker at {where}: {_reason(exc)}; is the broker running"
+            " and listening there? start it, or fix the host and port of --mqtt"
+        ) from None
     return broker
 
 

@@ -1,4 +1,8 @@
-"""Simulated devices against a running worker, over HTTP or MQTT, with per-device results."""
+"""Simulated devices against a running worker over HTTP, with per-device results (the MQTT
+side is :mod:`delivery.mqtt_simulator`).
+
+A refusal (HTTP 401, 403 or 404) ends that device at once with the worker's reason: it would
+not change by asking again. Other failures are retried a few times, like a real device."""
 
 from __future__ import annotations
 
@@ -10,15 +14,11 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urlsplit
 
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.protocol import Wait, decode_command, encode_status
-
-if TYPE_CHECKING:
-    from delivery.mqtt import MqttTls
 
 Exchange = Callable[[bytes], bytes]
 
@@ -36,6 +36,38 @@ class DeviceResult:
     swaps_rejected: int
     seconds: float
     error: str = ""
+
+
+class RefusedError(DeliveryError):
+    """The worker refused a device (HTTP 401, 403, 404): asking again would not help."""
+
+
+REFUSAL_HINTS = {
+    401: "the worker refused its credentials, or does not know it: check --password, or the"
+    " device's plain password in spec.credentials of the fleet the worker serves (--fleet)",
+    403: "the worker refused it: check the device's credentials and certificate",
+    404: "the worker does not know it: is it a device of the application in the fleet the"
+    " worker serves (ajour-delivery targets --fleet …)?",
+}
+
+
+def _text(body: bytes, limit: int = 300) -> str:
+    """A response body as one line of text (never Python's bytes repr)."""
+    text = body[:limit].decode("utf-8", errors="replace").strip()
+    return " ".join(text.split()) or "(no body)"
+
+
+def check_reachable(base_url: str, timeout: float = 5.0) -> None:
+    """A DeliveryError naming the URL when nothing listens there (before any device runs)."""
+    parts = urlsplit(base_url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as exc:
+        raise DeliveryError(
+            f"cannot reach the delivery worker at {base_url}: {exc.strerror or exc}; is"
+            " `ajour-delivery serve --http HOST:PORT` running there? check --http"
+        ) from None
 
 
 class HttpDeviceLink:
@@ -62,8 +94,12 @@ class HttpDeviceLink:
         self.conn.request("POST", self.path, body=status, headers=self.headers)
         response = self.conn.getresponse()
         body = response.read()
+        if response.status in REFUSAL_HINTS:
+            raise RefusedError(
+                f"HTTP {response.status}: {_text(body)} ({REFUSAL_HINTS[response.status]})"
+            )
         if response.status != 200:
-            raise DeliveryError(f"HTTP {response.status}: {body[:200]!r}")
+            raise DeliveryError(f"HTTP {response.status}: {_text(body)}")
         return body
 
     def reset(self) -> None:
@@ -83,21 +119,30 @@ def run_device(
     wait_cap: float = 0.05,
     retries: int = 3,
     keep_polling: float = 0.0,
+    timeout: float | None = None,
 ) -> DeviceResult:
-    """Follow commands until Sync; like a real device, retry a failed exchange a few times.
+    """Follow commands until Sync; like a real device, retry a failed exchange a few times
+    (never a refusal). Give up after ``timeout`` seconds when it is not in sync by then.
 
     With ``keep_polling`` seconds, keep polling like a real device until they have passed
     (a synced device polls again after its ``Sync``'s poll, capped by ``wait_cap``)."""
     started, start = device.version.decode(errors="replace"), time.perf_counter()
     until = start + keep_polling
+    deadline = start + timeout if timeout is not None else None
     steps, error, failures = 0, "", 0
     while steps < max_steps and not device.vanished:
         if device.synced:
             if time.perf_counter() >= until:
                 break
             time.sleep(wait_cap)
+        elif deadline is not None and time.perf_counter() >= deadline:
+            error = f"not in sync after {timeout:g} s (--timeout)"
+            break
         try:
             command = decode_command(exchange(encode_status(device.status())))
+        except RefusedError as exc:
+            error = str(exc)
+            break
         except (DeliveryError, OSError) as exc:
             failures += 1
             if failures > retries:
@@ -128,7 +173,7 @@ def run_device(
     )
 
 
-Password = str | Callable[[str], str] | None
+Password = str | Callable[[str], str | None] | None
 
 
 @dataclass(frozen=True)
@@ -166,110 +211,23 @@ def simulate_http(
     failures: Failures = Failures(),
     keep_polling: float = 0.0,
     wait_cap: float = 0.05,
+    timeout: float | None = None,
 ) -> list[DeviceResult]:
-    """Run devices ``names`` concurrently; ``password`` is shared or per device (a function)."""
+    """Run devices ``names`` concurrently; ``password`` is shared or per device (a function).
+    A worker that cannot be reached is a DeliveryError before any device runs."""
+    check_reachable(base_url)
 
     def one(name: str) -> DeviceResult:
         secret = password(name) if callable(password) else password
         link = HttpDeviceLink(base_url, app, name, secret)
         device = failures.device(name, version, mtu)
         try:
-            return run_device(app, name, device, link, wait_cap=wait_cap, keep_polling=keep_polling)
+            return run_device(
+                app, name, device, link, wait_cap=wait_cap, keep_polling=keep_polling,
+                timeout=timeout,
+            )  # fmt: skip
         finally:
             link.close()
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(names)))) as pool:
         return list(pool.map(one, names))
-
-
-def simulate_mqtt(
-    url: str,
-    app: str,
-    names: list[str],
-    version: bytes,
-    mtu: int | None,
-    status_topic: str = "ajour/{app}/{device}/dfu",
-    command_topic: str = "ajour/{app}/{device}/dfu/cmd",
-    qos: int = 1,
-    timeout: float = 120.0,
-    wait_cap: float = 0.05,
-    tls: MqttTls | None = None,
-    failures: Failures = Failures(),
-) -> list[DeviceResult]:
-    """Simulate devices over one MQTT connection (a gateway): status out, command in.
-    ``mqtts://`` URLs connect with TLS (``tls``: CA file, client certificate)."""
-    import threading
-
-    import paho.mqtt.client as mqtt
-
-    from delivery.mqtt import TopicTemplate, connect, make_client, nodelay
-
-    status_t, command_t = TopicTemplate(status_topic), TopicTemplate(command_topic)
-    client = make_client(url, tls)
-    devices = {name: failures.device(name, version, mtu) for name in names}
-    steps = dict.fromkeys(names, 0)
-    started = {name: time.perf_counter() for name in names}
-    finished: dict[str, float] = {}
-    done = threading.Event()
-    lock = threading.Lock()
-
-    def send(name: str) -> None:
-        client.publish(status_t.format(app, name), encode_status(devices[name].status()), qos=qos)
-
-    def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-        names_ = command_t.parse(message.topic)
-        if names_ is None or names_[1] not in devices:
-            return
-        name = names_[1]
-        command = decode_command(bytes(message.payload))
-        with lock:
-            device = devices[name]
-            device.apply(command)
-            steps[name] += 1
-            if device.synced or device.vanished:
-                finished[name] = time.perf_counter()
-                if len(finished) == len(devices):
-                    done.set()
-                return
-        if isinstance(command, Wait):
-            threading.Timer(min(float(command.poll or 1), wait_cap), send, (name,)).start()
-        else:
-            send(name)
-
-    connected = threading.Event()
-    client.on_message = on_message
-
-    def on_connect(c: mqtt.Client, *_: object) -> None:
-        nodelay(c)
-        c.subscribe(command_t.format(app, "+"), qos=qos)
-        connected.set()
-
-    client.on_connect = on_connect
-    broker = connect(client, url)
-    client.loop_start()
-    try:
-        if not connected.wait(10):
-            raise DeliveryError(f"the MQTT broker at {broker.address} did not accept the client")
-        time.sleep(0.2)  # let the subscription settle before the first status
-        for name in names:
-            send(name)
-        done.wait(timeout)
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return [
-        DeviceResult(
-            app,
-            n,
-            version.decode(errors="replace"),
-            devices[n].version.decode(errors="replace"),
-            devices[n].synced,
-            steps[n],
-            devices[n].bytes_received,
-            devices[n].waits,
-            devices[n].swaps_rejected,
-            finished.get(n, time.perf_counter()) - started[n],
-            "" if devices[n].synced else "timed out",
-        )
-        for n in names
-    ]

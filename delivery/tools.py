@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -13,6 +14,7 @@ from urllib.parse import quote
 
 import click
 
+from ajour_build.core.casing import camel_keys
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.spec.fields import redact_uri
 from ajour_build.core.wire import STATUS_TOKEN_ENV, read_reports
@@ -41,20 +43,45 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
 @click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
 @click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
 @mqtt_tls_options
-@click.option("--app", "application", required=True, help="The devices' application.")
-@click.option("--devices", default=1, show_default=True, help="How many devices.")
-@click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
 @click.option(
-    "--start-version", default="0.0.0", show_default=True, help="Firmware version devices start at."
+    "--mqtt-connection",
+    type=click.Choice(["gateway", "device"]),
+    default="gateway",
+    show_default=True,
+    help="MQTT: one gateway connection with the URL's credentials, or one per device as"
+    " <device>@<app> with its password (the users and ACL of broker-config).",
 )
-@click.option("--mtu", type=int, default=512, show_default=True, help="Bytes per Write to ask for.")
-@click.option("--password", help="Device password (basic auth as <device>@<app>).")
+@click.option("--app", "application", required=True, help="The devices' application.")
+@click.option("--devices", default=1, show_default=True, help="How many devices (--prefix).")
+@click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
 @click.option(
     "--fleet",
     "fleet_paths",
     multiple=True,
     type=click.Path(path_type=Path),
-    help="Take the device names of --app from this fleet (repeatable) instead of --prefix.",
+    help="Simulate the devices of --app in this fleet (repeatable), with the plain passwords"
+    " of their spec.credentials, instead of --prefix.",
+)
+@click.option(
+    "--device",
+    "device_names",
+    multiple=True,
+    metavar="NAME",
+    help="Simulate this device (repeatable); with --fleet, one of its devices of --app.",
+)
+@click.option(
+    "--start-version", default="0.0.0", show_default=True, help="Firmware version devices start at."
+)
+@click.option("--mtu", type=int, default=512, show_default=True, help="Bytes per Write to ask for.")
+@click.option(
+    "--password", help="Every device's password (basic auth or MQTT login as <device>@<app>)."
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    help="Seconds after which devices not in sync give up.",
 )
 @click.option(
     "--fail-rate",
@@ -76,48 +103,65 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
     default=0.0,
     help="HTTP: keep polling for this many seconds after syncing, like real devices.",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
+@click.pass_context
 def simulate(
+    ctx: click.Context,
     http_url: str | None,
     mqtt_url: str | None,
     mqtt_ca: Path | None,
     mqtt_cert: Path | None,
     mqtt_key: Path | None,
+    mqtt_connection: str,
     application: str,
     devices: int,
     prefix: str,
+    fleet_paths: tuple[Path, ...],
+    device_names: tuple[str, ...],
     start_version: str,
     mtu: int,
     password: str | None,
-    fleet_paths: tuple[Path, ...],
+    timeout: float,
     fail_rate: float,
     failure: str,
     seed: int,
     keep_polling: float,
     as_json: bool,
 ) -> None:
-    """Run simulated embedded-update devices until they are in sync."""
-    from delivery.simulator import Failures, simulate_http, simulate_mqtt
+    """Run simulated embedded-update devices until they are in sync.
 
+    Devices are <prefix>0..N-1, the devices of --app in a fleet (--fleet), or those named
+    by --device. A device the worker or broker refuses fails at once, with the reason."""
+    from delivery.simulator import Failures, simulate_http
+
+    ctx.find_root().meta["ajour.json"] = as_json
     if bool(http_url) == bool(mqtt_url):
         raise DeliveryError("give exactly one of --http URL or --mqtt URL")
     mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
-    names = [f"{prefix}{i}" for i in range(devices)]
-    if fleet_paths:
-        names = [d.name for d in load_fleet(list(fleet_paths)).devices_of(application)]
-        if not names:
-            raise DeliveryError(f"the fleet has no devices of application {application!r}")
+    names, secrets = _simulated(application, fleet_paths, device_names, prefix, devices)
+    hashed = [n for n, secret in secrets.items() if secret is None]
+    if hashed and password is None:
+        click.echo(
+            f"warning: {len(hashed)} devices have no plain password in the fleet (only hashes"
+            f" or none), so they log in without one: {', '.join(hashed[:5])}"
+            f"{' …' if len(hashed) > 5 else ''}; give one with --password",
+            err=True,
+        )
+    creds: Any = password if password is not None or not secrets else secrets.get
     failures = Failures.share(names, fail_rate, failure, seed)
     if http_url:
         results = simulate_http(
-            http_url, application, names, start_version.encode(), mtu, password,
-            failures=failures, keep_polling=keep_polling,
+            http_url, application, names, start_version.encode(), mtu, creds,
+            failures=failures, keep_polling=keep_polling, timeout=timeout,
         )  # fmt: skip
     else:
         assert mqtt_url is not None
+        from delivery.mqtt_simulator import simulate_mqtt  # paho-mqtt: the [mqtt] extra
+
         results = simulate_mqtt(
             mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls,
-            failures=failures,
+            failures=failures, timeout=timeout,
+            connection="device" if mqtt_connection == "device" else "gateway", password=creds,
         )  # fmt: skip
     versions: dict[str, int] = {}
     for r in results:
@@ -129,7 +173,7 @@ def simulate(
         click.echo(
             json.dumps(
                 {
-                    "devices": [vars(r) for r in results],
+                    "devices": [camel_keys(vars(r)) for r in results],
                     "versions": versions,
                     "failed": len(failed),
                 },
@@ -140,9 +184,39 @@ def simulate(
         for version, count in sorted(versions.items()):
             click.echo(f"{count} devices on {version}")
         for r in failed:
-            click.echo(f"{r.device}: not synced ({r.error or 'gave up'})", err=True)
+            click.echo(f"{r.device}: not synced: {r.error or 'gave up'}", err=True)
     if failed:
         raise DeliveryError(f"{len(failed)} of {len(results)} devices did not sync")
+
+
+def _simulated(
+    app: str, fleet_paths: tuple[Path, ...], named: tuple[str, ...], prefix: str, count: int
+) -> tuple[list[str], dict[str, str | None]]:
+    """The devices to simulate, and each fleet device's plain password (None: it has none)."""
+    from delivery.device_auth import candidates
+
+    if not fleet_paths:
+        return (list(dict.fromkeys(named)) or [f"{prefix}{i}" for i in range(count)]), {}
+    fleet = load_fleet(list(fleet_paths))
+    known = {d.name: d for d in fleet.devices_of(app)}
+    if not known:
+        apps = sorted({a for a, _ in fleet.devices})
+        raise DeliveryError(
+            f"the fleet has no devices of application {app!r}; its applications with devices:"
+            f" {', '.join(apps) or '(none)'}"
+        )
+    unknown = [n for n in named if n not in known]
+    if unknown:
+        raise DeliveryError(
+            f"--device {', '.join(unknown)}: not a device of {app!r} in the fleet; its"
+            f" devices: {', '.join(sorted(known)[:10])}{' …' if len(known) > 10 else ''}"
+        )
+    names = list(dict.fromkeys(named)) or list(known)
+    secrets: dict[str, str | None] = {}
+    for name in names:
+        plain = [p.value for p in candidates(known[name].credentials) if p.scheme == "plain"]
+        secrets[name] = plain[0] if plain else None
+    return names, secrets
 
 
 @click.command(
@@ -214,16 +288,25 @@ def broker_config(
     type=click.Path(path_type=Path),
     help="Installation config (default: AJOUR_CONFIG, ./ajour.yaml).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
+@click.pass_context
 def status(
-    url: str, application: str | None, token: str | None, config_path: Path | None, as_json: bool
+    ctx: click.Context,
+    url: str,
+    application: str | None,
+    token: str | None,
+    config_path: Path | None,
+    as_json: bool,
 ) -> None:
-    """Show per-device status: current and target version, progress, state, last seen."""
+    """Show per-device status: state, current and target version, progress, last seen."""
+    ctx.find_root().meta["ajour.json"] = as_json
     if not token:
         from delivery.worker_config import load_settings
 
         tokens = load_settings(config_path, [], os.environ).delivery.status_tokens
         token = tokens[0].get_secret_value() if tokens else None
+    from delivery.status_table import render as render_table
+
     rows = read_reports(_status_json(url, application, token))
     if not rows and not as_json:
         of = f" of application {application!r}" if application else ""
@@ -231,12 +314,8 @@ def status(
     if as_json:
         click.echo(json.dumps([r.as_json() for r in rows], indent=2))
         return
-    for r in rows:
-        progress = f"{r.offset}/{r.size}" if r.offset is not None else "-"
-        click.echo(
-            f"{r.application}/{r.device}: {r.state} current={r.current}"
-            f" target={r.target} progress={progress}"
-        )
+    if rows:
+        click.echo(render_table(rows, time.time()))
 
 
 @click.command(

@@ -136,3 +136,25 @@ def test_base_image_gets_updates_and_security_sources(tmp_path: Path) -> None:
     ]
     source = (REPO / "ajour_build" / "builders" / "image.py").read_text()
     assert "_sources(root, suite, mirror)" in source, "ensure_base_image must call _sources"
+
+
+def test_the_builder_readme_lists_every_builder_with_its_toolchain_and_an_example() -> None:
+    import yaml
+
+    readme = (REPO / "builder-images" / "README.md").read_text()
+    table = {
+        row.split("|")[1].strip(): row for row in readme.splitlines() if row.startswith("| [`")
+    }
+    examples = [
+        doc["build"]
+        for block in readme.split("```yaml\n")[1:]
+        for doc in yaml.safe_load_all(block.split("```")[0])
+        if isinstance(doc, dict) and "build" in doc and "source" in doc["build"]
+    ]
+    for builder in load_catalog(REPO / "builder-images"):
+        name = builder.spec.name
+        row = table.get(f"[`{name}`]({name}/README.md)")
+        assert row is not None, f"builder-images/README.md does not list {name}"
+        for tool in builder.spec.toolchains[:1]:
+            assert tool.version in row, f"{name}: its toolchain {tool} is not in the table"
+        assert [e for e in examples if e["image"] == name], f"{name} has no example spec"

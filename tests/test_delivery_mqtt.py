@@ -25,8 +25,8 @@ from delivery.mqtt import (
     TopicTemplate,
     parse_broker_url,
 )
+from delivery.mqtt_simulator import simulate_mqtt
 from delivery.protocol import Status, decode_command, encode_status
-from delivery.simulator import simulate_mqtt
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker

@@ -3,6 +3,10 @@ status`` (option, environment or installation config) and the console (issue 12)
 
 from __future__ import annotations
 
+import json
+import re
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +15,10 @@ from click.testing import CliRunner
 
 from ajour_build.config import load_config
 from ajour_build.console import devices
+from ajour_build.core.wire import read_reports
 from delivery.cli import main
 from delivery.protocol import Status, encode_status
+from delivery.status_table import ago
 from delivery.worker import Worker
 from tests.http_wire import STATUS_TOKEN, basic, one, request, serving, settings, small_worker
 
@@ -47,9 +53,9 @@ def test_status_cli_sends_the_token_from_option_env_or_config(
         assert "nope" not in wrong.output
         given = CliRunner().invoke(main, [*url, "--token", STATUS_TOKEN])
         assert given.exit_code == 0, given.output
-        assert "app/dev1: Updating current=0.1 target=1.0 progress=0/2000" in given.output
+        assert re.search(r"app/dev1 +Updating +0\.1 +1\.0 +0/2000 0%", given.output)
         from_env = CliRunner().invoke(main, url, env={"AJOUR_DELIVERY_STATUS_TOKEN": STATUS_TOKEN})
-        assert from_env.exit_code == 0 and "app/dev1: Updating" in from_env.output
+        assert from_env.exit_code == 0 and re.search(r"app/dev1 +Updating", from_env.output)
         (tmp_path / "ajour.yaml").write_text(f"delivery:\n  status_tokens: ['{STATUS_TOKEN}']\n")
         from_config = CliRunner().invoke(main, [*url, "--app", "app", "--json"])
         assert from_config.exit_code == 0, from_config.output
@@ -79,3 +85,51 @@ def test_console_reads_delivery_with_the_status_token(
     config.write_text("allowed_applications: [app]\n")
     monkeypatch.setenv("AJOUR_DELIVERY_STATUS_TOKEN", "from-env")
     assert devices.status_token(load_config(config, {})) == "from-env"
+
+
+def test_status_is_a_table_with_dashes_and_last_seen(worker: Worker) -> None:
+    with serving(worker, settings()) as transport:
+        _report(transport)
+        args = ["status", "--url", transport.url, "--token", STATUS_TOKEN]
+        shown = CliRunner().invoke(main, args)
+        as_json = CliRunner().invoke(main, [*args, "--json"])
+    assert shown.exit_code == 0, shown.output
+    header, *lines = shown.output.splitlines()
+    assert header.split() == ["DEVICE", "STATE", "CURRENT", "TARGET", "PROGRESS", "LAST", "SEEN"]
+    by_device = {line.split()[0]: line for line in lines}
+    assert set(by_device) == {"app/dev0", "app/dev1", "app/dev2", "app/dev3"}
+    seen = re.fullmatch(
+        r"app/dev1 +Updating +0\.1 +1\.0 +0/2000 0% +(\d+) s ago \((\S+)Z\)", by_device["app/dev1"]
+    )
+    assert seen is not None, by_device["app/dev1"]
+    assert int(seen[1]) < 30
+    when = datetime.fromisoformat(seen[2]).replace(tzinfo=UTC).timestamp()
+    assert abs(when - time.time()) < 30
+    # a device never heard from: dashes where nothing is known, never None or an empty cell
+    assert re.fullmatch(r"app/dev2 +Unknown +— +— +— +never", by_device["app/dev2"])
+    assert "None" not in shown.output
+    reports = {r["device"]: r for r in json.loads(as_json.output)}
+    assert reports["dev2"]["lastSeen"] is None
+    stamp = reports["dev1"]["lastSeen"]
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z", stamp), stamp
+    assert abs(datetime.fromisoformat(stamp).timestamp() - time.time()) < 30
+
+
+def test_last_seen_is_relative_in_the_largest_whole_unit() -> None:
+    assert [ago(s) for s in (-3, 0.4, 59.9, 60, 3599, 3600, 86399, 86400 * 9)] == [
+        "0 s ago", "0 s ago", "59 s ago", "1 min ago", "59 min ago", "1 h ago", "23 h ago",
+        "9 d ago",
+    ]  # fmt: skip
+
+
+def test_last_seen_reads_the_new_rfc3339_and_the_old_epoch_seconds() -> None:
+    base = {"application": "a", "device": "d"}
+    epoch = 1_796_576_249.25
+    new = read_reports([{**base, "lastSeen": "2026-12-06T16:57:29.25Z"}])[0]
+    old = read_reports([{**base, "lastSeen": epoch}])[0]
+    offset = read_reports([{**base, "lastSeen": "2026-12-06T17:57:29.25+01:00"}])[0]
+    assert new.last_seen == old.last_seen == offset.last_seen == epoch
+    assert new.as_json()["lastSeen"] == "2026-12-06T16:57:29.250000Z"
+    for bad in ("yesterday", "", None, True, float("inf"), -5, "9" * 500, ["x"]):
+        (report,) = read_reports([{**base, "lastSeen": bad}])
+        assert report.last_seen == 0.0 and report.as_json()["lastSeen"] is None, bad

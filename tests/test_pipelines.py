@@ -105,3 +105,16 @@ def test_pipeline_tasks_pass_every_required_task_param() -> None:
         assert given <= set(declared)
         assert {n for n, p in declared.items() if "default" not in p} <= given
         assert "resolver" not in ptask["taskRef"] and ptask["taskRef"].get("kind", "Task") == "Task"
+
+
+NUMBERS = {"two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8}
+
+
+def test_the_readme_counts_and_lists_every_resource() -> None:
+    readme = (PIPELINES / "README.md").read_text()
+    # "all six resources": every count of all the resources is the number of files
+    counts = re.findall(r"\ball (\w+) resources\b", readme)
+    assert counts, "the README no longer says how many resources there are"
+    assert {NUMBERS.get(word, -1) for word in counts} == {len(FILES)}, counts
+    for path in FILES:
+        assert f"`{path.relative_to(PIPELINES)}`" in readme, f"{path} is not in the README"

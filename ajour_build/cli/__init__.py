@@ -11,13 +11,15 @@ import click
 from rich.console import Console
 
 from ajour_build import __version__
-from ajour_build.core.errors import AjourError, NotAllowedError, SpecError
+from ajour_build.core.errors import EXIT_CODES, AjourError, NotAllowedError, SpecError
 from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from ajour_build.core.version import version_problem
 
 
 class AjourGroup(click.Group):
-    """Turns :class:`AjourError` into ``error: ...`` and exit 1 (traceback with --debug)."""
+    """Turns :class:`AjourError` into ``error: ...`` on stderr, or a JSON object with
+    ``error`` on stdout when the command was asked for ``--json``, and its exit code: 1, or 3
+    for a port in use (README "Exit codes"; a traceback with --debug)."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -26,19 +28,21 @@ class AjourGroup(click.Group):
             root = ctx.find_root()
             if root.meta.get("ajour.debug"):
                 raise
-            if root.meta.get("ajour.json") and isinstance(exc, SpecError | NotAllowedError):
+            if root.meta.get("ajour.json"):
                 click.echo(json.dumps(_error_json(exc), indent=2))
             else:
                 click.echo(f"error: {exc}", err=True)
-            ctx.exit(1)
+            ctx.exit(exc.exit_code)
 
 
 def _error_json(exc: AjourError) -> dict[str, Any]:
+    """Every ``--json`` error has ``error``; spec and allowlist errors say more."""
     if isinstance(exc, SpecError):
-        return {"valid": False, "problems": [p.as_dict() for p in exc.problems]}
+        head = str(exc).split(":", 1)[0]
+        return {"valid": False, "error": head, "problems": [p.as_dict() for p in exc.problems]}
     if isinstance(exc, NotAllowedError):
-        return {"valid": False, "refused": exc.refusals}
-    return {"valid": False, "error": str(exc)}  # pragma: no cover
+        return {"valid": False, "error": str(exc), "refused": exc.refusals}
+    return {"error": str(exc)}
 
 
 def checked_version(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
@@ -69,7 +73,7 @@ def want_json(ctx: click.Context, value: bool) -> None:
     ctx.find_root().meta["ajour.json"] = value
 
 
-@click.group(cls=AjourGroup)
+@click.group(cls=AjourGroup, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="ajour-build")
 @click.option("--debug", is_flag=True, help="Show tracebacks and debug logs.")
 @click.option(

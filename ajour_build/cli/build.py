@@ -22,6 +22,7 @@ from rich.text import Text
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
 from ajour_build.cli.spec import _load
+from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
 from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.plan import PlannedBuild, plan_builds
@@ -304,7 +305,7 @@ def _report(
             for item in out_json:
                 if item["id"] == entry["build"]:
                     item["published"] = entry
-        click.echo(json.dumps(out_json, indent=2))
+        click.echo(json.dumps(camel_keys(out_json), indent=2))
         return
     out = console()
     out.print(_summary(records))

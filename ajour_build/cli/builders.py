@@ -14,6 +14,7 @@ from ajour_build.builders import podman
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.builders.image import build_image, ensure_base_image
 from ajour_build.cli import console
+from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import AjourError
 from ajour_build.settings import LocalSettings
 
@@ -43,7 +44,7 @@ def list_(builders_dir: Path | None, as_json: bool) -> None:
     root = builders_dir or LocalSettings().builders_dir
     catalog = load_catalog(root)
     if as_json:
-        out = [b.spec.model_dump(mode="json") | {"ref": b.spec.ref} for b in catalog]
+        out = [camel_keys(b.spec.model_dump(mode="json")) | {"ref": b.spec.ref} for b in catalog]
         click.echo(json.dumps(out, indent=2))
         return
     table = Table("name", "image", "toolchains", "targets", "network")

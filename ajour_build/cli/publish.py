@@ -11,6 +11,7 @@ from rich.table import Table
 
 from ajour_build.cli import checked_version, console, want_json
 from ajour_build.core.artifact.format import TITLE
+from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.destination import inspect as inspect_target
 from ajour_build.publish.destination import release
@@ -27,7 +28,8 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(
             json.dumps(
-                {**vars(published), "tags": list(published.tags), "warning": warning}, indent=2
+                camel_keys({**vars(published), "tags": list(published.tags), "warning": warning}),
+                indent=2,
             )
         )
         return
@@ -121,7 +123,7 @@ def inspect(ctx: click.Context, target: str, insecure: bool, as_json: bool) -> N
     except ArtifactError as exc:
         raise PublishError(str(exc)) from None
     if as_json:
-        click.echo(info.model_dump_json(indent=2))
+        click.echo(json.dumps(camel_keys(info.model_dump(mode="json", by_alias=True)), indent=2))
         return
     table = Table("field", "value", show_header=False)
     rows = [

@@ -9,6 +9,7 @@ import click
 
 from ajour_build.cli.spec import _config
 from ajour_build.core.errors import AjourError
+from ajour_build.core.listener import listen
 from ajour_build.settings import LocalSettings
 
 
@@ -75,14 +76,20 @@ def serve(
     assert config is not None
     if insecure_no_auth and host not in ("127.0.0.1", "::1", "localhost"):
         raise AjourError(f"--insecure-no-auth is only allowed on loopback, not on {host!r}")
-    service = assemble(list(fleet_paths), config, settings, builders_dir, insecure_no_auth)
-    app = create_app(service, console=not no_console)
-    logging.getLogger("ajour_build").setLevel(
-        min(logging.INFO, logging.getLogger().getEffectiveLevel())
-    )
-    click.echo(
-        f"ajour build service on http://{host}:{port} (backend {config.service.backend},"
-        f" records {service.records.engine.url.render_as_string(hide_password=True)})",
-        err=True,
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    with listen(host, port, "ajour-build serve", "--port (or --host)") as sock:
+        service = assemble(list(fleet_paths), config, settings, builders_dir, insecure_no_auth)
+        app = create_app(service, console=not no_console)
+        logging.getLogger("ajour_build").setLevel(
+            min(logging.INFO, logging.getLogger().getEffectiveLevel())
+        )
+        click.echo(
+            f"ajour build service on http://{host}:{port} (backend {config.service.backend},"
+            f" records {service.records.engine.url.render_as_string(hide_password=True)})",
+            err=True,
+        )
+        server = uvicorn.Server(
+            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False)
+        )
+        server.run(sockets=[sock])
+    if not server.started:
+        raise AjourError("the build service did not start; the log above says why")

@@ -49,8 +49,17 @@ def problem_order(problem: Problem) -> tuple[str, int, int]:
     return (problem.file or "", problem.line or 0, problem.column or 0)
 
 
+EXIT_CODES = (
+    'Exit codes: 0 success; 1 an error (error: … on stderr, or {"error": …} with --json);'
+    " 2 a usage error; 3 a port in use."
+)
+
+
 class AjourError(Exception):
-    """Base of every error Ajour raises on purpose."""
+    """Base of every error Ajour raises on purpose; both CLIs exit with its ``exit_code``
+    (README "Exit codes": 1 for an error, 3 for a port in use; click's usage errors are 2)."""
+
+    exit_code = 1
 
 
 @dataclass
@@ -123,3 +132,16 @@ class PublishError(AjourError):
 
 class ArtifactError(AjourError):
     """A published artifact cannot be read back or fails its checks (digest, layout)."""
+
+
+class PortInUseError(AjourError):
+    """A server cannot listen because another process holds its address (exit code 3, so a
+    script can pick another port and try again)."""
+
+    exit_code = 3
+
+    def __init__(self, host: str, port: int, program: str, option: str) -> None:
+        self.host, self.port = host, port
+        super().__init__(
+            f"port {port} on {host} is in use (another {program}?): choose another with {option}"
+        )

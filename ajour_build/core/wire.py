@@ -1,7 +1,9 @@
 """The JSON the two sides exchange: delivery's device status and the publish event.
 
 * ``GET /v1/status[/<app>[/<device>]]`` on the delivery worker answers a list of
-  :class:`DeviceReport` (camelCase ``lastSeen``); the console reads it.
+  :class:`DeviceReport`; the console reads it. ``lastSeen`` is an RFC 3339 UTC time, as the
+  build API's times are, or null for a device never seen (workers before it sent epoch
+  seconds, which are still read).
 * A publish (``ajour-build publish --notify``, the service, the Tekton publish step) sends a
   :class:`PublishEvent` to the worker's ``POST /v1/events``, or as an MQTT message.
 
@@ -14,10 +16,18 @@ application or device is dropped.
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_serializer,
+    field_validator,
+)
 
 # The bearer tokens of the worker's GET /v1/status and POST /v1/events, from the environment
 # (each side also reads them from the installation config's ``delivery`` section).
@@ -91,9 +101,16 @@ class DeviceReport(BaseModel):
     @field_validator("last_seen", mode="before")
     @classmethod
     def _seen(cls, value: Any) -> float:
+        """Epoch seconds (older workers) or an RFC 3339 time; anything else: never seen."""
+        if isinstance(value, str):
+            return _instant(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
             return 0.0
         return max(0.0, float(value)) if math.isfinite(value) else 0.0
+
+    @field_serializer("last_seen")
+    def _seen_out(self, value: float) -> datetime | None:
+        return datetime.fromtimestamp(value, UTC) if value > 0 else None
 
     @property
     def percent(self) -> int | None:
@@ -108,6 +125,20 @@ class DeviceReport(BaseModel):
 
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
+
+
+def _instant(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time (``Z`` or an offset; none: UTC); 0.0 if it is none."""
+    try:
+        parsed = datetime.fromisoformat(text[:64])
+    except ValueError:
+        return 0.0
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    try:
+        return max(0.0, parsed.timestamp())
+    except (OverflowError, OSError, ValueError):
+        return 0.0
 
 
 def read_models(model: type[_M], data: Any, what: str) -> list[_M]:
