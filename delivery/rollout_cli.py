@@ -35,6 +35,12 @@ COLUMNS = ("wave", "open", "approval", "devices", "pending", "downloading", "swa
            "confirmed", "failed", "reverted")  # fmt: skip
 
 
+def _json_mode(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+    """With --json, the CLI's error handler prints errors as JSON too."""
+    ctx.find_root().meta["ajour.json"] = value
+    return value
+
+
 def _options(operator: bool) -> Callable[[Any], Any]:
     env = OPERATOR_TOKEN_ENV if operator else STATUS_TOKEN_ENV
     where = "delivery.operator_token" if operator else "the first of delivery.status_tokens"
@@ -61,7 +67,13 @@ def _options(operator: bool) -> Callable[[Any], Any]:
                     type=click.Path(path_type=Path),
                     help="Installation config (default: AJOUR_CONFIG, ./ajour.yaml).",
                 ),
-                click.option("--json", "as_json", is_flag=True, help="Print the API's JSON."),
+                click.option(
+                    "--json",
+                    "as_json",
+                    is_flag=True,
+                    callback=_json_mode,
+                    help="Print the API's JSON (errors too).",
+                ),
             ]
         ):
             command = option(command)

@@ -107,3 +107,6 @@ def test_json_errors_are_json_on_stdout_with_exit_1(tmp_path: Path) -> None:
     status = run([*DELIVERY, "status", "--json", "--url", url, "--token", "t"], tmp_path)
     assert status.returncode == 1
     assert json.loads(status.stdout)["error"].startswith("cannot read status from")
+    rollouts = run([*DELIVERY, "rollout", "list", "--json", "--url", url, "--token", "t"], tmp_path)
+    assert rollouts.returncode == 1 and rollouts.stderr == ""
+    assert json.loads(rollouts.stdout)["error"].startswith("cannot reach the delivery worker")
