@@ -14,7 +14,7 @@ import pytest
 from ajour_build.core.rollout.model import Outcome
 from ajour_devices.firmware import SLOT_SIZE, flash
 from ajour_devices.qemu import QemuDevice
-from tests.qemu_worker import MTU, build_firmware, image, serving
+from ajour_devices.server import MTU, build_firmware, image, serving
 from tests.registry import free_port
 
 

@@ -1,5 +1,6 @@
-"""The real worker behind its HTTP transport, in this process, for QEMU devices and their
-gateways (ajour_devices): a fleet of devices with passwords, firmware in an OCI layout."""
+"""The real worker behind its HTTP transport, in this process, for emulated devices and
+their gateways: a fleet of devices with passwords (``pw-<name>``), its firmware published to
+an OCI image layout directory, optionally with a staged rollout."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ajour_build.core.fleet import load_fleet
+from ajour_build.publish.destination import publisher_for
+from ajour_build.publish.publisher import FirmwareArtifact
 from ajour_devices.firmware import build_device_firmware, signed_image
 from delivery.gateway import HttpUplink
 from delivery.http import HttpSettings, HttpTransport
@@ -18,7 +21,6 @@ from delivery.rollouts import Rollouts
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
-from tests.test_sources import publish
 
 MTU = 1024 - 56  # the device's buffer less AJOUR_WRITE_OVERHEAD
 ROLLOUT = "{waves: [{percent: 100, dwell: 1h}], confirmDeadline: 5m, stallDeadline: 5m}"
@@ -46,6 +48,14 @@ def image(build: Path, version: str, app: str | None = None) -> bytes:
     return signed_image(build, version, app or f"app-device-{version}", key=build / "key.pem")
 
 
+def publish(tmp: Path, version: str, content: bytes) -> None:
+    """``content`` as ``version`` of ``fw/app``, tagged ``latest``, in ``tmp/oci``."""
+    path = tmp / f"fw-{version}.bin"
+    path.write_bytes(content)
+    url = f"oci-layout://{tmp / 'oci' / 'fw' / 'app'}:latest"
+    publisher_for(url, {}).publish(FirmwareArtifact(path, version))
+
+
 @dataclass
 class Served:
     worker: Worker
@@ -61,9 +71,7 @@ class Served:
 
     def publish(self, version: str, content: bytes) -> None:
         """A new version on the moving tag; the worker sees it at once (as after an event)."""
-        publish(
-            self.tmp, f"oci-layout://{self.tmp / 'oci' / 'fw' / 'app'}:latest", version, content
-        )
+        publish(self.tmp, version, content)
         self.worker.targets.invalidate()
         time.sleep(0.6)  # past the rollouts' refresh interval
 
@@ -76,7 +84,7 @@ def serving(
     """The worker serving ``version`` to ``names`` over HTTP on loopback until the end."""
     (tmp / "fleet").mkdir(parents=True, exist_ok=True)
     (tmp / "fleet" / "f.yaml").write_text(fleet_yaml(names, ROLLOUT if rollout else None))
-    publish(tmp, f"oci-layout://{tmp / 'oci' / 'fw' / 'app'}:latest", version, content)
+    publish(tmp, version, content)
     targets = Targets(load_fleet([tmp / "fleet"]), f"oci-layout://{tmp / 'oci'}", ttl=60)
     rollouts = Rollouts(SqliteRolloutStore(tmp / "rollouts.db")) if rollout else None
     worker = Worker(targets, StatusStore(), rollouts=rollouts)
