@@ -30,6 +30,7 @@ from delivery.frames import MAX_FRAME, FrameReader, encode_frame
 from delivery.mqtt import MqttTls, RateLimitedLog, connect, nodelay
 
 log = logging.getLogger("delivery.gateway")
+UNREACHABLE_LOG = 5.0  # seconds without a UART before that is logged
 
 
 class UplinkError(Exception):
@@ -202,12 +203,17 @@ class Gateway:
         return self.stats
 
     def _connect(self, stop: threading.Event) -> socket.socket | None:
-        delay = self.reconnect_delay
+        """Connect, retrying; a line that stays unreachable for ``UNREACHABLE_LOG`` seconds
+        is logged (a power cycle's short gap is not)."""
+        delay, since = self.reconnect_delay, time.monotonic()
         while not (stop.is_set() or self._stopped.is_set()):
             try:
                 sock = self.uart.connect(timeout=5.0)
             except OSError as exc:
-                self._logs["uart"].warning("cannot connect to the UART at %s: %s", self.uart, exc)
+                if time.monotonic() - since >= UNREACHABLE_LOG:
+                    self._logs["uart"].warning(
+                        "cannot connect to the UART at %s: %s", self.uart, exc
+                    )
                 stop.wait(delay)
                 delay = min(delay * 2, 0.25)
                 continue
