@@ -22,12 +22,15 @@ import socket
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlencode, urlsplit
 
 from delivery.errors import DeliveryError
 from delivery.frames import MAX_FRAME, FrameReader, encode_frame
-from delivery.mqtt import MqttTls, RateLimitedLog, connect, nodelay
+from delivery.log_limit import RateLimitedLog
+
+if TYPE_CHECKING:
+    from delivery.mqtt import MqttTls
 
 log = logging.getLogger("delivery.gateway")
 UNREACHABLE_LOG = 5.0  # seconds without a UART before that is logged
@@ -302,7 +305,7 @@ class MqttUplink:
     ) -> None:
         import paho.mqtt.client as mqtt
 
-        from delivery.mqtt import TopicTemplate, make_client, parse_broker_url
+        from delivery.mqtt import TopicTemplate, make_client, nodelay, parse_broker_url
 
         self.url, self.timeout, self.qos = url, timeout, qos
         self.address = parse_broker_url(url).address  # without credentials, for messages
@@ -334,6 +337,8 @@ class MqttUplink:
         self._client.on_message = on_message
 
     def exchange(self, status: bytes) -> bytes:
+        from delivery.mqtt import connect
+
         if not self._started:
             try:
                 connect(self._client, self.url)

@@ -258,3 +258,20 @@ def test_a_bad_uart_address_says_what_is_expected(value: str) -> None:
 
     with pytest.raises(DeliveryError, match=r"--uart expects tcp:HOST:PORT .* got"):
         UartAddress.parse(value)
+
+
+def test_the_http_gateway_needs_no_mqtt_client() -> None:
+    """paho-mqtt is an extra (``ajour[mqtt]``): the gateway over HTTP must work without it."""
+    probe = (
+        "import sys; sys.modules['paho'] = None\n"
+        "from delivery.gateway import Gateway, HttpUplink, UartAddress\n"
+        "from delivery.cli import main\n"
+        "uplink = HttpUplink('http://127.0.0.1:9', 'a', 'd')\n"
+        "Gateway(UartAddress.parse('tcp:127.0.0.1:9'), uplink)\n"
+        "main(['gateway', '--help'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--uart TEXT" in result.stdout
