@@ -148,6 +148,34 @@ def test_garbled_frames_are_counted_and_skipped_and_the_relay_goes_on(tmp_path: 
         assert s.bytes_out == 4 * (4 + len(first))
 
 
+class SlowUplink:
+    """The real HTTP uplink, answering ``delay`` seconds late (a worker under load)."""
+
+    def __init__(self, inner: HttpUplink, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def exchange(self, status: bytes) -> bytes:
+        time.sleep(self.delay)
+        return self.inner.exchange(status)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_a_reply_the_device_stopped_waiting_for_is_dropped(tmp_path: Path) -> None:
+    worker = small_worker(tmp_path)
+    with serving(worker, settings()) as http:
+        uplink = SlowUplink(HttpUplink(http.url, "app", "dev0", "pw-0"), 0.3)
+        with relaying(uplink) as (uart, relay):
+            uart.send(encode_frame(STATUS))
+            time.sleep(0.1)  # the device timed out and sends its status again, a new id
+            uart.send(encode_frame(encode_status(Status(b"0.1", 512, 8))))
+            reply = uart.reply()
+            assert reply is not None and decode_command(reply).correlation_id == 8
+            assert uart.reply(timeout=0.5) is None  # the late one never reaches the device
+    assert (relay.stats.frames, relay.stats.replies, relay.stats.late) == (2, 1, 1)
+
+
 def test_worker_down_no_answer_one_log_line_then_it_serves_again(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
