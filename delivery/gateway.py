@@ -264,7 +264,9 @@ class Gateway:
     def _forward(self, status: bytes) -> bytes | None:
         try:
             return self.uplink.exchange(status)
-        except UplinkError as exc:
+        except Exception as exc:  # an uplink's bug must not stop the relay either
+            if not isinstance(exc, UplinkError):
+                exc = UplinkError("down", f"{type(exc).__name__}: {exc}")
             if exc.kind == "refused":
                 self.stats.refused += 1
                 message = "%s; check the device's password (its spec.credentials)"
@@ -322,6 +324,7 @@ class MqttUplink:
             if getattr(reason, "is_failure", False):
                 self._refused = str(reason)
             else:
+                self._refused = ""
                 nodelay(c)
                 c.subscribe(self.command_topic, qos=qos)
             self._ready.set()

@@ -162,6 +162,33 @@ class SlowUplink:
         self.inner.close()
 
 
+class BrokenUplink:
+    """An uplink with a bug: its first exchange raises what no uplink should."""
+
+    def __init__(self, inner: HttpUplink) -> None:
+        self.inner, self.calls = inner, 0
+
+    def exchange(self, status: bytes) -> bytes:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("a bug")
+        return self.inner.exchange(status)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_an_uplink_that_raises_costs_one_answer_not_the_relay(tmp_path: Path) -> None:
+    worker = small_worker(tmp_path)
+    with serving(worker, settings()) as http:
+        with relaying(BrokenUplink(HttpUplink(http.url, "app", "dev0", "pw-0"))) as (uart, relay):
+            uart.send(encode_frame(STATUS))
+            assert uart.reply(timeout=0.5) is None
+            uart.send(encode_frame(STATUS))
+            assert uart.reply() is not None
+    assert (relay.stats.unanswered, relay.stats.replies) == (1, 1)
+
+
 def test_a_reply_the_device_stopped_waiting_for_is_dropped(tmp_path: Path) -> None:
     worker = small_worker(tmp_path)
     with serving(worker, settings()) as http:
