@@ -367,5 +367,6 @@ class MqttUplink:
 
     def close(self) -> None:
         if self._started:
+            self._started = False
             self._client.disconnect()
             self._client.loop_stop()
