@@ -315,25 +315,29 @@ class MqttUplink:
         self.command_topic = TopicTemplate(command_topic).format(application, device)
         self._client = make_client(url, tls, client_id=f"ajour-gateway-{application}-{device}")
         self._client.username_pw_set(f"{device}@{application}", password)
-        self._replies: queue.Queue[bytes] = queue.Queue()
-        self._ready = threading.Event()
-        self._refused = ""
+        # The callbacks hold only these, not self: no reference cycle, so the client is freed
+        # (and paho closes its socket pair) as soon as the uplink is.
+        replies: queue.Queue[bytes] = queue.Queue()
+        ready = threading.Event()
+        refused: list[str] = [""]
+        topic = self.command_topic
+        self._replies, self._ready, self._refusal = replies, ready, refused
         self._started = False
 
         def on_connect(c: mqtt.Client, _u: object, _f: object, reason: object, _p: object) -> None:
             if getattr(reason, "is_failure", False):
-                self._refused = str(reason)
+                refused[0] = str(reason)
             else:
-                self._refused = ""
+                refused[0] = ""
                 nodelay(c)
-                c.subscribe(self.command_topic, qos=qos)
-            self._ready.set()
+                c.subscribe(topic, qos=qos)
+            ready.set()
 
         def on_subscribe(*_: object) -> None:
-            self._ready.set()
+            ready.set()
 
         def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
-            self._replies.put(bytes(message.payload))
+            replies.put(bytes(message.payload))
 
         self._client.on_connect = on_connect
         self._client.on_subscribe = on_subscribe
@@ -353,8 +357,8 @@ class MqttUplink:
             raise UplinkError(
                 "down", f"the MQTT broker at {self.address} did not accept the client"
             )
-        if self._refused:
-            raise UplinkError("refused", f"the MQTT broker refused the device: {self._refused}")
+        if self._refusal[0]:
+            raise UplinkError("refused", f"the MQTT broker refused the device: {self._refusal[0]}")
         while not self._replies.empty():  # a late command for an earlier status
             self._replies.get_nowait()
         self._client.publish(self.status_topic, status, qos=self.qos)
