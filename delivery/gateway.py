@@ -33,7 +33,6 @@ if TYPE_CHECKING:
     from delivery.mqtt import MqttTls
 
 log = logging.getLogger("delivery.gateway")
-UNREACHABLE_LOG = 5.0  # seconds without a UART before that is logged
 
 
 class UplinkError(Exception):
@@ -173,11 +172,13 @@ class Gateway:
         gap: float = 0.1,
         frame_timeout: float = 1.0,
         reconnect_delay: float = 0.05,
+        unreachable_log: float = 5.0,
     ) -> None:
         self.uart, self.uplink = uart, uplink
         self.stats = GatewayStats()
         self.reader = FrameReader(max_frame, gap, frame_timeout)
         self.reconnect_delay = reconnect_delay
+        self.unreachable_log = unreachable_log  # seconds without the UART before it is logged
         self._stopped = threading.Event()
         self._logs = {
             kind: RateLimitedLog(log, log_interval)
@@ -206,14 +207,14 @@ class Gateway:
         return self.stats
 
     def _connect(self, stop: threading.Event) -> socket.socket | None:
-        """Connect, retrying; a line that stays unreachable for ``UNREACHABLE_LOG`` seconds
+        """Connect, retrying; a line that stays unreachable for ``unreachable_log`` seconds
         is logged (a power cycle's short gap is not)."""
         delay, since = self.reconnect_delay, time.monotonic()
         while not (stop.is_set() or self._stopped.is_set()):
             try:
                 sock = self.uart.connect(timeout=5.0)
             except OSError as exc:
-                if time.monotonic() - since >= UNREACHABLE_LOG:
+                if time.monotonic() - since >= self.unreachable_log:
                     self._logs["uart"].warning(
                         "cannot connect to the UART at %s: %s", self.uart, exc
                     )

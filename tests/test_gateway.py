@@ -225,6 +225,26 @@ def test_worker_down_no_answer_one_log_line_then_it_serves_again(
     assert "pw-0" not in caplog.text
 
 
+def test_a_uart_that_stays_away_is_logged_a_short_gap_is_not(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="delivery.gateway")
+    missing = UartAddress(path=str(tmp_path / "no-qemu-yet"))
+    relay = Gateway(missing, HttpUplink("http://127.0.0.1:9", "app", "dev0"), unreachable_log=0.5)
+    thread = threading.Thread(target=relay.run, daemon=True)
+    thread.start()
+    try:
+        time.sleep(0.3)
+        assert not caplog.records  # a power cycle takes this long
+        time.sleep(0.5)
+        lines = [r.getMessage() for r in caplog.records]
+        assert len(lines) == 1 and f"cannot connect to the UART at {missing}" in lines[0], lines
+    finally:
+        relay.stop()
+        thread.join(10)
+    assert relay.stats.connects == 0
+
+
 def test_a_wrong_password_gets_no_answer_and_says_what_to_check(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
