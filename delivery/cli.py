@@ -17,6 +17,7 @@ from ajour_build.core.logs import FORMATS, LogFormat, configure_logging
 from delivery import __version__
 from delivery.errors import DeliveryError
 from delivery.fleet_reload import FleetReloader
+from delivery.gateway_command import gateway
 from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
 from delivery.rollout_cli import rollout
 from delivery.tools import COMMANDS
@@ -59,6 +60,7 @@ def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
 
 for _command in (*COMMANDS, rollout):
     main.add_command(_command)
+main.add_command(gateway)
 
 
 def _policies(synced: int, wait: int, app_polls: tuple[str, ...]) -> tuple[Any, dict[str, Any]]:

@@ -22,7 +22,6 @@ import re
 import socket
 import ssl
 import threading
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from delivery.errors import DeliveryError
+from delivery.log_limit import RateLimitedLog as RateLimitedLog  # also its old home
 from delivery.worker import Worker
 
 log = logging.getLogger("delivery.mqtt")
@@ -178,33 +178,6 @@ def connect(client: mqtt.Client, url: str, keepalive: int = 30) -> BrokerUrl:
     return broker
 
 
-class RateLimitedLog:
-    """At most one log line per ``interval`` seconds, with a count of the lines held back."""
-
-    def __init__(
-        self,
-        logger: logging.Logger,
-        interval: float = REFUSAL_LOG_INTERVAL,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.logger, self.interval, self.clock = logger, interval, clock
-        self._last: float | None = None
-        self._held = 0
-        self._lock = threading.Lock()
-
-    def warning(self, message: str, *args: object) -> None:
-        with self._lock:
-            now = self.clock()
-            if self._last is not None and now - self._last < self.interval:
-                self._held += 1
-                return
-            held, self._held, self._last = self._held, 0, now
-        if held:
-            message += " (and %d more like it since the last such line, not logged)"
-            args = (*args, held)
-        self.logger.warning(message, *args)
-
-
 @dataclass
 class MqttSettings:
     url: str = "mqtt://127.0.0.1:1883"
@@ -304,7 +277,7 @@ class MqttTransport:
         self.client = make_client(
             settings.url, settings.tls, client_id or f"ajour-worker-{uuid.uuid4().hex[:8]}"
         )
-        self._refusals = RateLimitedLog(log)
+        self._refusals = RateLimitedLog(log, REFUSAL_LOG_INTERVAL)
         self._drogue = settings.mode == "drogue"
         self._qos = settings.qos
         # topic -> (app, device, reply topic): a device sends hundreds of statuses on one

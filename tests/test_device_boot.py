@@ -13,9 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from ajour_devices.firmware import flash, make_key
 from tests.conftest import REPO
 from tests.firmware import QEMU
 
@@ -60,22 +59,6 @@ def signed_image(
     )
     assert "Image was correctly validated" in verify.stdout, verify.stdout + verify.stderr
     return out.read_bytes()
-
-
-def make_key(path: Path) -> str:
-    """A new ed25519 key at ``path`` (imgtool keygen); its public key as BOOT_PUBKEY wants."""
-    subprocess.run(
-        [*IMGTOOL, "keygen", "-k", str(path), "-t", "ed25519"],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    private = serialization.load_pem_private_key(path.read_bytes(), None)
-    assert isinstance(private, Ed25519PrivateKey)
-    raw = private.public_key().public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
-    return ",".join(map(hex, raw))
 
 
 @pytest.fixture(scope="module")
@@ -159,13 +142,6 @@ def test_bootloader_size(build: Path) -> None:
     assert text <= 0x10000 and text <= 3000, (
         out
     )  # without a key (no ED25519)  # device/README.md records it
-
-
-def flash(slot_a: bytes, slot_b: bytes = b"", pending: int = 0, trial: int = 0) -> bytes:
-    """The emulated flash: the slots (erased past the images) and the state page."""
-    state = struct.pack("<4I", 0x54534A41, pending, trial, 0)
-    erased = b"\xff"
-    return b"".join((slot_a.ljust(SLOT_SIZE, erased), slot_b.ljust(SLOT_SIZE, erased), state))
 
 
 def test_a_pending_update_is_tried_then_confirmed_and_kept(build: Path, tmp_path: Path) -> None:

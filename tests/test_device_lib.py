@@ -11,18 +11,17 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import struct
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ajour_build.core.fleet import load_fleet
+from delivery.frames import read_frame, write_frame
 from delivery.protocol import (
     Command,
     ProtocolError,
@@ -74,24 +73,6 @@ def test_unit_binary_checks_every_packed_vector(build: Path) -> None:
     assert re.search(r"\b\d{3,} checks, 0 failures", result.stdout), result.stdout
 
 
-# ---- frames ------------------------------------------------------------------------------
-
-
-def send_frame(pipe: IO[bytes], payload: bytes) -> None:
-    pipe.write(struct.pack(">I", len(payload)) + payload)
-    pipe.flush()
-
-
-def read_frame(pipe: IO[bytes]) -> bytes | None:
-    head = pipe.read(4)
-    if len(head) < 4:
-        return None
-    (n,) = struct.unpack(">I", head)
-    payload = pipe.read(n)
-    assert len(payload) == n
-    return payload
-
-
 # ---- the updater against the real worker ---------------------------------------------------
 
 
@@ -127,7 +108,7 @@ def run_device(
                 assert reply is not None, "the worker refused the C device's status"
                 exchanges += 1
                 try:
-                    send_frame(proc.stdin, reply)
+                    write_frame(proc.stdin, reply)
                 except BrokenPipeError:  # powered off while the reply was on its way
                     break
         finally:
@@ -216,13 +197,13 @@ class Pipe:
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
     def decode(self, data: bytes) -> str:
-        send_frame(self.stdin, data)
+        write_frame(self.stdin, data)
         line = self.stdout.readline().decode()
         assert line, f"ajour_host crashed on {data.hex()}"
         return line.strip()
 
     def encode(self, line: str) -> bytes:
-        send_frame(self.stdin, line.encode())
+        write_frame(self.stdin, line.encode())
         out = read_frame(self.stdout)
         assert out is not None, f"ajour_host crashed on {line!r}"
         return out

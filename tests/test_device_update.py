@@ -1,138 +1,156 @@
 """A QEMU device updates itself through the real worker: the C updater in firmware on
-mps2-an385 (device/boot/app/device.c), its UART relayed to ``Worker.handle`` frame by frame,
-the bootloader (device/boot/, with a built-in ed25519 key) verifying and swapping, the
-application confirming."""
+mps2-an385 (device/boot/app/device.c), its UART relayed by the product gateway
+(``delivery.gateway``, as ``ajour-delivery gateway`` runs it) to the worker's HTTP transport
+with the device's password, the bootloader (device/boot/, with a built-in ed25519 key)
+verifying and swapping, the application confirming, or never confirming and reverted."""
 
 from __future__ import annotations
 
-import subprocess
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from ajour_build.core.fleet import load_fleet
-from delivery.store import StatusStore
-from delivery.targets import Targets
-from delivery.worker import Worker
-from tests.firmware import QEMU
-from tests.test_device_boot import BOOT, SLOT_SIZE, flash, make_key, signed_image
-from tests.test_device_lib import FLEET, read_frame, send_frame
-from tests.test_sources import publish
+from ajour_build.core.rollout.model import Outcome
+from ajour_devices.firmware import SLOT_SIZE, flash
+from ajour_devices.qemu import QemuDevice
+from ajour_devices.server import MTU, build_firmware, image, serving
+from tests.registry import free_port
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The bootloader with a built-in ed25519 key (``key.pem`` beside it), both apps."""
-    out = tmp_path_factory.mktemp("device-build")
-    pubkey = make_key(out / "key.pem")
-    apps = [["device", "APP_VERSION=1.0.0"], ["device", "APP_VERSION=1.1.0"]]
-    for goal in (["all", f"BOOT_PUBKEY={pubkey}"], *apps):
-        subprocess.run(
-            ["make", "-s", "-C", str(BOOT), f"BUILD={out}", *goal],
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
-    return out
+    return build_firmware(tmp_path_factory.mktemp("device-build"))
 
 
-@dataclass
-class PowerOn:
-    returncode: int
-    console: list[str]  # what the bootloader and the application printed (semihosting)
-    exchanges: int
-    seconds: float
+def device_on(build: Path, tmp_path: Path, uplink: object, slot_a: bytes) -> QemuDevice:
+    device = QemuDevice("dev0", tmp_path / "dev0", build / "boot.elf", uplink)  # type: ignore[arg-type]
+    (device.folder / "flash.bin").write_bytes(flash(slot_a))
+    return device
 
 
-def power_on(build: Path, device: Path, worker: Worker, cut_after: int | None = None) -> PowerOn:
-    """One QEMU process on the device's flash file, its UART relayed to the worker.
-
-    With ``cut_after``, the power is cut (QEMU killed) when the status after that many
-    exchanges arrives: the device has then applied exactly ``cut_after`` commands.
-    """
-    started = time.perf_counter()
-    args = [*QEMU, "-kernel", str(build / "boot.elf")]
-    args[args.index("-serial") + 1] = "stdio"
-    exchanges = 0
-    with (device / "console").open("w") as console:
-        proc = subprocess.Popen(
-            args, cwd=device, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=console
-        )
-        assert proc.stdin is not None and proc.stdout is not None
-        try:
-            while (status := read_frame(proc.stdout)) is not None:
-                if exchanges == cut_after:
-                    proc.kill()
-                    break
-                reply = worker.handle("app", "dev0", status)
-                assert reply is not None, "the worker refused the device's status"
-                exchanges += 1
-                send_frame(proc.stdin, reply)
-        finally:
-            proc.stdin.close()
-            returncode = proc.wait(timeout=60)
-            proc.stdout.close()
-    lines = (device / "console").read_text().splitlines()
-    return PowerOn(returncode, lines, exchanges, time.perf_counter() - started)
-
-
-MTU = 1024 - 56  # the device's buffer less AJOUR_WRITE_OVERHEAD
-
-
-def setup_device(build: Path, tmp_path: Path) -> tuple[Worker, Path, bytes, bytes]:
-    """A worker serving 1.1.0, and a device whose slot A holds 1.0.0."""
-    old = signed_image(build, "1.0.0", "app-device-1.0.0", key=build / "key.pem")
-    new = signed_image(build, "1.1.0", "app-device-1.1.0", key=build / "key.pem")
-    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.1.0", new)
-    (tmp_path / "fleet").mkdir()
-    (tmp_path / "fleet" / "f.yaml").write_text(FLEET)
-    worker = Worker(
-        Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}"),
-        StatusStore(),
-    )
-    device = tmp_path / "dev0"
-    device.mkdir()
-    (device / "flash.bin").write_bytes(flash(old))
-    return worker, device, old, new
-
-
-def test_a_qemu_device_updates_from_1_0_0_to_1_1_0_through_the_worker(
+def test_a_qemu_device_updates_from_1_0_0_to_1_1_0_through_the_gateway(
     build: Path, tmp_path: Path
 ) -> None:
-    worker, device, old, new = setup_device(build, tmp_path)
+    old, new = image(build, "1.0.0"), image(build, "1.1.0")
+    with serving(tmp_path, ["dev0"], "1.1.0", new) as served:
+        device = device_on(build, tmp_path, served.uplink("dev0"), old)
+        try:
+            run = device.power_on()
+            assert run.wait(60) == 0, run.lines()
+            lines = run.lines()
+            writes = -(-len(new) // MTU)
+            assert lines[0].startswith("boot: slot A 1.0.0+0 ")
+            assert lines[0].endswith("SHA-256 and ED25519 ok)")
+            assert lines[1:3] == ["app 1.0.0", "app: swap, reset"]
+            assert lines[3] == "boot: slot B 1.1.0+0 swapped in, on trial"
+            assert lines[4].startswith("boot: slot A 1.1.0+0 ")
+            assert lines[5:] == ["app 1.1.0", "app: confirmed", "app: synced 1.1.0"]
+            stats = device.stats
+            assert stats.replies == writes + 2  # the Writes, Swap, then Sync after the reset
+            assert (stats.oversized, stats.truncated, stats.unanswered, stats.late) == (0, 0, 0, 0)
+            row = served.worker.store.get("app", "dev0") if served.worker.store else None
+            assert row is not None and (row.state, row.current) == ("Synced", "1.1.0")
+            # no 1 s stall after enabling RX (QEMU's main loop polled the UART again only then)
+            assert run.seconds < 1.0, run.seconds  # was 2.1 s: 1 s per boot
 
-    run = power_on(build, device, worker)
-    assert run.returncode == 0, run.console
-    writes = -(-len(new) // MTU)
-    assert run.console[0].startswith("boot: slot A 1.0.0+0 ")
-    assert run.console[0].endswith("SHA-256 and ED25519 ok)")
-    assert run.console[1:3] == ["app 1.0.0", "app: swap, reset"]
-    assert run.console[3] == "boot: slot B 1.1.0+0 swapped in, on trial"
-    assert run.console[4].startswith("boot: slot A 1.1.0+0 ")
-    assert run.console[5:] == ["app 1.1.0", "app: confirmed", "app: synced 1.1.0"]
-    assert run.exchanges == writes + 2  # the Writes, Swap, then Sync after the reset
-    row = worker.store.get("app", "dev0") if worker.store else None
-    assert row is not None and (row.state, row.current) == ("Synced", "1.1.0")
-
-    again = power_on(build, device, worker)  # the next power-on boots 1.1.0 directly
-    assert again.returncode == 0, again.console
-    assert again.console[0].startswith("boot: slot A 1.1.0+0 ")
-    assert again.console[1:] == ["app 1.1.0", "app: synced 1.1.0"]
-    stored = (device / "flash.bin").read_bytes()
+            again = device.power_on()  # the next power-on boots 1.1.0 directly
+            assert again.wait(60) == 0, again.lines()
+            assert again.lines()[0].startswith("boot: slot A 1.1.0+0 ")
+            assert again.lines()[1:] == ["app 1.1.0", "app: synced 1.1.0"]
+            assert device.stats.connects >= 2  # the gateway came back for the new process
+        finally:
+            device.stop()
+    stored = (device.folder / "flash.bin").read_bytes()
     assert stored[: len(new)] == new and stored[SLOT_SIZE : SLOT_SIZE + len(old)] == old
-    print(f"update: {run.seconds:.2f} s, {run.exchanges} exchanges, image {len(new)} bytes")
+    print(f"update: {run.seconds:.2f} s, {stats.replies} exchanges, image {len(new)} bytes")
 
 
 def test_power_lost_mid_download_resumes_at_the_offset_reached(build: Path, tmp_path: Path) -> None:
-    worker, device, _, new = setup_device(build, tmp_path)
-    cut = power_on(build, device, worker, cut_after=3)
-    assert cut.console[1:] == ["app 1.0.0"], cut.console
-    run = power_on(build, device, worker)
-    assert run.returncode == 0, run.console
-    assert run.console[1:3] == ["app 1.0.0", f"app: resume at {3 * MTU}"]
-    assert run.console[-1] == "app: synced 1.1.0"
+    old, new = image(build, "1.0.0"), image(build, "1.1.0")
+    with serving(tmp_path, ["dev0"], "1.1.0", new) as served:
+        device = device_on(build, tmp_path, served.uplink("dev0"), old)
+        try:
+            cut = device.power_on()
+            deadline = time.monotonic() + 30
+            while device.stats.replies < 3 and time.monotonic() < deadline:
+                time.sleep(0.001)
+            cut.kill()  # power lost: 3 Writes sent, at least 2 applied (the 3rd in flight)
+            assert cut.lines()[1:] == ["app 1.0.0"], cut.lines()
+            before = device.stats.replies
+            run = device.power_on()
+            assert run.wait(60) == 0, run.lines()
+        finally:
+            device.stop()
+    lines = run.lines()
+    assert lines[1] == "app 1.0.0" and lines[-1] == "app: synced 1.1.0"
+    assert lines[2].startswith("app: resume at "), lines
+    resumed = int(lines[2].removeprefix("app: resume at "))
+    assert resumed % MTU == 0 and resumed >= 2 * MTU
     writes = -(-len(new) // MTU)
-    assert run.exchanges == writes - 3 + 2, "the download did not resume"
-    assert (device / "flash.bin").read_bytes()[: len(new)] == new
+    assert device.stats.replies - before == writes - resumed // MTU + 2, "did not resume"
+    assert (device.folder / "flash.bin").read_bytes()[: len(new)] == new
+
+
+def test_worker_down_the_device_retries_until_it_is_back(build: Path, tmp_path: Path) -> None:
+    """No worker yet: the gateway answers nothing, the device times out (2 s) and sends its
+    status again; once the worker serves, the update goes through."""
+    old, new = image(build, "1.0.0"), image(build, "1.1.0")
+    port = free_port()
+    from delivery.gateway import HttpUplink
+
+    uplink = HttpUplink(f"http://127.0.0.1:{port}", "app", "dev0", "pw-dev0", timeout=5.0)
+    device = device_on(build, tmp_path, uplink, old)
+    try:
+        run = device.power_on()
+        deadline = time.monotonic() + 30
+        while device.stats.unanswered < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert device.stats.unanswered >= 2 and device.stats.replies == 0
+        assert run.proc.poll() is None, run.lines()  # the device keeps trying
+        with serving(tmp_path, ["dev0"], "1.1.0", new, port=port):
+            assert run.wait(60) == 0, run.lines()
+    finally:
+        device.stop()
+    lines = run.lines()
+    assert "app: error 6" in lines, lines  # AJOUR_E_IO: no reply within the timeout
+    assert lines[-1] == "app: synced 1.1.0"
+
+
+def test_an_image_that_never_confirms_is_reverted_and_the_rollout_records_it(
+    build: Path, tmp_path: Path
+) -> None:
+    old = image(build, "1.0.0")
+    failing = image(build, "1.1.0", "app-device-1.1.0-noconfirm")
+    with serving(tmp_path, ["dev0"], "1.0.0", old, rollout=True) as served:
+        device = device_on(build, tmp_path, served.uplink("dev0"), old)
+        try:
+            first = device.power_on()  # 1.0.0 is the baseline: Sync
+            assert first.wait(60) == 0 and first.lines()[-1] == "app: synced 1.0.0"
+            served.publish("1.1.0", failing)
+            run = device.power_on()
+            assert run.wait(60) == 0, run.lines()
+            lines = run.lines()
+            assert lines[1:3] == ["app 1.0.0", "app: swap, reset"]
+            assert lines[3] == "boot: slot B 1.1.0+0 swapped in, on trial"
+            assert lines[5:7] == ["app 1.1.0", "app: fails on trial, reset"]
+            assert lines[7] == "boot: the update on trial was not confirmed: reverted"
+            assert lines[8].startswith("boot: slot A 1.0.0+0 ")
+            assert lines[9:] == ["app 1.0.0", "app: synced 1.0.0"]
+            rollouts = served.worker.rollouts
+            assert rollouts is not None
+            latest = rollouts.store.latest("app")
+            assert latest is not None and latest.to_version == "1.1.0"
+            record = rollouts.store.last("app", latest.seq, "dev0")
+            assert record is not None and record.outcome is Outcome.REVERTED
+            row = served.worker.store.get("app", "dev0") if served.worker.store else None
+            assert row is not None and (row.state, row.current) == ("Synced", "1.0.0")
+            assert row.detail == "rollout 2: reverted with 1.1.0; stays on 1.0.0 until retried"
+
+            replies = device.stats.replies
+            again = device.power_on()  # not offered 1.1.0 again: Sync on 1.0.0 at once
+            assert again.wait(60) == 0, again.lines()
+            assert again.lines()[1:] == ["app 1.0.0", "app: synced 1.0.0"]
+            assert device.stats.replies == replies + 1
+        finally:
+            device.stop()

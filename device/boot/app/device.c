@@ -1,9 +1,13 @@
 /*
  * A device application: the updater (device/src) over the CMSDK UART (UART0, frames of a
- * 4-byte big-endian length and the CBOR), writing updates to slot B through to the flash
- * file, recording its progress in the state page, and on Swap marking slot B pending and
- * resetting (SYSRESETREQ) into the bootloader. On trial it confirms after Sync.
- * For tests it stops (semihosting exit) once synced: 0, or 3 on Wait, 1 on errors.
+ * 4-byte big-endian length and the CBOR; nothing else goes over the UART: the console is
+ * semihosting), writing updates to slot B through to the flash file, recording its progress
+ * in the state page, and on Swap marking slot B pending and resetting (SYSRESETREQ) into the
+ * bootloader. On trial it confirms after Sync; built with APP_CONFIRM=0 it resets on trial
+ * before it reports (an image that never gets to confirm), so the bootloader reverts it.
+ * A reply that does not come within APP_RECEIVE_MS is an error: the next step sends the
+ * status again. For tests it stops (semihosting exit) once synced: 0, or 3 on Wait, 1 after
+ * 8 errors.
  */
 #include <string.h>
 
@@ -26,6 +30,21 @@
 #define NVIC_ICPR0 (*(volatile uint32_t *)0xE000E280u)
 #define UART0_RX_IRQ 0u /* QEMU's mps2-an385 */
 #define AIRCR (*(volatile uint32_t *)0xE000ED0Cu)
+#define ICSR (*(volatile uint32_t *)0xE000ED04u)
+#define SYST_CSR (*(volatile uint32_t *)0xE000E010u)
+#define SYST_RVR (*(volatile uint32_t *)0xE000E014u)
+#define SYST_CVR (*(volatile uint32_t *)0xE000E018u)
+#define SYST_COUNTFLAG (1u << 16)
+#define ICSR_PENDSTCLR (1u << 25)
+#define CPU_HZ 25000000u /* mps2-an385 */
+#define TICK_MS 10u
+
+#ifndef APP_CONFIRM
+#define APP_CONFIRM 1
+#endif
+#ifndef APP_RECEIVE_MS
+#define APP_RECEIVE_MS 2000u
+#endif
 
 static uint8_t buffer[1024];
 static boot_state state;
@@ -37,16 +56,26 @@ static void uart_put(uint8_t b)
     UART_DATA = b;
 }
 
-/* Sleep until a byte is there: the RX interrupt is enabled in the NVIC but masked
- * (PRIMASK), so it only wakes `wfi`, without a handler. Clearing it before looking at the
- * state means a byte arriving after the look leaves it pending, and `wfi` returns at once. */
-static uint8_t uart_get(void)
+/* Sleep until a byte is there, at most APP_RECEIVE_MS (-1). The RX interrupt and SysTick
+ * (every TICK_MS) are enabled but masked (PRIMASK), so they only wake `wfi`, without a
+ * handler. Clearing the RX interrupt before looking at the state means a byte arriving after
+ * the look leaves it pending, and `wfi` returns at once. */
+static int uart_get(uint8_t *b)
 {
+    uint32_t ticks = APP_RECEIVE_MS / TICK_MS;
     for (;;) {
         UART_INTCLEAR = 2u;
         NVIC_ICPR0 = 1u << UART0_RX_IRQ;
         if ((UART_STATE & 2u) != 0u) {
-            return (uint8_t)UART_DATA;
+            *b = (uint8_t)UART_DATA;
+            return 0;
+        }
+        if ((SYST_CSR & SYST_COUNTFLAG) != 0u) { /* reading clears it */
+            ICSR = ICSR_PENDSTCLR;
+            if (ticks-- == 0u) {
+                return -1;
+            }
+            continue;
         }
         __asm__ volatile("wfi");
     }
@@ -56,6 +85,9 @@ static int send(void *ctx, const uint8_t *frame, size_t len)
 {
     size_t i;
     (void)ctx;
+    while ((UART_STATE & 2u) != 0u) { /* a late reply to an earlier status: drop it */
+        (void)UART_DATA;
+    }
     for (i = 0u; i < 4u; i++) {
         uart_put((uint8_t)(len >> (24u - 8u * i)));
     }
@@ -69,18 +101,24 @@ static int receive(void *ctx, uint8_t *buf, size_t cap, size_t *len)
 {
     uint32_t n = 0u;
     uint32_t i;
+    uint8_t b;
     (void)ctx;
     for (i = 0u; i < 4u; i++) {
-        n = n << 8 | uart_get();
-    }
-    if (n > cap) {
-        for (i = 0u; i < n; i++) {
-            (void)uart_get();
+        if (uart_get(&b) != 0) {
+            return 1;
         }
-        return 1;
+        n = n << 8 | b;
     }
     for (i = 0u; i < n; i++) {
-        buf[i] = uart_get();
+        if (uart_get(&b) != 0) {
+            return 1;
+        }
+        if (i < cap) {
+            buf[i] = b;
+        }
+    }
+    if (n > cap) {
+        return 1;
     }
     *len = n;
     return 0;
@@ -165,9 +203,24 @@ int main(void)
     }
     UART_BAUDDIV = 16u;
     UART_CTRL = 3u | 8u; /* TX and RX enabled, RX interrupt (to wake wfi) */
+    /* QEMU polls the UART's chardev only while the UART can take a byte, and looks again
+     * only when its main loop wakes: reading DATA wakes it (accept_input). Without this read,
+     * the first reply after enabling RX waited up to 1 s for the main loop's poll timeout. */
+    (void)UART_DATA;
     __asm__ volatile("cpsid i");
     NVIC_ISER0 = 1u << UART0_RX_IRQ;
+    SYST_RVR = CPU_HZ / 1000u * TICK_MS - 1u;
+    SYST_CVR = 0u;
+    SYST_CSR = 7u; /* enabled, the processor clock, the exception pends (only wakes wfi) */
     sh_write0("app " APP_VERSION "\n");
+#if !APP_CONFIRM
+    if (state.trial != 0u) { /* it fails before it reports: the bootloader reverts it */
+        sh_write0("app: fails on trial, reset\n");
+        AIRCR = 0x05FA0004u;
+        for (;;) {
+        }
+    }
+#endif
     if (state.progress != 0u) {
         sh_write0("app: resume at ");
         sh_write_dec(state.progress);
