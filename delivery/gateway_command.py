@@ -31,7 +31,10 @@ def _password(password: str | None, password_file: Path | None) -> str | None:
         ) from None
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExample:\n  AJOUR_DEVICE_PASSWORD=… ajour-delivery gateway --uart tcp:127.0.0.1:4321"
+    " --http http://127.0.0.1:8081 --application blinky --device dev-1\n"
+)
 @click.option(
     "--uart",
     required=True,
@@ -41,8 +44,18 @@ def _password(password: str | None, password_file: Path | None) -> str | None:
 @click.option("--http", "http_url", help="The worker, e.g. http://127.0.0.1:8081 (POST /v1/dfu).")
 @click.option("--mqtt", "mqtt_url", help="Or the broker, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
 @mqtt_tls_options
-@click.option("--status-topic", default="ajour/{app}/{device}/dfu", show_default=True)
-@click.option("--command-topic", default="ajour/{app}/{device}/dfu/cmd", show_default=True)
+@click.option(
+    "--status-topic",
+    default="ajour/{app}/{device}/dfu",
+    show_default=True,
+    help="MQTT: where the device's statuses go (the worker's --status-topic).",
+)
+@click.option(
+    "--command-topic",
+    default="ajour/{app}/{device}/dfu/cmd",
+    show_default=True,
+    help="MQTT: where the worker answers (the worker's --command-topic).",
+)
 @click.option("--application", required=True, help="The device's application.")
 @click.option("--device", required=True, help="The device's name in the fleet.")
 @click.option(
