@@ -13,6 +13,7 @@ from ajour_build.cli import checked_version, console, want_json
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.destination import inspect as inspect_target
 from ajour_build.publish.destination import release
+from ajour_build.publish.patches import PATCHES_ENV
 from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, Published, SourceInfo
 
 
@@ -56,6 +57,12 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
 @click.option("--builder-arg", "builder_args", multiple=True, help="Builder argument (repeat).")
 @click.option("--notify", "notify_url", help="Tell delivery: http(s):// URL or mqtt://host/topic.")
 @click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
+@click.option(
+    "--patches",
+    type=click.IntRange(0, 16),
+    help="OCI targets: delta patches from this many earlier versions (default 3, or"
+    " AJOUR_PUBLISH_PATCHES; 0: none).",
+)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_context
 def publish(
@@ -70,6 +77,7 @@ def publish(
     builder_args: tuple[str, ...],
     notify_url: str | None,
     insecure: bool,
+    patches: int | None,
     as_json: bool,
 ) -> None:
     """Publish a firmware file (format v1 in OCI; Drogue's layout in a directory)."""
@@ -80,7 +88,10 @@ def publish(
         SourceInfo(source_uri, source_commit, source_project),
         BuilderInfo(builder_image, builder_args),
     )
-    out = release(firmware, to, os.environ, insecure, notify_url)
+    env = dict(os.environ)
+    if patches is not None:
+        env[PATCHES_ENV] = str(patches)
+    out = release(firmware, to, env, insecure, notify_url)
     _report(out.published, out.warning, as_json)
 
 

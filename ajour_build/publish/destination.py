@@ -20,6 +20,7 @@ from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.wire import EVENTS_TOKEN_ENV
 from ajour_build.publish import notify
+from ajour_build.publish.patches import count_from
 from ajour_build.publish.publisher import FirmwareArtifact, Published, Publisher
 
 
@@ -34,17 +35,21 @@ def scheme_of(url: str) -> str:
 
 
 def publisher_for(url: str, env: Mapping[str, str], insecure: bool = False) -> Publisher:
+    """The publisher for ``url``; OCI ones make patches from ``AJOUR_PUBLISH_PATCHES`` earlier
+    versions (default 3, ``publish/patches.py``)."""
     scheme = scheme_of(url)
     try:
         if scheme == "oci":
             from ajour_build.publish.oci import OciPublisher
 
             ref = parse_oci(url)
-            return OciPublisher(ref, credentials.lookup(ref.host, env), insecure)
+            publisher = OciPublisher(ref, credentials.lookup(ref.host, env), insecure)
+            publisher.patch_count = count_from(env)
+            return publisher
         if scheme == "oci-layout":
             from ajour_build.publish.layout import LayoutPublisher
 
-            return LayoutPublisher(parse_layout(url))
+            return LayoutPublisher(parse_layout(url), patch_count=count_from(env))
         if scheme == "dir":
             from ajour_build.publish.directory import DirPublisher
 
