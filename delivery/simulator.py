@@ -36,6 +36,9 @@ class DeviceResult:
     swaps_rejected: int
     seconds: float
     error: str = ""
+    patch_bytes: int = 0  # of bytes_received, those that were patch data (WritePatch)
+    wire_bytes: int = 0  # CBOR statuses sent plus commands received (HTTP: bodies only)
+    patch_failed: bool = False  # a patch did not rebuild the image; the full image followed
 
 
 class HttpDeviceLink:
@@ -90,14 +93,17 @@ def run_device(
     (a synced device polls again after its ``Sync``'s poll, capped by ``wait_cap``)."""
     started, start = device.version.decode(errors="replace"), time.perf_counter()
     until = start + keep_polling
-    steps, error, failures = 0, "", 0
+    steps, error, failures, wire = 0, "", 0, 0
     while steps < max_steps and not device.vanished:
         if device.synced:
             if time.perf_counter() >= until:
                 break
             time.sleep(wait_cap)
         try:
-            command = decode_command(exchange(encode_status(device.status())))
+            status = encode_status(device.status())
+            reply = exchange(status)
+            wire += len(status) + len(reply)
+            command = decode_command(reply)
         except (DeliveryError, OSError) as exc:
             failures += 1
             if failures > retries:
@@ -125,6 +131,9 @@ def run_device(
         device.swaps_rejected,
         time.perf_counter() - start,
         error,
+        device.patch_bytes,
+        wire,
+        device.patch_failed,
     )
 
 
@@ -138,12 +147,17 @@ class Failures:
 
     devices: frozenset[str] = frozenset()
     mode: str = "revert"
+    firmware: bytes = b""  # the image every device starts with (for delta updates)
+    delta: bool = False  # devices advertise and apply patches
 
     @classmethod
-    def share(cls, names: list[str], rate: float, mode: str = "revert", seed: int = 0) -> Failures:
+    def share(
+        cls, names: list[str], rate: float, mode: str = "revert", seed: int = 0,
+        firmware: bytes = b"", delta: bool = False,
+    ) -> Failures:  # fmt: skip
         """``rate`` of ``names``, picked by a seeded random generator."""
         pick = random.Random(seed)
-        return cls(frozenset(n for n in names if pick.random() < rate), mode)
+        return cls(frozenset(n for n in names if pick.random() < rate), mode, firmware, delta)
 
     def device(self, name: str, version: bytes, mtu: int | None) -> SimulatedDevice:
         failing = name in self.devices
@@ -152,6 +166,8 @@ class Failures:
             mtu,
             revert=failing and self.mode == "revert",
             vanish=failing and self.mode == "vanish",
+            firmware=self.firmware,
+            delta=self.delta,
         )
 
 
@@ -213,8 +229,13 @@ def simulate_mqtt(
     done = threading.Event()
     lock = threading.Lock()
 
+    wire = dict.fromkeys(names, 0)
+
     def send(name: str) -> None:
-        client.publish(status_t.format(app, name), encode_status(devices[name].status()), qos=qos)
+        status = encode_status(devices[name].status())
+        with lock:
+            wire[name] += len(status)
+        client.publish(status_t.format(app, name), status, qos=qos)
 
     def on_message(_c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         names_ = command_t.parse(message.topic)
@@ -223,6 +244,7 @@ def simulate_mqtt(
         name = names_[1]
         command = decode_command(bytes(message.payload))
         with lock:
+            wire[name] += len(message.payload)
             device = devices[name]
             device.apply(command)
             steps[name] += 1
@@ -270,6 +292,9 @@ def simulate_mqtt(
             devices[n].swaps_rejected,
             finished.get(n, time.perf_counter()) - started[n],
             "" if devices[n].synced else "timed out",
+            devices[n].patch_bytes,
+            wire[n],
+            devices[n].patch_failed,
         )
         for n in names
     ]
