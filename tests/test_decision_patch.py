@@ -130,5 +130,5 @@ def test_a_non_delta_device_ignores_patches() -> None:
 
 
 def test_an_empty_patch_is_refused() -> None:
-    with pytest.raises(InvalidFirmware, match="patch from b'1.0.0' is 0 bytes"):
+    with pytest.raises(InvalidFirmware, match=r"patch from b'1\.0\.0' is 0 bytes"):
         Patch(b"1.0.0", bytes(32), b"")

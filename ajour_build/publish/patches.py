@@ -7,8 +7,8 @@ them to the new version's manifest as extra layers (docs/artifact-format.md, "Pa
 layers"). Each patch is ``detools.create_patch(old, new, patch_type="sequential",
 compression="crle")``, checked by applying it with detools before it is kept.
 
-Best effort: a publish never fails for a patch. An earlier version that cannot be read, is
-not format v1, or has the new firmware's very bytes is skipped, and so is a patch that is
+Best effort: a publish never fails for a patch. An earlier version that cannot be read or
+is not format v1 is skipped, and so is a patch that is
 not at least ``MIN_SAVING`` times smaller than the image (a device would gain too little);
 each skip is logged with its reason. Without detools installed (the ``oci`` extra) there
 are no patches, with a warning.
@@ -169,9 +169,6 @@ def make_patches(
     for tag in _earlier(history, artifact.version, count):
         try:
             info = describe(history.manifest(tag), history.blob, tag)
-            if info.checksum == parts.checksum:
-                log.info("no patch from %s: it has the same firmware as %s", tag, artifact.version)
-                continue
             old = history.firmware(info)
         except ArtifactError as exc:
             log.warning("no patch from %s: %s", tag, exc)
