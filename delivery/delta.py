@@ -288,6 +288,8 @@ class PatchApplier:
             else:
                 self._state = _EXTRA_SIZE if state == _DIFF_SIZE else _ADJUST
         else:  # the adjustment
+            if abs(value) > U32_MAX:
+                raise PatchError(f"{where}: adjustment {value} is larger than any image")
             self._old_pos += value
             self._state = _DONE if self.written == self.new_size else _DIFF_SIZE
 
