@@ -236,3 +236,51 @@ def test_updater_firmware_by_patch_from_a_layout_is_20x_fewer_bytes(tmp_path: Pa
         transport.stop()
     print("\nupdater, layout:", json.dumps(numbers))
     assert numbers["ratio_writes"] >= 20 and numbers["ratio_wire"] >= 20, numbers
+
+
+def test_simulate_cli_with_delta(tmp_path: Path) -> None:
+    """``ajour-delivery simulate --delta --firmware OLD`` updates by patch and reports it."""
+    from delivery.cli import main as delivery_cli
+
+    old = bytes(range(256)) * 16
+    new = old[:2000] + b"\x07" + old[2001:]
+    (tmp_path / "old.bin").write_bytes(old)
+    (tmp_path / "new.bin").write_bytes(new)
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(
+        "kind: Application\nmetadata: {name: blinky}\n"
+        "spec: {firmware: {container: {image: fw/blinky:latest}}}\n"
+        + "".join(
+            f"---\nmetadata: {{name: dev{i}, application: blinky}}\n"
+            "spec: {credentials: {credentials: [{pass: pw}]}}\n"
+            for i in range(3)
+        )
+    )
+    to = f"oci-layout://{tmp_path / 'oci' / 'fw' / 'blinky'}:latest"
+    publish(to, tmp_path / "old.bin", "1.0.0")
+    publish(to, tmp_path / "new.bin", "1.1.0")
+    store = LayoutStore(tmp_path / "oci" / "fw" / "blinky")
+    (layer,) = patch_layers(store.inspect("latest"))[0]
+    worker = Worker(
+        Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}"),
+        StatusStore(),
+    )
+    transport = serve(worker)
+    common = ["simulate", "--http", transport.url, "--app", "blinky", "--start-version", "1.0.0",
+              "--devices", "3", "--password", "pw"]  # fmt: skip
+    try:
+        refused = CliRunner().invoke(delivery_cli, [*common, "--delta"])
+        done = CliRunner().invoke(
+            delivery_cli, [*common, "--delta", "--firmware", str(tmp_path / "old.bin"), "--json"]
+        )
+        text = CliRunner().invoke(delivery_cli, [*common, "--start-version", "0.9.0"])
+    finally:
+        transport.stop()
+    assert refused.exit_code != 0 and "--delta needs --firmware FILE" in refused.output
+    assert done.exit_code == 0, done.output
+    report = json.loads(done.stdout)
+    assert report["versions"] == {"1.1.0": 3}
+    assert {d["patch_bytes"] for d in report["devices"]} == {layer.descriptor.size}
+    assert all(d["bytes_received"] == d["patch_bytes"] for d in report["devices"])
+    assert text.exit_code == 0, text.output  # no patch from 0.9.0: the full image
+    assert f"received {3 * len(new)} bytes (0 of them patch bytes)" in text.output
