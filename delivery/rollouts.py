@@ -130,7 +130,7 @@ class Rollouts:
                 wave = live.waves.get(device, 0) or 0
                 self._write(live, device, DeviceRecord(
                     Outcome.SWAPPED, wave, self.clock(), reply.observed[0]))  # fmt: skip
-        elif reply.kind == "write":
+        elif reply.kind in ("write", "writepatch"):  # a download, of the image or a patch
             offset = reply.observed[2] or 0
             if offset == 0 and device not in live.records and self._look_up(live, device):
                 rollout = live.rollout
