@@ -122,6 +122,7 @@ class PatchApplier:
         self._crle_kind = 0
         self._crle_value = self._crle_shift = self._crle_count = 0
         self._crle_left = 0
+        self._failed: PatchError | None = None
 
     # -- public --------------------------------------------------------------------------
     @property
@@ -130,8 +131,17 @@ class PatchApplier:
         return self.new_size is not None and self._state == _DONE and self._crle == _KIND
 
     def feed(self, chunk: bytes | bytearray | memoryview) -> None:
-        """Take the next ``chunk`` of the patch; writes whatever new image bytes it yields."""
-        data = bytes(chunk)
+        """Take the next ``chunk`` of the patch; writes whatever new image bytes it yields.
+        After a PatchError every call raises it again: the applier's state is spent."""
+        if self._failed is not None:
+            raise self._failed
+        try:
+            self._feed(bytes(chunk))
+        except PatchError as exc:
+            self._failed = exc
+            raise
+
+    def _feed(self, data: bytes) -> None:
         pos = 0
         while pos < len(data):
             if self.new_size is None:
@@ -148,6 +158,8 @@ class PatchApplier:
 
     def finish(self) -> int:
         """Check that the patch ended where the new image is complete; its size."""
+        if self._failed is not None:
+            raise self._failed
         if not self.done:
             if self.new_size is None:
                 what = "its header"

@@ -193,3 +193,15 @@ def test_new_image_over_max_size_is_refused_at_the_header() -> None:
     patch = make_patch(b"", b"x" * 100)
     with pytest.raises(PatchError, match="the new image size is 100; expected 0 to 64 bytes"):
         PatchApplier(b"", lambda _b: None, max_size=64).feed(patch[:3])
+
+
+def test_errors_are_sticky() -> None:
+    applier = PatchApplier(b"", lambda _b: None)
+    with pytest.raises(PatchError, match="header") as first:
+        applier.feed(b"\x10")
+    with pytest.raises(PatchError) as again:
+        applier.feed(b"\x00\x00")  # a valid empty patch, but the applier is spent
+    assert again.value is first.value
+    with pytest.raises(PatchError) as finished:
+        applier.finish()
+    assert finished.value is first.value
