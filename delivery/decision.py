@@ -17,6 +17,10 @@ number of times. Its rules follow Drogue Ajour's updater, with its flaws fixed:
 - Otherwise: ``Write`` of ``data[offset:offset + min(mtu, size - offset)]``, with the mtu
   clamped by ``effective_mtu()``. A ``Write`` is never empty and never leaves the image.
 - Every command echoes the status's ``correlation_id``.
+- Delta updates (docs/delivery.md, "Delta updates"): when the status advertises
+  ``PATCH_DETOOLS`` and the target has a patch from the device's version, the same rules
+  run over the patch's bytes instead of the image's, with ``WritePatch`` for ``Write``;
+  the ``Swap`` at its end carries the checksum of the whole target image.
 
 An empty image is refused where it is made: ``FirmwareImage`` raises ``InvalidFirmware`` for it,
 so the firmware source treats it as "no target" and devices get ``Wait``. Swapping to an
@@ -30,13 +34,14 @@ import hashlib
 from dataclasses import dataclass, field
 
 from delivery.errors import DeliveryError
-from delivery.protocol import Command, Status, Swap, Sync, Wait, Write
+from delivery.protocol import PATCH_DETOOLS, Command, Status, Swap, Sync, Wait, Write, WritePatch
 
 __all__ = [
     "DEFAULT_POLICY",
     "FirmwareImage",
     "InvalidFirmware",
     "InvalidPolicy",
+    "Patch",
     "Policy",
     "decide",
     "effective_mtu",
@@ -58,8 +63,26 @@ class InvalidPolicy(DeliveryError, ValueError):
 
 
 @dataclass(frozen=True, slots=True)
+class Patch:
+    """A patch from the image of ``from_version`` (SHA-256 ``from_checksum``, raw) to the
+    image it belongs to, in detools' sequential format (``delivery/delta.py``)."""
+
+    from_version: bytes
+    from_checksum: bytes
+    data: bytes = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.data or len(self.data) > U32_MAX:
+            raise InvalidFirmware(
+                f"patch from {self.from_version!r} is {len(self.data)} bytes: expected 1 to"
+                f" {U32_MAX}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class FirmwareImage:
-    """A target firmware image: its version, its bytes and their raw SHA-256.
+    """A target firmware image: its version, its bytes and their raw SHA-256, and the patches
+    that rebuild it from earlier versions (at most one per version).
 
     Construction checks only what is cheap: the image is not empty, it fits the u32 offsets
     of the wire, and the checksum is 32 raw bytes (not hex). It does not hash the image;
@@ -69,6 +92,7 @@ class FirmwareImage:
     version: bytes
     data: bytes = field(repr=False)
     checksum: bytes
+    patches: tuple[Patch, ...] = field(default=(), repr=False)
 
     def __post_init__(self) -> None:
         if not self.data:
@@ -92,6 +116,13 @@ class FirmwareImage:
     @property
     def size(self) -> int:
         return len(self.data)
+
+    def patch_from(self, version: bytes) -> Patch | None:
+        """The patch from ``version`` to this image, if there is one."""
+        for patch in self.patches:
+            if patch.from_version == version:
+                return patch
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +185,11 @@ def decide(
     if status.version == version:
         return Sync(version=version, correlation_id=correlation_id, poll=policy.poll_synced)
     data = target.data
+    write: type[Write | WritePatch] = Write
+    if status.patch is not None and status.patch & PATCH_DETOOLS and target.patches:
+        patch = target.patch_from(status.version)
+        if patch is not None:  # offsets count the patch's bytes
+            data, write = patch.data, WritePatch
     size = len(data)
     offset = 0
     update = status.update
@@ -162,6 +198,6 @@ def decide(
     if offset == size:
         return Swap(version=version, correlation_id=correlation_id, checksum=target.checksum)
     end = offset + effective_mtu(status, policy)
-    return Write(
+    return write(
         version=version, correlation_id=correlation_id, offset=offset, data=data[offset:end]
     )

@@ -32,8 +32,9 @@ def _password(password: str | None, password_file: Path | None) -> str | None:
 
 
 @click.command(
-    epilog="\b\nExample:\n  AJOUR_DEVICE_PASSWORD=… ajour-delivery gateway --uart tcp:127.0.0.1:4321"
-    " --http http://127.0.0.1:8081 --application blinky --device dev-1\n"
+    epilog="\b\nExample:\n  AJOUR_DEVICE_PASSWORD=… ajour-delivery gateway"
+    " --uart tcp:127.0.0.1:4321 --http http://127.0.0.1:8081 --application blinky"
+    " --device dev-1\n"
 )
 @click.option(
     "--uart",

@@ -8,8 +8,9 @@ Families (all prefixed ``ajour_delivery_``):
 
 * ``statuses_total{outcome}``: ``answered``, ``rejected`` (garbled CBOR), ``unknown_device``,
   ``unauthorized``;
-* ``commands_total{type}``: ``wait``, ``sync``, ``write``, ``swap``;
-* ``bytes_served_total``: firmware bytes sent in ``Write`` commands;
+* ``commands_total{type}``: ``wait``, ``sync``, ``write``, ``swap``, ``writepatch``;
+* ``bytes_served_total``: firmware bytes sent in ``Write`` commands, and patch bytes in
+  ``WritePatch`` commands;
 * ``source_errors_total``: statuses answered ``Wait`` because the firmware source failed;
 * ``reply_memo_total{result}``: answered statuses whose reply the memo had (``hit``) or
   computed (``miss``), see ``delivery/replies.py``;
@@ -33,7 +34,7 @@ from prometheus_client.registry import Collector
 from ajour_build.core.wire import DELIVERY_STATES
 
 PREFIX = "ajour_delivery"
-COMMANDS = ("wait", "sync", "write", "swap")
+COMMANDS = ("wait", "sync", "write", "swap", "writepatch")
 OUTCOMES = ("rejected", "unknown_device", "unauthorized")
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 2.5)
 CONTENT_TYPE = CONTENT_TYPE_LATEST

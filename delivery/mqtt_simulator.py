@@ -39,6 +39,7 @@ class _Device:
     sim: SimulatedDevice
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
+    wire: int = 0  # CBOR statuses sent plus commands received
     finished: float | None = None
     error: str = ""
     asked: float | None = None  # when the status now waiting for its answer was sent
@@ -74,6 +75,7 @@ class _Run:
                 return
             device.asked = time.perf_counter()
             payload = encode_status(device.sim.status())
+            device.wire += len(payload)
         device.client.publish(self.status_t.format(self.app, device.name), payload, qos=self.qos)
 
     def on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
@@ -86,6 +88,7 @@ class _Run:
             if device.finished is not None:
                 return
             device.asked = None
+            device.wire += len(message.payload)
             device.sim.apply(command)
             device.steps += 1
             if device.sim.synced or device.sim.vanished:
@@ -257,6 +260,9 @@ def simulate_mqtt(
             d.sim.swaps_rejected,
             (d.finished or now) - d.started,
             d.error or ("" if d.sim.synced else f"not in sync after {timeout:g} s (--timeout)"),
+            d.sim.patch_bytes,
+            d.wire,
+            d.sim.patch_failed,
         )
         for d in devices.values()
     ]

@@ -38,7 +38,7 @@ class Reply:
     """
 
     command: bytes
-    kind: str  # "write", "swap", "sync" or "wait"
+    kind: str  # "write", "writepatch", "swap", "sync" or "wait"
     served: int  # firmware bytes carried (a Write's data)
     observed: tuple[str, str | None, int | None, int | None, str]
 

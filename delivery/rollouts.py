@@ -28,7 +28,7 @@ from ajour_build.core.rollout.assignment import wave_of
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout
 from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.decision import FirmwareImage
-from delivery.protocol import ProtocolError, decode_status
+from delivery.protocol import PATCH_DETOOLS, ProtocolError, decode_status
 from delivery.replies import Reply
 from delivery.rollout_store import RolloutStore, StoreUnavailable
 
@@ -93,7 +93,7 @@ class Rollouts:
         record = live.records.get(device)
         if record is not None and record.outcome is Outcome.SWAPPED:
             new = self._image(live, True, latest, image_of)
-            record = self._after_swap(live, device, record, payload, new.size)
+            record = self._after_swap(live, device, record, payload, new)
         return self._image(live, model.offers_new(rollout, wave, record), latest, image_of)
 
     @staticmethod
@@ -130,7 +130,7 @@ class Rollouts:
                 wave = live.waves.get(device, 0) or 0
                 self._write(live, device, DeviceRecord(
                     Outcome.SWAPPED, wave, self.clock(), reply.observed[0]))  # fmt: skip
-        elif reply.kind == "write":
+        elif reply.kind in ("write", "writepatch"):  # a download, of the image or a patch
             offset = reply.observed[2] or 0
             if offset == 0 and device not in live.records and self._look_up(live, device):
                 rollout = live.rollout
@@ -152,7 +152,7 @@ class Rollouts:
 
     # -- outcomes -------------------------------------------------------------------------
     def _after_swap(
-        self, live: _Live, device: str, record: DeviceRecord, payload: bytes, size: int
+        self, live: _Live, device: str, record: DeviceRecord, payload: bytes, new: FirmwareImage
     ) -> DeviceRecord:
         try:
             status = decode_status(payload)
@@ -161,6 +161,10 @@ class Rollouts:
         to = live.to_bytes
         now = self.clock()
         update = status.update
+        size = new.size  # where a finished download stands: the image's end, or the patch's
+        patch = new.patch_from(status.version) if (status.patch or 0) & PATCH_DETOOLS else None
+        if patch is not None:
+            size = len(patch.data)
         if status.version == to:
             found = DeviceRecord(Outcome.CONFIRMED, record.wave, now, record.before)
         elif update is not None and update.version == to and update.offset == size:

@@ -36,6 +36,9 @@ class DeviceResult:
     swaps_rejected: int
     seconds: float
     error: str = ""
+    patch_bytes: int = 0  # of bytes_received, those that were patch data (WritePatch)
+    wire_bytes: int = 0  # CBOR statuses sent plus commands received (HTTP: bodies only)
+    patch_failed: bool = False  # a patch did not rebuild the image; the full image followed
 
 
 class RefusedError(DeliveryError):
@@ -129,7 +132,7 @@ def run_device(
     started, start = device.version.decode(errors="replace"), time.perf_counter()
     until = start + keep_polling
     deadline = start + timeout if timeout is not None else None
-    steps, error, failures = 0, "", 0
+    steps, error, failures, wire = 0, "", 0, 0
     while steps < max_steps and not device.vanished:
         if device.synced:
             if time.perf_counter() >= until:
@@ -139,7 +142,10 @@ def run_device(
             error = f"not in sync after {timeout:g} s (--timeout)"
             break
         try:
-            command = decode_command(exchange(encode_status(device.status())))
+            status = encode_status(device.status())
+            reply = exchange(status)
+            wire += len(status) + len(reply)
+            command = decode_command(reply)
         except RefusedError as exc:
             error = str(exc)
             break
@@ -170,6 +176,9 @@ def run_device(
         device.swaps_rejected,
         time.perf_counter() - start,
         error,
+        device.patch_bytes,
+        wire,
+        device.patch_failed,
     )
 
 
@@ -183,12 +192,17 @@ class Failures:
 
     devices: frozenset[str] = frozenset()
     mode: str = "revert"
+    firmware: bytes = b""  # the image every device starts with (for delta updates)
+    delta: bool = False  # devices advertise and apply patches
 
     @classmethod
-    def share(cls, names: list[str], rate: float, mode: str = "revert", seed: int = 0) -> Failures:
+    def share(
+        cls, names: list[str], rate: float, mode: str = "revert", seed: int = 0,
+        firmware: bytes = b"", delta: bool = False,
+    ) -> Failures:  # fmt: skip
         """``rate`` of ``names``, picked by a seeded random generator."""
         pick = random.Random(seed)
-        return cls(frozenset(n for n in names if pick.random() < rate), mode)
+        return cls(frozenset(n for n in names if pick.random() < rate), mode, firmware, delta)
 
     def device(self, name: str, version: bytes, mtu: int | None) -> SimulatedDevice:
         failing = name in self.devices
@@ -197,6 +211,8 @@ class Failures:
             mtu,
             revert=failing and self.mode == "revert",
             vanish=failing and self.mode == "vanish",
+            firmware=self.firmware,
+            delta=self.delta,
         )
 
 

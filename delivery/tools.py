@@ -103,6 +103,17 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
     default=0.0,
     help="HTTP: keep polling for this many seconds after syncing, like real devices.",
 )
+@click.option(
+    "--delta",
+    is_flag=True,
+    help="Devices advertise delta updates and apply patches to --firmware (docs/delivery.md).",
+)
+@click.option(
+    "--firmware",
+    "firmware_path",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The image the devices run at --start-version (needed by --delta).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output (errors too).")
 @click.pass_context
 def simulate(
@@ -126,6 +137,8 @@ def simulate(
     failure: str,
     seed: int,
     keep_polling: float,
+    delta: bool,
+    firmware_path: Path | None,
     as_json: bool,
 ) -> None:
     """Run simulated embedded-update devices until they are in sync.
@@ -148,7 +161,8 @@ def simulate(
             err=True,
         )
     creds: Any = password if password is not None or not secrets else secrets.get
-    failures = Failures.share(names, fail_rate, failure, seed)
+    firmware = _start_firmware(delta, firmware_path)
+    failures = Failures.share(names, fail_rate, failure, seed, firmware, delta)
     if http_url:
         results = simulate_http(
             http_url, application, names, start_version.encode(), mtu, creds,
@@ -183,6 +197,12 @@ def simulate(
     else:
         for version, count in sorted(versions.items()):
             click.echo(f"{count} devices on {version}")
+        received = sum(r.bytes_received for r in results)
+        patched = sum(r.patch_bytes for r in results)
+        click.echo(
+            f"received {received} bytes ({patched} of them patch bytes),"
+            f" {sum(r.wire_bytes for r in results)} bytes of statuses and commands"
+        )
         for r in failed:
             click.echo(f"{r.device}: not synced: {r.error or 'gave up'}", err=True)
     if failed:
@@ -217,6 +237,21 @@ def _simulated(
         plain = [p.value for p in candidates(known[name].credentials) if p.scheme == "plain"]
         secrets[name] = plain[0] if plain else None
     return names, secrets
+
+
+def _start_firmware(delta: bool, path: Path | None) -> bytes:
+    """The image simulated devices start with (``--firmware``); ``--delta`` needs one."""
+    if path is None:
+        if delta:
+            raise DeliveryError(
+                "--delta needs --firmware FILE: the image the devices run at --start-version,"
+                " which the patches apply to"
+            )
+        return b""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DeliveryError(f"--firmware {path}: cannot read it ({exc})") from None
 
 
 @click.command(

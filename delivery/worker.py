@@ -24,6 +24,7 @@ from delivery.protocol import (
     Sync,
     Wait,
     Write,
+    WritePatch,
     decode_status,
     encode_command,
 )
@@ -170,14 +171,20 @@ class Worker:
 
 
 def _reply(status: Status, target: FirmwareImage | None, command: Command, problem: str) -> Reply:
-    """The encoded ``command`` and what the status store records of the exchange."""
+    """The encoded ``command`` and what the status store records of the exchange (for a
+    ``WritePatch``, the offset and size are the patch's)."""
     state: DeliveryState
     offset: int | None = None
+    size = len(target.data) if target else None
     served = 0
     if isinstance(command, Sync):
         state = DeliveryState.SYNCED
     elif isinstance(command, Write):
         state, offset, served = DeliveryState.UPDATING, command.offset, len(command.data)
+    elif isinstance(command, WritePatch):
+        state, offset, served = DeliveryState.UPDATING, command.offset, len(command.data)
+        patch = target.patch_from(status.version) if target else None
+        size = len(patch.data) if patch else size
     elif isinstance(command, Swap):
         state, offset = DeliveryState.UPDATING, len(target.data) if target else None
     elif isinstance(command, Wait) and problem and problem != NO_FIRMWARE:
@@ -188,7 +195,7 @@ def _reply(status: Status, target: FirmwareImage | None, command: Command, probl
         status.version.decode("utf-8", errors="replace"),
         target.version.decode("utf-8", errors="replace") if target else None,
         offset,
-        len(target.data) if target else None,
+        size,
         state.value,
     )
     return Reply(encode_command(command), type(command).__name__.lower(), served, observed)

@@ -24,6 +24,7 @@ from delivery.protocol import (
     UpdateStatus,
     Wait,
     Write,
+    WritePatch,
     decode_command,
     decode_status,
     encode_command,
@@ -48,7 +49,7 @@ VALUES: dict[str, Status | Command] = {
     "swap": Swap(version=b"0.1.1", correlation_id=None, checksum=bytes(range(32))),
 }
 FORMS = ("packed", "named")
-VARIANTS = (Wait, Sync, Write, Swap)
+VARIANTS = (Wait, Sync, Write, Swap, WritePatch)
 U32_MAX = 2**32 - 1
 
 
@@ -115,12 +116,14 @@ def cbor(x: Any) -> bytes:
 
 
 def tree(value: Any, named: bool) -> Any:
-    """A dataclass as the map serde_cbor writes: field index or name -> value, all fields."""
+    """A dataclass as the map serde_cbor writes: field index or name -> value, all fields
+    (but Ajour's extension ``Status.patch`` only when it is set)."""
     if not dataclasses.is_dataclass(value):
         return value
     body = {
         (f.name if named else i): tree(getattr(value, f.name), named)
         for i, f in enumerate(dataclasses.fields(value))
+        if not (isinstance(value, Status) and f.name == "patch" and value.patch is None)
     }
     if isinstance(value, VARIANTS):
         return {type(value).__name__ if named else VARIANTS.index(type(value)): body}
@@ -129,7 +132,7 @@ def tree(value: Any, named: bool) -> Any:
 
 def status_map(**fields: Any) -> bytes:
     """A packed status map with the given fields (by name), in the given order."""
-    index = {"version": 0, "mtu": 1, "correlation_id": 2, "update": 3}
+    index = {"version": 0, "mtu": 1, "correlation_id": 2, "update": 3, "patch": 4}
     return cbor({index[k]: v for k, v in fields.items()})
 
 
@@ -176,13 +179,19 @@ opt_u32 = st.none() | u32
 blob = st.binary(max_size=1024)
 update_statuses = st.builds(UpdateStatus, version=blob, offset=u32)
 statuses = st.builds(
-    Status, version=blob, mtu=opt_u32, correlation_id=opt_u32, update=st.none() | update_statuses
+    Status,
+    version=blob,
+    mtu=opt_u32,
+    correlation_id=opt_u32,
+    update=st.none() | update_statuses,
+    patch=opt_u32,
 )
 commands: st.SearchStrategy[Command] = st.one_of(
     st.builds(Wait, correlation_id=opt_u32, poll=opt_u32),
     st.builds(Sync, version=blob, correlation_id=opt_u32, poll=opt_u32),
     st.builds(Write, version=blob, correlation_id=opt_u32, offset=u32, data=blob),
     st.builds(Swap, version=blob, correlation_id=opt_u32, checksum=blob),
+    st.builds(WritePatch, version=blob, correlation_id=opt_u32, offset=u32, data=blob),
 )
 
 
@@ -250,7 +259,7 @@ def test_long_strings_and_long_key_headers() -> None:
 
 
 def test_encoder_refuses_what_is_not_a_command() -> None:
-    with pytest.raises(ProtocolError, match="expected Wait, Sync, Write or Swap"):
+    with pytest.raises(ProtocolError, match="expected Wait, Sync, Write, Swap or WritePatch"):
         encode_command(Status(b"1"))  # type: ignore[arg-type]
 
 
@@ -450,14 +459,14 @@ def test_deep_nesting_is_rejected_without_recursion() -> None:
 def test_unknown_keys_are_rejected() -> None:
     named = cbor({"version": b"0.1.0", "mtu": 512, "firmware": "x"})
     assert status_error(named) == "status: unknown field 'firmware'"
-    assert status_error(cbor({0: b"1", 4: None})) == "status: unknown field 4"
+    assert status_error(cbor({0: b"1", 5: None})) == "status: unknown field 5"
     assert status_error(cbor({0: b"1", -1: None})) == (
         "status: map keys must be unsigned integers or text, got integer -1"
     )
     assert command_error(cbor({"Write": {"version": b"1", "offest": 0}})) == (
         "command Write: unknown field 'offest'"
     )
-    assert command_error(cbor({4: {}})) == "command: unknown variant 4"
+    assert command_error(cbor({5: {}})) == "command: unknown variant 5"
     assert command_error(cbor({"Reboot": {}})) == "command: unknown variant 'Reboot'"
 
 

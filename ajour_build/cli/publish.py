@@ -15,6 +15,7 @@ from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.destination import inspect as inspect_target
 from ajour_build.publish.destination import release
+from ajour_build.publish.patches import PATCHES_ENV
 from ajour_build.publish.publisher import (
     BuilderInfo,
     FirmwareArtifact,
@@ -77,6 +78,12 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
     " only; default: <name>.elf next to the firmware, if there is one).",
 )
 @click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
+@click.option(
+    "--patches",
+    type=click.IntRange(0, 16),
+    help="OCI targets: delta patches from this many earlier versions (default 3, or"
+    " AJOUR_PUBLISH_PATCHES; 0: none).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print where it was published as JSON.")
 @click.pass_context
 def publish(
@@ -92,6 +99,7 @@ def publish(
     notify_url: str | None,
     elf: Path | None,
     insecure: bool,
+    patches: int | None,
     as_json: bool,
 ) -> None:
     """Publish a firmware file (format v1 in OCI; Drogue's layout in a directory)."""
@@ -103,7 +111,10 @@ def publish(
         BuilderInfo(builder_image, builder_args),
         elf=elf or elf_beside(artifact),
     )
-    out = release(firmware, to, os.environ, insecure, notify_url)
+    env = dict(os.environ)
+    if patches is not None:
+        env[PATCHES_ENV] = str(patches)
+    out = release(firmware, to, env, insecure, notify_url)
     _report(out.published, out.warning, as_json)
 
 

@@ -21,6 +21,7 @@ from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.core.wire import EVENTS_TOKEN_ENV
 from ajour_build.publish import notify
+from ajour_build.publish.patches import count_from
 from ajour_build.publish.publisher import FirmwareArtifact, Published, Publisher
 
 
@@ -42,18 +43,22 @@ def publisher_for(
     policy: RolloutPolicy | None = None,
 ) -> Publisher:
     """The publisher of ``url``. ``policy`` (the application's ``spec.rollout``) matters for
-    hawkBit only, which runs it as a hawkBit rollout; delivery runs it for the others."""
+    hawkBit only, which runs it as a hawkBit rollout; delivery runs it for the others. OCI
+    publishers make patches from ``AJOUR_PUBLISH_PATCHES`` earlier versions (default 3,
+    ``publish/patches.py``)."""
     scheme = scheme_of(url)
     try:
         if scheme == "oci":
             from ajour_build.publish.oci import OciPublisher
 
             ref = parse_oci(url)
-            return OciPublisher(ref, credentials.lookup(ref.host, env), insecure)
+            publisher = OciPublisher(ref, credentials.lookup(ref.host, env), insecure)
+            publisher.patch_count = count_from(env)
+            return publisher
         if scheme == "oci-layout":
             from ajour_build.publish.layout import LayoutPublisher
 
-            return LayoutPublisher(parse_layout(url))
+            return LayoutPublisher(parse_layout(url), patch_count=count_from(env))
         if scheme == "dir":
             from ajour_build.publish.directory import DirPublisher
 

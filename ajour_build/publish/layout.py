@@ -13,6 +13,7 @@ from ajour_build.core.artifact.layout_writer import LOCK_WAIT, layout_writer
 from ajour_build.core.artifact.reference import LayoutRef
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.patches import DEFAULT_PATCHES, LayoutHistory, attach, make_patches
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 
@@ -20,6 +21,7 @@ from ajour_build.publish.publisher import FirmwareArtifact, Published
 class LayoutPublisher:
     ref: LayoutRef
     lock_wait: float = LOCK_WAIT  # seconds to wait for another publisher to finish
+    patch_count: int = DEFAULT_PATCHES  # earlier versions that get a patch (publish/patches.py)
 
     def publish(self, artifact: FirmwareArtifact) -> Published:
         parts = V1Parts(artifact)
@@ -37,6 +39,10 @@ class LayoutPublisher:
                     digest = existing
                     size = len(store.read_blob(existing))
                 else:
+                    patches = make_patches(LayoutHistory(store), artifact, parts, self.patch_count)
+                    attach(parts, patches)
+                    for patch in patches:
+                        writer.put_bytes(patch.data)
                     writer.put_bytes(parts.config_bytes)
                     stored, _ = writer.put_file(artifact.path)
                     if stored != parts.checksum:

@@ -34,6 +34,13 @@ from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.patches import (
+    DEFAULT_PATCHES,
+    PatchBlob,
+    RegistryHistory,
+    attach,
+    make_patches,
+)
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 from ajour_build.publish.registry_client import (
     RETRY_PAUSES,
@@ -57,6 +64,7 @@ class OciPublisher:
     read_timeout: float = READ_TIMEOUT
     deadline: float = DEADLINE
     settle: float = SETTLE
+    patch_count: int = DEFAULT_PATCHES  # earlier versions that get a patch (publish/patches.py)
 
     @property
     def plain_http(self) -> bool:
@@ -84,7 +92,11 @@ class OciPublisher:
         try:
             found = self._existing(reader, version_ref, parts)
             if found is None:
+                history = RegistryHistory(reader, self.ref)
+                patches = make_patches(history, artifact, parts, self.patch_count)
+                attach(parts, patches)
                 self._push_blobs(registry, artifact, parts)
+                self._push_patches(registry, artifact, patches)
                 found = self._tag_version(reader, registry, version_ref, parts)
             digest, body = found
             if self.ref.tag != artifact.version:
@@ -183,6 +195,17 @@ class OciPublisher:
             for path, layer in blobs:
                 response = registry.upload_blob(str(path), container, layer)
                 self._ok(response, f"uploading blob {layer['digest']}")
+
+    def _push_patches(
+        self, registry: BoundedRegistry, artifact: FirmwareArtifact, patches: list[PatchBlob]
+    ) -> None:
+        container = registry.get_container(f"{self.ref.image}:{artifact.version}")
+        with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
+            for patch in patches:
+                path = Path(tmp) / "patch"
+                path.write_bytes(patch.data)
+                response = registry.upload_blob(str(path), container, patch.layer)
+                self._ok(response, f"uploading patch {patch.layer['digest']}")
 
     def _put_manifest(self, registry: BoundedRegistry, body: bytes, tag: str, digest: str) -> None:
         container = registry.get_container(f"{self.ref.image}:{tag}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 from delivery.protocol.messages import (
     MAX_DEPTH,
     MAX_STATUS_BYTES,
+    PATCH_DETOOLS,
     U32_MAX,
     Command,
     ProtocolError,
@@ -21,6 +22,7 @@ from delivery.protocol.messages import (
     UpdateStatus,
     Wait,
     Write,
+    WritePatch,
 )
 from delivery.protocol.reader import decode_command, decode_status
 from delivery.protocol.writer import encode_command, encode_status
@@ -28,6 +30,7 @@ from delivery.protocol.writer import encode_command, encode_status
 __all__ = [
     "MAX_DEPTH",
     "MAX_STATUS_BYTES",
+    "PATCH_DETOOLS",
     "U32_MAX",
     "Command",
     "ProtocolError",
@@ -37,6 +40,7 @@ __all__ = [
     "UpdateStatus",
     "Wait",
     "Write",
+    "WritePatch",
     "decode_command",
     "decode_status",
     "encode_command",

@@ -1,6 +1,6 @@
 """The embedded-update messages and the wire format they travel in.
 
-Status goes device → server, a Command (Wait, Sync, Write or Swap) server → device. On the
+Status goes device → server, a Command (Wait, Sync, Write, Swap; WritePatch) server → device. On the
 wire both are CBOR, byte-compatible with Rust ``serde_cbor`` 0.11 as used by drogue's
 embedded-update crate:
 
@@ -12,6 +12,11 @@ embedded-update crate:
 Every field is written, ``None`` as CBOR null. An enum value is a one-entry map
 ``{variant: struct}``. Integers use the shortest CBOR encoding. Fields and variants are
 numbered in the order they are declared here, which is the Rust crate's order.
+
+Ajour's one extension (docs/delivery.md, "Delta updates"): ``Status.patch`` (key 4) and the
+``WritePatch`` command (variant 4). ``patch`` is written only when it is set, so every
+status and command of the embedded-update crate keeps its exact bytes; a device that does
+not set it never gets a ``WritePatch``.
 
 The codec checks only the wire format: u32 ranges and types. Policy (clamping ``mtu``,
 offsets past the end) belongs to the decision layer.
@@ -31,6 +36,10 @@ MAX_DEPTH: Final = 4
 """Nesting limit promised by the codec (valid messages nest 2 deep; see ``protocol.reader``)."""
 
 U32_MAX: Final = 0xFFFF_FFFF
+
+PATCH_DETOOLS: Final = 1
+"""``Status.patch`` bit 0: the device applies detools sequential patches, compression none or
+crle (``delivery/delta.py``; docs/delivery.md, "Delta updates")."""
 
 
 class ProtocolError(DeliveryError):
@@ -53,6 +62,10 @@ class Status:
     mtu: int | None = None
     correlation_id: int | None = None
     update: UpdateStatus | None = None
+    patch: int | None = None
+    """Ajour's extension: the patch formats the device applies, a bitmask
+    (:data:`PATCH_DETOOLS`). Key 4 (``patch``), written only when not None, so a status
+    without it is byte for byte what embedded-update devices send."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +96,19 @@ class Write:
 
 
 @dataclass(frozen=True, slots=True)
+class WritePatch:
+    """Ajour's extension, variant 4: write ``data``, bytes of a patch from the device's
+    running version to ``version``, at ``offset`` of that patch. Sent only to a device whose
+    status advertises the patch's format; the ``Swap`` after it carries the checksum of the
+    whole new image."""
+
+    version: bytes
+    correlation_id: int | None
+    offset: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Swap:
     """All of ``version`` is written: check it against ``checksum`` (SHA-256) and boot it."""
 
@@ -91,4 +117,4 @@ class Swap:
     checksum: bytes
 
 
-Command: TypeAlias = Wait | Sync | Write | Swap
+Command: TypeAlias = Wait | Sync | Write | Swap | WritePatch

@@ -31,6 +31,7 @@ from delivery.protocol.messages import (
     UpdateStatus,
     Wait,
     Write,
+    WritePatch,
 )
 
 __all__ = ["decode_command", "decode_status"]
@@ -288,6 +289,7 @@ _STATUS: Final = _Schema(
         ("mtu", _read_opt_u32, False),
         ("correlation_id", _read_opt_u32, False),
         ("update", _read_opt_update, False),
+        ("patch", _read_opt_u32, False),
     ],
 )
 
@@ -313,6 +315,16 @@ _WRITE: Final = _Schema(
         ("data", _read_bytes, True),
     ],
 )
+_WRITE_PATCH: Final = _Schema(
+    "command WritePatch",
+    WritePatch,
+    [
+        ("version", _read_version, True),
+        ("correlation_id", _read_opt_u32, False),
+        ("offset", _read_u32, True),
+        ("data", _read_bytes, True),
+    ],
+)
 _SWAP: Final = _Schema(
     "command Swap",
     Swap,
@@ -328,10 +340,12 @@ _VARIANTS: Final[dict[int | bytes, _Schema[Command]]] = {
     1: _SYNC,
     2: _WRITE,
     3: _SWAP,
+    4: _WRITE_PATCH,
     b"Wait": _WAIT,
     b"Sync": _SYNC,
     b"Write": _WRITE,
     b"Swap": _SWAP,
+    b"WritePatch": _WRITE_PATCH,
 }
 
 

@@ -22,6 +22,7 @@ from delivery.protocol.messages import (
     Sync,
     Wait,
     Write,
+    WritePatch,
 )
 
 __all__ = ["encode_command", "encode_status"]
@@ -82,7 +83,7 @@ def _keys(*names: str) -> tuple[tuple[bytes, ...], tuple[bytes, ...]]:
     return tuple(_UINT[i] for i in range(len(names))), tuple(_text(n) for n in names)
 
 
-_STATUS_KEYS: Final = _keys("version", "mtu", "correlation_id", "update")
+_STATUS_KEYS: Final = _keys("version", "mtu", "correlation_id", "update", "patch")
 _UPDATE_KEYS: Final = _keys("version", "offset")
 
 
@@ -95,6 +96,7 @@ _WAIT_PREFIX: Final = _variant_prefix(0, "Wait", 2)
 _SYNC_PREFIX: Final = _variant_prefix(1, "Sync", 3)
 _WRITE_PREFIX: Final = _variant_prefix(2, "Write", 4)
 _SWAP_PREFIX: Final = _variant_prefix(3, "Swap", 3)
+_WRITE_PATCH_PREFIX: Final = _variant_prefix(4, "WritePatch", 4)
 _WAIT_KEYS: Final = _keys("correlation_id", "poll")
 _SYNC_KEYS: Final = _keys("version", "correlation_id", "poll")
 _WRITE_KEYS: Final = _keys("version", "correlation_id", "offset", "data")
@@ -114,9 +116,10 @@ def encode_status(st: Status, named: bool = False) -> bytes:
         update = b"".join(
             (b"\xa2", uk[0], _bhead(uv), uv, uk[1], _enc_u32(u.offset, "status", "update.offset"))
         )
+    patch = st.patch
     return b"".join(
         (
-            b"\xa4",
+            b"\xa4" if patch is None else b"\xa5",
             k[0],
             _bhead(v),
             v,
@@ -126,6 +129,7 @@ def encode_status(st: Status, named: bool = False) -> bytes:
             _enc_opt_u32(st.correlation_id, "status", "correlation_id"),
             k[3],
             update,
+            b"" if patch is None else k[4] + _enc_u32(patch, "status", "patch"),
         )
     )
 
@@ -160,20 +164,21 @@ def _enc_sync(c: Sync, named: bool) -> bytes:
     )
 
 
-def _enc_write(c: Write, named: bool) -> bytes:
+def _enc_write(c: Write | WritePatch, named: bool) -> bytes:
     k = _WRITE_KEYS[named]
     v = c.version
     d = c.data
+    where = "command Write" if type(c) is Write else "command WritePatch"
     return b"".join(
         (
-            _WRITE_PREFIX[named],
+            (_WRITE_PREFIX if type(c) is Write else _WRITE_PATCH_PREFIX)[named],
             k[0],
             _bhead(v),
             v,
             k[1],
-            _enc_opt_u32(c.correlation_id, "command Write", "correlation_id"),
+            _enc_opt_u32(c.correlation_id, where, "correlation_id"),
             k[2],
-            _enc_u32(c.offset, "command Write", "offset"),
+            _enc_u32(c.offset, where, "offset"),
             k[3],
             _bhead(d),
             d,
@@ -205,6 +210,7 @@ _COMMAND_ENCODERS: Final[dict[type, Callable[[Any, bool], bytes]]] = {
     Sync: _enc_sync,
     Write: _enc_write,
     Swap: _enc_swap,
+    WritePatch: _enc_write,
 }
 
 
@@ -212,5 +218,5 @@ def encode_command(cmd: Command, named: bool = False) -> bytes:
     """CBOR for a Command: packed (variant and field indices) by default, names with ``named``."""
     enc = _COMMAND_ENCODERS.get(type(cmd))
     if enc is None:
-        raise ProtocolError(f"command: expected Wait, Sync, Write or Swap, got {cmd!r}")
+        raise ProtocolError(f"command: expected Wait, Sync, Write, Swap or WritePatch, got {cmd!r}")
     return enc(cmd, named)

@@ -11,6 +11,7 @@ from ajour_build.core.errors import ArtifactError
 from delivery.cache import ByteLru
 from delivery.decision import FirmwareImage
 from delivery.sources.firmware_source import SourceUnavailable
+from delivery.sources.patches import load_patches
 
 RECHECK_S = 0.05
 """How long a layout source trusts its last look at ``index.json`` (a stat costs ~2.5 µs
@@ -57,9 +58,12 @@ class LayoutSource:
             if data is None:
                 data = self.store.firmware(info)
                 self.blobs.put(info.checksum, data)
+            patches = load_patches(info, lambda d: self.store.read_blob(d.digest), self.blobs)
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        target = FirmwareImage(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        target = FirmwareImage(
+            info.version.encode(), data, bytes.fromhex(info.checksum[7:]), patches
+        )
         if stamp is not None:
             self._cached = (stamp, target, now)
         return target

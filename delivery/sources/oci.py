@@ -11,6 +11,7 @@ from ajour_build.core.errors import ArtifactError
 from delivery.cache import ByteLru, TtlCache
 from delivery.decision import FirmwareImage
 from delivery.sources.firmware_source import SourceUnavailable
+from delivery.sources.patches import load_patches
 
 DEFAULT_TTL = 30.0
 
@@ -22,6 +23,9 @@ class OciSource:
     tags: TtlCache[str, str] = field(default_factory=lambda: TtlCache(DEFAULT_TTL))
     blobs: ByteLru[str] = field(default_factory=lambda: ByteLru(64 * 1024 * 1024))
     _infos: dict[str, FirmwareInfo] = field(default_factory=dict)
+    # the last manifest digest and its image: one object per manifest, so the reply memo
+    # (keyed by the target's identity) holds across statuses, and covers its patch set
+    _image: tuple[str, FirmwareImage] | None = field(default=None, repr=False)
 
     def _key(self) -> str:
         return f"{self.ref.host}/{self.ref.repository}:{self.ref.tag}"
@@ -37,6 +41,9 @@ class OciSource:
                 if digest is None:
                     raise SourceUnavailable(f"{self._key()} does not exist in the registry")
                 self.tags.put(self._key(), digest)
+            image = self._image
+            if image is not None and image[0] == digest:
+                return image[1]
             info = self._infos.get(digest)
             if info is None:
                 pinned = OciRef(self.ref.host, self.ref.repository, self.ref.tag, digest)
@@ -49,6 +56,13 @@ class OciSource:
             if data is None:
                 data = self.reader.firmware(self.ref, info)
                 self.blobs.put(info.checksum, data)
+            patches = load_patches(
+                info, lambda d: self.reader.blob(self.ref.repository, d), self.blobs
+            )
         except ArtifactError as exc:
             raise SourceUnavailable(str(exc)) from None
-        return FirmwareImage(info.version.encode(), data, bytes.fromhex(info.checksum[7:]))
+        target = FirmwareImage(
+            info.version.encode(), data, bytes.fromhex(info.checksum[7:]), patches
+        )
+        self._image = (digest, target)
+        return target

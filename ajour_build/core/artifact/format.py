@@ -44,6 +44,8 @@ TAR_LAYER_TYPES = (
     "application/vnd.docker.image.rootfs.diff.tar.gzip",
     "application/vnd.oci.image.layer.v1.tar",
 )
+PATCH_MEDIA_TYPE = "application/vnd.ajour.firmware.patch.v1+detools"
+"""Extra v1 layers: patches from earlier versions to this one (``core.artifact.patches``)."""
 TITLE = "org.opencontainers.image.title"
 DROGUE_LABEL = "io.drogue.metadata"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -100,6 +102,7 @@ class FirmwareInfo(_Model):
     created: str = ""
     title: str = ""
     elf: Descriptor | None = None  # the optional ELF layer (v1); delivery never reads it
+    patches: tuple[Descriptor, ...] = ()  # v1: the PATCH_MEDIA_TYPE layers, in manifest order
 
 
 def sha256_digest(data: bytes) -> str:
@@ -210,6 +213,7 @@ def describe(manifest_bytes: bytes, fetch: Fetch, tag: str = "") -> FirmwareInfo
             created=meta.created,
             title=octets[0].annotations.get(TITLE, ""),
             elf=next((layer for layer in layers if layer.media_type == ELF_MEDIA_TYPE), None),
+            patches=tuple(layer for layer in layers if layer.media_type == PATCH_MEDIA_TYPE),
         )
     if octets:
         if not tag:
