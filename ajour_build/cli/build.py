@@ -213,7 +213,11 @@ def build(
         raise next(iter(failures.values()))
     if failures:
         names = ", ".join(failures)
-        raise AjourError(f"{len(failures)} of {len(plan.builds)} builds failed: {names}")
+        summary = f"{len(failures)} of {len(plan.builds)} builds failed: {names}"
+        if as_json:  # stdout keeps one JSON document: the records above, which say which
+            click.echo(f"error: {summary}", err=True)
+            click.get_current_context().exit(1)
+        raise AjourError(summary)
 
 
 def _check_selection(
