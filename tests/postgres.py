@@ -5,7 +5,7 @@
 may stop and start again. ``run_postgres`` yields the build service's SQLAlchemy URL of one;
 the ``postgres_server`` fixture is one cluster for the whole session (skipped only when the
 binaries are missing: ``scripts/setup`` installs them), and ``rollout_db`` runs a test once
-on a SQLite file and once on a fresh PostgreSQL database.
+on a SQLite file and once on a fresh PostgreSQL database, logged into with a password.
 """
 
 from __future__ import annotations
@@ -148,15 +148,21 @@ def postgres_server() -> Iterator[Postgres]:
             " scripts/setup installs it (apt-get install postgresql)"
         )
     with running_postgres() as server:
+        server.password_role(WORKER, WORKER_PASSWORD)
         yield server
 
 
-class RolloutDb:
-    """Where a test's rollouts live (a SQLite file or a PostgreSQL DSN); the stores it
-    opened are closed when the test ends."""
+# the role the rollout tests' workers log in as, with a password (scram-sha-256 over TCP)
+WORKER, WORKER_PASSWORD = "worker", "Pg-s3cret-8461"
 
-    def __init__(self, location: str) -> None:
+
+class RolloutDb:
+    """Where a test's rollouts live (a SQLite file or a PostgreSQL DSN with a password);
+    the stores it opened are closed when the test ends."""
+
+    def __init__(self, location: str, secret: str = "") -> None:
         self.location = location
+        self.secret = secret  # the password in ``location`` ("" for SQLite)
         self.opened: list[RolloutStore] = []
 
     def open(self) -> RolloutStore:
@@ -174,7 +180,8 @@ def rollout_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rollo
         found = RolloutDb(str(tmp_path / "rollouts.db"))
     else:
         server: Postgres = request.getfixturevalue("postgres_server")
-        found = RolloutDb(server.dsn(server.database()))
+        database = server.database(owner=WORKER)
+        found = RolloutDb(server.dsn(database, WORKER, WORKER_PASSWORD), WORKER_PASSWORD)
     yield found
     for store in found.opened:
         store.close()
