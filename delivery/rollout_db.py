@@ -26,7 +26,7 @@ def open_rollout_db(location: str) -> RolloutStore:
     if scheme.lower() in POSTGRES_SCHEMES:
         from delivery.rollout_store_pg import PostgresRolloutStore
 
-        return PostgresRolloutStore(location)
+        return PostgresRolloutStore(scheme.lower() + location[len(scheme) :])  # libpq: lower
     raise DeliveryError(
         f"rollout database {redact_uri(location)!r}: unknown scheme {scheme!r}; expected a"
         " SQLite file path (/var/lib/ajour/rollouts.db) or a PostgreSQL URL"

@@ -100,11 +100,11 @@ class Postgres:
         auth = f"{user}:{password}" if password else user
         return f"postgresql://{auth}@127.0.0.1:{self.port}/{database}"
 
-    def execute(self, *statements: str) -> None:
+    def execute(self, *statements: str, database: str = "postgres") -> None:
         """Statements as the superuser, outside a transaction (CREATE DATABASE needs that)."""
         import psycopg
 
-        with psycopg.connect(self.dsn(), autocommit=True) as db:
+        with psycopg.connect(self.dsn(database), autocommit=True) as db:
             for statement in statements:
                 db.execute(statement.encode())
 
