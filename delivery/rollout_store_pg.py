@@ -147,7 +147,7 @@ class PostgresRolloutStore:
     def _open(self) -> Connection:
         """The connection, made (with the schema) if there is none or it broke."""
         db = self._db
-        if db is not None and not db.closed and not db.broken:
+        if db is not None and not db.closed:  # closed: also when it broke
             return db
         self._db = None
         if self._closed:
@@ -177,15 +177,13 @@ class PostgresRolloutStore:
 
     @contextmanager
     def _connection(self) -> Iterator[Connection]:
-        """The connection, to one thread at a time; driver errors as StoreUnavailable."""
+        """The connection, to one thread at a time; driver errors as StoreUnavailable (a
+        connection that broke is replaced by the next call)."""
         with self._mutex:
             db = self._open()
             try:
                 yield db
             except self._errors as exc:
-                if db.broken or db.closed:
-                    db.close()
-                    self._db = None
                 raise self._unavailable(exc) from None
 
     def latest(self, application: str) -> Rollout | None:

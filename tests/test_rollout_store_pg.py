@@ -207,6 +207,61 @@ def test_a_stopped_database_means_wait_and_the_worker_recovers(
             store.close()
 
 
+def test_a_database_that_never_answers_fails_within_the_connect_timeout() -> None:
+    """A server that accepts the connection and says nothing (a stuck database): the call
+    fails after connect_timeout, and the next ones at once for the retry interval."""
+    from tests.stall import silent
+
+    with silent() as stalled:
+        store = PostgresRolloutStore(
+            f"postgresql://worker:Pg-s3cret@127.0.0.1:{stalled.port}/db", connect_timeout=2
+        )
+        errors: list[BaseException] = []
+        started = time.monotonic()
+        caller = threading.Thread(target=lambda: errors.extend(calls(store)))
+        caller.start()
+        caller.join(15)
+        elapsed = time.monotonic() - started
+        assert not caller.is_alive(), "the store hung on a database that never answers"
+        store.close()
+    assert [type(e) for e in errors] == [StoreUnavailable, StoreUnavailable]
+    assert "timeout" in str(errors[0]) and str(errors[1]) == str(errors[0])
+    assert 1.5 < elapsed < 6, elapsed
+
+
+def calls(store: PostgresRolloutStore) -> list[BaseException]:
+    """Two calls of ``store`` that must fail; what they raised."""
+    found: list[BaseException] = []
+    for _ in range(2):
+        try:
+            store.latest("app")
+        except StoreUnavailable as exc:
+            found.append(exc)
+    return found
+
+
+def test_a_locked_table_fails_within_the_statement_timeout(postgres_server: Postgres) -> None:
+    """Another session holds the rollouts table: the call gives up after the timeout with
+    the reason, and the same connection works once the lock is gone."""
+    import psycopg
+
+    database = postgres_server.database(owner=WORKER)
+    dsn = postgres_server.dsn(database, WORKER, WORKER_PASSWORD)
+    store = PostgresRolloutStore(dsn, timeout=0.5)
+    try:
+        store.begin("app", "1.0", POLICY, 1.0)
+        with psycopg.connect(postgres_server.dsn(database)) as other:  # a transaction
+            other.execute("LOCK TABLE rollouts IN ACCESS EXCLUSIVE MODE")
+            started = time.monotonic()
+            with pytest.raises(StoreUnavailable, match="statement timeout"):
+                store.latest("app")
+            assert time.monotonic() - started < 3
+        latest = store.latest("app")
+        assert latest is not None and latest.to_version == "1.0"
+    finally:
+        store.close()
+
+
 def test_the_password_is_in_no_message(postgres_server: Postgres) -> None:
     """Whatever fails, the DSN is shown without its password, and a driver message that
     quotes the password (libpq does, for a bad %-escape) has it replaced."""
