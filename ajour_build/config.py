@@ -154,7 +154,7 @@ class SourcesConfig(_Section):
 
 
 class InstallationConfig(BaseSettings):
-    """One Ajour installation: registry, allowlist, cluster settings, builder catalog."""
+    """One Ajour installation: registry, allowlist, cluster settings, builder aliases."""
 
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
@@ -210,7 +210,8 @@ class InstallationConfig(BaseSettings):
         return Tenancy(self.publish_repositories, self.sources.allow_local, self.source)
 
     def builder_image(self, image: str) -> str:
-        """A builder catalog name resolves to its image; anything else is an image ref."""
+        """A builder alias (``builders.<name>``) resolves to its image; anything else is an
+        image ref. Not to be confused with the builder catalog (``builder-images/``)."""
         entry = self.builders.get(image)
         return entry.image if entry is not None else image
 

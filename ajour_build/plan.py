@@ -91,9 +91,24 @@ def build_key(build: BuildSpec, builder_image: str, publish_to: str, timeout: st
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def application_of(fleet: Fleet, device: str) -> str:
+    """The application of the one device named ``device`` (a device names its application
+    in ``metadata.application``); an error naming the candidates when several have one."""
+    apps = sorted(a for a, d in fleet.devices if d == device)
+    if not apps:
+        raise AjourError(f"device {device!r} is not in the fleet (in no application)")
+    if len(apps) > 1:
+        raise AjourError(
+            f"device {device!r} is in {len(apps)} applications: {', '.join(apps)};"
+            f" device names are unique per application only: pass --app {apps[0]} (or"
+            f" another of them) to choose"
+        )
+    return apps[0]
+
+
 def _consumers(fleet: Fleet, app: str | None, device: str | None) -> list[Consumer]:
     if device is not None and app is None:
-        raise AjourError("--device needs --app: device names are unique per application")
+        app = application_of(fleet, device)
     if app is not None and app not in fleet.applications:
         raise AjourError(f"application {app!r} is not in the fleet")
     if device is not None and (app or "", device) not in fleet.devices:

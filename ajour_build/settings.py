@@ -5,7 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def shipped_builders() -> Path:
+    """The builder catalog that comes with Ajour, found next to the package, never by the
+    working directory: in a wheel ``ajour_build/builder_images`` (pyproject.toml's
+    ``force-include``), in a checkout ``builder-images/`` beside ``ajour_build/``."""
+    package = Path(__file__).resolve().parent
+    wheel = package / "builder_images"
+    return wheel if wheel.is_dir() else package.parent / "builder-images"
 
 
 def _default_state() -> Path:
@@ -19,7 +29,7 @@ class LocalSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="AJOUR_", frozen=True, extra="ignore")
 
     state_dir: Path = _default_state()
-    builders_dir: Path = Path("builder-images")
+    builders_dir: Path = Field(default_factory=shipped_builders)  # the builder catalog
     # a Docker API URL (unix://… or tcp://…); empty: DOCKER_HOST, else a private podman service
     container_host: str = ""
     base_image: str = "localhost/debian:bookworm"

@@ -17,6 +17,7 @@ from delivery import __version__
 from delivery.errors import DeliveryError
 from delivery.fleet_reload import FleetReloader
 from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
+from delivery.rollout_cli import rollout
 from delivery.tools import COMMANDS
 
 
@@ -48,7 +49,7 @@ def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
     configure_logging(debug, log_format)
 
 
-for _command in COMMANDS:
+for _command in (*COMMANDS, rollout):
     main.add_command(_command)
 
 
@@ -146,7 +147,11 @@ def _http_settings(
     )
 
 
-@main.command()
+@main.command(
+    epilog="\b\nExamples:\n  ajour-delivery serve --fleet examples/fleet --http 127.0.0.1:8081"
+    " --registry oci-layout:///var/lib/ajour/fw\n"
+    "  ajour-delivery serve --fleet fleet/ --mqtt mqtt://127.0.0.1:1883 --http 127.0.0.1:8081\n"
+)
 @FLEET
 @click.option(
     "--config",
@@ -192,6 +197,12 @@ def _http_settings(
     envvar="AJOUR_DELIVERY_EVENTS_TOKEN",
     help="Bearer token for POST /v1/events (or AJOUR_DELIVERY_EVENTS_TOKEN; prefer the env).",
 )
+@click.option(
+    "--operator-token",
+    envvar="AJOUR_DELIVERY_OPERATOR_TOKEN",
+    help="Bearer token for POST /v1/rollouts/APP/ACTION (or AJOUR_DELIVERY_OPERATOR_TOKEN;"
+    " without one, rollouts cannot be operated over HTTP).",
+)
 @click.option("--tls-cert", type=click.Path(path_type=Path), help="HTTPS: certificate chain (PEM).")
 @click.option("--tls-key", type=click.Path(path_type=Path), help="HTTPS: its private key (PEM).")
 @click.option(
@@ -213,7 +224,7 @@ def _http_settings(
     help="On SIGTERM, seconds requests in flight may take to finish.",
 )
 @click.option("--hawkbit-url", help="hawkBit DDI base URL, for hawkbit firmware specs.")
-@click.option("--hawkbit-tenant", default="DEFAULT", show_default=True)
+@click.option("--hawkbit-tenant", default="DEFAULT", show_default=True, help="hawkBit tenant.")
 @click.option(
     "--poll-synced",
     type=int,
@@ -249,6 +260,7 @@ def serve(
     insecure_no_auth: bool,
     status_token: str | None,
     events_token: str | None,
+    operator_token: str | None,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -307,6 +319,7 @@ def serve(
             (tls_cert, tls_key, tls_client_ca),
             (http_max_connections, http_threads, drain_timeout),
         )
+        http_settings.operator_token = operator_token or conf.operator_token.get_secret_value()
     hawkbit = None
     if hawkbit_url:
         token = os.environ.get("AJOUR_HAWKBIT_GATEWAY_TOKEN", "")

@@ -5,8 +5,9 @@
 client certificate) answers 200 with the CBOR command (``application/cbor``).
 ``GET /v1/status[/<app>[/<device>]]`` lists what the status store observed, and
 ``POST /v1/events`` takes a publish event or a registry notification; both need their
-bearer token. The server is :mod:`delivery.httpd` (h11 on asyncio, bounded, with
-deadlines); the choice is explained in docs/delivery.md.
+bearer token. ``/v1/rollouts`` is :mod:`delivery.rollout_api` (status and operator tokens).
+The server is :mod:`delivery.httpd` (h11 on asyncio, bounded, with deadlines); the choice
+is explained in docs/delivery.md.
 
 Who is asked for what:
 
@@ -46,6 +47,7 @@ from delivery.errors import DeliveryError
 from delivery.http_exchange import Accept, Limits, Request, Response, tls_context
 from delivery.httpd import Server
 from delivery.protocol import MAX_STATUS_BYTES
+from delivery.rollout_api import ROLLOUTS, RolloutApi
 from delivery.worker import Worker
 
 REPORTS = TypeAdapter(list[DeviceReport])
@@ -83,6 +85,7 @@ class HttpSettings:
     authenticate: bool = True  # only --insecure-no-auth turns it off, on loopback
     events_token: str = field(default="", repr=False)  # POST /v1/events: Bearer <it>
     status_token: str = field(default="", repr=False)  # GET /v1/status: Bearer <it>
+    operator_token: str = field(default="", repr=False)  # POST /v1/rollouts/…: Bearer <it>
     tls: TlsSettings | None = None
     limits: Limits = field(default_factory=Limits)
 
@@ -172,6 +175,7 @@ class DeliveryApp:
             ),
             {"credentials": [{"pass": secrets.token_urlsafe(24)}]},
         )
+        self.rollouts = RolloutApi(worker, settings, self._bearer, _bearer_matches)
 
     # routing, on the event loop: the head only, nothing that blocks -----------------------
 
@@ -191,6 +195,8 @@ class DeliveryApp:
                 or self._bearer(request, self.settings.status_token, "status", STATUS_TOKEN_ENV)
                 or Accept(0, self._status)
             )
+        if path == ROLLOUTS or path.startswith(ROLLOUTS + "/"):
+            return self.rollouts.route(request)
         if path in self.extra:
             want, handler, token, max_body = self.extra[path]
             return (
@@ -201,7 +207,7 @@ class DeliveryApp:
         return Response.text(
             404,
             f"not found: {path}; the routes are POST /v1/dfu?application=<app>&device=<device>,"
-            " GET /v1/status[/<app>[/<device>]] and POST /v1/events",
+            " GET /v1/status[/<app>[/<device>]], POST /v1/events and /v1/rollouts",
         )
 
     @staticmethod
@@ -229,7 +235,7 @@ class DeliveryApp:
     def add(
         self, path: str, method: str, handler: Handler, token: Callable[[], str], max_body: int
     ) -> None:
-        if path in ("/v1/dfu", "/v1/events") or path.startswith("/v1/status"):
+        if path in ("/v1/dfu", "/v1/events") or path.startswith(("/v1/status", ROLLOUTS)):
             raise DeliveryError(f"{path} is one of the worker's own routes; choose another path")
         self.extra[path] = (method, handler, token, max_body)
 
@@ -295,6 +301,7 @@ class DeliveryApp:
             rows = [r for r in rows if r.device == parts[3]]
             if not rows:
                 return Response.text(404, f"device {parts[3]!r} is not in application {parts[2]!r}")
+        rows = self.rollouts.annotate(rows)
         return Response(200, REPORTS.dump_json([r.report() for r in rows], by_alias=True), JSON)
 
     def _events(self, _request: Request, body: bytes) -> Response:
@@ -375,6 +382,7 @@ class HttpTransport:
             for what, token in (
                 ("status", self.settings.status_token),
                 ("events", self.settings.events_token),
+                ("operator", self.settings.operator_token),
             ):
                 if not token:
                     log.warning("no %s token: every request to its endpoint is refused", what)

@@ -165,6 +165,17 @@ class StatusStore:
             return self._select("", ())
         return self._select("WHERE application=?", (application,))
 
+    def updating(self, application: str, target: str) -> set[str]:
+        """Devices of ``application`` whose last status was answered toward ``target``
+        with a download or a swap (state Updating)."""
+        self.flush()
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT device FROM devices WHERE application=? AND state=? AND target=?",
+                (application, DeliveryState.UPDATING.value, target),
+            ).fetchall()
+        return {str(row[0]) for row in rows}
+
     def _select(self, where: str, args: tuple[str, ...]) -> list[DeviceStatus]:
         self.flush()
         with self._lock:

@@ -20,7 +20,7 @@ from delivery.errors import DeliveryError
 from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
 
 
-@click.command()
+@click.command(epilog="\b\nExample:\n  ajour-delivery targets --fleet examples/fleet\n")
 @FLEET
 def targets(fleet_paths: tuple[Path, ...]) -> None:
     """Print each device's firmware source, as delivery resolves it (JSON lines)."""
@@ -33,15 +33,21 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
         click.echo(json.dumps({"application": app, "device": name, "firmware": source}))
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-delivery simulate --http http://127.0.0.1:8081 --app blinky"
+    " --devices 20\n  ajour-delivery simulate --mqtt mqtt://127.0.0.1:1883 --app blinky"
+    " --fleet examples/fleet\n"
+)
 @click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
 @click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
 @mqtt_tls_options
-@click.option("--app", "application", required=True)
+@click.option("--app", "application", required=True, help="The devices' application.")
 @click.option("--devices", default=1, show_default=True, help="How many devices.")
 @click.option("--prefix", default="dev", show_default=True, help="Devices are <prefix>0..N-1.")
-@click.option("--start-version", default="0.0.0", show_default=True)
-@click.option("--mtu", type=int, default=512, show_default=True)
+@click.option(
+    "--start-version", default="0.0.0", show_default=True, help="Firmware version devices start at."
+)
+@click.option("--mtu", type=int, default=512, show_default=True, help="Bytes per Write to ask for.")
 @click.option("--password", help="Device password (basic auth as <device>@<app>).")
 @click.option(
     "--fleet",
@@ -63,14 +69,14 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
     show_default=True,
     help="How they fail: the bootloader reverts, or the device never comes back.",
 )
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Picks the failing devices.")
 @click.option(
     "--keep-polling",
     type=float,
     default=0.0,
     help="HTTP: keep polling for this many seconds after syncing, like real devices.",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def simulate(
     http_url: str | None,
     mqtt_url: str | None,
@@ -139,10 +145,21 @@ def simulate(
         raise DeliveryError(f"{len(failed)} of {len(results)} devices did not sync")
 
 
-@click.command("broker-config")
+@click.command(
+    "broker-config",
+    epilog="\b\nExample:\n  ajour-delivery broker-config --fleet fleet/ --out /etc/ajour\n",
+)
 @FLEET
-@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path))
-@click.option("--worker-user", default="ajour-worker", show_default=True)
+@click.option(
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Directory to write the password file and the ACL to.",
+)
+@click.option(
+    "--worker-user", default="ajour-worker", show_default=True, help="The worker's broker user."
+)
 @click.option(
     "--worker-password",
     envvar="AJOUR_MQTT_WORKER_PASSWORD",
@@ -180,7 +197,9 @@ def broker_config(
         )
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExample:\n  AJOUR_DELIVERY_STATUS_TOKEN=… ajour-delivery status --app blinky\n"
+)
 @click.option("--url", default="http://127.0.0.1:8081", show_default=True, help="Worker URL.")
 @click.option("--app", "application", help="Only this application.")
 @click.option(
@@ -195,7 +214,7 @@ def broker_config(
     type=click.Path(path_type=Path),
     help="Installation config (default: AJOUR_CONFIG, ./ajour.yaml).",
 )
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def status(
     url: str, application: str | None, token: str | None, config_path: Path | None, as_json: bool
 ) -> None:
@@ -220,7 +239,10 @@ def status(
         )
 
 
-@click.command("hash-password")
+@click.command(
+    "hash-password",
+    epilog="\b\nExample:\n  ajour-delivery hash-password --username dev-1 < password.txt\n",
+)
 @click.option(
     "--scheme",
     type=click.Choice(["bcrypt", "sha512"]),

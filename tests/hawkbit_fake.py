@@ -16,7 +16,8 @@ Where the fake is stricter than the spec, or simpler than hawkBit, it says so:
   ignores them, so an extra property in a request is almost always a typo.
 * RSQL/FIQL queries: only ``field==value`` terms joined with ``;`` (AND), ``*`` wildcards.
   Anything else is answered 501 and recorded in ``unimplemented``.
-* Rollout target filters are not evaluated: every known target counts.
+* Rollout target filters are evaluated over ``controllerId`` and target metadata only
+  (``tests/fiql.py``); groups are filled as ``tests/hawkbit_fake_rollouts.py`` describes.
 * HTTP 404 and 409 may be answered where the spec omits them (real hawkBit does that for
   "not found" and "already exists"); their bodies are still checked as ``ExceptionInfo``.
 """
@@ -30,12 +31,14 @@ import hashlib
 import itertools
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from tests.fiql import FiqlUnsupported
+from tests.hawkbit_fake_rollouts import Refusal, fill
 from tests.openapi_fake import (
     HAWKBIT_SCHEMAS,
     Answer,
@@ -111,8 +114,11 @@ class FakeState:
     blobs: dict[int, bytes] = field(default_factory=dict)  # by artifact id
     distribution_sets: dict[int, dict[str, Any]] = field(default_factory=dict)
     targets: dict[str, int | None] = field(default_factory=dict)  # controllerId -> DS id
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)  # by controllerId
     actions: list[dict[str, Any]] = field(default_factory=list)
     rollouts: dict[int, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[int, list[dict[str, Any]]] = field(default_factory=dict)  # by rollout id
+    members: dict[int, list[str]] = field(default_factory=dict)  # controllerIds by group id
 
 
 class HawkbitFake(OpenApiFake):
@@ -153,6 +159,7 @@ class HawkbitFake(OpenApiFake):
             "getRollout": self._get_rollout,
             "create": self._create_rollout,
             "start": self._start_rollout,
+            "getRolloutGroups": self._get_groups,
         }
 
     # -- for tests -------------------------------------------------------------------------
@@ -175,8 +182,9 @@ class HawkbitFake(OpenApiFake):
         query = "&".join(f"{k.replace('_', '-')}={quote(v, safe='=*;')}" for k, v in params.items())
         return f"hawkbit://127.0.0.1:{self.port}/{module}" + (f"?{query}" if query else "")
 
-    def add_target(self, controller_id: str) -> None:
+    def add_target(self, controller_id: str, metadata: Mapping[str, str] | None = None) -> None:
         self.state.targets[controller_id] = None
+        self.state.metadata[controller_id] = dict(metadata or {})
 
     def fail_next(
         self,
@@ -406,7 +414,12 @@ class HawkbitFake(OpenApiFake):
             and self._polls[rollout["id"]] >= self.rollout_ready_after
         ):
             rollout["status"] = "ready"
+            for group in self.state.groups[rollout["id"]]:
+                group["status"] = "ready"
         return Reply(200, rollout)
+
+    def _get_groups(self, call: _Call) -> Reply:
+        return self._select(call, self.state.groups[self._rollout(call)["id"]], {"name", "status"})
 
     def _create_rollout(self, call: _Call) -> Reply:
         body = call.body
@@ -414,20 +427,33 @@ class HawkbitFake(OpenApiFake):
             raise _Answer(409, "hawkbit.server.error.repo.entitiyAlreadyExists", body["name"])
         if body.get("distributionSetId") not in self.state.distribution_sets:
             raise _Answer(404, "hawkbit.server.error.repo.entitiyNotFound", "distribution set")
-        if not body.get("targetFilterQuery"):
-            raise _Answer(400, "hawkbit.server.error.rest.body.notReadable", "targetFilterQuery")
+        known = {c: self.state.metadata.get(c, {}) for c in self.state.targets}
+        try:
+            groups = fill(body, known)
+        except Refusal as refusal:
+            raise _Answer(refusal.status, refusal.code, refusal.message) from None
+        except FiqlUnsupported as exc:
+            self.unimplemented.append(f"target filter: {exc}")
+            raise _Answer(501, "fake.fiql", str(exc)) from None
         fields = {
             "name": body["name"],
+            "description": body.get("description", ""),
             "status": "creating",
             "targetFilterQuery": body["targetFilterQuery"],
             "distributionSetId": body["distributionSetId"],
-            "totalTargets": len(self.state.targets),  # the fake does not evaluate the filter
-            "totalGroups": body.get("amountGroups", 1),
+            "totalTargets": sum(len(g.members) for g in groups),
+            "totalGroups": len(groups),
             "type": body.get("type", "forced"),
             "deleted": False,
         }
         rollout = self._new(call.user, "/rest/v1/rollouts", fields)
         self.state.rollouts[rollout["id"]] = rollout
+        href = f"/rest/v1/rollouts/{rollout['id']}/deploygroups"
+        self.state.groups[rollout["id"]] = []
+        for group in groups:
+            made = self._new(call.user, href, group.fields)
+            self.state.groups[rollout["id"]].append(made)
+            self.state.members[made["id"]] = group.members
         return Reply(201, rollout)
 
     def _start_rollout(self, call: _Call) -> Reply:

@@ -81,13 +81,13 @@ def test_selecting_one_app_or_device() -> None:
     config = load_config(EXAMPLES / "fleet" / "ajour.yaml", env={})
     plan = plan_builds(fleet, config, "blinky", "blinky-canary")
     assert [str(c) for b in plan.builds for c in b.consumers] == ["blinky/blinky-canary"]
-    with pytest.raises(AjourError, match="needs --app"):
-        plan_builds(fleet, config, None, "blinky-canary")
+    alone = plan_builds(fleet, config, None, "blinky-canary")  # the device names its app
+    assert [str(c) for b in alone.builds for c in b.consumers] == ["blinky/blinky-canary"]
     with pytest.raises(AjourError, match="'nope' is not in the fleet"):
         plan_builds(fleet, config, "nope")
 
 
-def test_builder_catalog_names_resolve() -> None:
+def test_builder_aliases_resolve() -> None:
     fleet = load_fleet([EXAMPLES / "fleet"])
     config = load_config(EXAMPLES / "fleet" / "ajour.yaml", env={})
     images = {b.builder_image for b in plan_builds(fleet, config).builds}

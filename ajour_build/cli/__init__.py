@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from typing import Any
 
@@ -49,9 +50,18 @@ def checked_version(_ctx: click.Context, _param: click.Parameter, value: str | N
 
 
 def console(stderr: bool = False) -> Console:
-    """Rich output; wide when piped so tables are never truncated."""
+    """Rich output; wide when piped so tables are never truncated. With ``NO_COLOR`` set and
+    not empty (https://no-color.org) no ANSI styles at all: rich's own ``no_color`` drops
+    colours only and keeps bold and dim, so the colour system is switched off instead."""
     stream = sys.stderr if stderr else sys.stdout
-    return Console(stderr=stderr, highlight=False, width=None if stream.isatty() else 200)
+    plain = bool(os.environ.get("NO_COLOR"))
+    return Console(
+        stderr=stderr,
+        highlight=False,
+        width=None if stream.isatty() else 200,
+        color_system=None if plain else "auto",
+        no_color=plain,
+    )
 
 
 def want_json(ctx: click.Context, value: bool) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 import click
 from rich.console import Group
 from rich.live import Live
+from rich.markup import escape
+from rich.spinner import Spinner
 from rich.table import Table
 from rich.text import Text
 
@@ -21,20 +23,25 @@ from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
 from ajour_build.cli.spec import _load
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
-from ajour_build.plan import plan_builds
+from ajour_build.core.spec.rollout import RolloutPolicy
+from ajour_build.plan import PlannedBuild, plan_builds
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.job import Progress
 from ajour_build.runner.local_runner import LocalRunner
 from ajour_build.runner.state_dir import LocalBuild, StateDir, dump
 from ajour_build.settings import LocalSettings
 
+TAIL_LINES = 6  # builder lines shown under the spinner (a bounded deque: constant memory)
+
 
 class _Display:
-    """Steps, elapsed time and the last log lines, live on a terminal; plain otherwise."""
+    """A spinner with the step and elapsed time, and under it the builder's last log lines,
+    live on a terminal (stderr); only the step names otherwise, and nothing with --json."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.lines: deque[str] = deque(maxlen=6)
+        self.lines: deque[str] = deque(maxlen=TAIL_LINES)
+        self.spinner = Spinner("dots")
         self.step = "starting"
         self.name = ""
         self.started = time.monotonic()
@@ -49,7 +56,8 @@ class _Display:
                 f"  {time.monotonic() - self.started:5.1f}s",
             )
             tail = [Text(f"  │ {line}"[:160], style="dim") for line in self.lines]
-        return Group(head, *tail)
+        self.spinner.update(text=head)
+        return Group(self.spinner, *tail)
 
     def progress(self) -> Progress:
         return Progress(on_step=self.on_step, on_line=self.on_line)
@@ -86,11 +94,35 @@ def _summary(records: list[LocalBuild]) -> Table:
     return table
 
 
-@click.command()
+EPILOG = """\b
+Examples:
+  ajour-build build fleet/ --app blinky --version 1.2.0
+  ajour-build build fleet/ --device blinky-canary --runner host --json
+  ajour-build build fleet/ --all --publish
+"""
+
+
+@click.command(epilog=EPILOG)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--config", "config_path", type=click.Path(path_type=Path))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Installation config (default: AJOUR_CONFIG, the fleet's ajour.yaml, ./ajour.yaml).",
+)
 @click.option("--app", "application", help="Build this application's firmware.")
-@click.option("--device", help="Build this device's firmware (needs --app).")
+@click.option(
+    "--device",
+    help="Build this device's firmware; its application comes from the device's"
+    " metadata.application (give --app too if the name is in several applications).",
+)
+@click.option(
+    "--all",
+    "build_all",
+    is_flag=True,
+    help="Build every application and device with a build that the allowlist allows;"
+    " a summary at the end, exit 1 if any failed.",
+)
 @click.option(
     "--runner",
     type=click.Choice(["container", "host"]),
@@ -103,10 +135,22 @@ def _summary(records: list[LocalBuild]) -> Table:
     "--version",
     "version",
     callback=checked_version,
-    help="Firmware version to stamp, an OCI tag (default: the VERSION file, else the commit).",
+    help="Firmware version to stamp, an OCI tag. Without it: the first line of a VERSION file"
+    " at the top of the source repository, if that is a version; else the commit sha.",
 )
-@click.option("--builders", "builders_dir", type=click.Path(path_type=Path))
-@click.option("--state-dir", type=click.Path(path_type=Path))
+@click.option(
+    "--builders",
+    "builders_dir",
+    type=click.Path(path_type=Path),
+    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped"
+    " with Ajour).",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(path_type=Path),
+    help="Where builds, logs and the cache are kept (default: AJOUR_STATE_DIR,"
+    " ~/.local/state/ajour).",
+)
 @click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")
 @click.option("--to", "publish_to", help="Publish target (default: the spec's registry image).")
 @click.option("--notify", "notify_url", help="Tell delivery after publishing (http/mqtt URL).")
@@ -118,6 +162,7 @@ def build(
     config_path: Path | None,
     application: str | None,
     device: str | None,
+    build_all: bool,
     runner: str,
     no_cache: bool,
     version: str | None,
@@ -128,53 +173,99 @@ def build(
     notify_url: str | None,
     as_json: bool,
 ) -> None:
-    """Clone, build in the builder image, check and record the artifact; --publish it."""
+    """Clone, build in the builder image, check and record the artifact; --publish it.
+
+    Give --app, --device (its application follows from the device) or --all.
+    """
     want_json(ctx, as_json)
-    if application is None:
-        raise click.UsageError("give --app (and optionally --device)")
+    _check_selection(application, device, build_all, publish_to)
     settings = LocalSettings()
     if state_dir is not None:
         settings = settings.model_copy(update={"state_dir": state_dir})
     fleet, config = _load(list(paths), config_path, required=True)
     assert config is not None
-    plan = plan_builds(fleet, config, application, device).require_allowed()
+    plan = plan_builds(fleet, config, application, device)
+    if not build_all:
+        plan.require_allowed()
+    for refusal in plan.refused if build_all else ():
+        console(stderr=True).print(f"[yellow]skipped:[/] {escape(refusal)}")
     if not plan.builds:
-        raise AjourError(f"nothing to build: {application} has no firmware.container.build")
+        what = application or device or "the fleet"
+        raise AjourError(f"nothing to build: {what} has no allowed firmware.container.build")
     catalog_dir = builders_dir or settings.builders_dir
     catalog = load_catalog(catalog_dir) if catalog_dir.is_dir() else []
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
-    records: list[LocalBuild] = []
-    failure: AjourError | None = None
     with engine_for(runner, settings) as engine:
         local = LocalRunner(state, engine, catalog, not no_cache, display.progress())
-        for planned in plan.builds:
-            display.begin(planned.name)
-            try:
-                with _live(display):
-                    records.append(local.run(planned, version))
-            except BuildCancelled:
-                raise
-            except (BuildError, SourceError) as exc:
-                failure = exc
-                failed = [r for r in state.records() if r.name == planned.name]
-                records.extend(failed[-1:])
-                break
+        records, failures = _run(local, plan.builds, version, display, keep_going=build_all)
     published = []
-    if do_publish and failure is None:
-        for planned, record in zip(plan.builds, records, strict=True):
-            published.append(_publish(planned.publish_to, publish_to, record, state, notify_url))
+    if do_publish and (build_all or not failures):
+        done = {r.name: r for r in records if r.artifact is not None}
+        for planned in plan.builds:
+            if planned.name in done:
+                policy = fleet.applications[planned.application].rollout
+                out = _publish(planned, publish_to, done[planned.name], state, notify_url, policy)
+                published.append(out)
     _report(records, as_json, state, published)
-    if failure is not None:
-        raise failure
+    if failures and not build_all:
+        raise next(iter(failures.values()))
+    if failures:
+        names = ", ".join(failures)
+        raise AjourError(f"{len(failures)} of {len(plan.builds)} builds failed: {names}")
+
+
+def _check_selection(
+    application: str | None, device: str | None, build_all: bool, publish_to: str | None
+) -> None:
+    if build_all and (application or device):
+        raise click.UsageError("--all builds everything: give it without --app and --device")
+    if not (build_all or application or device):
+        raise click.UsageError("give --app, --device or --all")
+    if build_all and publish_to:
+        raise click.UsageError("--to names one target: with --all each build publishes to its own")
+
+
+def _run(
+    local: LocalRunner,
+    builds: tuple[PlannedBuild, ...],
+    version: str | None,
+    display: _Display,
+    keep_going: bool,
+) -> tuple[list[LocalBuild], dict[str, AjourError]]:
+    """Run the builds in order: the records, and the failures by build name. The first
+    failure stops the rest unless ``keep_going``."""
+    records: list[LocalBuild] = []
+    failures: dict[str, AjourError] = {}
+    for planned in builds:
+        display.begin(planned.name)
+        try:
+            with _live(display):
+                records.append(local.run(planned, version))
+        except BuildCancelled:
+            raise
+        except (BuildError, SourceError) as exc:
+            failures[planned.name] = exc
+            failed = [r for r in local.state.records() if r.name == planned.name]
+            records.extend(failed[-1:])
+            if not keep_going:
+                break
+    return records, failures
 
 
 def _publish(
-    default_to: str, to: str | None, record: LocalBuild, state: StateDir, notify_url: str | None
+    planned: PlannedBuild,
+    to: str | None,
+    record: LocalBuild,
+    state: StateDir,
+    notify_url: str | None,
+    policy: RolloutPolicy | None,
 ) -> dict[str, object]:
     from ajour_build.publish.destination import release
 
-    out = release(state.firmware_of(record), to or default_to, os.environ, False, notify_url)
+    firmware, where = state.firmware_of(record), to or planned.publish_to
+    app = planned.application
+    out = release(firmware, where, os.environ, False, notify_url, app, policy)
     done, warning = out.published, out.warning
     return {
         "build": record.id,

@@ -18,13 +18,21 @@ from ajour_build.core.errors import AjourError
 from ajour_build.settings import LocalSettings
 
 _DIR = click.option(
-    "--builders", "builders_dir", type=click.Path(path_type=Path), help="Catalog directory."
+    "--builders",
+    "builders_dir",
+    type=click.Path(path_type=Path),
+    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped with"
+    " Ajour).",
 )
 
 
-@click.group()
+@click.group(
+    epilog="\b\nExamples:\n  ajour-build builders list\n  ajour-build builders base\n"
+    "  ajour-build builders build arm-gcc --if-missing\n"
+)
 def builders() -> None:
-    """The builder image catalog (builder-images/)."""
+    """The builder catalog: builder-images/, shipped with Ajour (AJOUR_BUILDERS_DIR or
+    --builders for another)."""
 
 
 @builders.command("list")
@@ -79,8 +87,13 @@ def build(name: str, builders_dir: Path | None, base_image: str | None, if_missi
 
 @builders.command("base")
 @click.option("--image", help="Image name (default: AJOUR_BASE_IMAGE).")
-@click.option("--suite", default="bookworm", show_default=True)
-@click.option("--mirror", default="http://deb.debian.org/debian", show_default=True)
+@click.option("--suite", default="bookworm", show_default=True, help="Debian suite to bootstrap.")
+@click.option(
+    "--mirror",
+    default="http://deb.debian.org/debian",
+    show_default=True,
+    help="Debian mirror debootstrap fetches from.",
+)
 def base(image: str | None, suite: str, mirror: str) -> None:
     """Create the base image with debootstrap + podman import (needs root)."""
     settings = LocalSettings()

@@ -10,10 +10,17 @@ import click
 from rich.table import Table
 
 from ajour_build.cli import checked_version, console, want_json
+from ajour_build.core.artifact.format import TITLE
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.destination import inspect as inspect_target
 from ajour_build.publish.destination import release
-from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, Published, SourceInfo
+from ajour_build.publish.publisher import (
+    BuilderInfo,
+    FirmwareArtifact,
+    Published,
+    SourceInfo,
+    elf_beside,
+)
 
 
 def _report(published: Published, warning: str | None, as_json: bool) -> None:
@@ -34,7 +41,13 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
         console(stderr=True).print(f"[yellow]warning:[/] {warning}")
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  ajour-build publish build/blinky.bin --to oci://127.0.0.1:5000/fw/blinky:latest"
+    " --version 1.4.0\n"
+    "  ajour-build publish build/blinky.bin --to oci-layout:///var/lib/ajour/fw:latest"
+    " --version 1.4.0 --notify http://127.0.0.1:8081/v1/events\n"
+)
 @click.argument("artifact", type=click.Path(path_type=Path))
 @click.option(
     "--to",
@@ -55,8 +68,14 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
 @click.option("--builder-image", default="", help="Builder image (metadata).")
 @click.option("--builder-arg", "builder_args", multiple=True, help="Builder argument (repeat).")
 @click.option("--notify", "notify_url", help="Tell delivery: http(s):// URL or mqtt://host/topic.")
+@click.option(
+    "--elf",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="The build's ELF, a second layer for symbolicating crashes (oci:// and oci-layout://"
+    " only; default: <name>.elf next to the firmware, if there is one).",
+)
 @click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print where it was published as JSON.")
 @click.pass_context
 def publish(
     ctx: click.Context,
@@ -69,6 +88,7 @@ def publish(
     builder_image: str,
     builder_args: tuple[str, ...],
     notify_url: str | None,
+    elf: Path | None,
     insecure: bool,
     as_json: bool,
 ) -> None:
@@ -79,15 +99,19 @@ def publish(
         version,
         SourceInfo(source_uri, source_commit, source_project),
         BuilderInfo(builder_image, builder_args),
+        elf=elf or elf_beside(artifact),
     )
     out = release(firmware, to, os.environ, insecure, notify_url)
     _report(out.published, out.warning, as_json)
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-build inspect oci://127.0.0.1:5000/fw/blinky:latest\n"
+    "  ajour-build inspect --json oci-layout:///var/lib/ajour/fw:latest\n"
+)
 @click.argument("target")
 @click.option("--insecure", is_flag=True, help="Allow plain http to a non-loopback registry.")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the firmware's metadata as JSON.")
 @click.pass_context
 def inspect(ctx: click.Context, target: str, insecure: bool, as_json: bool) -> None:
     """Show what is published: the true version behind a tag, size, checksum, source."""
@@ -111,6 +135,7 @@ def inspect(ctx: click.Context, target: str, insecure: bool, as_json: bool) -> N
         ("commit", info.source.commit or "-"),
         ("builder", info.builder.image or "-"),
         ("created", info.created or "-"),
+        ("elf", f"{info.elf.annotations.get(TITLE, '')} ({info.elf.digest})" if info.elf else "-"),
     ]
     for key, value in rows:
         table.add_row(key, value)

@@ -12,7 +12,11 @@ from ajour_build.core.errors import AjourError
 from ajour_build.settings import LocalSettings
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n"
+    "  ajour-build serve --fleet examples/fleet --config examples/fleet/ajour.yaml\n"
+    "  ajour-build serve --fleet fleet/ --host 0.0.0.0 --port 8080 --no-console\n"
+)
 @click.option(
     "--fleet",
     "fleet_paths",
@@ -21,11 +25,28 @@ from ajour_build.settings import LocalSettings
     type=click.Path(path_type=Path),
     help="Fleet spec files or directories (repeatable); read again when they change.",
 )
-@click.option("--config", "config_path", type=click.Path(path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="Installation config (default: AJOUR_CONFIG, the fleet's ajour.yaml, ./ajour.yaml).",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option(
+    "--port",
+    default=8080,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port to listen on (0: any free port).",
+)
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Default: AJOUR_STATE_DIR.")
-@click.option("--builders", "builders_dir", type=click.Path(path_type=Path))
+@click.option(
+    "--builders",
+    "builders_dir",
+    type=click.Path(path_type=Path),
+    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped with"
+    " Ajour).",
+)
 @click.option(
     "--insecure-no-auth",
     is_flag=True,

@@ -99,7 +99,10 @@ _CONFIG = click.option(
 )
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-build validate examples/fleet\n"
+    "  ajour-build validate --strict --json examples/fleet\n"
+)
 @_PATHS
 @_CONFIG
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
@@ -151,14 +154,18 @@ def validate(
         )
 
 
-@click.command()
+@click.command(
+    epilog="\b\nExamples:\n  ajour-build render examples/fleet -o /tmp/ajour-out\n"
+    "  ajour-build render examples/fleet --stdout --app blinky\n"
+    "  ajour-build render examples/fleet --stdout --triggers --pin\n"
+)
 @_PATHS
 @_CONFIG
 @click.option("-o", "--output", type=click.Path(path_type=Path), help="Directory to write to.")
 @click.option("--stdout", "to_stdout", is_flag=True, help="Write the manifests to stdout.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary.")
 @click.option("--app", "application", help="Only this application (and its devices).")
-@click.option("--device", help="Only this device (needs --app).")
+@click.option("--device", help="Only this device (its application follows from the device).")
 @click.option(
     "--triggers",
     "with_triggers",

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from ajour_build.core.errors import AjourError
-from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, SourceInfo
+from ajour_build.publish.publisher import BuilderInfo, FirmwareArtifact, SourceInfo, elf_beside
 from ajour_build.steps.clone import clear, clone
 
 
@@ -28,7 +28,11 @@ def _result(env_name: str, value: str) -> None:
         path.write_text(value, encoding="utf-8")
 
 
-@click.group()
+@click.group(
+    epilog="\b\nExample (what the ajour-git-clone Task runs):\n"
+    "  AJOUR_GIT_URL=https://git.example.com/fw.git AJOUR_CHECKOUT_DIR=/workspace/source"
+    " ajour-build step clone\n"
+)
 def step() -> None:
     """Pipeline steps, configured by environment variables (see pipelines/README.md)."""
 
@@ -66,8 +70,9 @@ def publish_step(builder_args: tuple[str, ...]) -> None:
 
     if os.environ.get("AJOUR_DOCKERCONFIG_BOUND") == "false" or not os.environ.get("DOCKER_CONFIG"):
         os.environ.pop("DOCKER_CONFIG", None)  # an unbound workspace gives an empty path
+    firmware = Path(_env("AJOUR_ARTIFACT_FILE"))
     artifact = FirmwareArtifact(
-        Path(_env("AJOUR_ARTIFACT_FILE")),
+        firmware,
         _env("AJOUR_FIRMWARE_VERSION"),
         SourceInfo(
             _env("AJOUR_SOURCE_URL", required=False),
@@ -75,6 +80,7 @@ def publish_step(builder_args: tuple[str, ...]) -> None:
             _env("AJOUR_SOURCE_PROJECT", required=False),
         ),
         BuilderInfo(_env("AJOUR_BUILDER_IMAGE", required=False), builder_args),
+        elf=elf_beside(firmware),
     )
     out = release(
         artifact, _env("AJOUR_PUBLISH_TO"), os.environ, False, os.environ.get("AJOUR_NOTIFY_URL")

@@ -74,6 +74,8 @@ class DeliveryConfig(Section):
     # bearer tokens for GET /v1/status and for POST /v1/events (a registry's notifications)
     status_tokens: tuple[SecretStr, ...] = ()
     events_tokens: tuple[SecretStr, ...] = ()
+    # bearer token of POST /v1/rollouts/<app>/<action> (empty: operations are refused)
+    operator_token: SecretStr = SecretStr("")
     hawkbit_url: Text = ""  # hawkBit DDI base URL, for hawkbit firmware specs
     hawkbit_tenant: Text = "DEFAULT"
 

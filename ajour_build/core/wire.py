@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import math
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 # The bearer tokens of the worker's GET /v1/status and POST /v1/events, from the environment
 # (each side also reads them from the installation config's ``delivery`` section).
+_M = TypeVar("_M", bound=BaseModel)
+
 STATUS_TOKEN_ENV = "AJOUR_DELIVERY_STATUS_TOKEN"
 EVENTS_TOKEN_ENV = "AJOUR_DELIVERY_EVENTS_TOKEN"
 
@@ -108,17 +110,22 @@ class DeviceReport(BaseModel):
         return self.model_dump(mode="json", by_alias=True)
 
 
-def read_reports(data: Any) -> list[DeviceReport]:
-    """The reports in delivery's status JSON (a list); entries that are no report are dropped."""
+def read_models(model: type[_M], data: Any, what: str) -> list[_M]:
+    """The entries of a JSON list that are ``model``s; the others are dropped, not raised."""
     if not isinstance(data, list):
-        raise ValueError("delivery's status is not a list of devices")
+        raise ValueError(f"delivery's {what} is not a list")
     found = []
     for item in data:
         try:
-            found.append(DeviceReport.model_validate(item))
+            found.append(model.model_validate(item))
         except ValidationError:
             continue
     return found
+
+
+def read_reports(data: Any) -> list[DeviceReport]:
+    """The reports in delivery's status JSON (a list); entries that are no report are dropped."""
+    return read_models(DeviceReport, data, "status")
 
 
 class PublishEvent(BaseModel):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 from ajour_build.core.artifact.format import (
+    ELF_MEDIA_TYPE,
+    TITLE,
     Builder,
+    Descriptor,
     FirmwareConfig,
     Source,
     build_manifest,
@@ -36,7 +39,17 @@ class V1Parts:
             created=now_rfc3339(),
         )
         self.config_bytes = config_blob(self.config)
-        self.manifest = build_manifest(self.config, self.config_bytes, artifact.path.name)
+        self.elf: Descriptor | None = None
+        if artifact.elf is not None:
+            self.elf = Descriptor.model_validate(
+                {
+                    "mediaType": ELF_MEDIA_TYPE,
+                    "digest": "sha256:" + sha256_file(artifact.elf),
+                    "size": artifact.elf.stat().st_size,
+                    "annotations": {TITLE: artifact.elf.name},
+                }
+            )
+        self.manifest = build_manifest(self.config, self.config_bytes, artifact.path.name, self.elf)
         self.manifest_bytes = canonical(self.manifest)
         self.digest = sha256_digest(self.manifest_bytes)
 

@@ -18,6 +18,7 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import SCHEMES, parse_dir, parse_layout, parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
+from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.core.wire import EVENTS_TOKEN_ENV
 from ajour_build.publish import notify
 from ajour_build.publish.publisher import FirmwareArtifact, Published, Publisher
@@ -33,7 +34,15 @@ def scheme_of(url: str) -> str:
     return scheme
 
 
-def publisher_for(url: str, env: Mapping[str, str], insecure: bool = False) -> Publisher:
+def publisher_for(
+    url: str,
+    env: Mapping[str, str],
+    insecure: bool = False,
+    application: str | None = None,
+    policy: RolloutPolicy | None = None,
+) -> Publisher:
+    """The publisher of ``url``. ``policy`` (the application's ``spec.rollout``) matters for
+    hawkBit only, which runs it as a hawkBit rollout; delivery runs it for the others."""
     scheme = scheme_of(url)
     try:
         if scheme == "oci":
@@ -53,6 +62,8 @@ def publisher_for(url: str, env: Mapping[str, str], insecure: bool = False) -> P
         raise PublishError(str(exc)) from None
     from ajour_build.publish.hawkbit import HawkbitPublisher
 
+    if policy is not None:
+        return HawkbitPublisher.from_url(url, env, application=application, policy=policy)
     return HawkbitPublisher.from_url(url, env)
 
 
@@ -68,10 +79,12 @@ def release(
     env: Mapping[str, str],
     insecure: bool = False,
     notify_url: str | None = None,
+    application: str | None = None,
+    policy: RolloutPolicy | None = None,
 ) -> Release:
     """Publish ``artifact`` to ``to``, then notify ``notify_url`` (http(s):// or mqtt://,
     with the events token from ``env``'s ``AJOUR_DELIVERY_EVENTS_TOKEN``)."""
-    published = publisher_for(to, env, insecure).publish(artifact)
+    published = publisher_for(to, env, insecure, application, policy).publish(artifact)
     if notify_url:
         try:
             notify.send(notify_url, published, token=env.get(EVENTS_TOKEN_ENV, ""))

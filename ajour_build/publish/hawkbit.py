@@ -21,7 +21,9 @@ import requests
 from ajour_build.core.errors import PublishError
 from ajour_build.core.files import sha256_file
 from ajour_build.core.hosts import is_loopback
+from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.publish.hawkbit_auth import AUTH_HINT, HawkbitAuth
+from ajour_build.publish.hawkbit_rollout import RolloutPlan, deploy, hawkbit_message, plan
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 log = logging.getLogger(__name__)
@@ -68,6 +70,8 @@ class HawkbitPublisher:
         ds_type: str = "os",
         assign_target: str | None = None,
         rollout: Rollout | None = None,
+        application: str | None = None,
+        policy: RolloutPolicy | None = None,
         insecure: bool = False,
         timeout: float = 30.0,
         connect_timeout: float = 10.0,
@@ -104,6 +108,12 @@ class HawkbitPublisher:
                 f"hawkBit rollout {rollout.name!r}: needs a name of letters, digits, . _ -"
                 " and a non-empty target filter (RSQL, e.g. filter=controllerId==dev-*)"
             )
+        if policy is not None and (rollout is not None or not application):
+            raise PublishError(
+                "hawkBit: a spec.rollout policy needs its application's name and replaces"
+                " rollout=/filter= in the hawkbit:// URL; drop those parameters"
+            )
+        self.application, self.policy = application, policy
         self.base_url = f"{parts.scheme}://{parts.netloc}"
         self.insecure = parts.scheme == "http" and not is_loopback(host)
         self.module, self.module_type, self.ds_type = module, module_type, ds_type
@@ -182,6 +192,9 @@ class HawkbitPublisher:
                 f"version {artifact.version!r} is {len(artifact.version)} characters;"
                 f" hawkBit allows at most {VERSION_MAX}: shorten it"
             )
+        planned = None  # refuse a policy hawkBit cannot express before any request
+        if self.policy is not None and self.application:
+            planned = plan(self.policy, self.application, artifact.version)
         digest = sha256_file(artifact.path)
         self._until = time.monotonic() + self.deadline
         with requests.Session() as session:
@@ -194,6 +207,8 @@ class HawkbitPublisher:
                 self._assign(session, ds_id, self.assign_target)
             if self.rollout:
                 self._rollout(session, ds_id, self.rollout)
+            if planned is not None:
+                deploy(self, session, ds_id, planned)
         return Published(
             target=self.url,
             reference=f"{self.base_url}{API}/distributionsets/{ds_id}",
@@ -284,41 +299,9 @@ class HawkbitPublisher:
             )
 
     def _rollout(self, s: requests.Session, ds_id: int, rollout: Rollout) -> None:
-        path = "/rollouts"
-        reply = self._call(s, "GET", path, expect=200, params={"q": f"name=={rollout.name}"})
-        found = [r for r in self._page(reply) if r.get("name") == rollout.name]  # getRollouts
-        if found:
-            rollout_id = int(found[0]["id"])
-        else:
-            body = {
-                "name": rollout.name,
-                "distributionSetId": ds_id,
-                "amountGroups": rollout.groups,
-            }
-            body["targetFilterQuery"] = rollout.target_filter
-            created = self._call(s, "POST", path, expect=201, json=body)  # create
-            rollout_id = int(self._entities(created, [self._json(created, dict)])[0]["id"])
-        polled = time.monotonic()
-        deadline = min(polled + self.poll_timeout, self._until)
-        while True:
-            got = self._json(self._call(s, "GET", f"{path}/{rollout_id}", expect=200), dict)
-            if got.get("distributionSetId") not in (None, ds_id):  # getRollout
-                raise self._fail(
-                    f"rollout {rollout.name!r} (id {rollout_id}) already exists for distribution"
-                    f" set {got.get('distributionSetId')}, not {ds_id}; choose another rollout name"
-                )
-            status = got.get("status")
-            if status != "creating" or time.monotonic() > deadline:
-                break
-            time.sleep(min(self.poll_interval, max(deadline - time.monotonic(), 0.0)))
-        if status == "ready":
-            self._call(s, "POST", f"{path}/{rollout_id}/start", expect=200)  # start
-            log.info("hawkBit: started rollout %s", rollout.name)
-        elif status in ("creating", "error_creating", "error_starting", None):
-            raise self._fail(
-                f"rollout {rollout.name!r} (id {rollout_id}) is {status!r}, not 'ready', after"
-                f" {time.monotonic() - polled:.1f}s; check it in hawkBit, then publish again"
-            )
+        body = {"name": rollout.name, "amountGroups": rollout.groups}
+        body["targetFilterQuery"] = rollout.target_filter
+        deploy(self, s, ds_id, RolloutPlan(rollout.name, body))
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -407,9 +390,10 @@ class HawkbitPublisher:
         return int(self._entities(reply, data)[0]["id"])
 
     def _bad(self, reply: _Reply, expected: str) -> PublishError:
+        said = hawkbit_message(reply.body) if reply.status >= 400 else None
         return self._fail(
             f"{reply.where}: expected {expected}; got HTTP {reply.status}, body:"
-            f" {_excerpt(reply.body)}"
+            f" {_excerpt(reply.body)}" + (f"; hawkBit says: {said}" if said else "")
         )
 
     def _fail(self, message: str) -> PublishError:

@@ -41,6 +41,10 @@ class LayoutPublisher:
                     stored, _ = writer.put_file(artifact.path)
                     if stored != parts.checksum:
                         raise PublishError(f"{artifact.path} changed while it was being published")
+                    if artifact.elf is not None and parts.elf is not None:
+                        elf, _ = writer.put_file(artifact.elf)
+                        if elf != parts.elf.digest:
+                            raise PublishError(f"{artifact.elf} changed while it was published")
                     digest = writer.put_bytes(parts.manifest_bytes)
                     size = len(parts.manifest_bytes)
                     writer.tag(artifact.version, digest, size)

@@ -178,6 +178,8 @@ class OciPublisher:
                     },
                 ),
             ]
+            if artifact.elf is not None and parts.elf is not None:
+                blobs.append((artifact.elf, parts.elf.model_dump(by_alias=True)))
             for path, layer in blobs:
                 response = registry.upload_blob(str(path), container, layer)
                 self._ok(response, f"uploading blob {layer['digest']}")

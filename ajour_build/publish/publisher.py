@@ -31,18 +31,29 @@ class FirmwareArtifact:
     version: str
     source: SourceInfo = field(default_factory=SourceInfo)
     builder: BuilderInfo = field(default_factory=BuilderInfo)
+    # the build's ELF, published beside the firmware (OCI targets only) for symbolication
+    elf: Path | None = None
 
     def check(self) -> int:
         """Validate before any network traffic; return the size in bytes."""
         problem = version_problem(self.version)
         if problem is not None:
             raise PublishError(f"not publishable: {problem}")
-        if not self.path.is_file():
-            raise PublishError(f"artifact {str(self.path)!r} does not exist or is not a file")
-        size = self.path.stat().st_size
-        if size == 0:
-            raise PublishError(f"artifact {str(self.path)!r} is empty; refusing to publish it")
-        return size
+        for what, path in (("artifact", self.path), ("ELF", self.elf)):
+            if path is None:
+                continue
+            if not path.is_file():
+                raise PublishError(f"{what} {str(path)!r} does not exist or is not a file")
+            if path.stat().st_size == 0:
+                raise PublishError(f"{what} {str(path)!r} is empty; refusing to publish it")
+        return self.path.stat().st_size
+
+
+def elf_beside(firmware: Path) -> Path | None:
+    """The ELF a build left next to its firmware (``build/app.bin`` -> ``build/app.elf``),
+    the way the local runner keeps it; None if there is none or the firmware is the ELF."""
+    elf = firmware.with_suffix(".elf")
+    return elf if elf != firmware and elf.is_file() else None
 
 
 @dataclass(frozen=True)

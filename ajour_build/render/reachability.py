@@ -47,7 +47,7 @@ def cluster_warnings(builds: tuple[PlannedBuild, ...], config: InstallationConfi
     for image in builders:
         out.append(
             f"builder image {image!r} exists only on this machine; a cluster cannot pull it."
-            " Push it to a registry the cluster reaches and point the builders catalog"
+            " Push it to a registry the cluster reaches and point its builder alias"
             f" (builders.<name>.image in ajour.yaml) at it; see {DOC}"
         )
     for build in builds:

@@ -86,11 +86,14 @@ class StateDir:
         """The firmware a succeeded build left, as a publisher takes it."""
         if record.artifact is None or record.version is None:
             raise BuildError(f"build {record.id} has no artifact to publish ({record.state})")
+        artifacts = self.build_dir(record.id) / "artifacts"
+        elf = next((e.name for e in record.artifact.extras if e.name.endswith(".elf")), None)
         return FirmwareArtifact(
-            self.build_dir(record.id) / "artifacts" / record.artifact.name,
+            artifacts / record.artifact.name,
             record.version,
             SourceInfo(record.git_url, record.commit or ""),
             BuilderInfo(record.builder.image if record.builder else ""),
+            elf=artifacts / elf if elf is not None else None,
         )
 
     def records(self) -> list[LocalBuild]:

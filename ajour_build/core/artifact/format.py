@@ -1,8 +1,10 @@
 """Firmware artifact format v1 (docs/artifact-format.md), and the two older Drogue layouts.
 
 v1: an OCI image manifest with ``artifactType: application/vnd.ajour.firmware.v1``, a JSON
-config blob (``application/vnd.ajour.firmware.config.v1+json``) with the metadata, and one
-``application/octet-stream`` layer holding the firmware, titled with its file name.
+config blob (``application/vnd.ajour.firmware.config.v1+json``) with the metadata, one
+``application/octet-stream`` layer holding the firmware, titled with its file name, and
+optionally a second layer, the build's ELF (``application/vnd.ajour.firmware.elf.v1``), for
+symbolicating crashes later. Readers pick layers by media type, never by position.
 
 Read back as well:
 
@@ -30,6 +32,7 @@ from ajour_build.core.errors import ArtifactError
 ARTIFACT_TYPE = "application/vnd.ajour.firmware.v1"
 CONFIG_MEDIA_TYPE = "application/vnd.ajour.firmware.config.v1+json"
 LAYER_MEDIA_TYPE = "application/octet-stream"
+ELF_MEDIA_TYPE = "application/vnd.ajour.firmware.elf.v1"  # the optional debug layer
 MANIFEST_MEDIA_TYPE = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 IMAGE_CONFIG_TYPES = (
@@ -96,6 +99,7 @@ class FirmwareInfo(_Model):
     builder: Builder = Builder()
     created: str = ""
     title: str = ""
+    elf: Descriptor | None = None  # the optional ELF layer (v1); delivery never reads it
 
 
 def sha256_digest(data: bytes) -> str:
@@ -115,8 +119,11 @@ def now_rfc3339() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def build_manifest(config: FirmwareConfig, config_bytes: bytes, title: str) -> dict[str, Any]:
-    """The v1 manifest for ``config`` (its blob is ``config_bytes``) and the firmware layer."""
+def build_manifest(
+    config: FirmwareConfig, config_bytes: bytes, title: str, elf: Descriptor | None = None
+) -> dict[str, Any]:
+    """The v1 manifest for ``config`` (its blob is ``config_bytes``) and the firmware layer,
+    then the ELF layer if ``elf`` (titled by its annotation) is given."""
     annotations = {
         "org.opencontainers.image.version": config.version,
         "org.opencontainers.image.created": config.created or now_rfc3339(),
@@ -140,7 +147,8 @@ def build_manifest(config: FirmwareConfig, config_bytes: bytes, title: str) -> d
                 "digest": config.checksum,
                 "size": config.size,
                 "annotations": {TITLE: title},
-            }
+            },
+            *([elf.model_dump(by_alias=True)] if elf is not None else []),
         ],
         "annotations": annotations,
     }
@@ -201,6 +209,7 @@ def describe(manifest_bytes: bytes, fetch: Fetch, tag: str = "") -> FirmwareInfo
             builder=meta.builder,
             created=meta.created,
             title=octets[0].annotations.get(TITLE, ""),
+            elf=next((layer for layer in layers if layer.media_type == ELF_MEDIA_TYPE), None),
         )
     if octets:
         if not tag:

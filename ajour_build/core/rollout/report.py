@@ -17,7 +17,9 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
+
+from ajour_build.core.wire import read_models
 
 OPERATOR_TOKEN_ENV = "AJOUR_DELIVERY_OPERATOR_TOKEN"
 
@@ -48,11 +50,17 @@ class WaveReport(_Wire):
     devices: int = Field(default=0, ge=0, description="devices of the cohort in this wave")
     downloading: int = Field(default=0, ge=0, description="receiving to_version right now")
     outcomes: dict[str, int] = Field(default_factory=dict, description="keys: OUTCOMES")
+    held_back: list[str] = Field(
+        default_factory=list,
+        alias="heldBack",
+        description="the wave's devices that reverted or failed (the first 100, by name)",
+    )
 
     @property
     def pending(self) -> int:
-        """Devices of the wave with no outcome yet (not swapped, not finished)."""
-        return max(0, self.devices - sum(self.outcomes.values()))
+        """Devices of the wave with no outcome yet and not downloading: ``devices`` is
+        ``pending + downloading`` plus the outcomes."""
+        return max(0, self.devices - self.downloading - sum(self.outcomes.values()))
 
     @property
     def failed(self) -> int:
@@ -74,7 +82,8 @@ class RolloutReport(_Wire):
     held_back: list[str] = Field(
         default_factory=list,
         alias="heldBack",
-        description="devices that reverted or failed: not offered to_version until retried",
+        description="devices that reverted or failed: not offered to_version until retried"
+        " (the first 100, by name; the waves' outcomes count them all)",
     )
 
     @property
@@ -96,12 +105,4 @@ class RolloutRequest(_Wire):
 
 def read_rollouts(data: Any) -> list[RolloutReport]:
     """The reports in ``GET /v1/rollouts`` JSON (a list); entries that are none are dropped."""
-    if not isinstance(data, list):
-        raise ValueError("delivery's rollouts are not a list")
-    found = []
-    for item in data:
-        try:
-            found.append(RolloutReport.model_validate(item))
-        except ValidationError:
-            continue
-    return found
+    return read_models(RolloutReport, data, "rollouts")

@@ -123,7 +123,7 @@ def _repository_ref(value: str) -> str:
 
 
 def _builder_image(value: str) -> str:
-    # a builder catalog name (resolved through ajour.yaml) or a full image reference
+    # a builder alias (resolved through ajour.yaml's builders) or a full image reference
     return _image_ref(value)
 
 
