@@ -248,8 +248,8 @@ def test_two_workers_and_a_restart_continue_one_rollout(
                 assert stopped.rollouts is not None
                 stopped.rollouts.store.close()  # gone, with what it held in memory
                 restarted = True
-            if current.seq == 2 and current.state is State.COMPLETED:
-                break
+            if current.seq == 2 and current.state is State.COMPLETED and confirmed(first):
+                break  # the last wave's devices have also reported after their swap
             time.sleep(0.05)
     finally:
         stop.set()
@@ -267,6 +267,13 @@ def test_two_workers_and_a_restart_continue_one_rollout(
     counts = first.rollouts.counts("app")
     assert sum(c.of("confirmed") for c in counts.values()) == N
     assert sum(c.of("failed") for c in counts.values()) == 0
+
+
+def confirmed(worker: Worker) -> bool:
+    """Whether every device's outcome is confirmed (the rollout completes when the last
+    wave's dwell passed, which may be before its devices' next status)."""
+    assert worker.rollouts is not None
+    return sum(c.of("confirmed") for c in worker.rollouts.counts("app").values()) == N
 
 
 SERVED_FLEET = """\
