@@ -100,8 +100,8 @@ class PostgresRolloutStore:
     def __init__(
         self, dsn: str, timeout: float = 10.0, connect_timeout: int = 5, retry: float = 1.0
     ) -> None:
-        self.location = shown(dsn)
         self._passwords = _passwords(dsn)
+        self.location = shown(self._clean(dsn))  # the DSN as messages show it
         try:
             import psycopg
             from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -115,12 +115,13 @@ class PostgresRolloutStore:
             params = conninfo_to_dict(dsn)
         except psycopg.Error as exc:
             raise DeliveryError(
-                f"rollout database {self.location}: {self._clean(exc)}; write"
+                f"rollout database {self.location}: {self._clean(str(exc))}; write"
                 " postgresql://USER[:PASSWORD]@HOST[:PORT]/DATABASE"
             ) from None
         self._passwords = sorted(
             {*self._passwords, str(params.get("password") or "")} - {""}, key=len, reverse=True
-        )
+        )  # as libpq read it, too (a quoted key=value password)
+        self.location = shown(self._clean(dsn))
         params.setdefault("connect_timeout", str(connect_timeout))
         params.setdefault("tcp_user_timeout", str(int(timeout * 1000)))
         params.setdefault("application_name", "ajour-delivery")
@@ -128,21 +129,24 @@ class PostgresRolloutStore:
         if "statement_timeout" not in options:
             params["options"] = f"{options} -c statement_timeout={int(timeout * 1000)}".strip()
         self._conninfo = make_conninfo("", **params)
+        # no server-side prepared statements: they break behind PgBouncer's transaction mode
+        self._options: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         self._retry = retry
         self._mutex = threading.Lock()
         self._db: Connection | None = None
         self._closed = False
         self._failed_at, self._failure = -retry, ""
 
-    def _clean(self, exc: BaseException) -> str:
-        """The driver's message on one line, without the password."""
-        text = " ".join(str(exc).split()) or type(exc).__name__
+    def _clean(self, text: str) -> str:
+        """``text`` on one line, without the password."""
+        text = " ".join(text.split())
         for password in self._passwords:
             text = text.replace(password, "***")
         return text
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
-        return StoreUnavailable(f"rollout database {self.location}: {self._clean(exc)}")
+        reason = self._clean(str(exc)) or type(exc).__name__
+        return StoreUnavailable(f"rollout database {self.location}: {reason}")
 
     def _open(self) -> Connection:
         """The connection, made (with the schema) if there is none or it broke."""
@@ -156,7 +160,7 @@ class PostgresRolloutStore:
             raise StoreUnavailable(self._failure)
         db = None
         try:
-            db = self._connect(self._conninfo, autocommit=True)
+            db = self._connect(self._conninfo, **self._options)
             with db.transaction():
                 found = db.execute(
                     "SELECT to_regclass('rollouts') IS NOT NULL"

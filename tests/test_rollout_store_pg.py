@@ -292,6 +292,13 @@ def test_the_password_is_in_no_message(postgres_server: Postgres) -> None:
     assert "password=***" in message and "Qp-s3cret" not in message, message
     store.close()
 
+    keywords = f"host=127.0.0.1 port={port} user=worker password='Kv s3cret' dbname=db"
+    store = PostgresRolloutStore(keywords)
+    with pytest.raises(StoreUnavailable) as down:
+        store.latest("app")
+    assert "s3cret" not in str(down.value) and "s3cret" not in store.location, str(down.value)
+    store.close()
+
 
 def test_the_location_picks_the_store(tmp_path: Path, postgres_server: Postgres) -> None:
     sqlite = open_rollout_db(str(tmp_path / "r.db"))
@@ -344,3 +351,26 @@ def test_a_worker_on_sqlite_never_imports_psycopg() -> None:
         [sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=REPO, check=True
     )
     assert result.stdout.split() == ["False", "True"]
+
+
+WITHOUT_PSYCOPG = """
+import sys
+sys.modules["psycopg"] = None  # as without the delivery-postgres extra: import fails
+from delivery.rollout_db import open_rollout_db
+open_rollout_db(":memory:").close()
+try:
+    open_rollout_db("postgresql://worker:Pg-s3cret@db.example.com/ajour")
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+
+
+def test_without_psycopg_a_postgresql_url_says_which_extra() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_PSYCOPG], capture_output=True, text=True, cwd=REPO,
+        check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == (
+        "DeliveryError rollout database postgresql://***@db.example.com/ajour: PostgreSQL needs"
+        " psycopg: pip install 'ajour[delivery-postgres]'"
+    )
