@@ -9,6 +9,7 @@ another machine would.
 from __future__ import annotations
 
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -26,17 +27,20 @@ from ajour_build.core.rollout.model import DeviceRecord, Outcome, State
 from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
-from delivery.protocol import Sync, Wait, Write
+from delivery.protocol import Sync, Wait, Write, decode_command, encode_status
 from delivery.rollout_db import open_rollout_db
 from delivery.rollout_store import StoreUnavailable
 from delivery.rollout_store_pg import PostgresRolloutStore
 from delivery.rollouts import Rollouts
+from delivery.simulator import HttpDeviceLink
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
 from tests.conftest import REPO
 from tests.postgres import WORKER, WORKER_PASSWORD, Postgres, RolloutDb, running_postgres
-from tests.test_rollouts import Setup, ask
+from tests.test_rollout_flow import serve
+from tests.test_rollouts import IMAGE_TWO, Setup, ask
+from tests.test_sources import publish
 
 POLICY = RolloutPolicy.model_validate({"waves": [{"percent": 100}]})
 T = TypeVar("T")
@@ -264,6 +268,60 @@ def test_a_locked_table_fails_within_the_statement_timeout(postgres_server: Post
         assert latest is not None and latest.to_version == "1.0"
     finally:
         store.close()
+
+
+def test_serve_waits_out_a_stopped_database(tmp_path: Path) -> None:
+    """``ajour-delivery serve --rollout-db postgresql://…`` as installed: PostgreSQL stops
+    while a new version appears; the rollout application's device gets Wait, the other
+    application's device its update, and the rollout starts when PostgreSQL is back. The
+    worker logs why, never the password, and stops cleanly."""
+    s = Setup(tmp_path)
+    procs: list[subprocess.Popen[bytes]] = []
+    with running_postgres() as server:
+        server.password_role(WORKER, WORKER_PASSWORD)
+        dsn = server.dsn(server.database(owner=WORKER), WORKER, WORKER_PASSWORD)
+        url = serve(tmp_path, dsn, procs)
+        try:
+            device, plain = SimulatedDevice(b"1.0"), SimulatedDevice(b"1.0")
+            assert isinstance(over_http(url, "d0", device), Sync)  # the baseline
+            server.stop()
+            publish(tmp_path, s.url, "1.1", IMAGE_TWO)
+            assert until_over_http(url, "d0", device, Wait)
+            assert isinstance(over_http(url, "p1", plain, "plain"), Write)
+            server.start()
+            assert until_over_http(url, "d0", device, Write)  # rollout 2, wave 1
+        finally:
+            procs[0].send_signal(signal.SIGTERM)
+            err = procs[0].communicate(timeout=15)[1].decode()
+    assert procs[0].returncode == 0 and "Traceback" not in err, err
+    assert "no rollout target for app/d0: rollout database postgresql://***@127.0.0.1:" in err
+    assert WORKER_PASSWORD not in err
+
+
+def over_http(url: str, name: str, device: SimulatedDevice, app: str = "app") -> object:
+    """One status of ``device`` to the worker at ``url`` (retried while it starts)."""
+    deadline = time.monotonic() + 15
+    while True:
+        link = HttpDeviceLink(url, app, name, None, 5)
+        try:
+            command = decode_command(link(encode_status(device.status())))
+            device.apply(command)
+            return command
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+        finally:
+            link.close()
+
+
+def until_over_http(url: str, name: str, device: SimulatedDevice, kind: type) -> bool:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if isinstance(over_http(url, name, device), kind):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 def test_the_password_is_in_no_message(postgres_server: Postgres) -> None:
