@@ -8,6 +8,7 @@ another machine would.
 
 from __future__ import annotations
 
+import json
 import logging
 import signal
 import subprocess
@@ -393,7 +394,7 @@ def test_serve_refuses_an_unknown_scheme(tmp_path: Path) -> None:
 
 
 PROBE = """
-import sys
+import json, sys
 from delivery.cli import main
 from delivery.rollout_db import open_rollout_db
 import delivery.rollout_store_pg
@@ -401,14 +402,24 @@ open_rollout_db(":memory:").close()
 print("psycopg" in sys.modules)
 open_rollout_db("postgresql://nobody@127.0.0.1:1/db").close()  # made, never connected
 print("psycopg" in sys.modules)
+tops = {n.split(".")[0] for n, m in list(sys.modules.items()) if getattr(m, "__spec__", None)}
+print(json.dumps(sorted(t for t in tops if t not in sys.stdlib_module_names
+                        and not t.startswith("_") and t not in ("ajour_build", "delivery"))))
 """
 
 
 def test_a_worker_on_sqlite_never_imports_psycopg() -> None:
+    """psycopg is loaded only for a PostgreSQL store, and then only the packages the
+    ``delivery_lazy`` allow-list of pyproject.toml names come with it."""
+    from tests.test_layers import ALLOWED
+
     result = subprocess.run(
         [sys.executable, "-c", PROBE], capture_output=True, text=True, cwd=REPO, check=True
     )
-    assert result.stdout.split() == ["False", "True"]
+    before, after, loaded = result.stdout.splitlines()
+    assert (before, after) == ("False", "True")
+    allowed = ALLOWED["core"] + ALLOWED["delivery"] + ALLOWED["delivery_lazy"]
+    assert [m for m in json.loads(loaded) if m not in allowed] == []
 
 
 WITHOUT_PSYCOPG = """
