@@ -188,7 +188,8 @@ def _http_settings(
 @click.option("--store", "store_path", help="SQLite file for device status (default: memory).")
 @click.option(
     "--rollout-db",
-    help="SQLite file of staged rollouts, shared by all workers (default: memory, per process).",
+    help="Staged rollouts, shared by all workers: a SQLite file or postgresql://USER@HOST/DB"
+    " (default: memory, per process).",
 )
 @click.option("--ttl", type=float, help="Tag resolution cache TTL in seconds (default: 30).")
 @click.option(
@@ -284,7 +285,7 @@ def serve(
 ) -> None:
     """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
     from delivery.http import HttpTransport
-    from delivery.rollout_store import SqliteRolloutStore
+    from delivery.rollout_db import open_rollout_db
     from delivery.rollouts import Rollouts
     from delivery.store import StatusStore
     from delivery.targets import HawkbitSettings, Targets
@@ -343,7 +344,7 @@ def serve(
 
     targets = make_targets(load_fleet(list(fleet_paths)))
     policy, policies = _policies(poll_synced, poll_wait, app_polls)
-    rollouts = Rollouts(SqliteRolloutStore(rollout_db))
+    rollouts = Rollouts(open_rollout_db(rollout_db))
     worker = Worker(targets, StatusStore(store_path), policy, policies, rollouts=rollouts)
     reloader = FleetReloader(worker, list(fleet_paths), make_targets)
     started: list[Any] = [reloader]

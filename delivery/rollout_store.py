@@ -1,9 +1,10 @@
 """Where rollouts and device outcomes live: one database shared by every worker.
 
-``RolloutStore`` is the protocol; ``SqliteRolloutStore`` the implementation (stdlib
-sqlite3, WAL, one transaction per change, safe for several processes on one file). A
-PostgreSQL store would implement the same five methods. ``":memory:"`` keeps rollouts per
-process.
+``RolloutStore`` is the protocol; ``SqliteRolloutStore`` one implementation (stdlib
+sqlite3, WAL, one transaction per change, safe for several processes on one file),
+``PostgresRolloutStore`` (``delivery/rollout_store_pg.py``) the other, for workers on
+several machines. ``":memory:"`` keeps rollouts per process. The row conversions and what
+``begin`` writes are shared here.
 
 Rollouts are immutable values: ``save`` writes one only if the stored revision is the one
 it was derived from, so two workers never both advance or pause the same rollout. Device
@@ -19,7 +20,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout, State, start
 from ajour_build.core.spec.rollout import RolloutPolicy
@@ -43,7 +44,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS outcomes_by_rollout ON outcomes (application, seq, id)",
     "CREATE INDEX IF NOT EXISTS outcomes_by_device ON outcomes (application, seq, device, id)",
 )
-_COLUMNS = (
+COLUMNS = (
     "application, seq, from_version, to_version, policy, created, state, wave, wave_started,"
     " reason, criteria_since, revision"
 )
@@ -71,7 +72,8 @@ class RolloutStore(Protocol):
     def close(self) -> None: ...
 
 
-def _row(rollout: Rollout) -> tuple[object, ...]:
+def rollout_row(rollout: Rollout) -> tuple[object, ...]:
+    """The values of ``COLUMNS`` for ``rollout``."""
     r = rollout
     return (
         r.application, r.seq, r.from_version, r.to_version, r.policy, r.created, r.state.value,
@@ -79,13 +81,60 @@ def _row(rollout: Rollout) -> tuple[object, ...]:
     )  # fmt: skip
 
 
-def _rollout(row: tuple[object, ...]) -> Rollout:
+def rollout_of(row: tuple[object, ...]) -> Rollout:
+    """The rollout of a row of ``COLUMNS``."""
     app, seq, old, new, policy, created, state, wave, started, why, since, rev = row
     return Rollout(
         str(app), int(str(seq)), str(old), str(new), str(policy), float(str(created)),
         State(str(state)), int(str(wave)), tuple(float(t) for t in json.loads(str(started))),
         str(why), float(str(since)), int(str(rev)),
     )  # fmt: skip
+
+
+def record_of(row: tuple[object, ...]) -> DeviceRecord:
+    """The outcome of a row of (outcome, wave, at, before, swaps)."""
+    outcome, wave, at, before, swaps = row
+    return DeviceRecord(
+        Outcome(str(outcome)), int(str(wave)), float(str(at)), str(before), int(str(swaps))
+    )
+
+
+class Begun(NamedTuple):
+    """What ``begin`` found: the rollout to its version, whether that one is new (to insert),
+    and the running or paused rollout it supersedes (to update), if any."""
+
+    rollout: Rollout
+    new: bool
+    superseded: Rollout | None = None
+
+
+def next_rollout(
+    history: list[Rollout], application: str, version: str, policy: RolloutPolicy, now: float
+) -> Begun:
+    """The rollout to ``version`` after ``history`` (oldest first): the latest one if it goes
+    there already (or went there before: a worker that has not seen the newest version yet),
+    else a new one.
+
+    The first version an application is seen with is its baseline: a completed rollout from
+    nothing. A newer version supersedes a running or paused rollout.
+    """
+    for old in reversed(history):
+        if old.to_version == version:
+            return Begun(history[-1], False)
+    if not history:
+        baseline = Rollout(
+            application, 1, "", version,
+            policy.model_dump_json(by_alias=True, exclude_none=True), now,
+            state=State.COMPLETED, wave_started=(now,),
+            reason="baseline: the first version seen", criteria_since=now,
+        )  # fmt: skip
+        return Begun(baseline, True)
+    last = history[-1]
+    source = last.to_version if last.state is State.COMPLETED else last.from_version
+    superseded = None
+    if last.state in (State.RUNNING, State.PAUSED):
+        superseded = last.changed(state=State.SUPERSEDED, reason=f"superseded by version {version}")
+    return Begun(start(application, last.seq + 1, source, version, policy, now), True, superseded)
 
 
 class SqliteRolloutStore:
@@ -144,60 +193,38 @@ class SqliteRolloutStore:
     def latest(self, application: str) -> Rollout | None:
         with self._lock():
             row = self._db.execute(
-                f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq DESC LIMIT 1",
+                f"SELECT {COLUMNS} FROM rollouts WHERE application=? ORDER BY seq DESC LIMIT 1",
                 (application,),
             ).fetchone()
-        return _rollout(row) if row else None
+        return rollout_of(row) if row else None
 
     def history(self, application: str) -> list[Rollout]:
         with self._lock():
             rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
+                f"SELECT {COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
                 (application,),
             ).fetchall()
-        return [_rollout(r) for r in rows]
+        return [rollout_of(r) for r in rows]
 
     def begin(self, application: str, version: str, policy: RolloutPolicy, now: float) -> Rollout:
-        """The rollout to ``version``: the latest one if it goes there already (or went
-        there before: a worker that has not seen the newest version yet), else a new one.
-
-        The first version an application is seen with is its baseline: a completed
-        rollout from nothing. A newer version supersedes a running or paused rollout.
-        """
+        """The rollout to ``version`` (``next_rollout``), written in one transaction."""
         with self._transaction() as db:
             rows = db.execute(
-                f"SELECT {_COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
+                f"SELECT {COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
                 (application,),
             ).fetchall()
-            history = [_rollout(r) for r in rows]
-            for old in reversed(history):
-                if old.to_version == version:
-                    return history[-1]
-            if not history:
-                found = Rollout(
-                    application, 1, "", version,
-                    policy.model_dump_json(by_alias=True, exclude_none=True), now,
-                    state=State.COMPLETED, wave_started=(now,),
-                    reason="baseline: the first version seen", criteria_since=now,
-                )  # fmt: skip
-            else:
-                last = history[-1]
-                done = last.state is State.COMPLETED
-                source = last.to_version if done else last.from_version
-                if last.state in (State.RUNNING, State.PAUSED):
-                    superseded = last.changed(
-                        state=State.SUPERSEDED, reason=f"superseded by version {version}"
-                    )
-                    db.execute(
-                        "UPDATE rollouts SET state=?, reason=?, revision=?"
-                        " WHERE application=? AND seq=?",
-                        (superseded.state.value, superseded.reason, superseded.revision,
-                         application, last.seq),
-                    )  # fmt: skip
-                found = start(application, last.seq + 1, source, version, policy, now)
-            db.execute(f"INSERT INTO rollouts ({_COLUMNS}) VALUES ({','.join('?' * 12)})",
-                       _row(found))  # fmt: skip
-            return found
+            begun = next_rollout([rollout_of(r) for r in rows], application, version, policy, now)
+            old = begun.superseded
+            if old is not None:
+                db.execute(
+                    "UPDATE rollouts SET state=?, reason=?, revision=?"
+                    " WHERE application=? AND seq=?",
+                    (old.state.value, old.reason, old.revision, application, old.seq),
+                )
+            if begun.new:
+                db.execute(f"INSERT INTO rollouts ({COLUMNS}) VALUES ({','.join('?' * 12)})",
+                           rollout_row(begun.rollout))  # fmt: skip
+            return begun.rollout
 
     def save(self, rollout: Rollout) -> bool:
         """Write ``rollout`` if the stored one is the revision it came from."""
@@ -230,10 +257,7 @@ class SqliteRolloutStore:
                 " WHERE application=? AND seq=? AND id>? ORDER BY id",
                 (application, seq, after),
             ).fetchall()
-        return [
-            (int(i), str(d), DeviceRecord(Outcome(o), int(w), float(a), str(b), int(s)))
-            for i, d, o, w, a, b, s in rows
-        ]
+        return [(int(row[0]), str(row[1]), record_of(row[2:])) for row in rows]
 
     def last(self, application: str, seq: int, device: str) -> DeviceRecord | None:
         """The device's newest outcome in one rollout."""
@@ -243,10 +267,7 @@ class SqliteRolloutStore:
                 " WHERE application=? AND seq=? AND device=? ORDER BY id DESC LIMIT 1",
                 (application, seq, device),
             ).fetchone()
-        if row is None:
-            return None
-        outcome, wave, at, before, swaps = row
-        return DeviceRecord(Outcome(outcome), int(wave), float(at), str(before), int(swaps))
+        return record_of(row) if row is not None else None
 
     def close(self) -> None:
         with self._lock():

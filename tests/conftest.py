@@ -10,6 +10,9 @@ import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, settings
 
+# the PostgreSQL fixtures (one session cluster; rollout stores on SQLite and PostgreSQL)
+from tests.postgres import postgres_server, rollout_db  # noqa: F401
+
 # The machine has 2 cores and CI may share them with services the tests start: judge the
 # properties, not how fast inputs are generated (examples and shrinking are unchanged).
 settings.register_profile("ajour", suppress_health_check=[HealthCheck.too_slow], deadline=None)

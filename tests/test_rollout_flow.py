@@ -1,4 +1,5 @@
-"""A staged rollout end to end: 200 simulated devices, a real OCI layout, a real SQLite file.
+"""A staged rollout end to end: 200 simulated devices, a real OCI layout, and the store on
+a real SQLite file and on a real PostgreSQL database (the ``rollout_db`` fixture).
 
 The rollout's clock is a test clock in the first test (the waves' dwell and the refresh
 interval pass when the test says so, which makes the wave a criterion trips in exact);
@@ -22,13 +23,13 @@ from ajour_build.core.rollout.model import Outcome, State
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.protocol import decode_command, encode_status
-from delivery.rollout_store import SqliteRolloutStore
 from delivery.rollouts import Rollouts
 from delivery.simulator import HttpDeviceLink, run_device
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
 from tests.conftest import REPO
+from tests.postgres import RolloutDb
 from tests.registry import free_port
 from tests.test_sources import publish
 
@@ -76,9 +77,9 @@ def setup(tmp: Path) -> tuple[str, str]:
     return url, f"oci-layout://{tmp / 'oci'}"
 
 
-def make_worker(tmp: Path, registry: str, db: Path, clock: Clock | None = None) -> Worker:
+def make_worker(tmp: Path, registry: str, db: RolloutDb, clock: Clock | None = None) -> Worker:
     targets = Targets(load_fleet([tmp / "fleet"]), registry, ttl=60)
-    rollouts = Rollouts(SqliteRolloutStore(db), clock=clock or time.time)
+    rollouts = Rollouts(db.open(), clock=clock or time.time)
     return Worker(targets, StatusStore(), rollouts=rollouts)
 
 
@@ -96,10 +97,12 @@ def drive(worker: Worker, name: str, device: SimulatedDevice, limit: int = 100) 
     raise AssertionError(f"{name} did not settle")
 
 
-def test_rollout_pauses_at_the_first_wave_whose_criteria_trip(tmp_path: Path) -> None:
+def test_rollout_pauses_at_the_first_wave_whose_criteria_trip(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
     url, registry = setup(tmp_path)
     clock = Clock()
-    worker = make_worker(tmp_path, registry, tmp_path / "rollouts.db", clock)
+    worker = make_worker(tmp_path, registry, rollout_db, clock)
     rollouts = worker.rollouts
     assert rollouts is not None
     devices = {
@@ -194,9 +197,11 @@ def test_rollout_pauses_at_the_first_wave_whose_criteria_trip(tmp_path: Path) ->
     rollouts.store.close()
 
 
-def test_two_workers_and_a_restart_continue_one_rollout(tmp_path: Path) -> None:
+def test_two_workers_and_a_restart_continue_one_rollout(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
     url, registry = setup(tmp_path)
-    db = tmp_path / "rollouts.db"
+    db = rollout_db
     first, second = make_worker(tmp_path, registry, db), make_worker(tmp_path, registry, db)
     workers = [first, second]
     devices = {n: SimulatedDevice(b"1.0") for n in NAMES}
@@ -243,8 +248,8 @@ def test_two_workers_and_a_restart_continue_one_rollout(tmp_path: Path) -> None:
                 assert stopped.rollouts is not None
                 stopped.rollouts.store.close()  # gone, with what it held in memory
                 restarted = True
-            if current.seq == 2 and current.state is State.COMPLETED:
-                break
+            if current.seq == 2 and current.state is State.COMPLETED and confirmed(first):
+                break  # the last wave's devices have also reported after their swap
             time.sleep(0.05)
     finally:
         stop.set()
@@ -262,6 +267,13 @@ def test_two_workers_and_a_restart_continue_one_rollout(tmp_path: Path) -> None:
     counts = first.rollouts.counts("app")
     assert sum(c.of("confirmed") for c in counts.values()) == N
     assert sum(c.of("failed") for c in counts.values()) == 0
+
+
+def confirmed(worker: Worker) -> bool:
+    """Whether every device's outcome is confirmed (the rollout completes when the last
+    wave's dwell passed, which may be before its devices' next status)."""
+    assert worker.rollouts is not None
+    return sum(c.of("confirmed") for c in worker.rollouts.counts("app").values()) == N
 
 
 SERVED_FLEET = """\
@@ -294,28 +306,30 @@ class Balanced:
         raise DeliveryError("no worker answered")
 
 
-def serve(tmp: Path, db: Path, procs: list[subprocess.Popen[bytes]]) -> str:
+def serve(tmp: Path, db: str, procs: list[subprocess.Popen[bytes]]) -> str:
     """Start ``ajour-delivery serve --rollout-db`` on a free port; its URL."""
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(REPO), "AJOUR_CONFIG": str(tmp / "none.yaml")}
     (tmp / "none.yaml").write_text("{}\n")
     procs.append(subprocess.Popen(
         [sys.executable, "-m", "delivery.cli", "serve", "--fleet", str(tmp / "fleet"),
-         "--http", f"127.0.0.1:{port}", "--insecure-no-auth", "--rollout-db", str(db),
+         "--http", f"127.0.0.1:{port}", "--insecure-no-auth", "--rollout-db", db,
          "--registry", f"oci-layout://{tmp / 'oci'}", "--poll-synced", "1"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
     ))  # fmt: skip
     return f"http://127.0.0.1:{port}"
 
 
-def test_two_serve_processes_and_a_restart_share_the_rollout_db(tmp_path: Path) -> None:
-    """``ajour-delivery serve --rollout-db``, as installed: two worker processes on one file,
-    one restarted mid-rollout; devices poll either."""
+def test_two_serve_processes_and_a_restart_share_the_rollout_db(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
+    """``ajour-delivery serve --rollout-db``, as installed: two worker processes on one file
+    or PostgreSQL database, one restarted mid-rollout; devices poll either."""
     (tmp_path / "fleet").mkdir()
     (tmp_path / "fleet" / "f.yaml").write_text(SERVED_FLEET)
     url = f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest"
     publish(tmp_path, url, "1.0", IMAGE_ONE)
-    db = tmp_path / "rollouts.db"
+    db = rollout_db.location
     procs: list[subprocess.Popen[bytes]] = []
     urls = [serve(tmp_path, db, procs), serve(tmp_path, db, procs)]
     names = [f"s{i:02d}" for i in range(40)]
@@ -334,7 +348,7 @@ def test_two_serve_processes_and_a_restart_share_the_rollout_db(tmp_path: Path) 
         ]
         for thread in threads:
             thread.start()
-        store = SqliteRolloutStore(db)
+        store = rollout_db.open()
         deadline, restarted = time.monotonic() + 20, False
         while time.monotonic() < deadline:
             current = store.latest("app")
@@ -364,3 +378,5 @@ def test_two_serve_processes_and_a_restart_share_the_rollout_db(tmp_path: Path) 
                 proc.terminate()
             _, err = proc.communicate(timeout=15)
             assert b"Traceback" not in err, err.decode()
+            if rollout_db.secret:  # the DSN's password is in no log line
+                assert rollout_db.secret.encode() not in err

@@ -1,6 +1,7 @@
 """Rollouts in the worker: outcomes from statuses, the store, versions, restarts.
 
-Real OCI layouts and SQLite files; a test clock for the deadlines.
+Real OCI layouts; the store's tests run on a SQLite file and on a real PostgreSQL database
+(the ``rollout_db`` fixture, tests/postgres.py); a test clock for the deadlines.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from delivery.rollouts import Rollouts
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.postgres import RolloutDb
 from tests.test_sources import publish
 
 IMAGE_ONE, IMAGE_TWO = b"\x01" * 1024, b"\x02" * 1024
@@ -58,8 +60,11 @@ class Clock:
 
 
 class Setup:
-    def __init__(self, tmp: Path, rollout: str = ONE_WAVE, devices: str = "") -> None:
+    def __init__(
+        self, tmp: Path, rollout: str = ONE_WAVE, devices: str = "", db: RolloutDb | None = None
+    ) -> None:
         self.tmp = tmp
+        self.db = db or RolloutDb(str(tmp / "rollouts.db"))  # SQLite, or a PostgreSQL DSN
         (tmp / "fleet").mkdir(exist_ok=True)
         (tmp / "fleet" / "f.yaml").write_text(fleet(rollout, devices))
         self.url = f"oci-layout://{tmp / 'oci' / 'fw' / 'app'}:latest"
@@ -67,9 +72,9 @@ class Setup:
         self.clock = Clock()
         publish(tmp, self.url, "1.0", IMAGE_ONE)
 
-    def worker(self, db: str | Path | None = None) -> Worker:
+    def worker(self) -> Worker:
         targets = Targets(load_fleet([self.tmp / "fleet"]), self.registry, ttl=60)
-        store = SqliteRolloutStore(db if db is not None else self.tmp / "rollouts.db")
+        store = self.db.open()
         return Worker(targets, StatusStore(), rollouts=Rollouts(store, clock=self.clock))
 
     def publish_two(self, *workers: Worker) -> None:
@@ -102,8 +107,8 @@ def outcome(worker: Worker, name: str = "d0") -> Outcome | None:
     return record.outcome if record else None
 
 
-def test_confirmed_and_the_baseline(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
+def test_confirmed_and_the_baseline(tmp_path: Path, rollout_db: RolloutDb) -> None:
+    s = Setup(tmp_path, db=rollout_db)
     worker = s.worker()
     device = SimulatedDevice(b"0.9")
     until(worker, device, Sync)  # the baseline (first version seen) goes to everyone
@@ -121,8 +126,10 @@ def test_confirmed_and_the_baseline(tmp_path: Path) -> None:
     assert plain.version == b"1.1"
 
 
-def test_reverted_device_is_not_offered_the_version_again_until_retried(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
+def test_reverted_device_is_not_offered_the_version_again_until_retried(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
+    s = Setup(tmp_path, db=rollout_db)
     worker = s.worker()
     device = SimulatedDevice(b"1.0", revert=True)
     ask(worker, device)
@@ -146,10 +153,12 @@ def test_reverted_device_is_not_offered_the_version_again_until_retried(tmp_path
     assert device.version == b"1.1" and outcome(worker) is Outcome.CONFIRMED
 
 
-def test_another_worker_sees_the_swap_before_it_refreshes(tmp_path: Path) -> None:
+def test_another_worker_sees_the_swap_before_it_refreshes(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
     """Worker A sends the Swap; the reverted device's next status reaches worker B, which
     followed the log before the swap: B looks the device up instead of starting again."""
-    s = Setup(tmp_path)
+    s = Setup(tmp_path, db=rollout_db)
     a, b = s.worker(), s.worker()
     device = SimulatedDevice(b"1.0", revert=True)
     ask(a, device)
@@ -161,8 +170,10 @@ def test_another_worker_sees_the_swap_before_it_refreshes(tmp_path: Path) -> Non
     assert outcome(b) is Outcome.REVERTED
 
 
-def test_failed_download_by_repeated_swap_and_by_stall(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
+def test_failed_download_by_repeated_swap_and_by_stall(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
+    s = Setup(tmp_path, db=rollout_db)
     worker = s.worker()
     ask(worker, SimulatedDevice(b"1.0"))
     s.publish_two(worker)
@@ -186,8 +197,8 @@ def test_failed_download_by_repeated_swap_and_by_stall(tmp_path: Path) -> None:
     assert isinstance(command, Sync) and command.version == b"1.0"  # stays on its version
 
 
-def test_timed_out_is_counted_lazily(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
+def test_timed_out_is_counted_lazily(tmp_path: Path, rollout_db: RolloutDb) -> None:
+    s = Setup(tmp_path, db=rollout_db)
     worker = s.worker()
     device = SimulatedDevice(b"1.0", vanish=True)
     ask(worker, device)
@@ -200,7 +211,9 @@ def test_timed_out_is_counted_lazily(tmp_path: Path) -> None:
     assert counts.of("timed_out") == 1 and counts.of("failed") == 1
 
 
-def test_criteria_pause_with_min_finished_and_manual_approval(tmp_path: Path) -> None:
+def test_criteria_pause_with_min_finished_and_manual_approval(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
     policy = (
         "{waves: [{selector: {matchLabels: {canary: 'true'}}, dwell: 1s},"
         " {percent: 100, approval: manual}],"
@@ -210,7 +223,7 @@ def test_criteria_pause_with_min_finished_and_manual_approval(tmp_path: Path) ->
         f"---\nmetadata: {{name: c{i}, application: app, labels: {{canary: 'true'}}}}\n"
         for i in range(3)
     )
-    s = Setup(tmp_path, policy, labelled)
+    s = Setup(tmp_path, policy, labelled, db=rollout_db)
     worker = s.worker()
     devices = {n: SimulatedDevice(b"1.0", revert=n == "c0") for n in ("c0", "c1", "c2", "d0")}
     for name, device in devices.items():
@@ -246,17 +259,18 @@ def test_criteria_pause_with_min_finished_and_manual_approval(tmp_path: Path) ->
         worker.rollouts.resume("app")
 
 
-def test_rollouts_survive_a_restart_and_are_immutable_in_sequence(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
-    db = tmp_path / "rollouts.db"
-    worker = s.worker(db)
+def test_rollouts_survive_a_restart_and_are_immutable_in_sequence(
+    tmp_path: Path, rollout_db: RolloutDb
+) -> None:
+    s = Setup(tmp_path, db=rollout_db)
+    worker = s.worker()
     ask(worker, SimulatedDevice(b"1.0"))
     s.publish_two(worker)
     ask(worker, SimulatedDevice(b"1.0"), "d1")
     assert worker.rollouts is not None
     worker.rollouts.pause("app")
     worker.rollouts.store.close()
-    again = s.worker(db)
+    again = s.worker()
     assert again.rollouts is not None
     current = again.rollouts.current("app")
     assert current is not None and (current.seq, current.state) == (2, State.PAUSED)
@@ -272,17 +286,17 @@ def test_rollouts_survive_a_restart_and_are_immutable_in_sequence(tmp_path: Path
         (2, "1.0", "1.1", State.SUPERSEDED),
         (3, "1.0", "1.2", State.RUNNING),
     ]
-    with sqlite3.connect(db) as raw:  # only transitions were written
-        assert raw.execute("SELECT COUNT(*) FROM outcomes").fetchone() == (0,)
+    # only transitions were written
+    assert [again.rollouts.store.records("app", seq) for seq in (1, 2, 3)] == [[], [], []]
 
 
-def test_a_stale_revision_is_not_saved(tmp_path: Path) -> None:
-    s = Setup(tmp_path)
+def test_a_stale_revision_is_not_saved(tmp_path: Path, rollout_db: RolloutDb) -> None:
+    s = Setup(tmp_path, db=rollout_db)
     worker = s.worker()
     ask(worker, SimulatedDevice(b"1.0"))
     s.publish_two(worker)
     ask(worker, SimulatedDevice(b"1.0"), "d1")
-    store = SqliteRolloutStore(tmp_path / "rollouts.db")
+    store = rollout_db.open()
     current = store.latest("app")
     assert current is not None
     from ajour_build.core.rollout import model

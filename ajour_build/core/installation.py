@@ -66,7 +66,8 @@ class DeliveryConfig(Section):
     drogue_apps: tuple[DnsLabel, ...] = ()  # applications served in Drogue's MQTT mode
     file_dir: Text = ""  # where ``file`` firmware lives
     store: Text = ":memory:"  # SQLite file of what devices reported
-    # SQLite file of staged rollouts, shared by the workers (":memory:": per process)
+    # staged rollouts, shared by the workers: a SQLite file or postgresql://… (":memory:":
+    # per process)
     rollout_db: Text = ":memory:"
     ttl: float = Field(default=30.0, gt=0, le=3600)  # tag resolution cache, seconds
     poll: PollConfig = PollConfig()
