@@ -281,7 +281,7 @@ def test_simulate_cli_with_delta(tmp_path: Path) -> None:
     assert done.exit_code == 0, done.output
     report = json.loads(done.stdout)
     assert report["versions"] == {"1.1.0": 3}
-    assert {d["patch_bytes"] for d in report["devices"]} == {layer.descriptor.size}
-    assert all(d["bytes_received"] == d["patch_bytes"] for d in report["devices"])
+    assert {d["patchBytes"] for d in report["devices"]} == {layer.descriptor.size}
+    assert all(d["bytesReceived"] == d["patchBytes"] for d in report["devices"])
     assert text.exit_code == 0, text.output  # no patch from 0.9.0: the full image
     assert f"received {3 * len(new)} bytes (0 of them patch bytes)" in text.output
