@@ -92,3 +92,16 @@ def test_c_rebuilds_the_real_firmware_update(applier: Path, tmp_path: Path) -> N
     old = bytes(range(256)) * 17
     new = old[:1000] + b"\x05" + old[1001:]
     assert run_c(applier, tmp_path, old, make_patch(old, new), 1) == new
+
+
+def test_updater_applies_patches_when_built_with_delta(tmp_path: Path) -> None:
+    """``make check DELTA=1`` (ASan, UBSan): the status advertises bit 0 (key 4) and the
+    updater applies WritePatch through the platform's write, swaps at the rebuilt size, falls
+    back (no more advertising) when the patch or the rebuilt image is refused, and never
+    advertises while a full image is resumed."""
+    done = subprocess.run(
+        ["make", "-s", "-C", str(DEVICE), f"BUILD={tmp_path}", "DELTA=1", "check"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "delta: checked" in done.stdout and ", 0 failures" in done.stdout, done.stdout

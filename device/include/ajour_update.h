@@ -16,6 +16,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* Delta updates (docs/delivery.md, "Delta updates"): build the library, and everything that
+ * includes this header, with -DAJOUR_DELTA=1 (and src/delta.c) to decode WritePatch and to
+ * apply patches; 0 (the default) leaves the code and the structs as they were. */
+#ifndef AJOUR_DELTA
+#define AJOUR_DELTA 0
+#endif
+
+#if AJOUR_DELTA
+#include "ajour_delta.h"
+#endif
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -68,13 +79,19 @@ typedef struct {
     uint8_t has_update;        /* an update is partly written: */
     ajour_bytes update_version;
     uint32_t update_offset;    /* bytes of it the device holds */
+    uint32_t patch;            /* key 4: the patch formats applied (bit 0: detools
+                                  sequential); 0: the key is not written */
 } ajour_status;
+
+#define AJOUR_PATCH_DETOOLS 1u
 
 typedef enum {
     AJOUR_CMD_WAIT = 0,
     AJOUR_CMD_SYNC = 1,
     AJOUR_CMD_WRITE = 2,
-    AJOUR_CMD_SWAP = 3
+    AJOUR_CMD_SWAP = 3,
+    AJOUR_CMD_WRITE_PATCH = 4  /* decoded only with AJOUR_DELTA; the fields of Write, the
+                                  data being patch bytes and the offset counting them */
 } ajour_command_kind;
 
 typedef struct {
@@ -82,8 +99,8 @@ typedef struct {
     ajour_bytes version;       /* Sync, Write, Swap */
     ajour_opt_u32 correlation_id;
     ajour_opt_u32 poll;        /* Wait, Sync: seconds until the next status */
-    uint32_t offset;           /* Write */
-    ajour_bytes data;          /* Write */
+    uint32_t offset;           /* Write, WritePatch */
+    ajour_bytes data;          /* Write, WritePatch */
     ajour_bytes checksum;      /* Swap: SHA-256 of the whole image */
 } ajour_command;
 
@@ -119,7 +136,9 @@ typedef struct {
     int (*receive)(void *ctx, uint8_t *buf, size_t cap, size_t *len);
     /* Write data at `offset` of the update slot, then record durably that the slot holds
      * `version` up to offset + len (what ajour_updater_init's resume arguments are on the
-     * next power-on). offset + len <= slot_size is already checked. */
+     * next power-on). offset + len <= slot_size is already checked. With AJOUR_DELTA,
+     * the image a patch rebuilds comes here too, in order, with version NULL and
+     * version_len 0: it cannot be resumed, so record that nothing is (progress 0). */
     int (*write)(void *ctx, const uint8_t *version, size_t version_len, uint32_t offset,
                  const uint8_t *data, size_t len);
     /* The slot holds all `size` bytes of `version`: verify them against `checksum`
@@ -145,6 +164,14 @@ typedef struct {
     uint32_t correlation_id;   /* sent with each status; a command must echo it */
     uint8_t pending_confirm;   /* running on trial: confirm on Sync */
     uint32_t poll;             /* the last Wait/Sync poll (seconds), 0 if none */
+#if AJOUR_DELTA
+    ajour_delta_read_fn read_running; /* set by ajour_updater_enable_delta */
+    uint32_t running_size;     /* bytes of the running image the patches apply to */
+    uint32_t patch_written;    /* bytes of the new image rebuilt so far */
+    uint8_t patching;          /* `updating` comes from a patch; `offset` counts its bytes */
+    uint8_t patch_failed;      /* a patch failed: no more advertising until init */
+    ajour_delta delta;
+#endif
 } ajour_updater;
 
 /* Outcomes of one step (>= 0); errors are the negative ajour_result values. */
@@ -170,6 +197,18 @@ int ajour_updater_init(ajour_updater *u, const ajour_platform *platform, uint8_t
 /* One exchange: send the status, receive and apply one command. Returns an ajour_step,
  * or a negative ajour_result (the state is unchanged except as documented there). */
 int ajour_updater_step(ajour_updater *u);
+
+#if AJOUR_DELTA
+/* Advertise detools patches (Status.patch bit 0) and apply WritePatch: `read_running`
+ * reads the running image's bytes (the first `running_size` bytes of the running slot, the
+ * image the patches were made from); the new image goes to the platform's `write` (version
+ * NULL) and is checked by its `swap` as a full image is. A patch that does not apply, or
+ * whose image `swap` refuses, makes the updater stop advertising until the next init, so
+ * the server sends the full image. The bit is not sent while a full image is being
+ * written (resumed). Call after ajour_updater_init. */
+int ajour_updater_enable_delta(ajour_updater *u, ajour_delta_read_fn read_running,
+                               uint32_t running_size);
+#endif
 
 /* The status the next step sends (pointers into *u). */
 void ajour_updater_status(const ajour_updater *u, ajour_status *st);

@@ -102,7 +102,12 @@ int ajour_encode_status(const ajour_status *st, uint8_t *out, size_t cap, size_t
     w.cap = cap;
     w.pos = 0u;
     w.err = AJOUR_OK;
+#if AJOUR_DELTA
+    /* map of 4: version, mtu, correlation_id, update; of 5 with the patch bitmask */
+    put_byte(&w, st->patch != 0u ? 0xA5u : 0xA4u);
+#else
     put_byte(&w, 0xA4u); /* map of 4: version, mtu, correlation_id, update */
+#endif
     put_byte(&w, 0x00u);
     put_bytes(&w, st->version);
     put_byte(&w, 0x01u);
@@ -119,6 +124,12 @@ int ajour_encode_status(const ajour_status *st, uint8_t *out, size_t cap, size_t
     } else {
         put_byte(&w, 0xF6u);
     }
+#if AJOUR_DELTA
+    if (st->patch != 0u) {
+        put_byte(&w, 0x04u);
+        put_head(&w, 0u, st->patch);
+    }
+#endif
     if (w.err != AJOUR_OK) {
         return w.err;
     }
@@ -308,11 +319,19 @@ int ajour_decode_command(const uint8_t *in, size_t len, ajour_command *cmd)
     if (rc != AJOUR_OK) {
         return rc;
     }
+#if AJOUR_DELTA
+    if (key > 4u) {
+        return AJOUR_E_MALFORMED;
+    }
+    cmd->kind = (ajour_command_kind)key;
+    s = &SCHEMAS[key == 4u ? 2u : key]; /* WritePatch: the fields of Write */
+#else
     if (key > 3u) {
         return AJOUR_E_MALFORMED;
     }
     cmd->kind = (ajour_command_kind)key;
     s = &SCHEMAS[key];
+#endif
     rc = get_map(&r, &n);
     if (rc != AJOUR_OK) {
         return rc;

@@ -76,19 +76,110 @@ void ajour_updater_status(const ajour_updater *u, ajour_status *st)
         st->update_version.len = u->updating_len;
         st->update_offset = u->offset;
     }
+#if AJOUR_DELTA
+    /* Not while a full image is written: its offset would be taken for a patch's. */
+    if (u->read_running != NULL && !u->patch_failed && (u->updating_len == 0u || u->patching)) {
+        st->patch = AJOUR_PATCH_DETOOLS;
+    }
+#endif
 }
 
 static void forget_update(ajour_updater *u)
 {
     u->updating_len = 0u;
     u->offset = 0u;
+#if AJOUR_DELTA
+    u->patching = 0u;
+#endif
 }
+
+#if AJOUR_DELTA
+int ajour_updater_enable_delta(ajour_updater *u, ajour_delta_read_fn read_running,
+                               uint32_t running_size)
+{
+    if (u == NULL || read_running == NULL) {
+        return AJOUR_E_ARG;
+    }
+    u->read_running = read_running;
+    u->running_size = running_size;
+    u->patch_failed = 0u;
+    return AJOUR_OK;
+}
+
+static int read_old(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    ajour_updater *u = ctx;
+
+    return u->read_running(u->platform.ctx, offset, buf, len);
+}
+
+/* The rebuilt image, in order, through the platform's write (no version: not resumable). */
+static int write_new(void *ctx, const uint8_t *data, size_t len)
+{
+    ajour_updater *u = ctx;
+
+    if (u->platform.write(u->platform.ctx, NULL, 0u, u->patch_written, data, len) != 0) {
+        return 1;
+    }
+    u->patch_written += (uint32_t)len;
+    return 0;
+}
+
+/* WritePatch: offset 0 starts the applier; later bytes continue exactly where it is (its
+ * state only goes forward). A patch that does not apply ends the advertising. */
+static int apply_write_patch(ajour_updater *u, const ajour_command *c)
+{
+    int rc;
+
+    if (c->version.len == 0u || c->version.len > AJOUR_VERSION_MAX) {
+        return AJOUR_E_RANGE;
+    }
+    if (u->pending_confirm) {
+        return AJOUR_STEP_REVERT;
+    }
+    if (u->read_running == NULL || u->patch_failed) {
+        return AJOUR_E_RANGE; /* not advertised */
+    }
+    if (c->offset == 0u) {
+        forget_update(u);
+        u->patch_written = 0u;
+        (void)ajour_delta_init(&u->delta, read_old, write_new, u, u->running_size,
+                               u->slot_size);
+        memcpy(u->updating, c->version.ptr, c->version.len);
+        u->updating_len = c->version.len;
+        u->patching = 1u;
+    } else if (!u->patching || c->offset != u->offset ||
+               !same_bytes(c->version.ptr, c->version.len, u->updating, u->updating_len)) {
+        return AJOUR_E_RANGE;
+    }
+    if (c->data.len > 0xFFFFFFFFu - u->offset) {
+        return AJOUR_E_RANGE;
+    }
+    rc = ajour_delta_feed(&u->delta, c->data.ptr, c->data.len);
+    if (rc != AJOUR_DELTA_OK) {
+        forget_update(u);
+        if (rc == AJOUR_DELTA_E_IO) {
+            return AJOUR_E_IO; /* the flash, not the patch: start it over */
+        }
+        u->patch_failed = 1u;
+        return AJOUR_E_VERIFY;
+    }
+    u->offset += (uint32_t)c->data.len;
+    return AJOUR_STEP_WROTE;
+}
+#endif
 
 static int apply_write(ajour_updater *u, const ajour_command *c)
 {
-    int same = u->updating_len > 0u &&
-               same_bytes(c->version.ptr, c->version.len, u->updating, u->updating_len);
+    int same;
 
+#if AJOUR_DELTA
+    if (u->patching && !u->pending_confirm) {
+        forget_update(u); /* the full image instead of the patch: it starts at 0 */
+    }
+#endif
+    same = u->updating_len > 0u &&
+           same_bytes(c->version.ptr, c->version.len, u->updating, u->updating_len);
     if (c->version.len == 0u || c->version.len > AJOUR_VERSION_MAX) {
         return AJOUR_E_RANGE;
     }
@@ -133,6 +224,21 @@ static int apply_swap(ajour_updater *u, const ajour_command *c)
         forget_update(u);
         return AJOUR_E_RANGE;
     }
+#if AJOUR_DELTA
+    if (u->patching) {
+        /* The image the patch rebuilt, verified by the platform as a full one. */
+        rc = ajour_delta_finish(&u->delta) == AJOUR_DELTA_OK
+                 ? u->platform.swap(u->platform.ctx, u->updating, u->updating_len,
+                                    u->patch_written, c->checksum.ptr)
+                 : 1;
+        forget_update(u);
+        if (rc != 0) {
+            u->patch_failed = 1u; /* fall back: the next status asks for the full image */
+            return AJOUR_E_VERIFY;
+        }
+        return AJOUR_STEP_SWAP;
+    }
+#endif
     rc = u->platform.swap(u->platform.ctx, u->updating, u->updating_len, u->offset,
                           c->checksum.ptr);
     forget_update(u);
@@ -185,6 +291,10 @@ int ajour_updater_step(ajour_updater *u)
         return AJOUR_STEP_SYNCED;
     case AJOUR_CMD_WRITE:
         return apply_write(u, &c);
+#if AJOUR_DELTA
+    case AJOUR_CMD_WRITE_PATCH:
+        return apply_write_patch(u, &c);
+#endif
     default:
         return apply_swap(u, &c);
     }

@@ -191,7 +191,12 @@ static void check_bad_commands(void)
     CHECK(decode_hex("") == AJOUR_E_TRUNCATED);
     CHECK(decode_hex("a0") == AJOUR_E_MALFORMED);          /* no variant */
     CHECK(decode_hex("a200a0") == AJOUR_E_MALFORMED);      /* two variants */
+#if AJOUR_DELTA
+    CHECK(decode_hex("a104a0") == AJOUR_E_MISSING);        /* WritePatch without fields */
+    CHECK(decode_hex("a105a0") == AJOUR_E_MALFORMED);      /* unknown variant */
+#else
     CHECK(decode_hex("a104a0") == AJOUR_E_MALFORMED);      /* unknown variant */
+#endif
     CHECK(decode_hex("a16457616974a0") == AJOUR_E_MALFORMED); /* named form */
     CHECK(decode_hex("a100a0") == AJOUR_OK);               /* Wait with nothing: valid */
     CHECK(decode_hex("a101a0") == AJOUR_E_MISSING);        /* Sync without version */
@@ -275,6 +280,8 @@ typedef struct {
     uint8_t slot[64];
     int writes, swaps, confirms;
     int fail_write, refuse_swap;
+    size_t last_vlen;       /* the version length of the last write */
+    uint32_t swap_size;
 } fake;
 
 static int f_send(void *ctx, const uint8_t *frame, size_t len)
@@ -300,7 +307,7 @@ static int f_write(void *ctx, const uint8_t *v, size_t vlen, uint32_t off, const
 {
     fake *f = ctx;
     (void)v;
-    (void)vlen;
+    f->last_vlen = vlen;
     if (f->fail_write) {
         return 1;
     }
@@ -314,8 +321,8 @@ static int f_swap(void *ctx, const uint8_t *v, size_t vlen, uint32_t size, const
     fake *f = ctx;
     (void)v;
     (void)vlen;
-    (void)size;
     (void)sum;
+    f->swap_size = size;
     f->swaps++;
     return f->refuse_swap;
 }
@@ -437,6 +444,110 @@ static void check_updater(void)
     printf("updater: checked\n");
 }
 
+#if AJOUR_DELTA
+static int f_read(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    (void)ctx;
+    if (offset > 4u || len > 4u - offset) {
+        return 1;
+    }
+    memcpy(buf, "abcd" + offset, len);
+    return 0;
+}
+
+/* WritePatch{version "1.1", correlation id cid, offset, data (hex, with its head)} */
+#define WRITE_PATCH(cid, off, data) "a104a400433" "12e3101" cid "02" off "03" data
+/* Swap{version "1.1", cid 3, the checksum 0..31} */
+#define SWAP_3 "a103a300433" "12e310103025820" "000102030405060708090a0b0c0d0e0f" \
+               "101112131415161718191a1b1c1d1e1f"
+
+/* The running image is "abcd"; the patch (detools sequential, no compression) makes "abce":
+ * 00 | size 4 | 0 | diff 4: 00 00 00 01 | extra 0 | adjust 0, sent in two WritePatches. */
+static void check_delta(void)
+{
+    fake f;
+    ajour_updater u;
+    static const uint8_t advertised[] = {0xa5, 0x00, 0x43, '1', '.', '0', 0x01, 0x18, 0x50,
+                                         0x02, 0x01, 0x03, 0xf6, 0x04, 0x01};
+    static const uint8_t patching[] = {0xa5, 0x00, 0x43, '1', '.', '0', 0x01, 0x18, 0x50,
+                                       0x02, 0x02, 0x03, 0xa2, 0x00, 0x43, '1', '.', '1',
+                                       0x01, 0x05, 0x04, 0x01};
+
+    /* not enabled: no key 4, and a WritePatch is refused */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE_PATCH("01", "00", "450004000400");
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && f.sent[0] == 0xa4 && f.writes == 0);
+
+    /* applied in two pieces, the image written without a version, swapped at its size */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE_PATCH("01", "00", "450004000400");
+    f.replies[1] = WRITE_PATCH("02", "05", "450000010000");
+    f.replies[2] = SWAP_3;
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE && u.offset == 5u);
+    CHECK(f.sent_len == sizeof advertised && memcmp(f.sent, advertised, sizeof advertised) == 0);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE && u.offset == 10u);
+    CHECK(f.sent_len == sizeof patching && memcmp(f.sent, patching, sizeof patching) == 0);
+    CHECK(memcmp(f.slot, "abce", 4u) == 0 && f.last_vlen == 0u && f.writes >= 1);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_SWAP && f.swaps == 1 && f.swap_size == 4u);
+
+    /* a gap, then a resumed offset without the applier's state: refused, state kept */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE_PATCH("01", "00", "450004000400");
+    f.replies[1] = WRITE_PATCH("02", "06", "4400010000");
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && u.offset == 5u && u.patching);
+    f.next = 0;
+    f.replies[0] = WRITE_PATCH("01", "05", "450000010000");
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && f.writes == 1);
+
+    /* the rebuilt image refused at Swap: fall back, no more advertising */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE_PATCH("01", "00", "4a00040004000000010000");
+    f.replies[1] = SWAP_3;
+    f.replies[2] = "a100a0";
+    f.refuse_swap = 1;
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE);
+    f.replies[1] = "a103a300433" "12e310102025820" "000102030405060708090a0b0c0d0e0f"
+                   "101112131415161718191a1b1c1d1e1f";
+    CHECK(ajour_updater_step(&u) == AJOUR_E_VERIFY && u.patch_failed && u.updating_len == 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WAIT && f.sent[0] == 0xa4);
+
+    /* a patch for another image (reads past the running one): refused while it arrives */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE_PATCH("01", "00", "4a00080008000000010000");
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_VERIFY && u.patch_failed && f.swaps == 0);
+
+    /* a full image being resumed: no bit; a Write replaces a patch in progress from 0 */
+    memset(&f, 0, sizeof f);
+    f.replies[0] = "a100a0";
+    u = start(&f, 0, "1.1", 8u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WAIT && f.sent[0] == 0xa4);
+    memset(&f, 0, sizeof f);
+    f.replies[0] = WRITE_PATCH("01", "00", "450004000400");
+    f.replies[1] = WRITE("02", "04");
+    f.replies[2] = WRITE("03", "00");
+    u = start(&f, 0, NULL, 0u);
+    CHECK(ajour_updater_enable_delta(&u, f_read, 4u) == AJOUR_OK);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE);
+    CHECK(ajour_updater_step(&u) == AJOUR_E_RANGE && !u.patching && u.updating_len == 0u);
+    CHECK(ajour_updater_step(&u) == AJOUR_STEP_WROTE && u.offset == 4u && f.last_vlen == 3u);
+    CHECK(f.sent[0] == 0xa5); /* that status had no update in progress */
+    printf("delta: checked\n");
+}
+#endif
+
 int main(int argc, char **argv)
 {
     unsigned i;
@@ -453,6 +564,9 @@ int main(int argc, char **argv)
     check_status_extremes();
     check_sha256();
     check_updater();
+#if AJOUR_DELTA
+    check_delta();
+#endif
     printf("%d checks, %d failures\n", checks, failures);
     return failures == 0 ? 0 : 1;
 }
