@@ -8,6 +8,11 @@
  * A reply that does not come within APP_RECEIVE_MS is an error: the next step sends the
  * status again. For tests it stops (semihosting exit) once synced: 0, or 3 on Wait, 1 after
  * 8 errors.
+ *
+ * Built with AJOUR_DELTA=1 (make device APP_DELTA=1, the default) it also applies delta
+ * patches: the updater reads the old image from slot A (its MCUboot size: header, image,
+ * TLVs) and writes the rebuilt one to slot B through write_block, without a resume point
+ * (a power cut restarts the patch at byte 0); swap checks it like a full image.
  */
 #include <string.h>
 
@@ -144,6 +149,16 @@ static int write_block(void *ctx, const uint8_t *version, size_t version_len, ui
     if (write_through(SLOT_B + offset, data, (uint32_t)len) != 0) {
         return 1;
     }
+#if AJOUR_DELTA
+    if (version_len == 0u) { /* rebuilt from a patch: nothing to resume */
+        if (state.progress == 0u && state.version_len == 0u) {
+            return 0;
+        }
+        state.progress = 0u;
+        state.version_len = 0u;
+        return state_save(&state);
+    }
+#endif
     state.progress = offset + (uint32_t)len;
     state.version_len = (uint32_t)version_len;
     memcpy(state.version, version, version_len);
@@ -171,6 +186,38 @@ static int swap(void *ctx, const uint8_t *version, size_t version_len, uint32_t 
     state.version_len = 0u;
     return state_save(&state);
 }
+
+#if AJOUR_DELTA
+static uint32_t le(const uint8_t *p, unsigned n)
+{
+    uint32_t v = 0u;
+    while (n-- > 0u) {
+        v = v << 8 | p[n];
+    }
+    return v;
+}
+
+/* The size of the MCUboot image in slot A (the bootloader checked it): header, image, the
+ * protected TLVs, then the TLV area whose info gives its total. */
+static uint32_t running_size(void)
+{
+    const uint8_t *a = (const uint8_t *)SLOT_A;
+    uint32_t end = le(a + 8, 2u) + le(a + 12, 4u) + le(a + 10, 2u);
+
+    if (end > SLOT_SIZE - 4u || le(a + end, 2u) != 0x6907u) {
+        return SLOT_SIZE;
+    }
+    end += le(a + end + 2, 2u);
+    return end > SLOT_SIZE ? SLOT_SIZE : end;
+}
+
+static int read_running(void *ctx, uint32_t offset, uint8_t *buf, size_t len)
+{
+    (void)ctx;
+    memcpy(buf, (const uint8_t *)SLOT_A + offset, len); /* offset + len <= running_size */
+    return 0;
+}
+#endif
 
 static int confirm(void *ctx)
 {
@@ -229,6 +276,11 @@ int main(void)
     rc = ajour_updater_init(&u, &p, buffer, sizeof buffer, SLOT_SIZE,
                             (const uint8_t *)running, sizeof running - 1u, state.trial != 0u,
                             state.version, state.version_len, state.progress);
+#if AJOUR_DELTA
+    if (rc == AJOUR_OK) {
+        rc = ajour_updater_enable_delta(&u, read_running, running_size());
+    }
+#endif
     while (rc == AJOUR_OK) {
         rc = ajour_updater_step(&u);
         if (rc == AJOUR_STEP_WROTE) {
