@@ -4,6 +4,7 @@ and truncated patches (both refuse, or both give the same image)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -105,3 +106,40 @@ def test_updater_applies_patches_when_built_with_delta(tmp_path: Path) -> None:
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "delta: checked" in done.stdout and ", 0 failures" in done.stdout, done.stdout
+
+
+def arm_sizes(build: Path, *args: str) -> dict[str, int]:
+    """``make arm`` (Cortex-M3 objects): each object's text bytes; every object needs nothing
+    from libc but memcpy and memset."""
+    made = subprocess.run(
+        ["make", "-s", "-C", str(DEVICE), f"BUILD={build}", *args, "arm"],
+        capture_output=True, text=True, timeout=300, check=True,
+    )  # fmt: skip
+    sizes = {
+        Path(m[2]).stem: int(m[1])
+        for m in re.finditer(r"^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+\S+\s+(\S+)$", made.stdout, re.M)
+    }
+    for name in sizes:
+        undefined = subprocess.run(
+            ["arm-none-eabi-nm", "-u", build / "arm" / f"{name}.o"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        outside = {sym for sym in undefined[1::2] if not sym.startswith("ajour_")}
+        assert outside <= {"memcpy", "memset"}, (name, undefined)
+    return sizes
+
+
+def test_delta_costs_nothing_unless_built_with_it(tmp_path: Path) -> None:
+    """Without DELTA=1 the objects are the ones without delta updates (device/README.md's
+    sizes); with it, delta.o joins them and codec/updater grow by the WritePatch code."""
+    plain = arm_sizes(tmp_path / "plain")
+    delta = arm_sizes(tmp_path / "delta", "DELTA=1")
+    assert set(plain) == {"codec", "updater", "sha256"}, plain
+    assert set(delta) == {*plain, "delta"}, delta
+    symbols = subprocess.run(
+        ["arm-none-eabi-nm", tmp_path / "plain" / "arm" / "updater.o"],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "ajour_delta" not in symbols and "enable_delta" not in symbols, symbols
+    assert delta["codec"] > plain["codec"] and delta["updater"] > plain["updater"], delta
+    assert sum(delta.values()) - sum(plain.values()) <= 2200, (plain, delta)
