@@ -205,7 +205,8 @@ int ajour_updater_step(ajour_updater *u);
  * NULL) and is checked by its `swap` as a full image is. A patch that does not apply, or
  * whose image `swap` refuses, makes the updater stop advertising until the next init, so
  * the server sends the full image. The bit is not sent while a full image is being
- * written (resumed). Call after ajour_updater_init. */
+ * written (resumed). Call after ajour_updater_init. While a patch is applied, the applier
+ * points into *u: do not copy or move the updater then. */
 int ajour_updater_enable_delta(ajour_updater *u, ajour_delta_read_fn read_running,
                                uint32_t running_size);
 #endif
