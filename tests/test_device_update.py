@@ -51,8 +51,10 @@ def test_a_qemu_device_updates_from_1_0_0_to_1_1_0_through_the_gateway(
             assert (stats.oversized, stats.truncated, stats.unanswered, stats.late) == (0, 0, 0, 0)
             row = served.worker.store.get("app", "dev0") if served.worker.store else None
             assert row is not None and (row.state, row.current) == ("Synced", "1.1.0")
-            # no 1 s stall after enabling RX (QEMU's main loop polled the UART again only then)
-            assert run.seconds < 1.0, run.seconds  # was 2.1 s: 1 s per boot
+            # no 1 s stall after enabling RX (QEMU's main loop polled the UART again only then):
+            # with it, the two boots cost 2 s of wall time whatever the load (was 2.1 s in all);
+            # without it, 0.3-0.4 s on a quiet machine. 1.9 s leaves room for a busy one.
+            assert run.seconds < 1.9, run.seconds
 
             again = device.power_on()  # the next power-on boots 1.1.0 directly
             assert again.wait(60) == 0, again.lines()
