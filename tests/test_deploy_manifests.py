@@ -155,6 +155,9 @@ def test_the_config_and_fleet_in_the_configmaps_load(
     accounts = by_kind(rendered, "ServiceAccount")
     assert config.service_account in accounts, "the PipelineRuns' account must exist"
     assert accounts[config.service_account]["automountServiceAccountToken"] is False
+    # the PipelineRuns, the Role and the services share one namespace
+    role = by_kind(rendered, "Role")["ajour-build-service"]
+    assert config.namespace == role["metadata"]["namespace"]
     # the build service's notify and console reach the delivery Service by its name
     delivery = by_kind(rendered, "Service")["ajour-delivery"]
     port = delivery["spec"]["ports"][0]["port"]
@@ -207,3 +210,17 @@ def test_a_kind_without_a_vendored_schema_says_how_to_add_one() -> None:
     (message,) = problems({"apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": "x"}})
     assert message.startswith("CronJob/x: no vendored schema for apiVersion 'batch/v1'")
     assert "scripts/k8s-schemas.py" in message
+
+
+def test_the_base_runs_the_images_the_script_builds_as_their_user() -> None:
+    """./scripts/service-images' default tags and the Containerfiles' USER are what the base
+    Deployments name and run as."""
+    script = (REPO / "scripts" / "service-images").read_text()
+    assert "prefix=${1:-localhost/ajour}" in script and "tag=${2:-0.1.0}" in script
+    base = kustomize(DEPLOY / "base")
+    for pod, container in containers(base):
+        name = container["name"]
+        assert container["image"] == f"localhost/ajour/{name}:0.1.0"
+        containerfile = (REPO / "deploy" / "images" / f"{name}.Containerfile").read_text()
+        uid = pod["securityContext"]["runAsUser"]
+        assert f"USER {uid}:{pod['securityContext']['runAsGroup']}" in containerfile
