@@ -19,6 +19,10 @@ Who is asked for what:
   without a configured token the endpoint refuses everyone;
 * ``authenticate=False`` (``--insecure-no-auth``, loopback only) turns all of this off.
 
+``GET /healthz`` and ``GET /readyz`` are the probes, open to everyone and telling nothing
+but ``ok``: ``/healthz`` is answered by the event loop (the process serves), ``/readyz`` by
+the handler pool (a device's request would be answered now).
+
 Other routes (``GET /metrics``) plug in with :meth:`HttpTransport.add_route`.
 """
 
@@ -55,6 +59,8 @@ log = logging.getLogger("delivery.http")
 CBOR = "application/cbor"
 JSON = "application/json"
 MAX_EVENTS_BYTES = 1024 * 1024
+PROBES = ("/healthz", "/readyz")  # open: no token, and an answer that names nothing
+PROBE_OK = b'{"status":"ok"}'
 
 Handler = Callable[[Request, bytes], Response]
 
@@ -197,6 +203,12 @@ class DeliveryApp:
             )
         if path == ROLLOUTS or path.startswith(ROLLOUTS + "/"):
             return self.rollouts.route(request)
+        if path in PROBES:
+            # liveness from the event loop itself; readiness from a free handler thread
+            ok = Response(200, PROBE_OK, JSON)
+            if path == "/healthz":
+                return self._only(method, "GET") or ok
+            return self._only(method, "GET") or Accept(0, lambda _request, _body: ok)
         if path in self.extra:
             want, handler, token, max_body = self.extra[path]
             return (
@@ -235,7 +247,7 @@ class DeliveryApp:
     def add(
         self, path: str, method: str, handler: Handler, token: Callable[[], str], max_body: int
     ) -> None:
-        if path in ("/v1/dfu", "/v1/events") or path.startswith(("/v1/status", ROLLOUTS)):
+        if path in ("/v1/dfu", "/v1/events", *PROBES) or path.startswith(("/v1/status", ROLLOUTS)):
             raise DeliveryError(f"{path} is one of the worker's own routes; choose another path")
         self.extra[path] = (method, handler, token, max_body)
 
