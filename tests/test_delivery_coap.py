@@ -1,0 +1,327 @@
+"""Delivery over CoAP (delivery/coap.py): a real aiocoap server on loopback UDP, driven by
+aiocoap as a client and by Debian's libcoap ``coap-client``."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ajour_build.core.fleet import load_fleet
+from delivery.device import SimulatedDevice
+from delivery.protocol import Status, Swap, Write, decode_command, encode_status
+from delivery.store import StatusStore
+from delivery.targets import Targets
+from delivery.worker import Worker
+from tests.test_sources import publish
+
+aiocoap = pytest.importorskip("aiocoap")
+from aiocoap.numbers.codes import Code  # noqa: E402
+from aiocoap.optiontypes import BlockOption, StringOption  # noqa: E402
+
+from delivery.coap import AUTHORIZATION_OPTION, CoapSettings, CoapTransport  # noqa: E402
+
+FLEET = """\
+kind: Application
+metadata: {name: app}
+spec: {firmware: {container: {image: fw/app:latest}}}
+---
+metadata: {name: dev1, application: app}
+spec: {credentials: {credentials: [{pass: pw-1}]}}
+---
+metadata: {name: dev2, application: app}
+spec: {credentials: {credentials: [{user: {username: alice, password: wonder}}]}}
+"""
+IMAGE = bytes(range(256)) * 12  # 3 KiB
+QUERY = "application=app&device=dev1"
+
+
+class Served:
+    def __init__(self, root: Path, transport: CoapTransport, worker: Worker) -> None:
+        self.root, self.transport, self.worker = root, transport, worker
+        self.url = f"coap://127.0.0.1:{transport.port}/v1/dfu"
+
+    def publish(self, version: str, content: bytes) -> None:
+        publish(self.root, f"oci-layout://{self.root / 'oci' / 'fw' / 'app'}:latest", version,
+                content)  # fmt: skip
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(FLEET)
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.0", IMAGE)
+    targets = Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}")
+    worker = Worker(targets, StatusStore())
+    transport = CoapTransport(
+        worker, CoapSettings(port=0, observe_poll=30.0, max_observers=2, threads=2)
+    )
+    transport.start()
+    try:
+        yield Served(tmp_path, transport, worker)
+    finally:
+        transport.stop()
+
+
+def basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def request(
+    url: str,
+    payload: bytes = b"",
+    *,
+    code: Any = None,
+    auth: str | None = basic("dev1@app", "pw-1"),
+    content_format: int | None = 60,
+) -> Any:
+    message = aiocoap.Message(
+        code=code or Code.POST, uri=url, payload=payload, content_format=content_format
+    )
+    if auth is not None:
+        message.opt.add_option(StringOption(AUTHORIZATION_OPTION, auth))
+    return message
+
+
+async def exchange(*messages: Any, block_exp: int | None = None) -> list[Any]:
+    context = await aiocoap.Context.create_client_context(transports=["udp6"])
+    try:
+        answers = []
+        for message in messages:
+            if block_exp is not None:
+                message.remote = None
+                req = context.request(message)
+            else:
+                req = context.request(message)
+            answers.append(await asyncio.wait_for(req.response, 20))
+        return answers
+    finally:
+        await context.shutdown()
+
+
+def ask(*messages: Any) -> list[Any]:
+    return asyncio.run(exchange(*messages))
+
+
+def test_a_device_updates_fully_over_coap(served: Served) -> None:
+    """The simulated device walks from 0.9 to 1.0 with POSTs answered 2.04 Changed."""
+
+    async def walk() -> SimulatedDevice:
+        device = SimulatedDevice(b"0.9", mtu=256)
+        context = await aiocoap.Context.create_client_context(transports=["udp6"])
+        try:
+            for _ in range(40):
+                status = encode_status(device.status())
+                answer = await context.request(request(f"{served.url}?{QUERY}", status)).response
+                assert answer.code == Code.CHANGED, answer.payload
+                assert answer.opt.content_format == 60
+                device.apply(decode_command(answer.payload))
+                if device.synced:
+                    return device
+        finally:
+            await context.shutdown()
+        raise AssertionError(f"no sync after 40 round trips: {device}")
+
+    device = asyncio.run(walk())
+    assert (device.version, device.swaps, device.bytes_received) == (b"1.0", 1, len(IMAGE))
+    assert device.firmware == IMAGE
+    assert served.worker.counters.snapshot().get("commands.swap", 1) >= 1
+    assert served.transport.snapshot()["changed"] >= len(IMAGE) // 256 + 2
+
+
+def test_a_large_write_comes_in_blocks_to_a_small_block_client(served: Served) -> None:
+    """An mtu 1024 Write (about 1.05 KiB of CBOR) goes out in Block2 blocks of 64 bytes."""
+    status = encode_status(Status(b"0.9", 1024))
+
+    async def fetch() -> tuple[Any, int]:
+        context = await aiocoap.Context.create_client_context(transports=["udp6"])
+        try:
+            message = request(f"{served.url}?{QUERY}", status)
+            message.opt.block2 = BlockOption.BlockwiseTuple(0, False, 2)  # 64-byte blocks
+            answer = await context.request(message).response
+            return answer, 0
+        finally:
+            await context.shutdown()
+
+    answer, _ = asyncio.run(fetch())
+    assert answer.code == Code.CHANGED
+    command = decode_command(answer.payload)
+    assert isinstance(command, Write) and command.data == IMAGE[:1024]
+    assert answer.opt.block2 is not None and answer.opt.block2.size_exponent == 2
+
+
+def test_block_transfer_with_libcoap(served: Served, tmp_path: Path) -> None:
+    coap_client = shutil.which("coap-client-notls") or shutil.which("coap-client")
+    if coap_client is None:
+        pytest.skip("coap-client (Debian: libcoap3-bin) is not installed; scripts/setup adds it")
+    status = tmp_path / "status.cbor"
+    status.write_bytes(encode_status(Status(b"0.9", 1024)))
+    out = tmp_path / "out.cbor"
+    result = subprocess.run(
+        [coap_client, "-m", "post", "-t", "60", "-b", "64", "-f", str(status), "-o", str(out),
+         "-O", f"{AUTHORIZATION_OPTION},{basic('dev1@app', 'pw-1')}", f"{served.url}?{QUERY}"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    expected = served.worker.handle("app", "dev1", status.read_bytes())
+    assert out.read_bytes() == expected
+    command = decode_command(out.read_bytes())
+    assert isinstance(command, Write) and command.data == IMAGE[:1024]
+
+
+def test_coap_client_posts_a_status_and_gets_the_cbor_command(
+    served: Served, tmp_path: Path
+) -> None:
+    coap_client = shutil.which("coap-client-notls") or shutil.which("coap-client")
+    if coap_client is None:
+        pytest.skip("coap-client (Debian: libcoap3-bin) is not installed; scripts/setup adds it")
+    status = tmp_path / "status.cbor"
+    status.write_bytes(encode_status(Status(b"0.9", 256, 7)))
+    out = tmp_path / "out.cbor"
+    result = subprocess.run(
+        [coap_client, "-m", "post", "-t", "60", "-f", str(status), "-o", str(out),
+         "-O", f"{AUTHORIZATION_OPTION},{basic('dev1@app', 'pw-1')}", f"{served.url}?{QUERY}"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    command = decode_command(out.read_bytes())
+    assert command == Write(b"1.0", 7, 0, IMAGE[:256])
+    wrong = subprocess.run(
+        [coap_client, "-m", "post", "-t", "60", "-f", str(status),
+         "-O", f"{AUTHORIZATION_OPTION},{basic('dev1@app', 'nope')}", f"{served.url}?{QUERY}"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert "4.01" in wrong.stdout + wrong.stderr
+
+
+def test_refusals(served: Served) -> None:
+    status = encode_status(Status(b"0.9", 256))
+    url = f"{served.url}?{QUERY}"
+    ghost, alice = basic("ghost@app", "pw-1"), basic("alice", "wonder")
+    wrong, unknown, none, user, text, garbled, big = ask(
+        request(url, status, auth=basic("dev1@app", "pw-2")),
+        request(f"{served.url}?application=app&device=ghost", status, auth=ghost),
+        request(url, status, auth=None),
+        request(f"{served.url}?application=app&device=dev2", status, auth=alice),
+        request(url, status, content_format=0),
+        request(url, b"\xa1\x00\xff garbage"),
+        request(url, b"\x00" * 5000),
+    )
+    assert (wrong.code, unknown.code, none.code) == (Code.UNAUTHORIZED,) * 3
+    assert wrong.payload == unknown.payload, "an unknown device is told what a wrong password is"
+    assert b"4209" in wrong.payload
+    assert user.code == Code.CHANGED, "a username of the device's credentials logs in"
+    assert text.code == Code.UNSUPPORTED_CONTENT_FORMAT and b"Content-Format 60" in text.payload
+    assert garbled.code == Code.BAD_REQUEST
+    assert garbled.payload.startswith(b"the status is not a valid embedded-update CBOR Status:")
+    assert big.code == Code.REQUEST_ENTITY_TOO_LARGE and big.opt.size1 == 4096
+    stats = served.transport.snapshot()
+    assert stats["unauthorized"] == 3 and stats["errors"] == 0
+
+
+def test_bad_datagrams_never_stop_the_server(served: Served) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for junk in (b"", b"\xff", b"\x40\x02\x00\x01\xff", b"\x4f" + b"\x00" * 40, b"x" * 1400):
+            sock.sendto(junk, ("127.0.0.1", served.transport.port))
+    status = encode_status(Status(b"1.0", 256))
+    (answer,) = ask(request(f"{served.url}?{QUERY}", status))
+    assert answer.code == Code.CHANGED
+    assert served.transport.snapshot()["errors"] == 0
+
+
+def test_observe_announces_a_published_version(served: Served) -> None:
+    """A device observing /v1/dfu hears of 1.1 when its publish event invalidates targets,
+    well before the 30 s poll."""
+
+    async def observe() -> tuple[list[bytes], float, Any]:
+        context = await aiocoap.Context.create_client_context(transports=["udp6"])
+        try:
+            message = request(f"{served.url}?{QUERY}", code=Code.GET, content_format=None)
+            message.opt.observe = 0
+            req = context.request(message)
+            first = await asyncio.wait_for(req.response, 20)
+            seen = [bytes(first.payload)]
+            refused_msg = request(
+                f"{served.url}?application=app&device=dev1", code=Code.GET,
+                auth=basic("dev1@app", "wrong"), content_format=None,
+            )  # fmt: skip
+            refused_msg.opt.observe = 0
+            refused = await asyncio.wait_for(context.request(refused_msg).response, 20)
+            await asyncio.sleep(0.2)
+            started = time.monotonic()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(None, served.publish, "1.1", b"n" * 500)
+            served.worker.targets.invalidate()  # what POST /v1/events does
+            async for note in req.observation:
+                seen.append(bytes(note.payload))
+                break
+            return seen, time.monotonic() - started, refused
+        finally:
+            await context.shutdown()
+
+    seen, took, refused = asyncio.run(observe())
+    assert seen == [b"\x431.0", b"\x431.1"]
+    assert took < 5
+    assert refused.code == Code.UNAUTHORIZED and refused.opt.observe is None
+    assert served.transport.snapshot()["notifications"] == 1
+
+
+def test_the_observer_bound_and_dropped_observers(served: Served) -> None:
+    async def run() -> tuple[list[Any], int, int]:
+        context = await aiocoap.Context.create_client_context(transports=["udp6"])
+        try:
+            answers, reqs = [], []
+            for _ in range(3):
+                message = request(f"{served.url}?{QUERY}", code=Code.GET, content_format=None)
+                message.opt.observe = 0
+                req = context.request(message)
+                reqs.append(req)
+                answers.append(await asyncio.wait_for(req.response, 20))
+            full = len(served.transport.observers)
+            for req in reqs:
+                if not req.observation.cancelled:
+                    req.observation.cancel()
+            await asyncio.sleep(0.2)
+        finally:
+            await context.shutdown()
+        return answers, full, len(served.transport.observers)
+
+    answers, full, _ = asyncio.run(run())
+    assert [a.opt.observe is not None for a in answers] == [True, True, False]
+    assert full == 2 and served.transport.snapshot()["observers_refused"] == 1
+    served.publish("1.2", b"m" * 100)
+    served.worker.targets.invalidate()  # notifications to a closed client end them
+    deadline = time.monotonic() + 10
+    while len(served.transport.observers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(served.transport.observers) == 0
+
+
+def test_serve_without_coap_never_imports_aiocoap() -> None:
+    probe = (
+        "import sys\nfrom delivery.cli import main\nimport delivery.coap, delivery.coap_site\n"
+        "print('aiocoap' in sys.modules)"
+    )
+    from tests.conftest import REPO
+
+    result = subprocess.run(
+        [__import__("sys").executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+        check=True,
+    )  # fmt: skip
+    assert result.stdout.strip() == "False"
+
+
+def test_swap_checksum(served: Served) -> None:
+    status = encode_status(Status(b"0.9", 256, None, __import__("delivery.protocol").protocol
+                                  .UpdateStatus(b"1.0", len(IMAGE))))  # fmt: skip
+    (answer,) = ask(request(f"{served.url}?{QUERY}", status))
+    assert decode_command(answer.payload) == Swap(b"1.0", None, hashlib.sha256(IMAGE).digest())
