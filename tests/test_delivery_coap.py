@@ -325,3 +325,87 @@ def test_swap_checksum(served: Served) -> None:
                                   .UpdateStatus(b"1.0", len(IMAGE))))  # fmt: skip
     (answer,) = ask(request(f"{served.url}?{QUERY}", status))
     assert decode_command(answer.payload) == Swap(b"1.0", None, hashlib.sha256(IMAGE).digest())
+
+
+def free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_serve_takes_coap_from_ajour_yaml(tmp_path: Path) -> None:
+    """``delivery.coap`` in ajour.yaml (as ``--coap``) serves CoAP alone; SIGTERM stops it."""
+    import os
+    import signal
+    import sys
+
+    from tests.conftest import REPO
+
+    port = free_udp_port()
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "f.yaml").write_text(FLEET)
+    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.0", IMAGE)
+    (fleet / "ajour.yaml").write_text(
+        f"delivery:\n  coap: 127.0.0.1:{port}\n  coap_max_observers: 5\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "delivery.cli", "serve", "--fleet", str(fleet),
+         "--registry", f"oci-layout://{tmp_path / 'oci'}"],
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        lines = [proc.stderr.readline() for _ in range(2)]
+        assert f"serving CoAP on coap://127.0.0.1:{port}\n" in lines, lines
+        status = encode_status(Status(b"0.9", 64))
+        (answer,) = ask(request(f"coap://127.0.0.1:{port}/v1/dfu?{QUERY}", status))
+        assert answer.code == Code.CHANGED
+        assert decode_command(answer.payload) == Write(b"1.0", None, 0, IMAGE[:64])
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+
+
+def test_serve_refuses_bad_coap_options(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from delivery.cli import main
+
+    (tmp_path / "f.yaml").write_text(FLEET)
+    runner = CliRunner()
+    bad = runner.invoke(main, ["serve", "--fleet", str(tmp_path), "--coap", "localhost"])
+    assert bad.exit_code == 1
+    assert "--coap expects HOST:PORT (or [IPv6]:PORT), got 'localhost'" in bad.output
+    open_ = runner.invoke(
+        main, ["serve", "--fleet", str(tmp_path), "--coap", "0.0.0.0:5683", "--insecure-no-auth"]
+    )
+    assert open_.exit_code == 1 and "only allowed on a loopback --coap address" in open_.output
+    (tmp_path / "ajour.yaml").write_text("delivery:\n  coap: nowhere\n")
+    typo = runner.invoke(main, ["serve", "--fleet", str(tmp_path)])
+    assert typo.exit_code != 0 and "'nowhere' is not HOST:PORT" in typo.output
+
+
+def test_without_aiocoap_serve_coap_names_the_extra(tmp_path: Path) -> None:
+    import sys
+
+    from tests.conftest import REPO
+
+    probe = (
+        "import sys\nsys.modules['aiocoap'] = None\n"
+        "from delivery.coap import CoapSettings, CoapTransport\n"
+        "try:\n    CoapTransport(None, CoapSettings(port=0))\n"
+        "except Exception as exc:\n    print(type(exc).__name__, exc)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    assert result.stdout.strip() == (
+        "DeliveryError serve --coap needs aiocoap: pip install 'ajour[coap]' (or aiocoap>=0.4)"
+    )
