@@ -35,7 +35,14 @@ from typing import Any
 
 from ajour_build.core.hosts import is_loopback
 from delivery import device_auth
-from delivery.coap_site import AUTHORIZATION_OPTION, CBOR_FORMAT, Identity, make_site
+from delivery.coap_site import (
+    AUTHORIZATION_OPTION,
+    CBOR_FORMAT,
+    UNAUTHORIZED,
+    UNNAMED,
+    Identity,
+    make_site,
+)
 from delivery.errors import DeliveryError
 from delivery.protocol import ProtocolError, decode_status
 from delivery.worker import Worker
@@ -214,16 +221,22 @@ class CoapTransport:
             )
         return self._decoy
 
-    def dfu(self, who: Identity, payload: bytes) -> tuple[bytes | None, str]:
-        """The command for a status, or None and why not."""
+    def post(self, who: Identity, payload: bytes) -> tuple[str, bytes]:
+        """``("changed", command)``, or the refusal's stats key and diagnostic."""
+        if not who.app or not who.device:
+            return "bad_request", UNNAMED.encode()
+        if not self.authorized(who):
+            self.worker.counters.add("unauthorized")
+            return "unauthorized", UNAUTHORIZED.encode()
         reply = self.worker.handle(who.app, who.device, payload)
         if reply is not None:
-            return reply, ""
+            return "changed", reply
         try:
             decode_status(payload)
         except ProtocolError as exc:
-            return None, f"the status is not a valid embedded-update CBOR Status: {exc}"
-        return None, "the status was not answered"
+            why = f"the status is not a valid embedded-update CBOR Status: {exc}"
+            return "bad_request", why.encode()
+        return "bad_request", b"the status was not answered"
 
     def target_version(self, app: str, device: str) -> bytes | None:
         source = self.worker.targets.source(app, device)

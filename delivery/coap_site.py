@@ -118,6 +118,7 @@ class DfuHandlers:
             return self.text(self.code.INTERNAL_SERVER_ERROR, "internal error; try again")
 
     async def render_post(self, request: Any) -> Any:
+        """Naming, authentication and the worker in one trip to the thread pool."""
         transport, stats = self.transport, self.transport.stats
         refused = post_refusal(request)
         if refused is not None:
@@ -125,16 +126,13 @@ class DfuHandlers:
             stats[key] += 1
             size1 = MAX_STATUS_BYTES if key == "too_large" else None
             return self.text(getattr(self.code, code), message, size1=size1)
-        who = Identity(request)
-        problem = await self._identify(who)
-        if problem is not None:
-            return problem
-        reply, why = await transport.run(transport.dfu, who, bytes(request.payload))
-        if reply is None:
-            stats["bad_request"] += 1
-            return self.text(self.code.BAD_REQUEST, why)
-        stats["changed"] += 1
-        return self.coap.Message(code=self.code.CHANGED, payload=reply, content_format=CBOR_FORMAT)
+        outcome, body = await transport.run(transport.post, Identity(request), request.payload)
+        if outcome == "changed":
+            stats["changed"] += 1
+            return self.coap.Message(
+                code=self.code.CHANGED, payload=body, content_format=CBOR_FORMAT
+            )
+        return self._refused(outcome, body.decode())
 
     async def render_get(self, request: Any) -> Any:
         who = Identity(request)
@@ -163,13 +161,16 @@ class DfuHandlers:
     async def _identify(self, who: Identity) -> Any:
         transport = self.transport
         if not who.app or not who.device:
-            transport.stats["bad_request"] += 1
-            return self.text(self.code.BAD_REQUEST, UNNAMED)
+            return self._refused("bad_request", UNNAMED)
         if not await transport.run(transport.authorized, who):
-            transport.stats["unauthorized"] += 1
             transport.worker.counters.add("unauthorized")
-            return self.text(self.code.UNAUTHORIZED, UNAUTHORIZED)
+            return self._refused("unauthorized", UNAUTHORIZED)
         return None
+
+    def _refused(self, outcome: str, message: str) -> Any:
+        self.transport.stats[outcome] += 1
+        code = self.code.UNAUTHORIZED if outcome == "unauthorized" else self.code.BAD_REQUEST
+        return self.text(code, message)
 
 
 def make_site(transport: Any) -> Any:
