@@ -48,6 +48,7 @@ from delivery.protocol import ProtocolError, decode_status
 from delivery.worker import Worker
 
 log = logging.getLogger("delivery.coap")
+AGAIN_S = 0.25  # the second look after an invalidation
 
 STATS = (
     "requests",
@@ -173,14 +174,20 @@ class CoapTransport:
         """Notify observers whose target version changed: on invalidations, and polled."""
         assert self._wake is not None
         subscribed: Any = None
+        again = False
         while True:
             targets = self.worker.targets
             if targets is not subscribed:  # the first time, and after a fleet reload
                 targets.subscribe(self.announce)
                 subscribed = targets
+            # after an invalidation, look twice: a layout source that was read within its
+            # recheck interval (50 ms) sees the new index.json only the second time
+            wait = min(AGAIN_S, self.settings.observe_poll) if again else self.settings.observe_poll
+            again = False
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.observe_poll):
+                async with asyncio.timeout(wait):
                     await self._wake.wait()
+                    again = True
             self._wake.clear()
             try:
                 await self.observers.check()

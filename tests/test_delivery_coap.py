@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
+import json
 import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +21,12 @@ import pytest
 
 from ajour_build.core.fleet import load_fleet
 from delivery.device import SimulatedDevice
+from delivery.http import HttpSettings, HttpTransport
 from delivery.protocol import Status, Swap, Write, decode_command, encode_status
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.http_wire import EVENTS_TOKEN
 from tests.test_sources import publish
 
 aiocoap = pytest.importorskip("aiocoap")
@@ -55,21 +60,26 @@ class Served:
                 content)  # fmt: skip
 
 
-@pytest.fixture
-def served(tmp_path: Path) -> Iterator[Served]:
-    (tmp_path / "fleet").mkdir()
-    (tmp_path / "fleet" / "f.yaml").write_text(FLEET)
-    publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.0", IMAGE)
-    targets = Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}")
+@contextlib.contextmanager
+def serving(root: Path, settings: CoapSettings) -> Iterator[Served]:
+    (root / "fleet").mkdir()
+    (root / "fleet" / "f.yaml").write_text(FLEET)
+    publish(root, f"oci-layout://{root / 'oci' / 'fw' / 'app'}:latest", "1.0", IMAGE)
+    targets = Targets(load_fleet([root / "fleet"]), f"oci-layout://{root / 'oci'}")
     worker = Worker(targets, StatusStore())
-    transport = CoapTransport(
-        worker, CoapSettings(port=0, observe_poll=30.0, max_observers=2, threads=2)
-    )
+    transport = CoapTransport(worker, settings)
     transport.start()
     try:
-        yield Served(tmp_path, transport, worker)
+        yield Served(root, transport, worker)
     finally:
         transport.stop()
+
+
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[Served]:
+    settings = CoapSettings(port=0, observe_poll=30.0, max_observers=2, threads=2)
+    with serving(tmp_path, settings) as found:
+        yield found
 
 
 def basic(user: str, password: str) -> str:
@@ -238,9 +248,11 @@ def test_bad_datagrams_never_stop_the_server(served: Served) -> None:
     assert served.transport.snapshot()["errors"] == 0
 
 
-def test_observe_announces_a_published_version(served: Served) -> None:
-    """A device observing /v1/dfu hears of 1.1 when its publish event invalidates targets,
-    well before the 30 s poll."""
+def observe_until_new_version(
+    served: Served, announce: Callable[[], None]
+) -> tuple[list[bytes], float, Any]:
+    """Observe /v1/dfu as dev1 (and try once with a wrong password), publish 1.1, call
+    ``announce``; the payloads seen, how long the notification took, the refused answer."""
 
     async def observe() -> tuple[list[bytes], float, Any]:
         context = await aiocoap.Context.create_client_context(transports=["udp6"])
@@ -250,17 +262,15 @@ def test_observe_announces_a_published_version(served: Served) -> None:
             req = context.request(message)
             first = await asyncio.wait_for(req.response, 20)
             seen = [bytes(first.payload)]
-            refused_msg = request(
-                f"{served.url}?application=app&device=dev1", code=Code.GET,
-                auth=basic("dev1@app", "wrong"), content_format=None,
-            )  # fmt: skip
+            wrong = basic("dev1@app", "wrong")
+            refused_msg = request(f"{served.url}?{QUERY}", code=Code.GET, auth=wrong,
+                                  content_format=None)  # fmt: skip
             refused_msg.opt.observe = 0
             refused = await asyncio.wait_for(context.request(refused_msg).response, 20)
-            await asyncio.sleep(0.2)
             started = time.monotonic()
             loop = asyncio.get_running_loop()
             await loop.run_in_executor(None, served.publish, "1.1", b"n" * 500)
-            served.worker.targets.invalidate()  # what POST /v1/events does
+            await loop.run_in_executor(None, announce)
             async for note in req.observation:
                 seen.append(bytes(note.payload))
                 break
@@ -268,11 +278,42 @@ def test_observe_announces_a_published_version(served: Served) -> None:
         finally:
             await context.shutdown()
 
-    seen, took, refused = asyncio.run(observe())
+    return asyncio.run(asyncio.wait_for(observe(), 30))
+
+
+def test_observe_announces_a_version_published_with_an_event(served: Served) -> None:
+    """A device observing /v1/dfu hears of 1.1 when a publish event (POST /v1/events)
+    invalidates targets, well before the 30 s poll."""
+    http = HttpTransport(
+        served.worker, HttpSettings(port=0, status_token="s", events_token=EVENTS_TOKEN)
+    )
+    http.start()
+    event = json.dumps({"image": "fw/app", "tag": "latest", "version": "1.1"}).encode()
+
+    def post_event() -> None:
+        req = urllib.request.Request(
+            f"{http.url}/v1/events", event,
+            {"Authorization": f"Bearer {EVENTS_TOKEN}", "Content-Type": "application/json"},
+        )  # fmt: skip
+        with urllib.request.urlopen(req, timeout=10) as answer:
+            assert answer.status == 200
+
+    try:
+        seen, took, refused = observe_until_new_version(served, post_event)
+    finally:
+        http.stop()
     assert seen == [b"\x431.0", b"\x431.1"]
     assert took < 5
     assert refused.code == Code.UNAUTHORIZED and refused.opt.observe is None
-    assert served.transport.snapshot()["notifications"] == 1
+    stats = served.transport.snapshot()
+    assert stats["notifications"] == 1 and stats["observers"] == 1
+
+
+def test_observe_notices_a_new_version_without_an_event(tmp_path: Path) -> None:
+    """Without a publish event, the poll (here 0.3 s) finds the new version."""
+    with serving(tmp_path, CoapSettings(port=0, observe_poll=0.3)) as served:
+        seen, took, _ = observe_until_new_version(served, lambda: None)
+    assert seen == [b"\x431.0", b"\x431.1"] and took < 5
 
 
 def test_the_observer_bound_and_dropped_observers(served: Served) -> None:
