@@ -11,6 +11,7 @@ import json
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ import pytest
 from ajour_build.core.fleet import load_fleet
 from delivery.device import SimulatedDevice
 from delivery.http import HttpSettings, HttpTransport
-from delivery.protocol import Status, Swap, Write, decode_command, encode_status
+from delivery.protocol import Status, Swap, UpdateStatus, Write, decode_command, encode_status
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
@@ -198,7 +199,7 @@ def test_coap_client_posts_a_status_and_gets_the_cbor_command(
     status.write_bytes(encode_status(Status(b"0.9", 256, 7)))
     out = tmp_path / "out.cbor"
     result = subprocess.run(
-        [coap_client, "-m", "post", "-t", "60", "-f", str(status), "-o", str(out),
+        [coap_client, "-m", "post", "-T", "cafe", "-t", "60", "-f", str(status), "-o", str(out),
          "-O", f"{AUTHORIZATION_OPTION},{basic('dev1@app', 'pw-1')}", f"{served.url}?{QUERY}"],
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
@@ -355,15 +356,14 @@ def test_serve_without_coap_never_imports_aiocoap() -> None:
     from tests.conftest import REPO
 
     result = subprocess.run(
-        [__import__("sys").executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO,
         check=True,
     )  # fmt: skip
     assert result.stdout.strip() == "False"
 
 
 def test_swap_checksum(served: Served) -> None:
-    status = encode_status(Status(b"0.9", 256, None, __import__("delivery.protocol").protocol
-                                  .UpdateStatus(b"1.0", len(IMAGE))))  # fmt: skip
+    status = encode_status(Status(b"0.9", 256, None, UpdateStatus(b"1.0", len(IMAGE))))
     (answer,) = ask(request(f"{served.url}?{QUERY}", status))
     assert decode_command(answer.payload) == Swap(b"1.0", None, hashlib.sha256(IMAGE).digest())
 
@@ -378,7 +378,6 @@ def test_serve_takes_coap_from_ajour_yaml(tmp_path: Path) -> None:
     """``delivery.coap`` in ajour.yaml (as ``--coap``) serves CoAP alone; SIGTERM stops it."""
     import os
     import signal
-    import sys
 
     from tests.conftest import REPO
 
@@ -434,8 +433,6 @@ def test_serve_refuses_bad_coap_options(tmp_path: Path) -> None:
 
 
 def test_without_aiocoap_serve_coap_names_the_extra(tmp_path: Path) -> None:
-    import sys
-
     from tests.conftest import REPO
 
     probe = (
