@@ -18,7 +18,7 @@ from delivery import __version__
 from delivery.errors import DeliveryError
 from delivery.fleet_reload import FleetReloader
 from delivery.gateway_command import gateway
-from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
+from delivery.options import FLEET, coap_settings, mqtt_tls_options, mqtt_tls_settings
 from delivery.rollout_cli import rollout
 from delivery.tools import COMMANDS
 
@@ -161,6 +161,7 @@ def _http_settings(
     epilog="\b\nExamples:\n  ajour-delivery serve --fleet examples/fleet --http 127.0.0.1:8081"
     " --registry oci-layout:///var/lib/ajour/fw\n"
     "  ajour-delivery serve --fleet fleet/ --mqtt mqtt://127.0.0.1:1883 --http 127.0.0.1:8081\n"
+    "  ajour-delivery serve --fleet fleet/ --coap 127.0.0.1:5683 --registry oci-layout:///srv/fw\n"
 )
 @FLEET
 @click.option(
@@ -171,6 +172,16 @@ def _http_settings(
 )
 @click.option("--http", "http_addr", help="Serve HTTP on HOST:PORT (for example 127.0.0.1:8081).")
 @click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt[s]://[user:password@]host[:port].")
+@click.option(
+    "--coap",
+    "coap_addr",
+    help="Serve CoAP (UDP, no DTLS) on HOST:PORT, e.g. 127.0.0.1:5683 (the coap extra).",
+)
+@click.option(
+    "--coap-max-observers",
+    type=click.IntRange(0, 1_000_000),
+    help="CoAP Observe registrations kept at most (default: 1000).",
+)
 @mqtt_tls_options
 @click.option("--group", help="MQTT shared subscription group (default: ajour).")
 @click.option(
@@ -257,6 +268,8 @@ def serve(
     config_path: Path | None,
     http_addr: str | None,
     mqtt_url: str | None,
+    coap_addr: str | None,
+    coap_max_observers: int | None,
     mqtt_ca: Path | None,
     mqtt_cert: Path | None,
     mqtt_key: Path | None,
@@ -283,7 +296,7 @@ def serve(
     poll_wait: int | None,
     app_polls: tuple[str, ...],
 ) -> None:
-    """Serve firmware to the fleet's devices until interrupted (HTTP and/or MQTT)."""
+    """Serve firmware to the fleet's devices until interrupted (HTTP, MQTT and/or CoAP)."""
     from delivery.http import HttpTransport
     from delivery.rollout_db import open_rollout_db
     from delivery.rollouts import Rollouts
@@ -296,6 +309,9 @@ def serve(
     conf = found.delivery
     http_addr = http_addr or conf.http or None
     mqtt_url = mqtt_url or conf.mqtt or None
+    coap_addr = coap_addr or conf.coap or None
+    if coap_max_observers is None:
+        coap_max_observers = conf.coap_max_observers
     group = group or conf.group
     drogue_apps = drogue_apps or conf.drogue_apps
     registry = registry or found.registry.prefix
@@ -316,8 +332,11 @@ def serve(
     }
     status_token = status_token or next(iter(tokens["status"]), None)
     events_token = events_token or next(iter(tokens["events"]), None)
-    if not http_addr and not mqtt_url:
-        raise DeliveryError("give a transport: --http HOST:PORT and/or --mqtt mqtt://host:port")
+    if not http_addr and not mqtt_url and not coap_addr:
+        raise DeliveryError(
+            "give a transport: --http HOST:PORT, --mqtt mqtt://host:port and/or --coap HOST:PORT"
+        )
+    coap = coap_settings(coap_addr, insecure_no_auth, coap_max_observers)
     mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
     http_settings = None
     if http_addr:
@@ -370,6 +389,13 @@ def serve(
             broker.start()
             started.append(broker)
             click.echo(f"serving MQTT as {broker.subscription}", err=True)
+        if coap is not None:
+            from delivery.coap import CoapTransport
+
+            coap_transport = CoapTransport(worker, coap)
+            coap_transport.start()
+            started.append(coap_transport)
+            click.echo(f"serving CoAP on {coap_transport.url}", err=True)
         click.echo(f"{len(targets.fleet.devices)} devices in the fleet ({found.source})", err=True)
         stop.wait()
     except KeyboardInterrupt:

@@ -42,3 +42,23 @@ def mqtt_tls_settings(url: str | None, ca: Path | None, cert: Path | None, key: 
     from delivery.mqtt import MqttTls
 
     return MqttTls(ca, cert, key)
+
+
+def coap_settings(addr: str | None, insecure_no_auth: bool, max_observers: int) -> Any:
+    """The CoapSettings for ``serve --coap HOST:PORT`` (None without it); the transport and
+    aiocoap are not imported here."""
+    if not addr:
+        return None
+    from ajour_build.core.hosts import is_loopback
+    from delivery.coap import CoapSettings
+
+    host, _, port = addr.rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")  # [::1]:5683
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise DeliveryError(f"--coap expects HOST:PORT (or [IPv6]:PORT), got {addr!r}")
+    if insecure_no_auth and not is_loopback(host):
+        raise DeliveryError(
+            f"--insecure-no-auth turns authentication off, so it is only allowed on a loopback"
+            f" --coap address (127.0.0.1, ::1), not on {host!r}"
+        )
+    return CoapSettings(host, int(port), not insecure_no_auth, max_observers=max_observers)

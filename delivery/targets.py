@@ -9,7 +9,7 @@ device with the same spec, so a fleet of thousands resolves a handful of tags.
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -83,6 +83,13 @@ class Targets:
         self._by_device: dict[tuple[str, str], Route] = {}
         self._blobs: ByteLru[str] = ByteLru(self.blob_cache_bytes)
         self._pinned: dict[tuple[int, str], FirmwareImage] = {}
+        self._listeners: list[Callable[[], None]] = []
+
+    def subscribe(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` after every :meth:`invalidate` (a publish event): the CoAP
+        transport's announcements. It runs on the invalidating thread and must be quick."""
+        with self._lock:
+            self._listeners.append(callback)
 
     def knows(self, application: str, device: str) -> bool:
         return (application, device) in self.fleet.devices
@@ -195,4 +202,6 @@ class Targets:
             ):
                 source.invalidate()
                 count += 1
+        for callback in list(self._listeners):
+            callback()
         return count

@@ -9,11 +9,12 @@ Command-line options of ``ajour-delivery serve`` override both.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ajour_build.core.errors import ConfigError, SpecError
@@ -24,9 +25,27 @@ from ajour_build.core.installation import (
     merge,
     read_config_file,
 )
+from ajour_build.core.spec.fields import Text
 from ajour_build.core.spec.problems import known_fields, problems_from_validation
 
 ENV_PREFIX = "AJOUR_"
+_HOSTPORT = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
+
+
+class WorkerDeliveryConfig(DeliveryConfig):
+    """The ``delivery`` section as the worker reads it: the shared fields, and the CoAP
+    transport's (read by the worker only)."""
+
+    # HOST:PORT to serve CoAP on (UDP), e.g. 127.0.0.1:5683 (empty: no CoAP)
+    coap: Text = ""
+    coap_max_observers: int = Field(default=1000, ge=0, le=1_000_000)  # Observe registrations
+
+    @field_validator("coap")
+    @classmethod
+    def _coap(cls, value: str) -> str:
+        if value and not _HOSTPORT.fullmatch(value):
+            raise ValueError(f"{value!r} is not HOST:PORT; write for example 127.0.0.1:5683")
+        return value
 
 
 class DeliverySettings(BaseSettings):
@@ -35,7 +54,7 @@ class DeliverySettings(BaseSettings):
     )
 
     registry: RegistryConfig = RegistryConfig()
-    delivery: DeliveryConfig = DeliveryConfig()
+    delivery: WorkerDeliveryConfig = WorkerDeliveryConfig()
     source: str = Field(default="defaults", exclude=True)  # for messages; not read
 
 
