@@ -55,6 +55,15 @@ class PollConfig(Section):
     wait: int = Field(default=30, ge=1, le=86_400)  # nothing to serve (yet)
 
 
+class TrustConfig(Section):
+    """One application's trust policy: serve only firmware these keys signed
+    (docs/delivery.md, "Signed firmware only")."""
+
+    keys: tuple[Text, ...] = Field(min_length=1)  # PEM public key files (cosign.pub)
+    builder: Text = ""  # the provenance's runDetails.builder.id must be this (empty: any)
+    source: Text = ""  # its source URI must be this or under it (empty: any)
+
+
 class DeliveryConfig(Section):
     """``ajour-delivery serve``: transports, credentials of its own endpoints, polling."""
 
@@ -79,6 +88,8 @@ class DeliveryConfig(Section):
     operator_token: SecretStr = SecretStr("")
     hawkbit_url: Text = ""  # hawkBit DDI base URL, for hawkbit firmware specs
     hawkbit_tenant: Text = "DEFAULT"
+    # per application: serve only signed firmware (and with matching provenance)
+    trust: dict[DnsLabel, TrustConfig] = Field(default_factory=dict)
 
     @field_validator("http")
     @classmethod
