@@ -132,10 +132,21 @@ def cosign_manifest(
     )
 
 
+def require_crypto() -> None:
+    """Raise a precise error if ``cryptography`` (the ``signing`` extra) is not installed."""
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:
+        raise ArtifactError(
+            "signatures need the cryptography package: pip install 'ajour[signing]'"
+        ) from None
+
+
 class SigningKey:
     """A private key read from a PEM file. ``repr`` and errors never show its bytes."""
 
     def __init__(self, path: Path, password: str = "") -> None:
+        require_crypto()
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519
         from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
@@ -188,6 +199,7 @@ class PublicKey:
     """A public key read from a PEM (PKIX) file: what ``cosign verify --key`` takes."""
 
     def __init__(self, pem: bytes, where: str) -> None:
+        require_crypto()
         from cryptography.hazmat.primitives.asymmetric import ec, ed25519
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
