@@ -235,3 +235,21 @@ def test_a_missing_key_file_is_a_precise_error(tmp_path: Path) -> None:
         signer_from({"AJOUR_SIGN_KEY_FILE": str(tmp_path / "missing.key")})
     assert signer_from({}) is None
     assert public_pem(tmp_path / "x.pub", ec_key(tmp_path)[1]).is_file()
+
+
+def test_build_publish_takes_the_flag_then_the_environment_then_the_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from ajour_build.cli.build import _signer
+    from ajour_build.config import SigningConfig
+
+    flag, config, envkey = (ec_key(tmp_path, f"{n}.key")[0] for n in ("flag", "config", "env"))
+    conf = SigningConfig(key=str(config), builder_id="https://ci.example.com/b")
+    monkeypatch.delenv("AJOUR_SIGN_KEY_FILE", raising=False)
+    assert _signer(None, SigningConfig()) is None
+    found = _signer(None, conf)
+    assert found is not None and found.key.path == config
+    assert found.builder_id == "https://ci.example.com/b"
+    monkeypatch.setenv("AJOUR_SIGN_KEY_FILE", str(envkey))
+    assert (signer := _signer(None, conf)) is not None and signer.key.path == envkey
+    assert (signer := _signer(flag, conf)) is not None and signer.key.path == flag
