@@ -13,8 +13,10 @@ import pytest
 from prometheus_client import generate_latest
 
 from ajour_build.core.artifact.layout_store import LayoutStore
+from ajour_build.core.artifact.layout_writer import layout_writer
 from ajour_build.core.artifact.reference import parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.artifact.signature import sig_tag
 from ajour_build.core.errors import SpecError
 from ajour_build.core.fleet import load_fleet
 from ajour_build.publish.destination import release
@@ -117,6 +119,14 @@ def test_layout_source_reads_the_signature_tags_from_the_index(tmp_path: Path) -
     wrong = Signer(signer.key, "https://elsewhere.example.com/builder")
     publish(tmp_path, url, "1.3", b"D" * 3000, wrong)
     assert refused(source) == "provenance_mismatch"
+    # a .sig that is no manifest, or whose layer is no descriptor: refused, never a crash
+    store = LayoutStore(root)
+    digest = store.resolve("latest")
+    assert digest is not None
+    for junk in (b"not json", b'{"schemaVersion": 2, "layers": [{"digest": 1}]}'):
+        with layout_writer(root) as writer:
+            writer.tag(sig_tag(digest), writer.put_bytes(junk), len(junk))
+        assert refused(source) == "bad_signature"
 
 
 FLEET = """\

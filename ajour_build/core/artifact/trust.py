@@ -21,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from ajour_build.core.artifact.format import Descriptor, parse_manifest
 from ajour_build.core.artifact.signature import (
     COSIGN_TYPE,
@@ -82,11 +84,14 @@ def check(policy: TrustPolicy, digest: str, lookup: Lookup, fetch: Fetch) -> Non
 
 
 def _layers(body: bytes) -> list[Descriptor]:
-    manifest = parse_manifest(body)
-    raw = manifest.get("layers") or []
-    if not isinstance(raw, list):
-        raise ArtifactError("a signature manifest's layers are not a list")
-    return [Descriptor.model_validate(item) for item in raw[:MAX_LAYERS]]
+    """The layers of a ``.sig`` or ``.att`` manifest; a malformed one signs nothing."""
+    try:
+        raw = parse_manifest(body).get("layers") or []
+        if not isinstance(raw, list):
+            raise ArtifactError("its layers are not a list")
+        return [Descriptor.model_validate(item) for item in raw[:MAX_LAYERS]]
+    except (ArtifactError, ValidationError) as exc:
+        raise TrustError("bad_signature", f"a malformed signature manifest: {exc}") from None
 
 
 def _signature_problem(
