@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -40,6 +41,14 @@ KEY_HINT: Final = (
     " -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out sign.key`) or encrypted with the"
     " password in AJOUR_SIGN_KEY_PASSWORD"
 )
+
+
+_COSIGN_TAG = re.compile(r"sha256-[0-9a-f]{64}\.(?:sig|att|sbom)")
+
+
+def is_cosign_tag(tag: str) -> bool:
+    """A tag cosign's scheme names (``sha256-<hex>.sig``, ``.att``, ``.sbom``): no version."""
+    return _COSIGN_TAG.fullmatch(tag) is not None
 
 
 def sig_tag(digest: str) -> str:
