@@ -153,6 +153,16 @@ class SourcesConfig(_Section):
     allow_local: bool = False
 
 
+class SigningConfig(_Section):
+    """Signing at publish (docs/artifact-format.md, "Signatures and provenance")."""
+
+    # PEM private key (ECDSA P-256 or ed25519) that signs every published manifest and its
+    # SLSA provenance; empty: unsigned (AJOUR_SIGN_KEY_FILE and --sign-key override it)
+    key: Text = ""
+    # the provenance's runDetails.builder.id (empty: AJOUR_SIGN_BUILDER_ID, else Ajour's)
+    builder_id: Text = ""
+
+
 class InstallationConfig(BaseSettings):
     """One Ajour installation: registry, allowlist, cluster settings, builder aliases."""
 
@@ -177,6 +187,7 @@ class InstallationConfig(BaseSettings):
     builders: dict[DnsLabel, BuilderEntry] = Field(default_factory=dict)
     service: ServiceConfig = ServiceConfig()
     delivery: DeliveryConfig = DeliveryConfig()
+    signing: SigningConfig = SigningConfig()
     # where the config came from, for messages; not read from the file
     source: str = Field(default="defaults", exclude=True)
 

@@ -300,6 +300,7 @@ def serve(
     from delivery.http import HttpTransport
     from delivery.rollout_db import open_rollout_db
     from delivery.rollouts import Rollouts
+    from delivery.sources.trust import load_policy
     from delivery.store import StatusStore
     from delivery.targets import HawkbitSettings, Targets
     from delivery.worker import Worker
@@ -358,8 +359,13 @@ def serve(
             )
         hawkbit = HawkbitSettings(hawkbit_url, hawkbit_tenant, token)
 
+    trust = {
+        app: load_policy(app, policy.keys, policy.builder, policy.source)
+        for app, policy in conf.trust.items()
+    }
+
     def make_targets(fleet: Any) -> Targets:
-        return Targets(fleet, registry, file_dir, ttl, hawkbit=hawkbit)
+        return Targets(fleet, registry, file_dir, ttl, hawkbit=hawkbit, trust=trust)
 
     targets = make_targets(load_fleet(list(fleet_paths)))
     policy, policies = _policies(poll_synced, poll_wait, app_polls)

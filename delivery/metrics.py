@@ -12,6 +12,9 @@ Families (all prefixed ``ajour_delivery_``):
 * ``bytes_served_total``: firmware bytes sent in ``Write`` commands, and patch bytes in
   ``WritePatch`` commands;
 * ``source_errors_total``: statuses answered ``Wait`` because the firmware source failed;
+* ``unverified_total{reason}``: of those, the ones whose firmware the application's trust
+  policy refused (``delivery/sources/trust.py``): ``unsigned``, ``bad_signature``,
+  ``provenance_mismatch``;
 * ``reply_memo_total{result}``: answered statuses whose reply the memo had (``hit``) or
   computed (``miss``), see ``delivery/replies.py``;
 * ``events_total``: publish events and registry notifications taken;
@@ -31,6 +34,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
+from ajour_build.core.artifact.trust import REASONS
 from ajour_build.core.wire import DELIVERY_STATES
 
 PREFIX = "ajour_delivery"
@@ -115,6 +119,14 @@ class WorkerCollector(Collector):
             "Statuses answered Wait because the firmware source failed.",
             counts.get("source_unavailable", 0),
         )
+        unverified = CounterMetricFamily(
+            f"{PREFIX}_unverified",
+            "Statuses answered Wait because the trust policy refused the firmware.",
+            labels=["reason"],
+        )
+        for reason in REASONS:
+            unverified.add_metric([reason], counts.get(f"unverified_{reason}", 0))
+        yield unverified
         memo = CounterMetricFamily(
             f"{PREFIX}_reply_memo",
             "Answered statuses by whether the reply memo already had their reply.",

@@ -18,6 +18,7 @@ from ajour_build.core.artifact import credentials
 from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.artifact.trust import TrustPolicy
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.firmware import Firmware
 from delivery.cache import ByteLru, TtlCache
@@ -27,6 +28,7 @@ from delivery.sources.file import FileSource
 from delivery.sources.firmware_source import FirmwareSource, SourceUnavailable
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
+from delivery.sources.trust import Refusing, Verifier
 
 LAYOUT = "oci-layout://"
 
@@ -75,6 +77,8 @@ class Targets:
     env: Mapping[str, str] = field(default_factory=dict)
     blob_cache_bytes: int = 64 * 1024 * 1024
     hawkbit: HawkbitSettings | None = None
+    # per application: serve only firmware its keys signed (delivery/sources/trust.py)
+    trust: Mapping[str, TrustPolicy] = field(default_factory=dict)
     _sources: dict[str, Route] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -83,6 +87,7 @@ class Targets:
         self._by_device: dict[tuple[str, str], Route] = {}
         self._blobs: ByteLru[str] = ByteLru(self.blob_cache_bytes)
         self._pinned: dict[tuple[int, str], FirmwareImage] = {}
+        self._verifiers = {app: Verifier(policy) for app, policy in self.trust.items()}
         self._listeners: list[Callable[[], None]] = []
 
     def subscribe(self, callback: Callable[[], None]) -> None:
@@ -102,7 +107,7 @@ class Targets:
         the fleet does not know), or None if it has none."""
         route = self.route(application, device)
         if route is None:
-            route = self._shared(self.firmware_spec(application, device))
+            route = self._shared(self.firmware_spec(application, device), application)
         return route.source
 
     def route(self, application: str, device: str) -> Route | None:
@@ -115,30 +120,38 @@ class Targets:
             return known
         if key not in self.fleet.devices:
             return None
-        found = self._by_device[key] = self._shared(self.firmware_spec(application, device))
+        spec = self.firmware_spec(application, device)
+        found = self._by_device[key] = self._shared(spec, application)
         return found
 
-    def _shared(self, spec: Firmware | None) -> Route:
-        """The route of every device with this spec."""
+    def _shared(self, spec: Firmware | None, application: str) -> Route:
+        """The route of every device with this spec (and this trust policy)."""
         if spec is None:
             return NO_FIRMWARE
-        spec_key = spec.model_dump_json(exclude={"container": {"build"}})
+        trusted = application if application in self._verifiers else ""
+        spec_key = trusted + "\0" + spec.model_dump_json(exclude={"container": {"build"}})
         with self._lock:
             found = self._sources.get(spec_key)
             if found is None:
-                found = self._sources[spec_key] = Route(self._make(spec), spec.kind)
+                source: FirmwareSource = (
+                    Refusing(application, spec.kind)
+                    if trusted and spec.container is None
+                    else self._make(spec, self._verifiers.get(application))
+                )
+                found = self._sources[spec_key] = Route(source, spec.kind)
             return found
 
-    def _make(self, spec: Firmware) -> FirmwareSource:
+    def _make(self, spec: Firmware, verifier: Verifier | None = None) -> FirmwareSource:
         if spec.container is not None:
             repo, tag = _split(spec.container.image)
             if self.registry.startswith(LAYOUT):
                 root = Path(self.registry[len(LAYOUT) :]) / repo
-                return LayoutSource(LayoutStore(root), tag, self._blobs)
+                return LayoutSource(LayoutStore(root), tag, self._blobs, verifier=verifier)
             host, _, prefix = self.registry.partition("/")
             full = f"{prefix}/{repo}" if prefix else repo
             reader = RegistryReader(host, credentials.lookup(host, self.env), self.insecure)
-            return OciSource(reader, OciRef(host, full, tag), self._tags, self._blobs)
+            ref = OciRef(host, full, tag)
+            return OciSource(reader, ref, self._tags, self._blobs, verifier=verifier)
         if spec.file is not None:
             if self.file_dir is None:
                 raise DeliveryError(
@@ -173,10 +186,12 @@ class Targets:
             return found
         tagged: FirmwareSource
         if isinstance(source, LayoutSource):
-            tagged = LayoutSource(source.store, version, self._blobs)
+            tagged = LayoutSource(source.store, version, self._blobs, verifier=source.verifier)
         elif isinstance(source, OciSource):
             ref = replace(source.ref, tag=version, digest="")
-            tagged = OciSource(source.reader, ref, self._tags, self._blobs)
+            tagged = OciSource(
+                source.reader, ref, self._tags, self._blobs, verifier=source.verifier
+            )
         else:
             raise SourceUnavailable(
                 f"version {version!r} cannot be looked up in a {type(source).__name__}:"

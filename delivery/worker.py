@@ -31,6 +31,7 @@ from delivery.protocol import (
 from delivery.replies import Reply, ReplyMemo
 from delivery.rollouts import Rollouts
 from delivery.sources.firmware_source import FirmwareSource, SourceUnavailable
+from delivery.sources.trust import Unverified
 from delivery.store import DeviceStatus, StatusStore
 from delivery.targets import Targets
 
@@ -147,9 +148,15 @@ class Worker:
         try:
             return source.target(), ""
         except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
-            self.counters.add("source_unavailable")
+            self._failed(exc)
             log.warning("no target for %s/%s: %s", application, device, exc)
             return None, str(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        """Count a source failure, and why the firmware was refused if it was."""
+        self.counters.add("source_unavailable")
+        if isinstance(exc, Unverified):
+            self.counters.add(f"unverified_{exc.reason}")
 
     def _staged(
         self, rollouts: Rollouts, source: FirmwareSource | None, application: str, device: str,
@@ -165,7 +172,7 @@ class Worker:
             )  # fmt: skip
             return found, ""
         except (SourceUnavailable, InvalidFirmware, DeliveryError) as exc:
-            self.counters.add("source_unavailable")
+            self._failed(exc)
             log.warning("no rollout target for %s/%s: %s", application, device, exc)
             return None, str(exc)
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, EnvSettingsSource, SettingsConfigDict
 
 from ajour_build.core.errors import ConfigError, SpecError
@@ -25,27 +25,10 @@ from ajour_build.core.installation import (
     merge,
     read_config_file,
 )
-from ajour_build.core.spec.fields import Text
 from ajour_build.core.spec.problems import known_fields, problems_from_validation
 
 ENV_PREFIX = "AJOUR_"
 _HOSTPORT = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9a-fA-F:]+\]):[0-9]{1,5}")
-
-
-class WorkerDeliveryConfig(DeliveryConfig):
-    """The ``delivery`` section as the worker reads it: the shared fields, and the CoAP
-    transport's (read by the worker only)."""
-
-    # HOST:PORT to serve CoAP on (UDP), e.g. 127.0.0.1:5683 (empty: no CoAP)
-    coap: Text = ""
-    coap_max_observers: int = Field(default=1000, ge=0, le=1_000_000)  # Observe registrations
-
-    @field_validator("coap")
-    @classmethod
-    def _coap(cls, value: str) -> str:
-        if value and not _HOSTPORT.fullmatch(value):
-            raise ValueError(f"{value!r} is not HOST:PORT; write for example 127.0.0.1:5683")
-        return value
 
 
 class DeliverySettings(BaseSettings):
@@ -54,7 +37,7 @@ class DeliverySettings(BaseSettings):
     )
 
     registry: RegistryConfig = RegistryConfig()
-    delivery: WorkerDeliveryConfig = WorkerDeliveryConfig()
+    delivery: DeliveryConfig = DeliveryConfig()
     source: str = Field(default="defaults", exclude=True)  # for messages; not read
 
 

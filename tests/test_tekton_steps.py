@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from ajour_build.builders import podman
+from ajour_build.core.artifact.layout_store import LayoutStore
 from tests.conftest import EXAMPLES, REPO
 from tests.firmware import ensure_builder_images, make_repo, run_qemu
 
@@ -237,3 +238,37 @@ def test_publish_task_step_to_the_real_registry(tmp_path: Path) -> None:
         info = inspect(f"oci://{registry.host}/fw/blinky:latest", {})
         assert info.manifest_digest == digest and info.version == "5.0.1"
         assert info.source.commit == "c0ffee" and info.builder.args == ("--board", "mps2-an385")
+
+
+def test_publish_task_step_signs_with_the_signing_workspace(tmp_path: Path) -> None:
+    from tests.test_publish_signing import ec_key
+
+    task = load_task("ajour-firmware-publish")
+    (step,) = task["spec"]["steps"]
+    ws, secret = tmp_path / "ws", tmp_path / "signing"
+    (ws / "source" / "fw" / "build").mkdir(parents=True)
+    (ws / "source" / "fw" / "build" / "blinky.bin").write_bytes(b"\x7fELF-not-really" * 8)
+    secret.mkdir()
+    ec_key(secret, "sign.key", password="s3cret-pw")
+    (secret / "password").write_text("s3cret-pw\n")
+    layout = tmp_path / "oci" / "blinky"
+    params = {
+        "publish-to": f"oci-layout://{layout}:latest",
+        "project": "fw",
+        "artifact-path": "build/blinky.bin",
+        "firmware-version": "5.0.2",
+        "source-url": "https://git.example.com/fw.git",
+        "source-commit": "c0ffee",
+        "builder-image": "localhost/ajour/builder-arm-gcc:0.1.0",
+    }
+    tekton = Tekton(task, params, {"source": str(ws), "signing": str(secret)}, tmp_path / "results")
+    argv = tekton.argv(step["command"] + step.get("args", []))
+    env = {"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", **tekton.env(step)}
+    env["PYTHONPATH"] = str(REPO)  # this checkout's code, whichever one the venv installed
+    assert env["AJOUR_SIGNING_BOUND"] == "true"
+    result = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    digest = (tmp_path / "results" / "IMAGE_DIGEST").read_text()
+    tags = LayoutStore(layout).tags()
+    assert {digest.replace(":", "-") + ".sig", digest.replace(":", "-") + ".att"} <= set(tags)

@@ -22,10 +22,12 @@ from rich.text import Text
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
 from ajour_build.cli.spec import _load
+from ajour_build.config import SigningConfig
 from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
 from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.plan import PlannedBuild, plan_builds
+from ajour_build.publish.signing import Signer
 from ajour_build.runner.engines import engine_for
 from ajour_build.runner.job import Progress
 from ajour_build.runner.local_runner import LocalRunner
@@ -155,6 +157,12 @@ Examples:
 @click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")
 @click.option("--to", "publish_to", help="Publish target (default: the spec's registry image).")
 @click.option("--notify", "notify_url", help="Tell delivery after publishing (http/mqtt URL).")
+@click.option(
+    "--sign-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Sign what --publish pushes with this PEM key (default: AJOUR_SIGN_KEY_FILE, else"
+    " the config's signing.key).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the build records as JSON.")
 @click.pass_context
 def build(
@@ -172,6 +180,7 @@ def build(
     do_publish: bool,
     publish_to: str | None,
     notify_url: str | None,
+    sign_key: Path | None,
     as_json: bool,
 ) -> None:
     """Clone, build in the builder image, check and record the artifact; --publish it.
@@ -186,6 +195,7 @@ def build(
     fleet, config = _load(list(paths), config_path, required=True)
     assert config is not None
     plan = plan_builds(fleet, config, application, device)
+    signer = _signer(sign_key, config.signing) if do_publish else None  # a bad key: fail now
     if not build_all:
         plan.require_allowed()
     for refusal in plan.refused if build_all else ():
@@ -206,7 +216,8 @@ def build(
         for planned in plan.builds:
             if planned.name in done:
                 policy = fleet.applications[planned.application].rollout
-                out = _publish(planned, publish_to, done[planned.name], state, notify_url, policy)
+                record = done[planned.name]
+                out = _publish(planned, publish_to, record, state, notify_url, policy, signer)
                 published.append(out)
     _report(records, as_json, state, published)
     if failures and not build_all:
@@ -265,12 +276,13 @@ def _publish(
     state: StateDir,
     notify_url: str | None,
     policy: RolloutPolicy | None,
+    signer: Signer | None,
 ) -> dict[str, object]:
     from ajour_build.publish.destination import release
 
     firmware, where = state.firmware_of(record), to or planned.publish_to
     app = planned.application
-    out = release(firmware, where, os.environ, False, notify_url, app, policy)
+    out = release(firmware, where, os.environ, False, notify_url, app, policy, signer)
     done, warning = out.published, out.warning
     return {
         "build": record.id,
@@ -280,6 +292,14 @@ def _publish(
         "version": done.version,
         "warning": warning,
     }
+
+
+def _signer(sign_key: Path | None, config: SigningConfig) -> Signer | None:
+    """``--sign-key`` > ``AJOUR_SIGN_KEY_FILE`` > the config's ``signing.key``."""
+    from ajour_build.publish.signing import KEY_ENV, signer_from
+
+    key = sign_key or os.environ.get(KEY_ENV) or config.key or None
+    return signer_from(os.environ, key, config.builder_id or None)
 
 
 def _display_for(as_json: bool) -> _Display:

@@ -23,13 +23,21 @@ from ajour_build.publish.publisher import (
     SourceInfo,
     elf_beside,
 )
+from ajour_build.publish.signing import signer_from
 
 
 def _report(published: Published, warning: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(
             json.dumps(
-                camel_keys({**vars(published), "tags": list(published.tags), "warning": warning}),
+                camel_keys(
+                    {
+                        **vars(published),
+                        "tags": list(published.tags),
+                        "signatures": list(published.signatures),
+                        "warning": warning,
+                    }
+                ),
                 indent=2,
             )
         )
@@ -40,6 +48,8 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
     out.print(f"  digest:    {published.digest}")
     if published.tags:
         out.print(f"  tags:      {', '.join(published.tags)}")
+    if published.signatures:
+        out.print(f"  signed:    {', '.join(published.signatures)}")
     if warning:
         console(stderr=True).print(f"[yellow]warning:[/] {warning}")
 
@@ -84,6 +94,16 @@ def _report(published: Published, warning: str | None, as_json: bool) -> None:
     help="OCI targets: delta patches from this many earlier versions (default 3, or"
     " AJOUR_PUBLISH_PATCHES; 0: none).",
 )
+@click.option(
+    "--sign-key",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="PEM private key (ECDSA P-256 or ed25519) to sign the manifest and its provenance"
+    " with (oci:// and oci-layout://; default: AJOUR_SIGN_KEY_FILE).",
+)
+@click.option(
+    "--builder-id",
+    help="The provenance's runDetails.builder.id (default: AJOUR_SIGN_BUILDER_ID, else Ajour's).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print where it was published as JSON.")
 @click.pass_context
 def publish(
@@ -100,6 +120,8 @@ def publish(
     elf: Path | None,
     insecure: bool,
     patches: int | None,
+    sign_key: Path | None,
+    builder_id: str | None,
     as_json: bool,
 ) -> None:
     """Publish a firmware file (format v1 in OCI; Drogue's layout in a directory)."""
@@ -114,7 +136,8 @@ def publish(
     env = dict(os.environ)
     if patches is not None:
         env[PATCHES_ENV] = str(patches)
-    out = release(firmware, to, env, insecure, notify_url)
+    signer = signer_from(env, sign_key, builder_id)
+    out = release(firmware, to, env, insecure, notify_url, signer=signer)
     _report(out.published, out.warning, as_json)
 
 

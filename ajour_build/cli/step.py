@@ -70,6 +70,12 @@ def publish_step(builder_args: tuple[str, ...]) -> None:
 
     if os.environ.get("AJOUR_DOCKERCONFIG_BOUND") == "false" or not os.environ.get("DOCKER_CONFIG"):
         os.environ.pop("DOCKER_CONFIG", None)  # an unbound workspace gives an empty path
+    signing = os.environ.get("AJOUR_SIGNING_DIR", "")
+    if os.environ.get("AJOUR_SIGNING_BOUND") == "true" and signing:  # the signing workspace
+        os.environ["AJOUR_SIGN_KEY_FILE"] = str(Path(signing) / "sign.key")
+        password = Path(signing) / "password"
+        if password.is_file():
+            os.environ["AJOUR_SIGN_KEY_PASSWORD"] = password.read_text(encoding="utf-8").strip()
     firmware = Path(_env("AJOUR_ARTIFACT_FILE"))
     artifact = FirmwareArtifact(
         firmware,

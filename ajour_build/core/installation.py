@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator
 
 from ajour_build.core.errors import ConfigError, Problem, SpecError
 from ajour_build.core.fleet import CONFIG_NAMES
@@ -55,6 +55,15 @@ class PollConfig(Section):
     wait: int = Field(default=30, ge=1, le=86_400)  # nothing to serve (yet)
 
 
+class TrustConfig(Section):
+    """One application's trust policy: serve only firmware these keys signed
+    (docs/delivery.md, "Signed firmware only")."""
+
+    keys: tuple[Text, ...] = Field(min_length=1)  # PEM public key files (cosign.pub)
+    builder: Text = ""  # the provenance's runDetails.builder.id must be this (empty: any)
+    source: Text = ""  # its source URI must be this or under it (empty: any)
+
+
 class DeliveryConfig(Section):
     """``ajour-delivery serve``: transports, credentials of its own endpoints, polling."""
 
@@ -79,12 +88,18 @@ class DeliveryConfig(Section):
     operator_token: SecretStr = SecretStr("")
     hawkbit_url: Text = ""  # hawkBit DDI base URL, for hawkbit firmware specs
     hawkbit_tenant: Text = "DEFAULT"
+    # HOST:PORT to serve CoAP on (UDP), e.g. 127.0.0.1:5683 (empty: no CoAP)
+    coap: Text = ""
+    coap_max_observers: int = Field(default=1000, ge=0, le=1_000_000)  # Observe registrations
+    # per application: serve only signed firmware (and with matching provenance)
+    trust: dict[DnsLabel, TrustConfig] = Field(default_factory=dict)
 
-    @field_validator("http")
+    @field_validator("http", "coap")
     @classmethod
-    def _http(cls, value: str) -> str:
+    def _hostport(cls, value: str, info: ValidationInfo) -> str:
         if value and not _HOSTPORT.fullmatch(value):
-            raise ValueError(f"{value!r} is not HOST:PORT; write for example 127.0.0.1:8081")
+            port = 5683 if info.field_name == "coap" else 8081
+            raise ValueError(f"{value!r} is not HOST:PORT; write for example 127.0.0.1:{port}")
         return value
 
     @field_validator("mqtt")

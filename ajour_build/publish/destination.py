@@ -23,6 +23,7 @@ from ajour_build.core.wire import EVENTS_TOKEN_ENV
 from ajour_build.publish import notify
 from ajour_build.publish.patches import count_from
 from ajour_build.publish.publisher import FirmwareArtifact, Published, Publisher
+from ajour_build.publish.signing import KEY_ENV, Signer, signer_from
 
 
 def scheme_of(url: str) -> str:
@@ -41,12 +42,18 @@ def publisher_for(
     insecure: bool = False,
     application: str | None = None,
     policy: RolloutPolicy | None = None,
+    signer: Signer | None = None,
 ) -> Publisher:
     """The publisher of ``url``. ``policy`` (the application's ``spec.rollout``) matters for
     hawkBit only, which runs it as a hawkBit rollout; delivery runs it for the others. OCI
     publishers make patches from ``AJOUR_PUBLISH_PATCHES`` earlier versions (default 3,
-    ``publish/patches.py``)."""
+    ``publish/patches.py``), and sign with ``signer`` (``publish/signing.py``)."""
     scheme = scheme_of(url)
+    if signer is not None and scheme not in ("oci", "oci-layout"):
+        raise PublishError(
+            f"{url!r}: a signing key is set, but only oci:// and oci-layout:// targets keep"
+            f" signatures; publish to one of them, or unset {KEY_ENV} / --sign-key"
+        )
     try:
         if scheme == "oci":
             from ajour_build.publish.oci import OciPublisher
@@ -54,11 +61,13 @@ def publisher_for(
             ref = parse_oci(url)
             publisher = OciPublisher(ref, credentials.lookup(ref.host, env), insecure)
             publisher.patch_count = count_from(env)
+            publisher.signer = signer
             return publisher
         if scheme == "oci-layout":
             from ajour_build.publish.layout import LayoutPublisher
 
-            return LayoutPublisher(parse_layout(url), patch_count=count_from(env))
+            ref_layout = parse_layout(url)
+            return LayoutPublisher(ref_layout, patch_count=count_from(env), signer=signer)
         if scheme == "dir":
             from ajour_build.publish.directory import DirPublisher
 
@@ -86,10 +95,14 @@ def release(
     notify_url: str | None = None,
     application: str | None = None,
     policy: RolloutPolicy | None = None,
+    signer: Signer | None = None,
 ) -> Release:
     """Publish ``artifact`` to ``to``, then notify ``notify_url`` (http(s):// or mqtt://,
-    with the events token from ``env``'s ``AJOUR_DELIVERY_EVENTS_TOKEN``)."""
-    published = publisher_for(to, env, insecure, application, policy).publish(artifact)
+    with the events token from ``env``'s ``AJOUR_DELIVERY_EVENTS_TOKEN``). It is signed
+    with ``signer``, else with the key ``AJOUR_SIGN_KEY_FILE`` names, if any."""
+    signer = signer or signer_from(env)
+    publisher = publisher_for(to, env, insecure, application, policy, signer)
+    published = publisher.publish(artifact)
     if notify_url:
         try:
             notify.send(notify_url, published, token=env.get(EVENTS_TOKEN_ENV, ""))

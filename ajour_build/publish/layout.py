@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ajour_build.core.artifact.layout_writer import LOCK_WAIT, layout_writer
+from ajour_build.core.artifact.layout_writer import LOCK_WAIT, LayoutWriter, layout_writer
 from ajour_build.core.artifact.reference import LayoutRef
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.common import V1Parts, conflict
 from ajour_build.publish.patches import DEFAULT_PATCHES, LayoutHistory, attach, make_patches
 from ajour_build.publish.publisher import FirmwareArtifact, Published
+from ajour_build.publish.signing import Signer
 
 
 @dataclass
@@ -22,6 +23,7 @@ class LayoutPublisher:
     ref: LayoutRef
     lock_wait: float = LOCK_WAIT  # seconds to wait for another publisher to finish
     patch_count: int = DEFAULT_PATCHES  # earlier versions that get a patch (publish/patches.py)
+    signer: Signer | None = None  # signs each manifest before a tag points at it (signing.py)
 
     def publish(self, artifact: FirmwareArtifact) -> Published:
         parts = V1Parts(artifact)
@@ -38,6 +40,7 @@ class LayoutPublisher:
                         )
                     digest = existing
                     size = len(store.read_blob(existing))
+                    self._sign(writer, digest, artifact)
                 else:
                     patches = make_patches(LayoutHistory(store), artifact, parts, self.patch_count)
                     attach(parts, patches)
@@ -53,6 +56,7 @@ class LayoutPublisher:
                             raise PublishError(f"{artifact.elf} changed while it was published")
                     digest = writer.put_bytes(parts.manifest_bytes)
                     size = len(parts.manifest_bytes)
+                    self._sign(writer, digest, artifact)  # before any tag
                     writer.tag(artifact.version, digest, size)
                 if self.ref.tag != artifact.version:
                     writer.tag(self.ref.tag, digest, size)
@@ -68,4 +72,14 @@ class LayoutPublisher:
             digest=digest,
             version=artifact.version,
             tags=tuple(dict.fromkeys((artifact.version, self.ref.tag))),
+            signatures=self.signer.tags(digest) if self.signer else (),
         )
+
+    def _sign(self, writer: LayoutWriter, digest: str, artifact: FirmwareArtifact) -> None:
+        """Store the signature and provenance of ``digest``, tagged as cosign tags them."""
+        if self.signer is None:
+            return
+        for made in self.signer.artifacts(str(self.ref.path), digest, artifact):
+            for blob in made.blobs:
+                writer.put_bytes(blob.data)
+            writer.tag(made.tag, writer.put_bytes(made.manifest_bytes), len(made.manifest_bytes))

@@ -48,6 +48,7 @@ from ajour_build.publish.registry_client import (
     Bounds,
     DeadlineError,
 )
+from ajour_build.publish.signing import Signer
 
 CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the registry
 READ_TIMEOUT = 30.0  # seconds the registry may stay silent within one request
@@ -65,6 +66,7 @@ class OciPublisher:
     deadline: float = DEADLINE
     settle: float = SETTLE
     patch_count: int = DEFAULT_PATCHES  # earlier versions that get a patch (publish/patches.py)
+    signer: Signer | None = None  # signs each manifest before a tag points at it (signing.py)
 
     @property
     def plain_http(self) -> bool:
@@ -89,6 +91,7 @@ class OciPublisher:
         )
         registry = self._registry(bounds)  # one client (and connection pool) for the publish
         version_ref = OciRef(self.ref.host, self.ref.repository, artifact.version)
+        signed = ""
         try:
             found = self._existing(reader, version_ref, parts)
             if found is None:
@@ -97,8 +100,11 @@ class OciPublisher:
                 attach(parts, patches)
                 self._push_blobs(registry, artifact, parts)
                 self._push_patches(registry, artifact, patches)
+                signed = self._sign(registry, parts.digest, artifact)  # before any tag
                 found = self._tag_version(reader, registry, version_ref, parts)
             digest, body = found
+            if digest != signed:  # published before (or by a racing publisher)
+                self._sign(registry, digest, artifact)
             if self.ref.tag != artifact.version:
                 self._put_manifest(registry, body, self.ref.tag, digest)
         except ArtifactError as exc:
@@ -119,6 +125,7 @@ class OciPublisher:
             digest=digest,
             version=artifact.version,
             tags=tags,
+            signatures=self.signer.tags(digest) if self.signer else (),
         )
 
     def _slow(self, exc: requests.exceptions.Timeout) -> str:
@@ -195,6 +202,21 @@ class OciPublisher:
             for path, layer in blobs:
                 response = registry.upload_blob(str(path), container, layer)
                 self._ok(response, f"uploading blob {layer['digest']}")
+
+    def _sign(self, registry: BoundedRegistry, digest: str, artifact: FirmwareArtifact) -> str:
+        """Push the signature and the provenance of ``digest``; the digest, "" unsigned."""
+        if self.signer is None:
+            return ""
+        container = registry.get_container(f"{self.ref.image}:{artifact.version}")
+        with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
+            for made in self.signer.artifacts(self.ref.image, digest, artifact):
+                for blob in made.blobs:
+                    path = Path(tmp) / "blob"
+                    path.write_bytes(blob.data)
+                    response = registry.upload_blob(str(path), container, blob.descriptor)
+                    self._ok(response, f"uploading blob {blob.descriptor['digest']}")
+                self._put_manifest(registry, made.manifest_bytes, made.tag, made.digest)
+        return digest
 
     def _push_patches(
         self, registry: BoundedRegistry, artifact: FirmwareArtifact, patches: list[PatchBlob]

@@ -41,6 +41,7 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.patches import FORMAT, layer_annotations
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.artifact.signature import is_cosign_tag
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.version import is_version
 from ajour_build.publish.common import V1Parts
@@ -131,7 +132,7 @@ def _earlier(history: History, version: str, count: int) -> list[str]:
         return []
     found: list[tuple[str, str]] = []
     for tag in tags:
-        if tag == version or not is_version(tag):
+        if tag == version or not is_version(tag) or is_cosign_tag(tag):
             continue
         try:
             manifest = json.loads(history.manifest(tag))

@@ -65,6 +65,7 @@ class Published:
     digest: str  # sha256:<hex> of the OCI manifest, or of the artifact for hawkBit/dir
     version: str
     tags: tuple[str, ...] = ()
+    signatures: tuple[str, ...] = ()  # the .sig and .att tags pushed with it (signing.py)
 
 
 class Publisher(Protocol):

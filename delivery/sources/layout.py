@@ -12,6 +12,7 @@ from delivery.cache import ByteLru
 from delivery.decision import FirmwareImage
 from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.patches import load_patches
+from delivery.sources.trust import Verifier
 
 RECHECK_S = 0.05
 """How long a layout source trusts its last look at ``index.json`` (a stat costs ~2.5 µs
@@ -31,11 +32,19 @@ class LayoutSource:
         default=None, repr=False
     )
 
+    verifier: Verifier | None = None  # the application's trust policy (sources/trust.py)
+
     def __post_init__(self) -> None:
         self._index = str(self.store.root / "index.json")
 
     def invalidate(self) -> None:
         self._cached = None
+        if self.verifier is not None:
+            self.verifier.forget_refusals()
+
+    def _manifest_of(self, tag: str) -> bytes | None:
+        digest = self.store.resolve(tag)
+        return None if digest is None else self.store.read_blob(digest)
 
     def target(self) -> FirmwareImage:
         """The tag's firmware; re-read only when ``index.json`` changed, which is checked at
@@ -54,6 +63,9 @@ class LayoutSource:
             return cached[1]
         try:
             info = self.store.inspect(self.tag)
+            if self.verifier is not None:  # once per digest and index (sources/trust.py)
+                fetch = lambda d: self.store.read_blob(d.digest)  # noqa: E731
+                self.verifier.check(info.manifest_digest, self._manifest_of, fetch, stamp)
             data = self.blobs.get(info.checksum)
             if data is None:
                 data = self.store.firmware(info)

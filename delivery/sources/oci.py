@@ -12,6 +12,7 @@ from delivery.cache import ByteLru, TtlCache
 from delivery.decision import FirmwareImage
 from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.patches import load_patches
+from delivery.sources.trust import Verifier
 
 DEFAULT_TTL = 30.0
 
@@ -26,12 +27,23 @@ class OciSource:
     # the last manifest digest and its image: one object per manifest, so the reply memo
     # (keyed by the target's identity) holds across statuses, and covers its patch set
     _image: tuple[str, FirmwareImage] | None = field(default=None, repr=False)
+    verifier: Verifier | None = None  # the application's trust policy (sources/trust.py)
 
     def _key(self) -> str:
         return f"{self.ref.host}/{self.ref.repository}:{self.ref.tag}"
 
     def invalidate(self) -> None:
         self.tags.invalidate(self._key())
+        if self.verifier is not None:
+            self.verifier.forget_refusals()
+
+    def _manifest_of(self, tag: str) -> bytes | None:
+        """The manifest a tag of this repository holds; None if there is no such tag."""
+        ref = OciRef(self.ref.host, self.ref.repository, tag)
+        digest = self.reader.resolve(ref)
+        if digest is None:
+            return None
+        return self.reader.manifest(OciRef(ref.host, ref.repository, tag, digest))[0]
 
     def target(self) -> FirmwareImage:
         try:
@@ -44,6 +56,9 @@ class OciSource:
             image = self._image
             if image is not None and image[0] == digest:
                 return image[1]
+            if self.verifier is not None:  # once per digest (sources/trust.py)
+                fetch = lambda d: self.reader.blob(self.ref.repository, d)  # noqa: E731
+                self.verifier.check(digest, self._manifest_of, fetch)
             info = self._infos.get(digest)
             if info is None:
                 pinned = OciRef(self.ref.host, self.ref.repository, self.ref.tag, digest)
