@@ -91,7 +91,7 @@ def test_render_warns_about_what_a_cluster_cannot_reach(write: Write, tmp_path: 
     assert "is a loopback address" in warnings[0]
     assert "tools_image 'localhost/ajour/tools:0.1.0'" in warnings[1]
     assert "./scripts/tools-image REGISTRY/ajour/tools:0.1.0" in warnings[1]
-    assert "builder image 'localhost/ajour/builder-arm-gcc:0.1.0'" in warnings[2]
+    assert "builder image 'localhost/ajour/builder-arm-gcc:0.2.0'" in warnings[2]
     assert "warning" not in result.stdout
     as_json = json.loads(
         _render(str(EXAMPLES / "fleet"), "-o", str(tmp_path / "o2"), "--json").stdout

@@ -152,6 +152,12 @@ Examples:
     help="Where builds, logs and the cache are kept (default: AJOUR_STATE_DIR,"
     " ~/.local/state/ajour).",
 )
+@click.option(
+    "--signing-key",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="A key file the build may read (an MCUboot signing key): copied into the workspace"
+    " for the build only, its path in AJOUR_SIGNING_KEY_FILE; never logged.",
+)
 @click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")
 @click.option("--to", "publish_to", help="Publish target (default: the spec's registry image).")
 @click.option("--notify", "notify_url", help="Tell delivery after publishing (http/mqtt URL).")
@@ -169,6 +175,7 @@ def build(
     version: str | None,
     builders_dir: Path | None,
     state_dir: Path | None,
+    signing_key: Path | None,
     do_publish: bool,
     publish_to: str | None,
     notify_url: str | None,
@@ -198,7 +205,10 @@ def build(
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
     with engine_for(runner, settings) as engine:
-        local = LocalRunner(state, engine, catalog, not no_cache, display.progress())
+        key = signing_key.read_bytes() if signing_key else None
+        local = LocalRunner(
+            state, engine, catalog, not no_cache, display.progress(), signing_key=key
+        )
         records, failures = _run(local, plan.builds, version, display, keep_going=build_all)
     published = []
     if do_publish and (build_all or not failures):
