@@ -38,7 +38,7 @@ def test_the_output_directory_holds_only_manifests(tmp_path: Path) -> None:
     (out / ".ajour-render.json").write_text(json.dumps({"files": ["ajour-old.yaml"]}))
     _render(str(EXAMPLES / "fleet"), "-o", str(out))
     read = [p for p in out.rglob("*") if p.is_file() and p.suffix in KUBECTL_SUFFIXES]
-    assert len(read) == 3 and not (out / "ajour-old.yaml").exists()
+    assert len(read) == 4 and not (out / "ajour-old.yaml").exists()
     for path in read:
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["apiVersion"] == "tekton.dev/v1" and doc["kind"] == "PipelineRun"
