@@ -5,6 +5,7 @@ device running 1.0.0 (built the same way) through the real worker and the gatewa
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import struct
@@ -14,13 +15,20 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
+from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import main
+from ajour_build.config import load_config
+from ajour_build.core.fleet import load_fleet
+from ajour_build.plan import plan_builds
 from ajour_build.publish.destination import inspect
+from ajour_build.runner.host import HostEngine
+from ajour_build.runner.local_runner import LocalRunner
+from ajour_build.runner.state_dir import StateDir
 from ajour_devices.firmware import flash, make, make_key
 from ajour_devices.qemu import QemuDevice
 from ajour_devices.server import serving
 from tests.conftest import EXAMPLES, REPO
-from tests.firmware import ensure_builder_images, make_repo
+from tests.firmware import ensure_builder_images, fake_builder, make_repo
 
 EXAMPLE_URI = "https://git.example.com/acme/firmware.git"  # examples/fleet/qemu-device.yaml
 
@@ -131,3 +139,36 @@ def test_the_signing_key_is_part_of_the_cache_key_and_a_bad_version_is_explained
         "device-image: the version must be N.N.N or N.N.N+N for the MCUboot header, got '2.0'"
         in result.output
     ), result.output
+
+
+def test_host_mode_gets_the_key_file_too_and_it_goes_with_the_workspace(tmp_path: Path) -> None:
+    """``--runner host``: AJOUR_SIGNING_KEY_FILE is an absolute path on the host, the copy is
+    readable by its owner only, and nothing of it stays once the build is done."""
+    repo = tmp_path / "repo"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "README").write_text("firmware\n")
+    make_repo(repo, tmp_path / "src")
+    catalog = tmp_path / "catalog"
+    script = """\
+        case $AJOUR_SIGNING_KEY_FILE in /*) ;; *) echo "not absolute" >&2; exit 9 ;; esac
+        mkdir -p out
+        key=$AJOUR_SIGNING_KEY_FILE
+        { sha256sum < "$key"; stat -c %a "$key"; } > out/fw.bin
+        """
+    fake_builder(catalog, "signer", script)
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "app.yaml").write_text(
+        "kind: Application\nmetadata: {name: fw}\nspec: {firmware: {container: {image: fw:1,"
+        f" build: {{image: signer, source: {{git: {{uri: 'file://{repo}', rev: main}}}},"
+        " artifact: {path: out/fw.bin}}}}}\n"
+    )
+    env = {"AJOUR_ALLOWED_APPLICATIONS": '["fw"]', "AJOUR_SOURCES__ALLOW_LOCAL": "true"}
+    (planned,) = plan_builds(load_fleet([tmp_path / "fleet"]), load_config(None, env=env)).builds
+    secret = b"-----BEGIN PRIVATE KEY-----\nnot-a-real-key\n-----END PRIVATE KEY-----\n"
+    state = StateDir(tmp_path / "state")
+    local = LocalRunner(state, HostEngine(), load_catalog(catalog), signing_key=secret)
+    record = local.run(planned, version="1.0.0")
+    out = (state.build_dir(record.id) / "artifacts" / "fw.bin").read_text().split()
+    assert out == [hashlib.sha256(secret).hexdigest(), "-", "400"]
+    leftovers = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
+    assert all(b"not-a-real-key" not in p.read_bytes() for p in leftovers)
