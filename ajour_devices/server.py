@@ -78,13 +78,16 @@ class Served:
 
 @contextmanager
 def serving(
-    tmp: Path, names: list[str], version: str, content: bytes, *, rollout: bool = False,
+    tmp: Path, names: list[str], version: str, content: bytes | None, *, rollout: bool = False,
     port: int = 0,
 ) -> Iterator[Served]:  # fmt: skip
-    """The worker serving ``version`` to ``names`` over HTTP on loopback until the end."""
+    """The worker serving ``version`` to ``names`` over HTTP on loopback until the end;
+    ``content`` None: it is already published at ``oci-layout://tmp/oci/fw/app:latest``
+    (by ``ajour-build build --publish``, say)."""
     (tmp / "fleet").mkdir(parents=True, exist_ok=True)
     (tmp / "fleet" / "f.yaml").write_text(fleet_yaml(names, ROLLOUT if rollout else None))
-    publish(tmp, version, content)
+    if content is not None:
+        publish(tmp, version, content)
     targets = Targets(load_fleet([tmp / "fleet"]), f"oci-layout://{tmp / 'oci'}", ttl=60)
     rollouts = Rollouts(SqliteRolloutStore(tmp / "rollouts.db")) if rollout else None
     worker = Worker(targets, StatusStore(), rollouts=rollouts)

@@ -11,7 +11,7 @@ Baselines measured in the same run:
 
     python benchmarks/build.py [--repeats 5] [--json]
 
-Needs podman with ``localhost/ajour/builder-arm-gcc:0.1.0`` (``./scripts/demo`` or
+Needs podman with ``localhost/ajour/builder-arm-gcc:0.2.0`` (``./scripts/demo`` or
 ``ajour-build builders build arm-gcc`` make it).
 """
 
@@ -44,7 +44,7 @@ from ajour_build.runner.job import Engine  # noqa: E402
 from ajour_build.runner.local_runner import LocalRunner  # noqa: E402
 from ajour_build.runner.state_dir import StateDir  # noqa: E402
 
-IMAGE = "localhost/ajour/builder-arm-gcc:0.1.0"
+IMAGE = "localhost/ajour/builder-arm-gcc:0.2.0"
 ENV = {
     "AJOUR_FIRMWARE_VERSION": "1.0.0",
     "AJOUR_ARTIFACT_PATH": "build/blinky.bin",

@@ -154,7 +154,7 @@ namespace: ajour
 default_timeout: 30m
 builders:
   arm-gcc:
-    image: localhost/ajour/builder-arm-gcc:0.1.0
+    image: localhost/ajour/builder-arm-gcc:0.2.0
 """
 
 

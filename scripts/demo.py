@@ -103,7 +103,7 @@ class Demo:
         (self.fleet / "ajour.yaml").write_text(
             "allowed_applications: [blinky]\n"
             "sources: {allow_local: true}  # the demo's repository is on this machine\n"
-            "builders:\n  arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}\n"
+            "builders:\n  arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.2.0}\n"
             "service:\n"
             f"  runner: {self.runner}\n"
             f"  publish_to: oci-layout://{self.layout}\n"

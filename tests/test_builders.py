@@ -26,7 +26,7 @@ def test_catalog_lists_the_shipped_builders(runner: CliRunner) -> None:
     assert result.exit_code == 0, result.output
     builders = {b["name"]: b for b in json.loads(result.output)}
     assert {"arm-gcc", "rust", "zephyr"} <= set(builders)
-    assert builders["arm-gcc"]["ref"] == "localhost/ajour/builder-arm-gcc:0.1.0"
+    assert builders["arm-gcc"]["ref"] == "localhost/ajour/builder-arm-gcc:0.2.0"
     assert all(b["network"] is False for b in builders.values())
     for builder in load_catalog(REPO / "builder-images"):
         text = builder.containerfile.read_text()

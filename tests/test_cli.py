@@ -21,15 +21,15 @@ Write = Callable[[str, str], Path]
 def test_validate_summarises_a_valid_fleet(runner: CliRunner) -> None:
     result = runner.invoke(main, ["validate", str(EXAMPLES / "fleet")])
     assert result.exit_code == 0, result.output
-    assert "valid: 3 applications, 5 devices (2 with their own firmware)" in result.output
-    assert "3 distinct builds, all allowed" in result.output
+    assert "valid: 4 applications, 6 devices (2 with their own firmware)" in result.output
+    assert "4 distinct builds, all allowed" in result.output
 
 
 def test_validate_json(runner: CliRunner) -> None:
     result = runner.invoke(main, ["validate", "--json", str(EXAMPLES / "fleet")])
     data = json.loads(result.output)
-    assert data["valid"] is True and data["builds"] == 3
-    assert data["firmwareSources"] == {"container": 6, "file": 1, "hawkbit": 1}
+    assert data["valid"] is True and data["builds"] == 4
+    assert data["firmwareSources"] == {"container": 8, "file": 1, "hawkbit": 1}
 
 
 def test_validate_reports_problems_with_place_and_exit_1(runner: CliRunner, write: Write) -> None:
@@ -57,7 +57,7 @@ def test_render_writes_one_file_per_build(runner: CliRunner, tmp_path: Path) -> 
     report = json.loads(result.output)
     files = sorted(p.name for p in out.glob("*.yaml"))
     assert files == sorted(f"{b['name']}.yaml" for b in report["builds"])
-    assert len(files) == 3
+    assert len(files) == 4
     for path in out.glob("*.yaml"):
         (doc,) = list(yaml.safe_load_all(path.read_text()))
         assert doc["kind"] == "PipelineRun"
@@ -118,7 +118,7 @@ def test_stdout_is_pure_yaml(runner: CliRunner) -> None:
     result = runner.invoke(main, ["render", str(EXAMPLES / "fleet"), "--stdout"])
     assert result.exit_code == 0
     docs = list(yaml.safe_load_all(result.stdout))
-    assert [d["kind"] for d in docs] == ["PipelineRun"] * 3
+    assert [d["kind"] for d in docs] == ["PipelineRun"] * 4
 
 
 def test_debug_shows_the_traceback(write: Write) -> None:

@@ -91,7 +91,7 @@ def test_builder_aliases_resolve() -> None:
     fleet = load_fleet([EXAMPLES / "fleet"])
     config = load_config(EXAMPLES / "fleet" / "ajour.yaml", env={})
     images = {b.builder_image for b in plan_builds(fleet, config).builds}
-    assert images == {"localhost/ajour/builder-arm-gcc:0.1.0", "localhost/ajour/builder-rust:0.1.0"}
+    assert images == {"localhost/ajour/builder-arm-gcc:0.2.0", "localhost/ajour/builder-rust:0.1.0"}
 
 
 _texts = st.text(alphabet="abcxyz-0123456789./", min_size=1, max_size=12)

@@ -43,7 +43,7 @@ def test_build_publish_notify(tmp_path: Path) -> None:
         (fleet / "ajour.yaml").write_text(
             f"allowed_applications: [blinky]\nregistry: {{prefix: '{registry.host}'}}\n"
             "publish_repositories: {blinky: [fw]}\nsources: {allow_local: true}\n"
-            "builders: {arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}}\n"
+            "builders: {arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.2.0}}\n"
         )
         args = [
             "build",

@@ -345,7 +345,7 @@ def test_ajour_build_publish_to_hawkbit_runs_the_applications_policy(
     (fleet / "ajour.yaml").write_text(
         "allowed_applications: [blinky]\nregistry: {prefix: '127.0.0.1:9'}\n"
         "publish_repositories: {blinky: [fw]}\nsources: {allow_local: true}\n"
-        "builders: {arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.1.0}}\n"
+        "builders: {arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.2.0}}\n"
     )
     args = ["build", str(fleet), "--app", "blinky", "--runner", "host", "--builders",
             str(REPO / "builder-images"), "--state-dir", str(tmp_path / "state"), "--version",

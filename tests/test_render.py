@@ -60,7 +60,7 @@ def test_golden_examples_render() -> None:
 def test_rendered_runs_validate_against_the_reference_schemas() -> None:
     validator = shared_validator("PipelineRun")
     manifests = render_examples()
-    assert len(manifests) == 3
+    assert len(manifests) == 4
     for manifest in manifests:
         errors = [e.message for e in validator.iter_errors(manifest)]
         assert errors == []

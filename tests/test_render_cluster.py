@@ -38,7 +38,7 @@ def test_the_output_directory_holds_only_manifests(tmp_path: Path) -> None:
     (out / ".ajour-render.json").write_text(json.dumps({"files": ["ajour-old.yaml"]}))
     _render(str(EXAMPLES / "fleet"), "-o", str(out))
     read = [p for p in out.rglob("*") if p.is_file() and p.suffix in KUBECTL_SUFFIXES]
-    assert len(read) == 3 and not (out / "ajour-old.yaml").exists()
+    assert len(read) == 4 and not (out / "ajour-old.yaml").exists()
     for path in read:
         for doc in yaml.safe_load_all(path.read_text()):
             assert doc["apiVersion"] == "tekton.dev/v1" and doc["kind"] == "PipelineRun"
@@ -91,7 +91,7 @@ def test_render_warns_about_what_a_cluster_cannot_reach(write: Write, tmp_path: 
     assert "is a loopback address" in warnings[0]
     assert "tools_image 'localhost/ajour/tools:0.1.0'" in warnings[1]
     assert "./scripts/tools-image REGISTRY/ajour/tools:0.1.0" in warnings[1]
-    assert "builder image 'localhost/ajour/builder-arm-gcc:0.1.0'" in warnings[2]
+    assert "builder image 'localhost/ajour/builder-arm-gcc:0.2.0'" in warnings[2]
     assert "warning" not in result.stdout
     as_json = json.loads(
         _render(str(EXAMPLES / "fleet"), "-o", str(tmp_path / "o2"), "--json").stdout

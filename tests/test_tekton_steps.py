@@ -219,7 +219,7 @@ def test_publish_task_step_to_the_real_registry(tmp_path: Path) -> None:
                 "firmware-version": "5.0.1",
                 "source-url": "https://git.example.com/fw.git",
                 "source-commit": "c0ffee",
-                "builder-image": "localhost/ajour/builder-arm-gcc:0.1.0",
+                "builder-image": "localhost/ajour/builder-arm-gcc:0.2.0",
                 "builder-args": ["--board", "mps2-an385"],
             },
             {"source": str(ws)},

@@ -24,12 +24,12 @@ def rendered() -> list[dict[str, Any]]:
 def test_kinds_and_wiring() -> None:
     docs = rendered()
     kinds = [d["kind"] for d in docs]
-    assert kinds.count("PipelineRun") == 3 and kinds.count("TriggerTemplate") == 3
+    assert kinds.count("PipelineRun") == 4 and kinds.count("TriggerTemplate") == 4
     assert kinds.count("TriggerBinding") == 2 and kinds.count("EventListener") == 1
     templates = {d["metadata"]["name"]: d for d in docs if d["kind"] == "TriggerTemplate"}
     bindings = {d["metadata"]["name"] for d in docs if d["kind"] == "TriggerBinding"}
     (listener,) = [d for d in docs if d["kind"] == "EventListener"]
-    assert len(listener["spec"]["triggers"]) == 6
+    assert len(listener["spec"]["triggers"]) == 8
     for trigger in listener["spec"]["triggers"]:
         assert trigger["template"]["ref"] in templates
         assert {b["ref"] for b in trigger["bindings"]} <= bindings

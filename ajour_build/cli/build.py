@@ -154,6 +154,13 @@ Examples:
     help="Where builds, logs and the cache are kept (default: AJOUR_STATE_DIR,"
     " ~/.local/state/ajour).",
 )
+@click.option(
+    "--image-key",
+    type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
+    help="A key the builder signs the image with (e.g. MCUboot's; --sign-key signs what is"
+    " published): copied into the workspace for the build only, its path in"
+    " AJOUR_IMAGE_KEY_FILE; never logged.",
+)
 @click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")
 @click.option("--to", "publish_to", help="Publish target (default: the spec's registry image).")
 @click.option("--notify", "notify_url", help="Tell delivery after publishing (http/mqtt URL).")
@@ -177,6 +184,7 @@ def build(
     version: str | None,
     builders_dir: Path | None,
     state_dir: Path | None,
+    image_key: Path | None,
     do_publish: bool,
     publish_to: str | None,
     notify_url: str | None,
@@ -208,7 +216,10 @@ def build(
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
     with engine_for(runner, settings) as engine:
-        local = LocalRunner(state, engine, catalog, not no_cache, display.progress())
+        key = image_key.read_bytes() if image_key else None
+        local = LocalRunner(
+            state, engine, catalog, not no_cache, display.progress(), signing_key=key
+        )
         records, failures = _run(local, plan.builds, version, display, keep_going=build_all)
     published = []
     if do_publish and (build_all or not failures):

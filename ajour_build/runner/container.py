@@ -73,7 +73,7 @@ class ContainerEngine:
             image.id,
             command=list(job.args),
             working_dir=workdir,
-            environment=dict(job.env),
+            environment={**job.env, **job.file_env(WORKSPACE)},
             network_mode="host" if job.network else "none",
             volumes={str(job.workspace): {"bind": WORKSPACE, "mode": "rw"}},
             labels={"dev.ajour.build": "true"},

@@ -36,6 +36,7 @@ class HostEngine:
         assert job.entrypoint is not None
         env = {k: v for k, v in os.environ.items() if k in _PASS}
         env.update(job.env)
+        env.update(job.file_env(str(job.workspace)))
         try:
             proc = subprocess.Popen(
                 [str(job.entrypoint), *job.args],

@@ -12,6 +12,7 @@ from typing import BinaryIO, Protocol
 TAIL_LINES = 20
 LINE_BYTES = 64 * 1024  # per log line; the rest of a longer line is dropped
 TOTAL_BYTES = 50 * 1024 * 1024  # builder output per build in build.log
+SIGNING_KEY_VAR = "AJOUR_IMAGE_KEY_FILE"
 
 
 @dataclass(frozen=True)
@@ -26,12 +27,18 @@ class BuildJob:
     network: bool = False
     timeout: int = 3600
     entrypoint: Path | None = None  # host mode only
+    # a file in the workspace the build may read (a signing key), relative to the workspace
+    signing_key: str | None = None
     # set by the service to stop this build; engines check it while they wait
     cancel: threading.Event = field(default_factory=threading.Event, compare=False)
 
     @property
     def workdir(self) -> Path:
         return (self.workspace / "source" / self.project).resolve()
+
+    def file_env(self, root: str) -> dict[str, str]:
+        """``AJOUR_IMAGE_KEY_FILE``, absolute, where the builder sees the workspace (``root``)."""
+        return {SIGNING_KEY_VAR: f"{root}/{self.signing_key}"} if self.signing_key else {}
 
 
 @dataclass(frozen=True)

@@ -3,13 +3,18 @@
 clone (``ajour_build.steps.clone``) → build (the builder's contract entrypoint, in its
 image or on the host) → check the artifact → record. Cached by everything that can
 change the output: resolved commit, builder image id, args, env, project, artifact path,
-and version.
+and version (and the signing key's SHA-256, if one is given).
+
+A signing key (``--image-key``) is copied into the workspace for the build only
+(``secrets/signing-key``, mode 0400), its path given in ``AJOUR_IMAGE_KEY_FILE``; it is
+never logged, and the workspace is deleted after the build.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import threading
 from dataclasses import dataclass, field
@@ -37,8 +42,13 @@ class _Identity(TypedDict):
     created: datetime
 
 
-def cache_key(job: BuildJob, commit: str, image_id: str, artifact_path: str) -> str:
-    canonical = {
+SIGNING_KEY_PATH = "secrets/signing-key"  # in the workspace
+
+
+def cache_key(
+    job: BuildJob, commit: str, image_id: str, artifact_path: str, key_sha256: str = ""
+) -> str:
+    canonical: dict[str, object] = {
         "commit": commit,
         "builder": image_id,
         "args": list(job.args),
@@ -46,6 +56,8 @@ def cache_key(job: BuildJob, commit: str, image_id: str, artifact_path: str) -> 
         "project": job.project,
         "artifact": artifact_path,
     }
+    if key_sha256:  # only then: the keys of builds without one stay what they were
+        canonical["signing_key"] = key_sha256
     blob = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -60,6 +72,7 @@ class LocalRunner:
     cancel: threading.Event | None = None  # set it to stop the running build
     log_limits: LogLimits = field(default_factory=LogLimits)
     clone_timeout: float = TIMEOUT  # seconds for each clone or ls-remote of the source
+    signing_key: bytes | None = None  # the builder reads it at AJOUR_IMAGE_KEY_FILE
 
     def _check(self) -> None:
         """Between steps: stop here if the build was cancelled."""
@@ -90,6 +103,7 @@ class LocalRunner:
             network=builder.spec.network if builder else False,
             timeout=_seconds(planned.timeout),
             entrypoint=builder.entrypoint if builder else None,
+            signing_key=SIGNING_KEY_PATH if self.signing_key is not None else None,
             cancel=self.cancel or threading.Event(),
         )
 
@@ -172,7 +186,8 @@ class LocalRunner:
         stamp = version or commit
         job = self._job(planned, workspace, commit, stamp)
         image_id = self.engine.image_id(job)
-        key = cache_key(job, commit, image_id, planned.build.artifact.path)
+        key_sha256 = hashlib.sha256(self.signing_key).hexdigest() if self.signing_key else ""
+        key = cache_key(job, commit, image_id, planned.build.artifact.path, key_sha256)
         builder = BuilderRef(image=job.image, id=image_id, runner=self.engine.name)
         self._check()
         if self.use_cache and (hit := self.state.cached(key)) is not None:
@@ -188,6 +203,9 @@ class LocalRunner:
         inside = job.workdir.is_relative_to((workspace / "source").resolve())
         if not inside or not job.workdir.is_dir():
             raise BuildError(f"project folder {git.project!r} does not exist in the repository")
+        if self.signing_key is not None:
+            _write_secret(workspace / SIGNING_KEY_PATH, self.signing_key)
+            log.note(f"signing key: AJOUR_IMAGE_KEY_FILE (sha256 {key_sha256[:12]})")
         self._check()
         self.progress.on_step("build")
         code = self.engine.run(job, log)
@@ -211,6 +229,14 @@ class LocalRunner:
         # stored even with --no-cache: the fresh result is the best one to reuse next time
         self.state.store_cache(key, record, staging / "artifacts")
         return record
+
+
+def _write_secret(path: Path, content: bytes) -> None:
+    """``content`` at ``path``, readable by its owner only (the builder's user)."""
+    path.parent.mkdir(mode=0o700, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+    with os.fdopen(fd, "wb") as out:
+        out.write(content)
 
 
 def _seconds(duration: str) -> int:
