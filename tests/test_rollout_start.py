@@ -156,15 +156,24 @@ def test_start_over_http_re_rolls_a_rolled_back_version_and_pins_a_downgrade(
         current = store.latest("app")
         assert current is not None and (current.seq, current.to_version) == (4, "1.0")
         assert store.begins == begins, "1.1 was rolled out before: no begin per refresh"
+        # completed, it still pins 1.0: going back to 1.1 would undo the downgrade
+        assert call(transport, "POST", "/v1/rollouts/app/promote", OPERATOR_TOKEN)[0] == 200
+        assert call(transport, "POST", "/v1/rollouts/app/promote", OPERATOR_TOKEN)[0] == 200
+        for _ in range(3):
+            rig.clock.now += 0.6
+            for name in NAMES:
+                rig.settle(name)
+        assert versions(NAMES) == {b"1.0"}
+        assert [r.state for r in store.history("app")][3:] == [State.COMPLETED]
 
-        # a version never rolled out before still starts a new rollout, from where 4 stood
+        # a version never rolled out before still starts a new rollout, from where 4 ended
         publish(rig.tmp, rig.url, "1.2", b"\x03" * 1500)
         rig.worker.targets.invalidate()
         rig.clock.now += 1
         rig.settle(first[0])
         history = store.history("app")
         assert [(r.seq, r.state, r.from_version, r.to_version) for r in history[3:]] == [
-            (4, State.SUPERSEDED, "1.1", "1.0"), (5, State.RUNNING, "1.1", "1.2"),
+            (4, State.COMPLETED, "1.1", "1.0"), (5, State.RUNNING, "1.0", "1.2"),
         ]  # fmt: skip
         assert rig.devices[first[0]].version == b"1.2"
     store.close()
