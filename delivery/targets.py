@@ -205,10 +205,10 @@ class Targets:
                 where = f"the registry repository {ref.host}/{ref.repository}"
                 found = source.reader.resolve(replace(ref, tag=version, digest=""))
             else:
-                kind = spec.kind if spec is not None else "no firmware"
+                kind = f"{spec.kind} firmware" if spec is not None else "no firmware"
                 raise DeliveryError(
-                    f"application {application!r} has {kind} firmware: a rollout to a chosen"
-                    " version reads it by its version tag, so it needs container firmware"
+                    f"application {application!r} has {kind}: a rollout to a chosen version"
+                    " reads it by its version tag, so it needs container firmware"
                 )
         except ArtifactError as exc:
             raise SourceUnavailable(f"{where}: {exc}") from None
