@@ -20,6 +20,7 @@ from ajour_build.core.rollout.model import Rollout, RolloutError, State
 from ajour_build.core.rollout.report import OPERATOR_TOKEN_ENV
 from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.core.wire import STATUS_TOKEN_ENV
+from delivery.errors import DeliveryError
 from delivery.rollout_store import SqliteRolloutStore
 from delivery.rollouts import Rollouts
 from delivery.targets import NotPublished, Targets
@@ -266,4 +267,21 @@ def test_a_version_missing_from_a_registry_names_the_repository_and_tag(tmp_path
         f"version '1.1' of 'app' is not published: the registry repository"
         f" {registry.host}/ajour/fw/app has no tag '1.1' (publishers tag every artifact with"
         " its version; publish it first, or pick a version that has a tag)"
+    )
+
+
+def test_a_version_is_looked_up_in_container_firmware_only(tmp_path: Path) -> None:
+    """(The fleet refuses spec.rollout on other firmware; Targets says so on its own too.)"""
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(
+        "kind: Application\nmetadata: {name: app}\nspec: {firmware: {file: {name: app.bin}}}\n"
+        "---\nmetadata: {name: d0, application: app}\n"
+    )
+    targets = Targets(load_fleet([tmp_path / "fleet"]), file_dir=tmp_path)
+    with pytest.raises(DeliveryError) as refused:
+        targets.published("app", "1.0")
+    assert not isinstance(refused.value, NotPublished)
+    assert str(refused.value) == (
+        "application 'app' has file firmware: a rollout to a chosen version reads it by its"
+        " version tag, so it needs container firmware"
     )
