@@ -16,8 +16,10 @@ what its ACL denies). ``timeout`` bounds the whole run.
 
 from __future__ import annotations
 
+import heapq
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -26,7 +28,7 @@ import paho.mqtt.client as mqtt
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.mqtt import MqttTls, TopicTemplate, connect, make_client, nodelay, parse_broker_url
-from delivery.protocol import Wait, decode_command, encode_status
+from delivery.protocol import Sync, Wait, decode_command, encode_status
 from delivery.simulator import DeviceResult, Failures, Password
 
 Connection = Literal["gateway", "device"]
@@ -46,8 +48,49 @@ class _Device:
     client: mqtt.Client | None = None
 
 
+class _Later:
+    """Statuses to send later (after a ``Wait``'s or a ``Sync``'s poll), sent from one
+    thread: devices that keep polling cost no thread per poll."""
+
+    def __init__(self, send: Callable[[_Device], None]) -> None:
+        self._send = send
+        self._due: list[tuple[float, int, _Device]] = []
+        self._count = 0
+        self._ready = threading.Condition()
+        self._stopped = False
+        self._thread = threading.Thread(target=self._run, name="simulate-later", daemon=True)
+        self._thread.start()
+
+    def after(self, seconds: float, device: _Device) -> None:
+        with self._ready:
+            self._count += 1
+            heapq.heappush(self._due, (time.monotonic() + seconds, self._count, device))
+            self._ready.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._ready:
+                while not self._stopped and (
+                    not self._due or self._due[0][0] > time.monotonic()
+                ):  # fmt: skip
+                    wait = self._due[0][0] - time.monotonic() if self._due else None
+                    self._ready.wait(wait)
+                if self._stopped:
+                    return
+                device = heapq.heappop(self._due)[2]
+            self._send(device)
+
+    def stop(self) -> None:
+        with self._ready:
+            self._stopped = True
+            self._ready.notify()
+        self._thread.join(5)
+
+
 class _Run:
-    """The devices of one simulation, their clients, and when it is over."""
+    """The devices of one simulation, their clients, and when it is over. With
+    ``keep_polling`` seconds, a synced device sends its status again after its ``Sync``'s
+    poll (capped by ``wait_cap``, as over HTTP) until that long after it started."""
 
     def __init__(
         self,
@@ -56,11 +99,14 @@ class _Run:
         topics: tuple[str, str],
         qos: int,
         wait_cap: float,
+        keep_polling: float = 0.0,
     ) -> None:
         self.app, self.devices, self.qos, self.wait_cap = app, devices, qos, wait_cap
+        self.keep_polling = keep_polling
         self.status_t, self.command_t = TopicTemplate(topics[0]), TopicTemplate(topics[1])
         self.lock = threading.Lock()
         self.done = threading.Event()
+        self.later = _Later(self.send)
 
     def end(self, device: _Device, error: str = "") -> None:
         """Under the lock: the device is synced, gone, or failed with ``error``."""
@@ -91,15 +137,21 @@ class _Run:
             device.wire += len(message.payload)
             device.sim.apply(command)
             device.steps += 1
-            if device.sim.synced or device.sim.vanished:
+            polled = time.perf_counter() - device.started
+            if device.sim.vanished or (device.sim.synced and polled >= self.keep_polling):
                 self.end(device)
                 return
-        if isinstance(command, Wait):
-            threading.Timer(
-                min(float(command.poll or 1), self.wait_cap), self.send, (device,)
-            ).start()
+        if isinstance(command, (Wait, Sync)):
+            self.later.after(min(float(command.poll or 1), self.wait_cap), device)
         else:
             self.send(device)
+
+    def finish(self) -> None:
+        """At the end of the run: devices in sync are done (one still polling too)."""
+        with self.lock:
+            for device in self.devices.values():
+                if device.sim.synced:
+                    self.end(device)
 
     def unanswered(self, answer_timeout: float, hint: str) -> None:
         """End each device whose status waited longer than ``answer_timeout`` seconds."""
@@ -205,8 +257,11 @@ def simulate_mqtt(
     connection: Connection = "gateway",
     password: Password = None,
     answer_timeout: float = 10.0,
+    keep_polling: float = 0.0,
 ) -> list[DeviceResult]:
     """Simulate devices ``names`` until each is in sync, failed, or ``timeout`` has passed.
+    With ``keep_polling`` seconds, synced devices go on polling like real devices until
+    that long after they started (the run lasts up to the longer of the two).
 
     ``connection``: one ``gateway`` connection with the URL's credentials, or one per
     ``device`` as ``<device>@<app>`` with ``password`` (shared, or a function of the
@@ -214,9 +269,11 @@ def simulate_mqtt(
     certificate). A broker that cannot be reached is a DeliveryError."""
     failures = failures or Failures()
     devices = {n: _Device(n, failures.device(n, version, mtu)) for n in names}
-    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap)
+    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, keep_polling)
     clients: list[mqtt.Client] = []
     hint = ""
+    limit = max(timeout, keep_polling)
+    option = "--timeout" if limit == timeout else "--keep-polling"
     try:
         if connection == "gateway":
             hint = "; with the users and ACL of broker-config use --mqtt-connection device"
@@ -238,11 +295,13 @@ def simulate_mqtt(
                 connect(client, url)
                 clients.append(client)
                 client.loop_start()
-        deadline = time.perf_counter() + timeout
+        deadline = time.perf_counter() + limit
         while not run.done.wait(0.1) and time.perf_counter() < deadline:
             run.unanswered(answer_timeout, hint)
+        run.finish()
         run.unanswered(0.0, hint)  # at the deadline: say so of a status still unanswered
     finally:
+        run.later.stop()
         for client in clients:
             client.disconnect()
             client.loop_stop()
@@ -259,7 +318,7 @@ def simulate_mqtt(
             d.sim.waits,
             d.sim.swaps_rejected,
             (d.finished or now) - d.started,
-            d.error or ("" if d.sim.synced else f"not in sync after {timeout:g} s (--timeout)"),
+            d.error or ("" if d.sim.synced else f"not in sync after {limit:g} s ({option})"),
             d.sim.patch_bytes,
             d.wire,
             d.sim.patch_failed,

@@ -3,14 +3,16 @@
 * ``GET /v1/rollouts``: the current rollout of each application with ``spec.rollout``;
   ``GET /v1/rollouts/<app>`` one (``?history=1``: every rollout of it, newest first).
   Bearer: the status token.
-* ``POST /v1/rollouts/<app>/<action>`` (pause, resume, abort, rollback, promote, retry),
-  body ``{}``, ``{"reason": …}`` (pause) or ``{"device": …}`` (retry), at most 4 KiB: the
-  new report. Bearer: the operator token; the status token is refused (403), and without a
+* ``POST /v1/rollouts/<app>/<action>`` (pause, resume, abort, rollback, promote, retry,
+  start), body ``{}``, ``{"reason": …}`` (pause), ``{"device": …}`` (retry) or
+  ``{"version": …, "supersede": true|false}`` (start), at most 4 KiB: the new report.
+  Bearer: the operator token; the status token is refused (403), and without a
   configured operator token everyone is (401), unless authentication is off.
 
 Answers: 400 for a body that is not the request, 404 for an unknown application, rollout,
-action or device, 409 for an operation the rollout's state does not allow (the
-``RolloutError`` text), 503 when the rollout database cannot be used now.
+action, device or (start) a version that is not published, 409 for an operation the
+rollout's state does not allow (the ``RolloutError`` text), 503 when the rollout database or
+(start) the firmware repository cannot be used now.
 :mod:`delivery.http` routes ``/v1/rollouts`` here.
 """
 
@@ -31,17 +33,23 @@ from ajour_build.core.rollout.report import (
     RolloutRequest,
 )
 from ajour_build.core.wire import STATUS_TOKEN_ENV
+from delivery.errors import DeliveryError
 from delivery.http_exchange import Accept, Request, Response
 from delivery.rollout_reports import NotFound, RolloutReports
 from delivery.rollout_store import StoreUnavailable
+from delivery.sources.firmware_source import SourceUnavailable
 from delivery.store import DeviceStatus
+from delivery.targets import NotPublished
 from delivery.worker import Worker
 
 ROLLOUTS = "/v1/rollouts"
 MAX_REQUEST_BYTES = 4096
 JSON = "application/json"
 ACTIONS = ", ".join(a.value for a in RolloutAction)
-REQUEST_FIELDS = '{"reason": "<why>"} for pause, {"device": "<name>"} for retry, else {}'
+REQUEST_FIELDS = (
+    '{"reason": "<why>"} for pause, {"device": "<name>"} for retry, {"version": "<v>"}'
+    ' (and "supersede": true) for start, else {}'
+)
 
 
 class Tokens(Protocol):
@@ -84,6 +92,12 @@ def _request(body: bytes) -> RolloutRequest:
 
 def _fits(action: RolloutAction, request: RolloutRequest) -> str:
     """Why the request does not fit the action ("" if it does)."""
+    start = action is RolloutAction.START
+    if start and request.version is None:
+        return 'start needs the version: send {"version": "<a published version>"}'
+    if not start and (request.version is not None or request.supersede is not None):
+        what = "version" if request.version is not None else "supersede"
+        return f'"{what}" is only for start, not for {action.value}'
     if action is RolloutAction.RETRY and request.device is None:
         return 'retry needs the device: send {"device": "<name>"}'
     if action is not RolloutAction.RETRY and request.device is not None:
@@ -171,13 +185,38 @@ class RolloutApi:
         if misfit:
             return Response.text(400, misfit)
         try:
+            if action is RolloutAction.START:
+                return _json(self.start(application, wanted).as_json())
             return _json(self.operate(application, action, wanted).as_json())
-        except NotFound as exc:
+        except (NotFound, NotPublished) as exc:
             return Response.text(404, str(exc))
         except RolloutError as exc:
             return Response.text(409, str(exc))
-        except StoreUnavailable as exc:
+        except (StoreUnavailable, SourceUnavailable) as exc:
             return Response.text(503, f"{exc}; try again")
+        except DeliveryError as exc:  # firmware that is not a container
+            return Response.text(409, str(exc))
+
+    def start(self, application: str, wanted: RolloutRequest) -> RolloutReport:
+        """A new rollout of the application to the published ``wanted.version``; the report.
+
+        404: an unknown application or an unpublished version; 409 (RolloutError): an
+        application without ``spec.rollout`` or without a rollout yet, one running or paused
+        (without ``supersede``), a version its devices are offered already."""
+        reports = self.reports
+        app = self.worker.targets.fleet.applications.get(application)
+        if app is None:
+            raise NotFound(f"application {application!r} is not in the fleet")
+        if app.rollout is None:
+            raise RolloutError(
+                f"application {application!r} has no spec.rollout, so it has no rollouts to"
+                " start: its devices get the newest version at once (add spec.rollout to its"
+                " Application to roll versions out in waves)"
+            )
+        assert wanted.version is not None
+        self.worker.targets.published(application, wanted.version)  # NotPublished: 404
+        reports.rollouts.start(application, wanted.version, app.rollout, bool(wanted.supersede))
+        return reports.report(application)
 
     def operate(
         self, application: str, action: RolloutAction, wanted: RolloutRequest

@@ -190,7 +190,8 @@ def _print(data: Any, url: str, as_json: bool) -> None:
 @click.group(
     "rollout",
     epilog="\b\nExamples:\n  ajour-delivery rollout list\n"
-    "  AJOUR_DELIVERY_OPERATOR_TOKEN=… ajour-delivery rollout resume blinky\n",
+    "  AJOUR_DELIVERY_OPERATOR_TOKEN=… ajour-delivery rollout resume blinky\n"
+    "  ajour-delivery rollout start blinky 1.4.2 --supersede\n",
 )
 def rollout() -> None:
     """Show and operate the staged rollouts of a running worker (its /v1/rollouts API)."""
@@ -244,7 +245,7 @@ def show(
 def _operation(action: RolloutAction, doc: str) -> None:
     def run(
         application: str, url: str, token: str | None, config_path: Path | None, as_json: bool,
-        body: dict[str, str],
+        body: dict[str, Any],
     ) -> None:  # fmt: skip
         path = f"/v1/rollouts/{quote(application, safe='')}/{action.value}"
         data = _call(url, path, _token(token, config_path, True), True, body)
@@ -258,10 +259,20 @@ def _operation(action: RolloutAction, doc: str) -> None:
     def retry(application: str, device: str, **kw: Any) -> None:
         run(application, body={"device": device}, **kw)
 
+    @click.argument("version")
+    @click.option(
+        "--supersede", is_flag=True, help="Replace the rollout that is running or paused."
+    )
+    def start(application: str, version: str, supersede: bool, **kw: Any) -> None:
+        body: dict[str, Any] = {"version": version}
+        if supersede:
+            body["supersede"] = True
+        run(application, body=body, **kw)
+
     def other(application: str, **kw: Any) -> None:
         run(application, body={}, **kw)
 
-    commands: dict[str, Callable[..., None]] = {"pause": pause, "retry": retry}
+    commands: dict[str, Callable[..., None]] = {"pause": pause, "retry": retry, "start": start}
     command = commands.get(action.value, other)
     command.__doc__ = doc
     decorated = click.argument("application")(_options(operator=True)(command))
@@ -275,5 +286,10 @@ for _action, _doc in (
     (RolloutAction.ROLLBACK, "Roll back: every device of the cohort gets from_version."),
     (RolloutAction.PROMOTE, "Open the next wave now (past the last one: complete)."),
     (RolloutAction.RETRY, "Clear DEVICE's outcome: it is offered to_version again."),
+    (
+        RolloutAction.START,
+        "Start a rollout to VERSION (published, by its version tag) from the version the last"
+        " rollout finished on: re-roll a rolled-back version, or roll out an older one.",
+    ),
 ):
     _operation(_action, _doc)

@@ -17,12 +17,20 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import NamedTuple, Protocol
 
-from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout, State, start
+from ajour_build.core.rollout.model import (
+    DeviceRecord,
+    Outcome,
+    Rollout,
+    RolloutError,
+    State,
+    start,
+)
 from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.errors import DeliveryError
 
@@ -58,6 +66,11 @@ class RolloutStore(Protocol):
     def begin(
         self, application: str, version: str, policy: RolloutPolicy, now: float
     ) -> Rollout: ...
+
+    def start(
+        self, application: str, version: str, policy: RolloutPolicy, now: float,
+        supersede: bool = False,
+    ) -> Rollout: ...  # fmt: skip
 
     def save(self, rollout: Rollout) -> bool: ...
 
@@ -137,6 +150,56 @@ def next_rollout(
     return Begun(start(application, last.seq + 1, source, version, policy, now), True, superseded)
 
 
+def started_rollout(
+    history: list[Rollout], application: str, version: str, policy: RolloutPolicy, now: float,
+    supersede: bool = False,
+) -> Begun:  # fmt: skip
+    """The rollout an operator starts to ``version`` after ``history`` (oldest first): from
+    the version the last rollout finished on (as ``next_rollout``), to ``version``, at wave 1.
+
+    Refused (RolloutError): without a rollout yet, while the last one is running or paused
+    (unless ``supersede``), and when the devices would be offered what they already run.
+    """
+    if not history:
+        raise RolloutError(
+            f"application {application!r} has no rollout yet, so there is no version to start"
+            " from: the first one (its baseline) starts when a worker first resolves its"
+            " firmware for a device"
+        )
+    last = history[-1]
+    going = last.state in (State.RUNNING, State.PAUSED)
+    if going and not supersede:
+        raise RolloutError(
+            f"cannot start a rollout of {application!r} to {version}: rollout {last.seq}"
+            f" ({last.from_version} -> {last.to_version}) is {last.state.value}; abort it"
+            ' first, or start with supersede (body {"supersede": true}, --supersede)'
+        )
+    source = last.to_version if last.state is State.COMPLETED else last.from_version
+    if source == version:
+        if last.state in (State.COMPLETED, State.ROLLED_BACK):
+            why = f"its devices are offered {version} already"
+        else:
+            why = (
+                f"it started from {version}; to offer every device of its cohort {version}"
+                " again, roll it back"
+            )
+        raise RolloutError(
+            f"cannot start a rollout of {application!r} to {version}: rollout {last.seq}"
+            f" ({last.from_version} -> {last.to_version}) is {last.state.value}, and {why}"
+        )
+    superseded = None
+    if going:
+        superseded = last.changed(
+            state=State.SUPERSEDED,
+            reason=f"superseded by rollout {last.seq + 1} to {version}, started by an operator",
+        )
+    new = start(application, last.seq + 1, source, version, policy, now)
+    return Begun(replace(new, reason=STARTED_BY_HAND), True, superseded)
+
+
+STARTED_BY_HAND = "started by an operator"
+
+
 class SqliteRolloutStore:
     def __init__(self, path: Path | str = ":memory:", timeout: float = 10.0) -> None:
         self.path = str(path)
@@ -208,12 +271,29 @@ class SqliteRolloutStore:
 
     def begin(self, application: str, version: str, policy: RolloutPolicy, now: float) -> Rollout:
         """The rollout to ``version`` (``next_rollout``), written in one transaction."""
+        return self._write(
+            application, lambda history: next_rollout(history, application, version, policy, now)
+        )
+
+    def start(
+        self, application: str, version: str, policy: RolloutPolicy, now: float,
+        supersede: bool = False,
+    ) -> Rollout:  # fmt: skip
+        """A rollout an operator starts (``started_rollout``), written in one transaction:
+        of two operators starting at once, the second sees the first's rollout."""
+        return self._write(
+            application,
+            lambda history: started_rollout(history, application, version, policy, now, supersede),
+        )
+
+    def _write(self, application: str, plan: Callable[[list[Rollout]], Begun]) -> Rollout:
+        """What ``plan`` makes of the application's history, written in one transaction."""
         with self._transaction() as db:
             rows = db.execute(
                 f"SELECT {COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
                 (application,),
             ).fetchall()
-            begun = next_rollout([rollout_of(r) for r in rows], application, version, policy, now)
+            begun = plan([rollout_of(r) for r in rows])
             old = begun.superseded
             if old is not None:
                 db.execute(

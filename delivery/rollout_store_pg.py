@@ -30,7 +30,7 @@ import json
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
@@ -41,11 +41,13 @@ from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.errors import DeliveryError
 from delivery.rollout_store import (
     COLUMNS,
+    Begun,
     StoreUnavailable,
     next_rollout,
     record_of,
     rollout_of,
     rollout_row,
+    started_rollout,
 )
 
 if TYPE_CHECKING:
@@ -209,13 +211,30 @@ class PostgresRolloutStore:
     def begin(self, application: str, version: str, policy: RolloutPolicy, now: float) -> Rollout:
         """The rollout to ``version`` (``next_rollout``), written in one transaction that
         holds the application's advisory lock and its rows."""
+        return self._write(
+            application, lambda history: next_rollout(history, application, version, policy, now)
+        )
+
+    def start(
+        self, application: str, version: str, policy: RolloutPolicy, now: float,
+        supersede: bool = False,
+    ) -> Rollout:  # fmt: skip
+        """A rollout an operator starts (``started_rollout``), under the same lock as
+        ``begin``: of two operators starting at once, the second sees the first's rollout."""
+        return self._write(
+            application,
+            lambda history: started_rollout(history, application, version, policy, now, supersede),
+        )
+
+    def _write(self, application: str, plan: Callable[[list[Rollout]], Begun]) -> Rollout:
+        """What ``plan`` makes of the application's history, written in one transaction."""
         with self._connection() as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_key("begin", application),))
             rows = db.execute(
                 f"SELECT {COLUMNS} FROM rollouts WHERE application=%s ORDER BY seq FOR UPDATE",
                 (application,),
             ).fetchall()
-            begun = next_rollout([rollout_of(r) for r in rows], application, version, policy, now)
+            begun = plan([rollout_of(r) for r in rows])
             old = begun.superseded
             if old is not None:
                 db.execute(

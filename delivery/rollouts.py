@@ -69,6 +69,7 @@ class Rollouts:
     refresh: float = 0.5
     max_swaps: int = 3
     _live: dict[str, _Live] = field(default_factory=dict, repr=False)
+    _rolled: dict[str, set[str]] = field(default_factory=dict, repr=False)  # see _follow
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     # -- the hot path ---------------------------------------------------------------------
@@ -227,9 +228,13 @@ class Rollouts:
     ) -> _Live:  # fmt: skip
         version = latest.version.decode(errors="replace")
         rollout = self.store.latest(application)
-        if rollout is None or (rollout.to_version != version and (
+        # versions known to be in the history: they start no rollout (next_rollout), so a
+        # hand-started rollout of another version costs no write transaction per refresh
+        rolled = self._rolled.setdefault(application, set())
+        if rollout is None or (rollout.to_version != version and version not in rolled and (
                 live is None or live.rollout.to_version != version)):  # fmt: skip
             rollout = self.store.begin(application, version, policy, now)
+            rolled.add(version)
         if live is None or live.rollout.seq != rollout.seq:
             live = _Live(rollout, rollout.parsed_policy(), rollout.to_version.encode())
         live.rollout = rollout
@@ -309,6 +314,18 @@ class Rollouts:
         return self._operate(
             application, lambda r: model.promote(r, r.parsed_policy(), self.clock())
         )
+
+    def start(
+        self, application: str, version: str, policy: RolloutPolicy, supersede: bool = False
+    ) -> Rollout:
+        """A new rollout to ``version`` from the version the last one finished on, at wave
+        1 (``started_rollout``: refused while one is running or paused, unless
+        ``supersede``). The version must be published: the caller checks its tag."""
+        rollout = self.store.start(application, version, policy, self.clock(), supersede)
+        log.info("rollout %s/%d: %s -> %s started by an operator", application, rollout.seq,
+                 rollout.from_version, rollout.to_version)  # fmt: skip
+        self._stale(application)
+        return rollout
 
     def retry(self, application: str, device: str) -> None:
         """Clear a device's outcome: it is offered the new version again."""

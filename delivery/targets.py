@@ -19,6 +19,7 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.artifact.trust import TrustPolicy
+from ajour_build.core.errors import ArtifactError
 from ajour_build.core.fleet import Fleet
 from ajour_build.core.spec.firmware import Firmware
 from delivery.cache import ByteLru, TtlCache
@@ -31,6 +32,10 @@ from delivery.sources.oci import OciSource
 from delivery.sources.trust import Refusing, Verifier
 
 LAYOUT = "oci-layout://"
+
+
+class NotPublished(SourceUnavailable):
+    """A version that its repository has no version tag of (or whose tag holds another)."""
 
 
 def _split(image: str) -> tuple[str, str]:
@@ -199,11 +204,46 @@ class Targets:
             )
         found = tagged.target()
         if found.version.decode(errors="replace") != version:
-            raise SourceUnavailable(
+            raise NotPublished(
                 f"tag {version!r} holds version {found.version.decode(errors='replace')!r}"
             )
         with self._lock:
             return self._pinned.setdefault(key, found)
+
+    def published(self, application: str, version: str) -> FirmwareImage:
+        """The firmware ``version`` of the application's repository, looked up as ``pinned``
+        looks it up (so a rollout to it is served from the same cache). NotPublished names
+        the repository and the tag that is missing; SourceUnavailable is a repository that
+        cannot be read now; DeliveryError a firmware that is not a container."""
+        spec = self.fleet.effective_firmware(application)
+        source = self._shared(spec, application).source
+        where, found = "", None
+        try:
+            if isinstance(source, LayoutSource):
+                where = f"the OCI layout {source.store.root}"
+                found = source.store.resolve(version)
+            elif isinstance(source, OciSource):
+                ref = source.ref
+                where = f"the registry repository {ref.host}/{ref.repository}"
+                found = source.reader.resolve(replace(ref, tag=version, digest=""))
+            else:
+                kind = f"{spec.kind} firmware" if spec is not None else "no firmware"
+                raise DeliveryError(
+                    f"application {application!r} has {kind}: a rollout to a chosen version"
+                    " reads it by its version tag, so it needs container firmware"
+                )
+        except ArtifactError as exc:
+            raise SourceUnavailable(f"{where}: {exc}") from None
+        if found is None:
+            raise NotPublished(
+                f"version {version!r} of {application!r} is not published: {where} has no tag"
+                f" {version!r} (publishers tag every artifact with its version; publish it"
+                " first, or pick a version that has a tag)"
+            )
+        try:
+            return self.pinned(source, version)
+        except NotPublished as exc:
+            raise NotPublished(f"version {version!r} of {application!r}, {where}: {exc}") from None
 
     def invalidate(self, image: str = "", tag: str = "") -> int:
         """Drop cached tag resolutions (all, or those of ``image``); return how many sources."""

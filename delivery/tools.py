@@ -101,7 +101,8 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
     "--keep-polling",
     type=float,
     default=0.0,
-    help="HTTP: keep polling for this many seconds after syncing, like real devices.",
+    help="Keep polling for this many seconds after starting, like real devices: a synced"
+    " device sends its status again after its Sync's poll (HTTP and MQTT).",
 )
 @click.option(
     "--delta",
@@ -176,6 +177,7 @@ def simulate(
             mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls,
             failures=failures, timeout=timeout,
             connection="device" if mqtt_connection == "device" else "gateway", password=creds,
+            keep_polling=keep_polling,
         )  # fmt: skip
     versions: dict[str, int] = {}
     for r in results:

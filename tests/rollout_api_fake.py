@@ -8,8 +8,10 @@ It speaks the JSON of ``ajour_build.core.rollout.report`` on loopback:
   token. pause, resume, abort, rollback and promote go through the real operations of
   ``core.rollout.model``, so a state that forbids one is answered 409 with the model's own
   ``RolloutError`` text; retry drops the device from the held-back list (and one reverted
-  count); like the worker, a ``device`` on anything but retry, or a ``reason`` on anything
-  but pause, is a 400;
+  count); start goes through the store's own rule (``started_rollout``) to a version in
+  ``published`` (the versions of the rollouts added, and what a test adds), else 404 like
+  the worker; like the worker, a ``device`` on anything but retry, a ``reason`` on anything
+  but pause, or a ``version`` or ``supersede`` on anything but start, is a 400;
 * ``GET /v1/status[/<app>]``: the device rows a test sets in ``devices``.
 
 What it does not do: count outcomes. A wave's counts and the held-back devices are what the
@@ -33,6 +35,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from ajour_build.core.rollout import model
 from ajour_build.core.rollout.report import RolloutReport, RolloutRequest, WaveReport
 from ajour_build.core.spec.rollout import RolloutPolicy
+from delivery.rollout_store import started_rollout
 from tests.loopback_http import running
 
 
@@ -61,6 +64,7 @@ class RolloutApiFake:
     # (app, seq) -> per wave {"devices": n, "downloading": n, "outcomes": {...}}
     waves: dict[tuple[str, int], list[dict[str, Any]]] = field(default_factory=dict)
     held_back: dict[tuple[str, int], list[str]] = field(default_factory=dict)
+    published: dict[str, set[str]] = field(default_factory=dict)  # versions start may take
     _rollouts: dict[str, list[model.Rollout]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -88,6 +92,7 @@ class RolloutApiFake:
         )
         with self._lock:
             self._rollouts.setdefault(application, []).append(rollout)
+            self.published.setdefault(application, set()).update({from_version, to_version} - {""})
             self.waves[(application, seq)] = waves
             self.held_back[(application, seq)] = list(held_back or [])
 
@@ -162,6 +167,10 @@ class RolloutApiFake:
             return 400, f'"device" is only for retry, not for {action}'
         if request.reason is not None and action != "pause":
             return 400, f'"reason" is only for pause, not for {action}'
+        if action != "start" and (request.version is not None or request.supersede is not None):
+            return 400, f'"version" and "supersede" are only for start, not for {action}'
+        if action == "start":
+            return self._start(app, request)
         with self._lock:
             found = self._rollouts.get(app)
             if not found:
@@ -183,6 +192,34 @@ class RolloutApiFake:
                 return 409, str(exc)
             found[-1] = changed
             return 200, self._report(changed).as_json()
+
+    def _start(self, app: str, request: RolloutRequest) -> tuple[int, Any]:
+        version = request.version
+        if version is None:
+            return 400, 'start needs the version: send {"version": "<a published version>"}'
+        if version not in self.published.get(app, set()):
+            return 404, f"version {version!r} of {app!r} is not published (the fake's published)"
+        with self._lock:
+            found = self._rollouts.get(app, [])
+            last = found[-1] if found else None
+            rules = last.parsed_policy() if last is not None else policy(1)
+            try:
+                begun = started_rollout(
+                    found, app, version, rules, time.time(), bool(request.supersede)
+                )
+            except model.RolloutError as exc:
+                return 409, str(exc)
+            if begun.superseded is not None:
+                found[-1] = begun.superseded
+            new = begun.rollout
+            found.append(new)
+            shape = self.waves.get((app, last.seq), []) if last is not None else []
+            self.waves[(app, new.seq)] = [
+                {"devices": w.get("devices", 0), "approval": w.get("approval", "auto")}
+                for w in shape
+            ]
+            self.held_back[(app, new.seq)] = []
+            return 200, self._report(new).as_json()
 
     def _retry(self, rollout: model.Rollout, device: str | None) -> model.Rollout:
         if device is None:

@@ -182,7 +182,7 @@ def test_the_pages_show_the_workers_rollouts(tmp_path: Path) -> None:
     assert [h for h in re.findall(r'data-held="([^"]+)"', detail)] == HELD
     assert detail.count('aria-label="Retry fw-0') == 5
     actions = re.findall(r'action="/rollouts/fw/(\w+)"', detail)
-    assert sorted(set(actions)) == ["abort", "promote", "resume", "retry", "rollback"]
+    assert sorted(set(actions)) == ["abort", "promote", "resume", "retry", "rollback", "start"]
     assert "Roll back to 1.4.2" in detail and "Promote: open the next wave" in detail
     history = re.findall(r'<tr data-rollout="(\d+)">', detail)
     assert history == ["2", "1"]
@@ -228,6 +228,47 @@ def test_operations_reach_the_worker_with_the_operator_token(
     ]
     assert "console: rollout operation resume on 'fw': Resume: rollout 3 of fw" in caplog.text
     assert OPERATOR not in caplog.text and STATUS not in caplog.text
+
+
+def test_start_a_rollout_from_the_detail_page(tmp_path: Path) -> None:
+    with running(tmp_path) as on, client(on.url) as c:
+        page = c.get("/rollouts/fw").text
+        form = page[page.index('action="/rollouts/fw/start"') :]
+        form = form[: form.index("</form>")]
+        assert 'name="version" required' in form and 'name="seq" value="3"' in form
+        assert 'name="supersede" value="1"> Replace rollout 3 (paused)' in form
+        # refused by the worker while rollout 3 is paused: its own words, nothing changed
+        page = after(c, post(c, "/rollouts/fw/start", {"seq": "3", "version": "1.4.1"}))
+        assert flash(page) == (
+            "Start refused: cannot start a rollout of &#39;fw&#39; to 1.4.1: rollout 3 (1.4.2"
+            " -&gt; 1.5.0) is paused; abort it first, or start with supersede (body"
+            " {&#34;supersede&#34;: true}, --supersede)"
+        )
+        missing = {"seq": "3", "version": "9.9", "supersede": "1"}
+        page = after(c, post(c, "/rollouts/fw/start", missing))
+        assert flash(page).startswith("Start refused: version &#39;9.9&#39; of &#39;fw&#39; is")
+        # a version that is no tag: explained, and nothing is sent
+        bad = post(c, "/rollouts/fw/start", {"seq": "3", "version": "../1.4.1"})
+        assert bad.status_code == 400 and "start needs the version to roll out" in bad.text
+        assert post(c, "/rollouts/fw/start", {"seq": "3"}).status_code == 400
+        # the downgrade, replacing the paused rollout
+        wanted = {"seq": "3", "version": "1.4.1", "supersede": "1"}
+        page = after(c, post(c, "/rollouts/fw/start", wanted))
+        assert flash(page) == "Start: rollout 4 of fw, 1.4.2 → 1.4.1, is running now."
+        assert "Rollout 4:" in page and 'data-rollout-state="running"' in page
+        history = page[page.index('id="history-title"') :]
+        assert re.findall(r'<tr data-rollout="(\d+)">', history) == ["3", "2", "1"]
+        assert "superseded by rollout 4 to 1.4.1, started by an operator" in history
+        # a form drawn for rollout 3 does not start yet another one
+        page = after(c, post(c, "/rollouts/fw/start", wanted))
+        assert "Start not sent: the page showed rollout 3 of fw, and rollout 4" in flash(page)
+    posted = [(s.path, s.body, s.authorization) for s in on.fake.posts()]
+    bearer = f"Bearer {OPERATOR}"
+    assert posted == [
+        ("/v1/rollouts/fw/start", {"version": "1.4.1"}, bearer),
+        ("/v1/rollouts/fw/start", {"version": "9.9", "supersede": True}, bearer),
+        ("/v1/rollouts/fw/start", {"version": "1.4.1", "supersede": True}, bearer),
+    ]
 
 
 def test_refusals_are_flash_messages_never_tracebacks(tmp_path: Path) -> None:

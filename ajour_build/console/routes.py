@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request, Response
@@ -21,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ajour_build.console import access, devices, pages, staged, views
 from ajour_build.core.errors import AjourError
-from ajour_build.core.rollout.report import RolloutAction
+from ajour_build.core.rollout.report import VERSION_TAG, RolloutAction
 from ajour_build.service import auth
 from ajour_build.service.http_status import answer_for
 from ajour_build.service.scheduler import Outcome
@@ -167,41 +168,67 @@ LABELS = {
     RolloutAction.ROLLBACK: "Rollback",
     RolloutAction.PROMOTE: "Promote",
     RolloutAction.RETRY: "Retry",
+    RolloutAction.START: "Start",
 }
 MAX_REASON = 512
 
 
-def _operation(fields: dict[str, str], app: str, action: str) -> tuple[RolloutAction, str, str]:
-    """The action, device and reason of an operation's form, or ValueError saying why not."""
+@dataclass(frozen=True)
+class _Form:
+    """An operation's form: the action and what it takes."""
+
+    action: RolloutAction
+    device: str = ""
+    reason: str = ""
+    version: str = ""
+    supersede: bool = False
+
+
+def _operation(fields: dict[str, str], app: str, action: str) -> _Form:
+    """What an operation's form asks for, or ValueError saying why it cannot be sent."""
     try:
         chosen = RolloutAction(action)
     except ValueError:
         names = ", ".join(a.value for a in RolloutAction)
         raise ValueError(f"{action!r} is not a rollout operation; use one of {names}") from None
     device, reason = fields.get("device", "").strip(), fields.get("reason", "").strip()
+    version = fields.get("version", "").strip()
     if not app or len(app) > MAX_APP:
         raise ValueError(f"an application name has 1 to {MAX_APP} characters")
     if chosen is RolloutAction.RETRY and not 1 <= len(device) <= MAX_DEVICE:
         raise ValueError(f"retry needs the device to retry (1 to {MAX_DEVICE} characters)")
     if len(reason) > MAX_REASON:
         raise ValueError(f"a reason has at most {MAX_REASON} characters, not {len(reason)}")
-    return chosen, device, reason
+    if chosen is RolloutAction.START and not VERSION_TAG.fullmatch(version):
+        shown = repr(version[:140]) if version else "nothing"
+        raise ValueError(
+            f"start needs the version to roll out, as it is tagged (e.g. 1.4.2: 1 to 128 ASCII"
+            f" letters, digits, '_', '.' or '-', not starting with '.' or '-'); got {shown}"
+        )
+    supersede = chosen is RolloutAction.START and fields.get("supersede", "") in ("1", "on")
+    return _Form(chosen, device, reason, version, supersede)
 
 
-def _done(app: str, action: RolloutAction, device: str, answer: staged.Answer) -> str:
-    report = answer.report
+def _done(app: str, form: _Form, answer: staged.Answer) -> str:
+    report, action = answer.report, form.action
     if action is RolloutAction.RETRY:
         version = report.to_version if report is not None else "the new version"
-        return f"Retry: {device} of {app} is offered {version} again."
+        return f"Retry: {form.device} of {app} is offered {version} again."
     if report is None:
         return f"{LABELS[action]}: done."
+    if action is RolloutAction.START:
+        return (
+            f"Start: rollout {report.seq} of {app}, {report.from_version} → {report.to_version},"
+            f" is {report.state} now."
+        )
     return f"{LABELS[action]}: rollout {report.seq} of {app} is {report.state} now."
 
 
 @router.post("/rollouts/{app}/{action}")
 async def operate(request: Request, app: str, action: str) -> Response:
-    """Pause, resume, abort, roll back, promote a rollout or retry a device, through the
-    worker with the operator token; back to the rollout's page with what happened."""
+    """Pause, resume, abort, roll back, promote or start a rollout, or retry a device,
+    through the worker with the operator token; back to the rollout's page with what
+    happened."""
     try:
         fields = await access.form(request)
     except access.FormRefused as exc:
@@ -210,13 +237,14 @@ async def operate(request: Request, app: str, action: str) -> Response:
     if not access.viewer(request).can_write:
         return _signin(request, 401, "Sign in with an API token to operate rollouts.", back)
     try:
-        chosen, device, reason = _operation(fields, app, action)
+        form = _operation(fields, app, action)
     except ValueError as exc:
         return views.message(request, 400, "Cannot run that operation", str(exc), [(back, "Back")])
     config = service_of(request).config
     base = config.service.delivery_url
     cache: staged.RolloutCache = request.app.state.delivery_rollouts
     response = RedirectResponse(back, 303)
+    chosen = form.action
     seen = fields.get("seq", "")
     if seen.isascii() and seen.isdigit() and len(seen) <= 12 and chosen is not RolloutAction.RETRY:
         # the page showed rollout `seen`; a newer one may have started since
@@ -236,12 +264,14 @@ async def operate(request: Request, app: str, action: str) -> Response:
         app,
         chosen,
         staged.operator_token(config),
-        (device or None) if chosen is RolloutAction.RETRY else None,
-        (reason or None) if chosen is RolloutAction.PAUSE else None,
+        (form.device or None) if chosen is RolloutAction.RETRY else None,
+        (form.reason or None) if chosen is RolloutAction.PAUSE else None,
+        form.version if chosen is RolloutAction.START else None,
+        True if form.supersede else None,
     )
     cache.forget(base, app)
     if answer.done:
-        text, kind = _done(app, chosen, device, answer), "ok"
+        text, kind = _done(app, form, answer), "ok"
     else:
         text, kind = f"{LABELS[chosen]} refused: {answer.error}", "bad"
     log.info("console: rollout operation %s on %r: %s", chosen.value, app, text)

@@ -191,12 +191,17 @@ def operate(
     token: str,
     device: str | None = None,
     reason: str | None = None,
+    version: str | None = None,
+    supersede: bool | None = None,
 ) -> Answer:
-    """Ask the worker to run ``action`` on the application's rollout. Sent once: an operation
-    is not idempotent (a second promote opens another wave), so it is never retried."""
+    """Ask the worker to run ``action`` on the application's rollout (``start``: a new one
+    to ``version``). Sent once: an operation is not idempotent (a second promote opens
+    another wave), so it is never retried."""
     if not base_url:
         return Answer(error="service.delivery_url is not set")
-    body = RolloutRequest(device=device, reason=reason).model_dump(exclude_none=True)
+    body = RolloutRequest(
+        device=device, reason=reason, version=version, supersede=supersede
+    ).model_dump(exclude_none=True)
     url = f"{base_url.rstrip('/')}/v1/rollouts/{quote(application, safe='')}/{action.value}"
     shown = redact_uri(base_url)
     try:

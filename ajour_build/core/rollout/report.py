@@ -5,7 +5,8 @@
   current rollout of each application with ``spec.rollout``), ``GET /v1/rollouts/<app>``
   one of them (``?history=1``: every rollout of it, newest first). Bearer: the status token.
 * ``POST /v1/rollouts/<app>/<action>`` with a :class:`RolloutRequest` body runs an operation
-  (:class:`RolloutAction`) and answers the new :class:`RolloutReport`. Bearer: the operator
+  (:class:`RolloutAction`; ``start`` begins a new rollout to a published version) and
+  answers the new :class:`RolloutReport`. Bearer: the operator
   token (``AJOUR_DELIVERY_OPERATOR_TOKEN``), never the read-only status token.
 
 Keys are camelCase. Reading is tolerant like ``core.wire``: a report that does not parse is
@@ -14,14 +15,17 @@ dropped by :func:`read_rollouts`, never raised, so an older worker cannot break 
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ajour_build.core.wire import read_models
 
 OPERATOR_TOKEN_ENV = "AJOUR_DELIVERY_OPERATOR_TOKEN"
+VERSION_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+"""A version as publishers tag it (an OCI tag): what ``start`` takes."""
 
 OUTCOMES: tuple[str, ...] = ("swapped", "confirmed", "reverted", "failed_download", "timed_out")
 """The outcome keys of :attr:`WaveReport.outcomes`, in the order a console shows them."""
@@ -34,6 +38,7 @@ class RolloutAction(StrEnum):
     ROLLBACK = "rollback"
     PROMOTE = "promote"
     RETRY = "retry"  # needs ``device``
+    START = "start"  # needs ``version``; ``supersede`` replaces a running or paused rollout
 
 
 class _Wire(BaseModel):
@@ -101,6 +106,22 @@ class RolloutRequest(_Wire):
 
     device: str | None = Field(default=None, min_length=1, max_length=253)
     reason: str | None = Field(default=None, max_length=512)
+    version: str | None = Field(
+        default=None, description="start: the version to roll out (its version tag)"
+    )
+    supersede: bool | None = Field(
+        default=None, strict=True, description="start: replace a running or paused rollout"
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _tag(cls, value: str | None) -> str | None:
+        if value is not None and not VERSION_TAG.fullmatch(value):
+            raise ValueError(
+                f"{value!r} is not a version tag: 1 to 128 ASCII letters, digits, '_', '.' or"
+                " '-', not starting with '.' or '-' (e.g. 1.4.2)"
+            )
+        return value
 
 
 def read_rollouts(data: Any) -> list[RolloutReport]:
