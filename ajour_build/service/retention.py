@@ -91,7 +91,7 @@ def prune(
         raise
     except Exception as exc:  # SQLAlchemy's errors, said as the records' own
         raise RecordsError(f"pruning the build records failed: {exc}") from None
-    directories = _directories(records, builds_dir, refs, dry_run)
+    directories = _directories(records, builds_dir, refs, ids, dry_run)
     return Pruned(tuple(ids), lines, tuple(directories), kept, dry_run)
 
 
@@ -124,17 +124,16 @@ def _remove(records: Records, ids: list[str], dry_run: bool) -> tuple[set[str], 
 
 
 def _directories(
-    records: Records, builds_dir: Path | None, refs: set[str], dry_run: bool
+    records: Records, builds_dir: Path | None, refs: set[str], ids: list[str], dry_run: bool
 ) -> list[str]:
     """The build directories of pruned builds that no remaining record names."""
     if builds_dir is None or not refs:
         return []
+    named = select(builds.c.backend_ref).where(builds.c.backend_ref.in_(sorted(refs)))
     with records.engine.connect() as conn:
         still = {
             str(r)
-            for (r,) in conn.execute(
-                select(builds.c.backend_ref).where(builds.c.backend_ref.in_(sorted(refs)))
-            ).all()
+            for (r,) in conn.execute(named.where(builds.c.id.not_in(ids))).all()
         }
     out = []
     for ref in sorted(refs - still):
