@@ -40,7 +40,7 @@ def fill(state: Path) -> tuple[Records, dict[str, str]]:
                 consumers=(app, f"{app}/dev"),
                 git_url="file:///src.git",
                 revision="main",
-            )  # fmt: skip
+            )
         )
         records.transition(build.id, BuildState.RUNNING)
         if end is not None:
