@@ -131,10 +131,7 @@ def _directories(
         return []
     named = select(builds.c.backend_ref).where(builds.c.backend_ref.in_(sorted(refs)))
     with records.engine.connect() as conn:
-        still = {
-            str(r)
-            for (r,) in conn.execute(named.where(builds.c.id.not_in(ids))).all()
-        }
+        still = {str(r) for (r,) in conn.execute(named.where(builds.c.id.not_in(ids))).all()}
     out = []
     for ref in sorted(refs - still):
         path = builds_dir / ref
