@@ -174,7 +174,7 @@ def test_triggers_cancels_and_webhooks_are_audited_without_the_token(h: Harness)
     assert audit(h, since="2999-01-01") == []
     with h.client() as c:
         bad = c.get("/api/v1/audit", params={"action": "delete"})
-    assert bad.status_code == 422 and "use one of trigger, cancel" in bad.json()["error"]
+    assert bad.status_code == 422 and "'trigger', 'cancel'" in bad.text
 
 
 def test_console_actions_are_audited_and_the_page_needs_a_token(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, get_args
 
 from fastapi import Request
 from sqlalchemy import (
@@ -40,7 +40,7 @@ from ajour_build.service.records import RecordsError
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-ACTIONS = (
+Action = Literal[
     "trigger",
     "cancel",
     "rollout.pause",
@@ -49,7 +49,8 @@ ACTIONS = (
     "rollout.rollback",
     "rollout.promote",
     "rollout.retry",
-)
+]
+ACTIONS: tuple[str, ...] = get_args(Action)
 MAX_TEXT = 2000
 OPEN = "anonymous (open access)"
 
