@@ -47,7 +47,7 @@ LONG = 60_000  # ms: a build or a poll cycle on a busy machine
 SHOTS = REPO / "docs" / "img"
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-API_PATHS = ("/api/", "/webhooks/", "/healthz", "/readyz")
+API_PATHS = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 # the fake builder of tests/service.py, with firmware large enough to watch it transfer
 BUILDER = """\
 delay=$(cat delay 2>/dev/null || echo 0)
