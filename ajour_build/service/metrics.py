@@ -29,12 +29,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from ajour_build.lifecycle import ACTIVE, BuildState
 from ajour_build.service import auth
 from ajour_build.service.counters import PREFIX, BuildMetrics
-from ajour_build.service.records import Records, builds
+from ajour_build.service.records import Records, RecordsError, builds
 from ajour_build.service.state import Service, service_of
 
 
@@ -60,8 +61,11 @@ class ServiceCollector(Collector):
             "Builds waiting for a worker.",
             counts.get(BuildState.QUEUED, 0),
         )
-        with self.records.engine.connect() as conn:
-            newest = conn.execute(select(func.max(builds.c.started))).scalar()
+        try:
+            with self.records.engine.connect() as conn:
+                newest = conn.execute(select(func.max(builds.c.started))).scalar()
+        except SQLAlchemyError as exc:
+            raise RecordsError(f"build records unavailable for the metrics: {exc}") from None
         stamp = 0.0 if newest is None else _epoch(newest)
         yield GaugeMetricFamily(
             f"{PREFIX}_last_build_start_timestamp_seconds",

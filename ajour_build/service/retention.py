@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from sqlalchemy import delete, select
+from sqlalchemy.exc import SQLAlchemyError
 
 from ajour_build.config import RetentionConfig
 from ajour_build.core.spec.fields import parse_duration
@@ -87,11 +88,9 @@ def prune(
     try:
         ids, kept = doomed(records, policy, at or now())
         refs, lines = _remove(records, ids, dry_run)
-    except RecordsError:
-        raise
-    except Exception as exc:  # SQLAlchemy's errors, said as the records' own
+        directories = _directories(records, builds_dir, refs, ids, dry_run)
+    except SQLAlchemyError as exc:
         raise RecordsError(f"pruning the build records failed: {exc}") from None
-    directories = _directories(records, builds_dir, refs, ids, dry_run)
     return Pruned(tuple(ids), lines, tuple(directories), kept, dry_run)
 
 

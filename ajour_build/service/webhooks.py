@@ -224,9 +224,10 @@ async def _handle(provider: str, request: Request, service: Service) -> tuple[JS
                 outcome = await run_in_threadpool(service.scheduler.push, push)
             except AjourError as exc:
                 full = isinstance(exc, BackendError) and exc.status == 429
-                _audit(service, who, None, str(exc), "refused" if full else "failed")
+                result = "refused" if full else "failed"
+                await run_in_threadpool(_audit, service, who, None, str(exc), result)
                 raise
-            _audit(service, who, outcome)
+            await run_in_threadpool(_audit, service, who, outcome)
             await _settle(service, keys)
     except BaseException:
         await _forget(service, remembered)  # not handled: let the provider's retry in
