@@ -12,8 +12,10 @@ from click.testing import CliRunner
 from ajour_build.cli import main
 from ajour_build.config import RetentionConfig
 from ajour_build.lifecycle import Build, BuildState, now
+from ajour_build.service.audit import AuditLog, Who
 from ajour_build.service.records import Records
 from ajour_build.service.retention import prune
+from tests.postgres import Postgres
 
 # name, application, age in days, end state (None: still running)
 BUILDS = [
@@ -28,9 +30,9 @@ BUILDS = [
 ]
 
 
-def fill(state: Path) -> tuple[Records, dict[str, str]]:
+def fill(state: Path, url: str | None = None) -> tuple[Records, dict[str, str]]:
     """The builds above, each with two log lines and a build directory (``ref-<name>``)."""
-    records = Records.sqlite(state / "service" / "builds.db")
+    records = Records(url) if url else Records.sqlite(state / "service" / "builds.db")
     ids = {}
     for name, app, days, end in BUILDS:
         build = records.create(
@@ -129,3 +131,27 @@ def test_a_bad_interval_is_refused_precisely() -> None:
     with pytest.raises(ValueError, match="'1 day' is not a duration"):
         RetentionConfig(interval="1 day")
     assert RetentionConfig(interval="0").interval == "0s"
+
+
+def test_retention_and_the_audit_log_on_postgresql(
+    tmp_path: Path, postgres_server: Postgres
+) -> None:
+    name = postgres_server.database()
+    url = postgres_server.dsn(name).replace("postgresql://", "postgresql+psycopg://")
+    records, ids = fill(tmp_path, url)
+    try:
+        policy = RetentionConfig(max_age_days=30, max_builds=0, keep_per_application=1)
+        done = prune(records, policy, tmp_path / "builds")
+        assert {n for n, i in ids.items() if i in done.builds} == {"a35", "a40", "b50"}
+        assert names(records, ids) == {"a0", "a1", "a2", "b45", "run60"}
+        assert not (tmp_path / "builds" / "ref-b50").exists()
+        audit = AuditLog(records.engine)
+        who = Who("token:0123456789ab", "10.0.0.7", "api")
+        audit.record(who, "trigger", "ok", application="a", target=ids["a0"])
+        audit.record(who, "cancel", "refused", application="b", detail="x" * 5000)
+        newest = audit.find()
+        assert [(e.action, e.application) for e in newest] == [("cancel", "b"), ("trigger", "a")]
+        assert newest[0].at.tzinfo is not None and len(newest[0].detail) == 2000
+        assert [e.action for e in audit.find(action="trigger", application="a")] == ["trigger"]
+    finally:
+        records.close()
