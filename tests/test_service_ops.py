@@ -230,3 +230,16 @@ def test_the_service_prunes_old_builds_and_their_directories(tmp_path: Path) -> 
     # what was published stays: retention is about records, not firmware
     store = LayoutStore(tmp_path / "layout" / "fw")
     assert store.inspect("1.0.0").version == "1.0.0"
+
+
+def test_a_scrape_with_the_records_gone_is_a_503_that_says_why(tmp_path: Path) -> None:
+    h = make(tmp_path)
+    with h.running():
+        assert h.service is not None
+        h.service.records.engine.dispose()
+        (tmp_path / "state" / "service").rename(tmp_path / "state" / "moved")
+        with h.client() as c:
+            reply = c.get("/metrics")
+        (tmp_path / "state" / "moved").rename(tmp_path / "state" / "service")
+    assert reply.status_code == 503, reply.text
+    assert reply.json()["error"].startswith("build records unavailable")
