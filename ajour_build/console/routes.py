@@ -240,7 +240,7 @@ async def operate(request: Request, app: str, action: str) -> Response:
             )
             views.flash(response, request, "bad", text)
             cache.forget(base, app)
-            _audit_operation(request, app, chosen, device, "refused", text)
+            await run_in_threadpool(_audit_operation, request, app, chosen, device, "refused", text)
             return response
     answer = await run_in_threadpool(
         staged.operate,
