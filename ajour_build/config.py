@@ -33,6 +33,7 @@ from ajour_build.core.spec.fields import (
     ImageRef,
     Text,
     _dns_label,
+    parse_duration,
 )
 from ajour_build.core.spec.problems import field_places, known_fields, problems_from_validation
 from ajour_build.tenancy import Tenancy
@@ -97,6 +98,28 @@ class WebhookSecrets(_Section):
         return value.get_secret_value() if isinstance(value, SecretStr) else ""
 
 
+class RetentionConfig(_Section):
+    """Which finished builds (records, logs, build directories) the service prunes, and how
+    often (docs/operations.md, "Retain"). Queued and running builds are never pruned, and
+    the newest ``keep_per_application`` builds of each application are always kept."""
+
+    # finished builds older than this many days go (0: no age limit)
+    max_age_days: int = Field(default=30, ge=0, le=36_500)
+    # at most this many builds in the records, newest first (0: no count limit)
+    max_builds: int = Field(default=1000, ge=0, le=10_000_000)
+    keep_per_application: int = Field(default=10, ge=0, le=100_000)
+    # how often ``ajour-build serve`` prunes; 0s: only ``ajour-build prune``
+    interval: Text = "1h0m0s"
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: str) -> str:
+        if value in ("0", "0s"):
+            return "0s"
+        parse_duration(value)  # ValueError says what is wrong
+        return value
+
+
 class ServiceConfig(_Section):
     """``ajour-build serve``: backend, records, auth, and where builds publish."""
 
@@ -131,6 +154,7 @@ class ServiceConfig(_Section):
     log_line_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     log_bytes: int = Field(default=50 * 1024 * 1024, ge=64 * 1024, le=64 * 1024**3)
     log_lines: int = Field(default=50_000, ge=100, le=10_000_000)
+    retention: RetentionConfig = RetentionConfig()
 
     @field_validator("database")
     @classmethod

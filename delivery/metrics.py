@@ -19,7 +19,9 @@ Families (all prefixed ``ajour_delivery_``):
   computed (``miss``), see ``delivery/replies.py``;
 * ``events_total``: publish events and registry notifications taken;
 * ``handle_seconds``: time to answer one status (histogram);
-* ``devices{state}``: devices per delivery state (``Unknown``: in the fleet, never seen).
+* ``devices{state}``: devices per delivery state (``Unknown``: in the fleet, never seen);
+* ``rollout_state{application,state}``: 1 for the state of each application's current
+  staged rollout, 0 for the other states (``running``, ``paused``, ``aborted``, …).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from ajour_build.core.artifact.trust import REASONS
+from ajour_build.core.rollout.model import State as RolloutState
 from ajour_build.core.wire import DELIVERY_STATES
 
 PREFIX = "ajour_delivery"
@@ -90,9 +93,15 @@ class Counters:
 class WorkerCollector(Collector):
     """Prometheus families from a worker's counters and its devices' states."""
 
-    def __init__(self, counters: Counters, states: Callable[[], Mapping[str, int]]) -> None:
+    def __init__(
+        self,
+        counters: Counters,
+        states: Callable[[], Mapping[str, int]],
+        rollouts: Callable[[], Mapping[str, str]] | None = None,
+    ) -> None:
         self.counters = counters
         self.states = states
+        self.rollouts = rollouts
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         counts = self.counters.snapshot()
@@ -158,15 +167,28 @@ class WorkerCollector(Collector):
         for state in DELIVERY_STATES:
             devices.add_metric([state.value], found.get(state.value, 0))
         yield devices
+        rollout = GaugeMetricFamily(
+            f"{PREFIX}_rollout_state",
+            "1 for the state of each application's current staged rollout.",
+            labels=["application", "state"],
+        )
+        for application, current in sorted((self.rollouts() if self.rollouts else {}).items()):
+            for option in RolloutState:
+                rollout.add_metric([application, option.value], int(option.value == current))
+        yield rollout
 
 
 def _bound(value: float) -> str:
     return "+Inf" if value == float("inf") else repr(value)
 
 
-def registry_for(counters: Counters, states: Callable[[], Mapping[str, int]]) -> CollectorRegistry:
+def registry_for(
+    counters: Counters,
+    states: Callable[[], Mapping[str, int]],
+    rollouts: Callable[[], Mapping[str, str]] | None = None,
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(WorkerCollector(counters, states))
+    registry.register(WorkerCollector(counters, states, rollouts))
     return registry
 
 

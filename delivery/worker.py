@@ -52,7 +52,7 @@ class Worker:
     metrics: CollectorRegistry = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self.metrics = registry_for(self.counters, self.device_states)
+        self.metrics = registry_for(self.counters, self.device_states, self.rollout_states)
 
     def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
         """The CBOR command for a device's CBOR status, or None (unknown or rejected).
@@ -116,6 +116,17 @@ class Worker:
             0, len(self.targets.fleet.devices) - seen
         )
         return found
+
+    def rollout_states(self) -> dict[str, str]:
+        """The state of each staged application's current rollout (for the metrics)."""
+        if self.rollouts is None:
+            return {}
+        out = {}
+        for name, app in self.targets.fleet.applications.items():
+            current = self.rollouts.current(name) if app.rollout is not None else None
+            if current is not None:
+                out[name] = current.state.value
+        return out
 
     def statuses(self, application: str | None = None) -> list[DeviceStatus]:
         """Observed statuses, plus the fleet's devices never seen yet (state ``Unknown``)."""

@@ -44,7 +44,7 @@ def test_every_command_and_option_has_help() -> None:
 
 MAIN = [
     *(f"ajour-build {c}" for c in ("validate", "render", "build", "builders", "step")),
-    *(f"ajour-build {c}" for c in ("publish", "inspect", "serve")),
+    *(f"ajour-build {c}" for c in ("publish", "inspect", "serve", "prune", "gc")),
     *(
         f"ajour-delivery {c}"
         for c in ("serve", "simulate", "status", "targets", "rollout", "gateway")

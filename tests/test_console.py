@@ -47,7 +47,7 @@ LONG = 60_000  # ms: a build or a poll cycle on a busy machine
 SHOTS = REPO / "docs" / "img"
 EVIL = "<script>alert(1)</script><img src=x onerror=alert(2)>"
 ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
-API_PATHS = ("/api/", "/webhooks/", "/healthz", "/readyz")
+API_PATHS = ("/api/", "/webhooks/", "/healthz", "/readyz", "/metrics")
 # the fake builder of tests/service.py, with firmware large enough to watch it transfer
 BUILDER = """\
 delay=$(cat delay 2>/dev/null || echo 0)
@@ -658,12 +658,17 @@ def test_phone_width_has_no_horizontal_overflow(browser: Browser, stack: Stack) 
             "/devices/fw/evil",
             "/rollouts",
             "/rollouts/fw",
+            "/audit",
             "/login",
         ):
             t.open(path)
             width = t.page.evaluate("document.documentElement.scrollWidth")
             assert width <= 375, (path, width)
-        assert t.page.locator("nav[aria-label=Main] a").count() == 4
+        assert t.page.locator("nav[aria-label=Main] a").count() == 5  # signed in: and Audit
+        t.open("/audit?action=trigger&app=fw")  # the stack's API trigger, in the audit log
+        row = t.page.locator("tr[data-audit]").first
+        expect(row).to_contain_text("trigger")
+        expect(row).to_contain_text("token:")
         assert t.errors == []
 
 

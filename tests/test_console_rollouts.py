@@ -28,7 +28,7 @@ from ajour_build.core.rollout.report import RolloutAction
 from tests.firmware import fake_builder
 from tests.registry import free_port
 from tests.rollout_api_fake import RolloutApiFake, rollout_api_fake
-from tests.service import Harness
+from tests.service import TOKEN, Harness
 from tests.test_console import BUILDER, LONG, Tab, client, config_text, console, fleet_text
 from tests.test_console import browser as browser  # the module's chromium (a fixture)
 
@@ -217,6 +217,20 @@ def test_operations_reach_the_worker_with_the_operator_token(
         page = after(c, post(c, "/rollouts/fw/rollback", {"seq": "3"}))
         assert 'data-rollout-state="rolled_back"' in page
         assert "rolled back by an operator" in page
+        audited = c.get("/api/v1/audit").json()["items"]  # the audit log, newest first
+    assert [(e["action"], e["outcome"], e["target"]) for e in audited] == [
+        ("rollout.rollback", "ok", ""),
+        ("rollout.promote", "ok", ""),  # how a manual wave is approved
+        ("rollout.retry", "ok", "fw-0112"),
+        ("rollout.pause", "ok", ""),
+        ("rollout.resume", "ok", ""),
+    ]
+    assert {(e["application"], e["via"], e["client"]) for e in audited} == {
+        ("fw", "console", "127.0.0.1")
+    }
+    assert all(e["actor"].startswith("token:") for e in audited)
+    assert OPERATOR not in str(audited) and TOKEN not in str(audited)
+    assert audited[4]["detail"] == "Resume: rollout 3 of fw is running now."
     posted = [(s.path, s.body, s.authorization) for s in on.fake.posts()]
     bearer = f"Bearer {OPERATOR}"
     assert posted == [
@@ -262,6 +276,9 @@ def test_start_a_rollout_from_the_detail_page(tmp_path: Path) -> None:
         # a form drawn for rollout 3 does not start yet another one
         page = after(c, post(c, "/rollouts/fw/start", wanted))
         assert "Start not sent: the page showed rollout 3 of fw, and rollout 4" in flash(page)
+        audited = c.get("/api/v1/audit", params={"action": "rollout.start"}).json()["items"]
+    assert [e["outcome"] for e in audited] == ["refused", "ok", "refused", "refused"]
+    assert "1.4.2 → 1.4.1" in audited[1]["detail"]
     posted = [(s.path, s.body, s.authorization) for s in on.fake.posts()]
     bearer = f"Bearer {OPERATOR}"
     assert posted == [
@@ -283,6 +300,12 @@ def test_refusals_are_flash_messages_never_tracebacks(tmp_path: Path) -> None:
         # a page showing an older rollout does not operate the newer one
         page = after(c, post(c, "/rollouts/fw/abort", {"seq": "2"}))
         assert "the page showed rollout 2 of fw, and rollout 3 has started since" in flash(page)
+        refused = c.get("/api/v1/audit").json()["items"]
+        assert [(e["action"], e["outcome"]) for e in refused] == [
+            ("rollout.abort", "refused"),
+            ("rollout.pause", "refused"),
+        ]
+        assert "it is paused, and pause needs it running" in refused[1]["detail"]
         assert on.fake.current("fw").state == "paused"
         # bad forms: a page that explains, and nothing is sent
         bad = post(c, "/rollouts/fw/explode", {})

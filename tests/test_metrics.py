@@ -61,3 +61,27 @@ def test_each_worker_has_its_own_registry(tmp_path: Path) -> None:
     first.counters.add("write", 3)
     assert scrape(first)[("ajour_delivery_commands_total", (("type", "write"),))] == 3
     assert scrape(second)[("ajour_delivery_commands_total", (("type", "write"),))] == 0
+
+
+def test_rollout_state_follows_the_current_rollout(tmp_path: Path) -> None:
+    from delivery.protocol import Swap
+    from tests.test_rollouts import Setup, ask, until
+
+    s = Setup(tmp_path)
+    worker = s.worker()
+    device = SimulatedDevice(b"1.0")
+    ask(worker, device)
+    s.publish_two(worker)
+    until(worker, device, Swap)  # rollout 2 (1.0 → 1.1) is running
+
+    def state(name: str) -> float:
+        return scrape(worker)[
+            ("ajour_delivery_rollout_state", (("application", "app"), ("state", name)))
+        ]
+
+    assert (state("running"), state("paused")) == (1, 0)
+    assert worker.rollouts is not None
+    worker.rollouts.pause("app", "looks wrong")
+    assert (state("running"), state("paused"), state("aborted")) == (0, 1, 0)
+    worker.rollouts.abort("app")
+    assert (state("paused"), state("aborted")) == (0, 1)

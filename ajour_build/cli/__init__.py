@@ -91,7 +91,7 @@ def main(ctx: click.Context, debug: bool, log_format: LogFormat) -> None:
 
 
 def _register() -> None:
-    from ajour_build.cli import build, builders, publish, serve, spec, step
+    from ajour_build.cli import build, builders, publish, serve, spec, step, upkeep
 
     main.add_command(spec.validate)
     main.add_command(spec.render)
@@ -101,6 +101,8 @@ def _register() -> None:
     main.add_command(publish.publish)
     main.add_command(publish.inspect)
     main.add_command(serve.serve)
+    main.add_command(upkeep.prune)
+    main.add_command(upkeep.gc)
 
 
 _register()

@@ -20,13 +20,14 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ajour_build.console import access, devices, pages, staged, views
+from ajour_build.console import access, audit, devices, pages, staged, views
 from ajour_build.core.errors import AjourError
 from ajour_build.core.rollout.report import VERSION_TAG, RolloutAction
 from ajour_build.service import auth
+from ajour_build.service.api import cancel_audited, trigger_audited
 from ajour_build.service.http_status import answer_for
 from ajour_build.service.scheduler import Outcome
-from ajour_build.service.state import service_of
+from ajour_build.service.state import service_of, who_of
 
 MAX_APP = 63
 MAX_DEVICE = 253
@@ -109,6 +110,15 @@ def rollout(request: Request, app: str) -> Response:
     return _page(request, lambda: pages.rollout(request, app))
 
 
+@router.get("/audit")
+def audit_log(request: Request) -> Response:
+    """Only with a token (or open access): public reads do not open the audit log."""
+    if access.viewer(request).can_read and not access.viewer(request).can_write:
+        note = "The audit log names tokens and addresses: sign in with an API token to see it."
+        return _signin(request, 401, note, access.here(request))
+    return _page(request, lambda: audit.page(request))
+
+
 # -- actions ------------------------------------------------------------------------------
 def _after_trigger(request: Request, outcome: Outcome, what: str) -> Response:
     started = outcome.queued or outcome.joined
@@ -134,9 +144,11 @@ async def trigger(request: Request) -> Response:
     if not app or len(app) > MAX_APP or len(device) > MAX_DEVICE:
         text = "the form needs an application name (and, for a device build, a device name)"
         return views.message(request, 400, "Cannot trigger a build", text)
-    scheduler = service_of(request).scheduler
+    svc = service_of(request)
     try:
-        outcome = await run_in_threadpool(scheduler.trigger, app, device or None, "console")
+        outcome = await run_in_threadpool(
+            trigger_audited, svc, request, "console", app, device or None, "console"
+        )
     except AjourError as exc:
         return problem(request, exc)
     return _after_trigger(request, outcome, f"{app}/{device}" if device else app)
@@ -153,9 +165,8 @@ async def cancel(request: Request, build_id: str) -> Response:
     if not access.viewer(request).can_write:
         note = "Sign in with an API token to cancel builds."
         return _signin(request, 401, note, fields.get("next", back))
-    scheduler = service_of(request).scheduler
     try:
-        await run_in_threadpool(scheduler.cancel, build_id)
+        await run_in_threadpool(cancel_audited, service_of(request), request, "console", build_id)
     except AjourError as exc:
         return problem(request, exc)
     return RedirectResponse(back, 303)
@@ -257,6 +268,9 @@ async def operate(request: Request, app: str, action: str) -> Response:
             )
             views.flash(response, request, "bad", text)
             cache.forget(base, app)
+            await run_in_threadpool(
+                _audit_operation, request, app, chosen, form.device or "", "refused", text
+            )
             return response
     answer = await run_in_threadpool(
         staged.operate,
@@ -275,8 +289,29 @@ async def operate(request: Request, app: str, action: str) -> Response:
     else:
         text, kind = f"{LABELS[chosen]} refused: {answer.error}", "bad"
     log.info("console: rollout operation %s on %r: %s", chosen.value, app, text)
+    await run_in_threadpool(
+        _audit_operation,
+        request,
+        app,
+        chosen,
+        form.device or "",
+        "ok" if answer.done else "refused",
+        text,
+    )
     views.flash(response, request, kind, text)
     return response
+
+
+def _audit_operation(
+    request: Request, app: str, action: RolloutAction, device: str, outcome: str, text: str
+) -> None:
+    """A rollout operation in the audit log (``promote`` is how a manual wave is approved).
+    Its target: the device of a retry; a start names its version in ``text``."""
+    target = device if action is RolloutAction.RETRY else ""
+    service_of(request).audit.record(
+        who_of(request, "console"), f"rollout.{action.value}", outcome,
+        application=app, target=target, detail=text,
+    )  # fmt: skip
 
 
 @router.get("/login")

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from ajour_build.lifecycle import STATES, Build, BuildState
 from ajour_build.service import auth
 from ajour_build.service.records import Query as BuildQuery
-from ajour_build.service.scheduler import NotFound
+from ajour_build.service.scheduler import NotFound, Outcome
 from ajour_build.service.schemas import (
     BuildList,
     BuildOut,
@@ -26,7 +26,7 @@ from ajour_build.service.schemas import (
     TriggerRequest,
     outcome_out,
 )
-from ajour_build.service.state import Service, service_of
+from ajour_build.service.state import Service, service_of, who_of
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(auth.bearer)]
 _ERRORS: dict[int | str, dict[str, Any]] = {
@@ -169,16 +169,54 @@ def build_log_page(
 
 
 @router.post("/builds/{build_id}/cancel", response_model=BuildOut, responses=_ERRORS)
-def cancel_build(build_id: str, service: Writer) -> BuildOut:
+def cancel_build(build_id: str, service: Writer, request: Request) -> BuildOut:
     """Cancel a queued or running build (a finished build is returned unchanged)."""
-    return BuildOut.of(service.scheduler.cancel(build_id))
+    return BuildOut.of(cancel_audited(service, request, "api", build_id))
+
+
+def cancel_audited(service: Service, request: Request, via: str, build_id: str) -> Build:
+    """Cancel a build, in the audit log with the build's application and end state."""
+    known = service.records.get(build_id)
+    return service.audit.around(
+        who_of(request, via),
+        "cancel",
+        known.application if known is not None else "",
+        lambda: service.scheduler.cancel(build_id),
+        lambda b: (b.id, f"{b.state}" + ("" if known is None or known.active else " already")),
+        target=build_id,
+    )
+
+
+def trigger_audited(
+    service: Service,
+    request: Request,
+    via: str,
+    app: str,
+    device: str | None,
+    reason: str,
+    version: str | None = None,
+) -> Outcome:
+    """A trigger, in the audit log with the builds it queued or joined."""
+    return service.audit.around(
+        who_of(request, via),
+        "trigger",
+        app,
+        lambda: service.scheduler.trigger(app, device, reason, version),
+        _described,
+        target=f"{app}/{device}" if device else app,
+    )
+
+
+def _described(outcome: Outcome) -> tuple[str, str]:
+    ids = " ".join(b.id for b in (*outcome.queued, *outcome.joined))
+    return ids, outcome.explanation
 
 
 def _trigger(
-    service: Service, app: str, device: str | None, request: TriggerRequest | None
+    service: Service, app: str, device: str | None, wanted: TriggerRequest | None, request: Request
 ) -> JSONResponse:
-    version = request.version if request else None
-    outcome = service.scheduler.trigger(app, device, "api", version)
+    version = wanted.version if wanted else None
+    outcome = trigger_audited(service, request, "api", app, device, "api", version)
     body = outcome_out(outcome).model_dump(mode="json", by_alias=True)
     return JSONResponse(body, status_code=202 if outcome.queued or outcome.joined else 200)
 
@@ -192,9 +230,11 @@ _Trigger = Annotated[TriggerRequest | None, Body()]
     response_model=TriggerOut,
     responses={**_TRIGGER_ERRORS, 200: {"model": TriggerOut, "description": "Nothing to build."}},
 )
-def trigger_application(application: str, service: Writer, body: _Trigger = None) -> JSONResponse:
+def trigger_application(
+    application: str, service: Writer, request: Request, body: _Trigger = None
+) -> JSONResponse:
     """Build every distinct firmware the application and its devices need."""
-    return _trigger(service, application, None, body)
+    return _trigger(service, application, None, body, request)
 
 
 @router.post(
@@ -204,10 +244,10 @@ def trigger_application(application: str, service: Writer, body: _Trigger = None
     responses={**_TRIGGER_ERRORS, 200: {"model": TriggerOut, "description": "Nothing to build."}},
 )
 def trigger_device(
-    application: str, device: str, service: Writer, body: _Trigger = None
+    application: str, device: str, service: Writer, request: Request, body: _Trigger = None
 ) -> JSONResponse:
     """Build the firmware of one device."""
-    return _trigger(service, application, device, body)
+    return _trigger(service, application, device, body, request)
 
 
 # -- Drogue Ajour's API ------------------------------------------------------------------
@@ -242,14 +282,17 @@ def drogue_builds(service: Reader) -> list[DrogueBuildInfo]:
 
 
 @drogue.post("/apps/{application}/trigger", responses=_TRIGGER_ERRORS)
-def drogue_trigger_app(application: str, service: Writer) -> JSONResponse:
+def drogue_trigger_app(application: str, service: Writer, request: Request) -> JSONResponse:
     """Drogue Ajour's trigger: 200 when the builds are queued."""
-    outcome = service.scheduler.trigger(application, None, "api (drogue path)")
+    outcome = trigger_audited(service, request, "api", application, None, "api (drogue path)")
     return JSONResponse(outcome_out(outcome).model_dump(mode="json", by_alias=True))
 
 
 @drogue.post("/apps/{application}/devices/{device}/trigger", responses=_TRIGGER_ERRORS)
-def drogue_trigger_device(application: str, device: str, service: Writer) -> JSONResponse:
+def drogue_trigger_device(
+    application: str, device: str, service: Writer, request: Request
+) -> JSONResponse:
     """Drogue Ajour's device trigger: 200 when the build is queued."""
-    outcome = service.scheduler.trigger(application, device, "api (drogue path)")
+    why = "api (drogue path)"
+    outcome = trigger_audited(service, request, "api", application, device, why)
     return JSONResponse(outcome_out(outcome).model_dump(mode="json", by_alias=True))

@@ -25,7 +25,7 @@ from ajour_build.runner.engines import engine_for
 from ajour_build.runner.host import HostEngine
 from ajour_build.runner.job import LogLimits
 from ajour_build.runner.state_dir import StateDir
-from ajour_build.service import api, webhooks
+from ajour_build.service import api, audit_api, metrics, webhooks
 from ajour_build.service.backends.backend import Backend
 from ajour_build.service.backends.local import LocalBackend
 from ajour_build.service.http_status import answer_for
@@ -64,6 +64,7 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
+    app.state.metrics = metrics.registry_for(service)
 
     @app.exception_handler(AjourError)
     async def ajour_error(request: Request, exc: AjourError) -> JSONResponse:
@@ -111,6 +112,8 @@ def create_app(service: Service) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(api.router)
     app.include_router(api.drogue)
+    app.include_router(audit_api.router)
+    app.include_router(metrics.router)
     return app
 
 
@@ -165,4 +168,9 @@ def assemble(
     )
     backend = make_backend(config, records, settings, builders_dir or settings.builders_dir)
     scheduler = Scheduler(FleetSource(fleet_paths), config, records, backend)
-    return Service(config, records, backend, scheduler, open_access=open_access)
+    service = Service(
+        config, records, backend, scheduler, open_access=open_access, state_dir=settings.state_dir
+    )
+    if isinstance(backend, LocalBackend):
+        backend.on_publish = service.metrics.published
+    return service

@@ -8,7 +8,7 @@ record. On start, builds that were queued or running when the service died are m
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -117,6 +117,8 @@ class Records:
 
     url: str
     engine: Engine = field(init=False, repr=False)
+    # called with each new build and each build that changed state (metrics)
+    listeners: list[Callable[[Build], None]] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         try:
@@ -154,7 +156,7 @@ class Records:
             conn.execute(insert(builds).values(**row))
             if rows:
                 conn.execute(insert(consumers), rows)
-        return self.require(build.id)
+        return self._told(self.require(build.id))
 
     def update(self, build_id: str, **values: Any) -> Build:
         unknown = set(values) - set(builds.c.keys())
@@ -179,7 +181,7 @@ class Records:
             )
         if done.rowcount == 0:
             return None
-        return self.require(build_id)
+        return self._told(self.require(build_id))
 
     def append_log(self, build_id: str, lines: Sequence[str]) -> None:
         if not lines:
@@ -309,6 +311,11 @@ class Records:
             return [(int(s), str(line)) for s, line in conn.execute(stmt).all()]
 
     # -- plumbing ------------------------------------------------------------------------
+    def _told(self, build: Build) -> Build:
+        for listener in self.listeners:
+            listener(build)
+        return build
+
     def _build(self, conn: Connection, row: Any) -> Build:
         names = conn.execute(
             select(consumers.c.application, consumers.c.device)

@@ -24,7 +24,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 
 from ajour_build.core.errors import AjourError
+from ajour_build.core.spec.fields import redact_uri
 from ajour_build.push import Push
+from ajour_build.service.audit import Who, webhook_actor
+from ajour_build.service.backends.backend import BackendError
+from ajour_build.service.scheduler import Outcome
 from ajour_build.service.schemas import BuildOut, ErrorOut, WebhookOut
 from ajour_build.service.state import Service, service_of
 
@@ -170,6 +174,26 @@ async def read_body(request: Request, limit: int = MAX_BODY) -> bytes:
 )
 async def webhook(provider: Provider, request: Request) -> JSONResponse:
     service = service_of(request)
+    try:
+        answer, outcome = await _handle(provider, request, service)
+    except WebhookError as exc:
+        service.metrics.webhook(provider, _OUTCOMES.get(exc.status, "error"))
+        raise
+    except BackendError as exc:
+        service.metrics.webhook(provider, "busy" if exc.status == 429 else "error")
+        raise
+    except AjourError:
+        service.metrics.webhook(provider, "error")
+        raise
+    service.metrics.webhook(provider, outcome)
+    return answer
+
+
+_OUTCOMES = {401: "bad_signature", 400: "invalid", 413: "invalid", 409: "busy"}
+
+
+async def _handle(provider: str, request: Request, service: Service) -> tuple[JSONResponse, str]:
+    """The answer to a webhook and its outcome for the metrics."""
     body = await read_body(request)
     headers = dict(request.headers)
     verify(provider, service.config.service.webhooks.secret(provider), body, headers)
@@ -180,7 +204,8 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
     delivery = headers.get(DELIVERY_HEADER[provider]) or None
     if push is None:
         what = "pong" if event.lower() == "ping" else f"event {event!r} ignored: only pushes build"
-        return _answer(200, WebhookOut(event=event, delivery=delivery, explanation=what))
+        out = WebhookOut(event=event, delivery=delivery, explanation=what)
+        return _answer(200, out), "ignored"
     keys = [f"body:{hashlib.sha256(body).hexdigest()}"]  # the same for every provider
     if delivery:
         keys.append(f"{provider}:id:{delivery[:120]}")
@@ -194,7 +219,15 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
                 remembered.append(key)
             seen.add(state)
         if not seen - {"new"}:
-            outcome = await run_in_threadpool(service.scheduler.push, push)
+            who = _who(request, push)
+            try:
+                outcome = await run_in_threadpool(service.scheduler.push, push)
+            except AjourError as exc:
+                full = isinstance(exc, BackendError) and exc.status == 429
+                result = "refused" if full else "failed"
+                await run_in_threadpool(_audit, service, who, None, str(exc), result)
+                raise
+            await run_in_threadpool(_audit, service, who, outcome)
             await _settle(service, keys)
     except BaseException:
         await _forget(service, remembered)  # not handled: let the provider's retry in
@@ -214,7 +247,7 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
             duplicate=True,
             explanation="this delivery (same id or same signed body) was already handled",
         )
-        return _answer(200, out)
+        return _answer(200, out), "deduplicated"
     out = WebhookOut(
         event=event,
         delivery=delivery,
@@ -223,7 +256,30 @@ async def webhook(provider: Provider, request: Request) -> JSONResponse:
         refused=list(outcome.refused),
         explanation=outcome.explanation,
     )
-    return _answer(202, out)
+    return _answer(202, out), "accepted"
+
+
+def _who(request: Request, push: Push) -> Who:
+    repository = redact_uri(push.urls[0]) if push.urls else "(no repository URL)"
+    client = request.client.host if request.client is not None else ""
+    return Who(webhook_actor(push.provider, repository), client, "webhook")
+
+
+def _audit(
+    service: Service, who: Who, outcome: Outcome | None, error: str = "", result: str = ""
+) -> None:
+    """One audit entry per application the push built (or tried to), in the log's words."""
+    if outcome is None:
+        service.audit.record(who, "trigger", result, detail=error)
+        return
+    started = (*outcome.queued, *outcome.joined)
+    for app in dict.fromkeys(b.application for b in started):
+        ids = " ".join(b.id for b in started if b.application == app)
+        service.audit.record(who, "trigger", "ok", application=app, target=ids,
+                             detail=outcome.explanation)  # fmt: skip
+    if not started and outcome.refused:
+        detail = "; ".join(outcome.refused)
+        service.audit.record(who, "trigger", "refused", detail=detail)
 
 
 async def _settle(service: Service, keys: list[str]) -> None:

@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -105,6 +106,7 @@ class LocalBackend:
     stuck_after: float = 60.0
     log_limits: LogLimits = field(default_factory=LogLimits)
     log_lines: int = MAX_LOG_LINES
+    on_publish: Callable[[float, bool], None] | None = None  # seconds, succeeded (metrics)
     watchdog: Watchdog = field(init=False, repr=False)
     _queue: queue.Queue[tuple[Build, PlannedBuild]] = field(
         init=False, default_factory=queue.Queue, repr=False
@@ -273,6 +275,7 @@ class LocalBackend:
             return
         sink.line(f"[ajour] step: publish to {build.publish_to}")
         sink.flush()  # the log shows where the build is while the publish waits
+        began = time.monotonic()
         try:
             published = self.watchdog.run(
                 build.id,
@@ -281,12 +284,14 @@ class LocalBackend:
                 lambda: self._publish(build, record),
                 cancel,
             )
+            self._published(began, True)
         except BuildCancelled as exc:
             sink.line(f"[ajour] {exc}")
             sink.flush()
             self._end(build.id, *self._cancelled())
             return
         except AjourError as exc:
+            self._published(began, False)
             sink.line(f"[ajour] publish failed: {_first_line(exc)}")
             sink.flush()
             self._end(build.id, BuildState.FAILED, f"publish: {_first_line(exc)}")
@@ -296,6 +301,10 @@ class LocalBackend:
         self._end(
             build.id, BuildState.SUCCEEDED, digest=published.digest, reference=published.reference
         )
+
+    def _published(self, began: float, ok: bool) -> None:
+        if self.on_publish is not None:
+            self.on_publish(time.monotonic() - began, ok)
 
     def _publish(self, build: Build, record: LocalBuild) -> Published:
         artifact = self.state.firmware_of(record)
