@@ -14,8 +14,6 @@ from ajour_build.core.artifact.layout_gc import collect
 from ajour_build.core.artifact.reference import parse_layout
 from ajour_build.core.errors import AjourError, ArtifactError
 from ajour_build.core.spec.fields import parse_duration
-from ajour_build.service.records import Records
-from ajour_build.service.retention import prune as prune_records
 from ajour_build.settings import LocalSettings
 
 
@@ -41,6 +39,14 @@ def prune(
 ) -> None:  # fmt: skip
     """Prune finished builds (records, log lines, build directories) by service.retention."""
     want_json(ctx, as_json)
+    try:  # the records are the service's: SQLAlchemy comes with the [service] extra
+        from ajour_build.service.records import Records
+        from ajour_build.service.retention import prune as prune_records
+    except ImportError as exc:
+        raise AjourError(
+            f"ajour-build prune needs the build service's packages ({exc.name} is missing):"
+            " pip install 'ajour[service]'"
+        ) from None
     settings = LocalSettings()
     if state_dir is not None:
         settings = settings.model_copy(update={"state_dir": state_dir})
