@@ -240,7 +240,7 @@ class Demo:
 
     def image(self, build: dict[str, Any]) -> bytes:
         """The MCUboot image a build made (its artifact)."""
-        artifacts = self.state / "builds" / build["backendRef"] / "artifacts"
+        artifacts: Path = self.state / "builds" / build["backendRef"] / "artifacts"
         return (artifacts / "app-device.img").read_bytes()
 
 
@@ -255,8 +255,11 @@ def main() -> int:
     parser.add_argument(
         "--exit", action="store_true", help="Stop after the summary (default off a TTY)."
     )
+    parser.add_argument(
+        "--serve", action="store_true", help="Keep serving after the summary, even off a TTY."
+    )
     args = parser.parse_args()
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     started = time.perf_counter()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ajour-demo-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -273,7 +276,7 @@ def main() -> int:
                 summary(demo, facts)
                 if args.json:
                     args.json.write_text(json.dumps(facts, indent=2) + "\n")
-                if args.exit or not sys.stdin.isatty():
+                if args.exit or not (args.serve or sys.stdin.isatty()):
                     return 0
                 console.print("\nThe fleet keeps polling. Press Ctrl-C to stop everything.")
                 signal.pause()

@@ -14,37 +14,43 @@ if TYPE_CHECKING:
 def summary(demo: Demo, facts: dict[str, Any]) -> None:
     console = demo.console
     console.rule("summary")
-    waves = Table("rollout", "state", "wave", "devices", "confirmed", "reverted", "other")
+    waves = Table(
+        "rollout", "state", "wave", "opened", "devices", "confirmed", "reverted", "failed"
+    )  # fmt: skip
     for entry in facts["rollouts"]:
         report = entry["report"]
         label = f"{report.get('seq')}: {report.get('fromVersion')} → {report.get('toVersion')}"
+        state = report.get("state", "?")
+        first = (report.get("waves") or [{}])[0].get("openedAt")
         for wave in report.get("waves", []):
-            outcomes = dict(wave.get("outcomes", {}))
-            confirmed, back = outcomes.pop("confirmed", 0), outcomes.pop("reverted", 0)
-            other = ", ".join(f"{k} {v}" for k, v in outcomes.items() if v) or "-"
-            name = "canary" if wave["number"] == 1 else f"{wave['number']}"
-            opened = "" if wave.get("open") else " (not opened)"
+            outcomes = wave.get("outcomes", {})
+            failed = outcomes.get("failed_download", 0) + outcomes.get("timed_out", 0)
+            opened = wave.get("openedAt")
             waves.add_row(
-                label, report.get("state", "?"), name + opened, str(wave["devices"]),
-                str(confirmed), str(back), other,
+                label, state, "1 (canary)" if wave["number"] == 1 else str(wave["number"]),
+                f"+{opened - first:.1f}s" if opened and first else "not opened",
+                str(wave["devices"]), str(outcomes.get("confirmed", 0)),
+                str(outcomes.get("reverted", 0)), str(failed),
             )  # fmt: skip
-            label = ""
-        if report.get("reason") and report.get("state") != "completed":
-            waves.add_row("", "", f"[dim]{report['reason']}[/]", "", "", "", "")
+            label = state = ""
     console.print(waves)
+    if facts.get("pauseReason"):
+        console.print(f"rollout 3 paused by itself: [bold]{facts['pauseReason']}[/]")
     size = facts["imageBytes"]
-    wire = Table("push", "took", "image bytes", "patch bytes", "QEMU wire bytes", "full images")
+    wire = Table(
+        "push", "took", "image bytes", "patch bytes", "by full image", "QEMU wire bytes"
+    )  # fmt: skip
     for entry in facts["rollouts"]:
         b, updated = entry["bytes"], updates(entry)
         wire.add_row(
             f"{entry['version']} ({entry['kind']})", f"{entry['seconds']}s",
             f"{b['simulatedImageBytes']:,}", f"{b['simulatedPatchBytes']:,}",
-            f"{b['qemuWireBytes']:,}", f"{updated} x {size:,} = {updated * size:,}",
+            f"{updated} x {size:,} = {updated * size:,}", f"{b['qemuWireBytes']:,}",
         )  # fmt: skip
     console.print(wire)
     console.print(
         "[dim]image and patch bytes: what the simulated devices received (Write / WritePatch"
-        " data); QEMU wire bytes: statuses and commands through the gateways; full images:"
+        " data); QEMU wire bytes: statuses and commands through the gateways; by full image:"
         " what the same updates cost by whole image.[/]"
     )
     versions: dict[str, int] = {}

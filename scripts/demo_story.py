@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from demo_fleet import QemuFleet, SimulatedFleet
@@ -129,14 +130,14 @@ def story(demo: Demo, procs: Processes) -> Iterator[dict[str, Any]]:
             message = {"good": "1.1.0", "bad": "1.2.0: skip the confirm", "fix": "1.2.1: fix"}
             demo.build(f"push {version}", push(bare, demo.work, files, console, message[kind]))
             if kind == "bad":
-                report = until(f"rollout {seq} to pause", lambda s=seq: watch.state(s, "paused"))
+                report = until(f"rollout {seq} to pause", partial(watch.state, seq, "paused"))
                 console.print(f"  rollout {seq} [bold red]paused[/]: {report['reason']}")
                 facts["pauseReason"] = report["reason"]
-                until("the QEMU canaries to revert", lambda s=seq: reverted(watch, s, demo.qemu))
+                until("the QEMU canaries to revert", partial(reverted, watch, seq, demo.qemu))
                 console.print("  the QEMU canaries reverted (their bootloader booted 1.1.0 again)")
             else:
-                until(f"rollout {seq} to complete", lambda s=seq: watch.state(s, "completed"))
-                until(f"every device on {version}", lambda v=version: watch.all_on(v))
+                until(f"rollout {seq} to complete", partial(watch.state, seq, "completed"))
+                until(f"every device on {version}", partial(watch.all_on, version))
                 console.print(f"  rollout {seq} completed: every device runs {version}")
             facts["rollouts"].append(
                 {
