@@ -101,8 +101,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
+    """Interrupted while the fleet polls: the QEMU devices, the service and the worker stop."""
+    work = tmp_path / "demo"
     proc = subprocess.Popen(
-        [*DEMO, "--exit", "--workdir", str(tmp_path / "demo")],
+        [*DEMO, "--exit", "--workdir", str(work)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -110,22 +112,43 @@ def test_ctrl_c_stops_everything_the_demo_started(tmp_path: Path) -> None:
     assert proc.stdout is not None
     seen = ""
     deadline = time.monotonic() + 300
-    while "build service and console ready at" not in seen:
+    while "simulated ones poll" not in seen:
         line = proc.stdout.readline()
         if not line or time.monotonic() > deadline:
             proc.kill()
-            raise AssertionError(f"the demo never started the service:\n{seen}")
+            raise AssertionError(f"the demo never started the fleet:\n{seen}")
         seen += line
     ports = [int(p) for p in re.findall(r"ready at http://127\.0\.0\.1:(\d+)", seen)]
     assert len(ports) == 2
+    deadline = time.monotonic() + 30
+    while not qemu_processes(work):  # a device is powered on every 2 s: interrupt it
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError("no QEMU device powered on within 30 s")
+        time.sleep(0.01)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, seen + rest
+    assert "stopped the devices" in rest
     assert "stopped the build service and console" in rest
     assert "stopped the delivery worker" in rest
+    assert qemu_processes(work) == []
     for port in ports:  # nothing listens any more
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", port)) != 0
+
+
+def qemu_processes(work: Path) -> list[int]:
+    """QEMU processes running in the demo's device folders."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and Path(proc / "cwd").resolve().is_relative_to(work):
+                if b"qemu-system-arm" in (proc / "cmdline").read_bytes():
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
 
 
 @pytest.mark.slow
@@ -147,7 +170,7 @@ def test_demo_screenshots(tmp_path: Path) -> None:
         browser = playwright.chromium.launch(
             executable_path="/usr/bin/chromium", headless=True, args=["--no-sandbox"]
         )
-        page = browser.new_page(viewport={"width": 1280, "height": 800})
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
         try:
             for marker, shots in (
                 ("rollout 3 paused", {"rollout-paused": "/rollouts/thermostat"}),
@@ -160,7 +183,10 @@ def test_demo_screenshots(tmp_path: Path) -> None:
                 base = re.findall(r"console ready at (http://127\.0\.0\.1:\d+)", seen)[0]
                 for name, path in shots.items():
                     page.goto(base + path)
-                    page.screenshot(path=str(SHOTS / f"demo-{name}.png"), full_page=True)
+                    # the rollout pages list every device: their top is the story
+                    page.screenshot(
+                        path=str(SHOTS / f"demo-{name}.png"), full_page=name == "overview"
+                    )
         finally:
             browser.close()
             proc.send_signal(signal.SIGINT)
