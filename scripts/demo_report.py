@@ -41,18 +41,26 @@ def summary(demo: Demo, facts: dict[str, Any]) -> None:
         "push", "took", "image bytes", "patch bytes", "by full image", "QEMU wire bytes"
     )  # fmt: skip
     for entry in facts["rollouts"]:
-        b, updated = entry["bytes"], updates(entry)
+        b = entry["bytes"]
+        full = b["simulatedSwaps"] * size
         wire.add_row(
             f"{entry['version']} ({entry['kind']})", f"{entry['seconds']}s",
             f"{b['simulatedImageBytes']:,}", f"{b['simulatedPatchBytes']:,}",
-            f"{updated} x {size:,} = {updated * size:,}", f"{b['qemuWireBytes']:,}",
+            f"{b['simulatedSwaps']} x {size:,} = {full:,}", f"{b['qemuWireBytes']:,}",
         )  # fmt: skip
     console.print(wire)
     console.print(
-        "[dim]image and patch bytes: what the simulated devices received (Write / WritePatch"
-        " data); QEMU wire bytes: statuses and commands through the gateways; by full image:"
-        " what the same updates cost by whole image.[/]"
+        "[dim]image and patch bytes: what the simulated devices received (Write and"
+        " WritePatch data); by full image: their swaps times the image's size; QEMU wire"
+        " bytes: statuses and commands through the 3 gateways.[/]"
     )
+    fix = facts["rollouts"][-1]["bytes"]
+    if fix["simulatedPatchBytes"]:
+        ratio = fix["simulatedSwaps"] * size / fix["simulatedPatchBytes"]
+        console.print(
+            f"the fix went out by delta patch: {fix['simulatedPatchBytes']:,} bytes for"
+            f" {fix['simulatedSwaps']} simulated devices, {ratio:.0f}x fewer than full images"
+        )
     versions: dict[str, int] = {}
     for version in facts["devices"].values():
         versions[version] = versions.get(version, 0) + 1
@@ -67,12 +75,3 @@ def summary(demo: Demo, facts: dict[str, Any]) -> None:
         f" QEMU consoles: {demo.work / 'qemu'}"
         f"\ndone in {facts['seconds']:.1f}s"
     )
-
-
-def updates(entry: dict[str, Any]) -> int:
-    """Devices that swapped to the rollout's version (confirmed or reverted)."""
-    total = 0
-    for wave in entry["report"].get("waves", []):
-        outcomes = wave.get("outcomes", {})
-        total += outcomes.get("confirmed", 0) + outcomes.get("reverted", 0)
-    return total

@@ -81,6 +81,7 @@ def meter(sims: SimulatedFleet, qemu: QemuFleet) -> dict[str, int]:
         "simulatedImageBytes": sum(d.bytes_received - d.patch_bytes for d in devices),
         "simulatedPatchBytes": sum(d.patch_bytes for d in devices),
         "simulatedWireBytes": sum(d.wire_bytes for d in devices),
+        "simulatedSwaps": sum(d.swaps for d in devices),
         "qemuWireBytes": qemu.wire_bytes(),
     }
 

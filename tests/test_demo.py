@@ -75,8 +75,10 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
     assert facts["devices"] == dict.fromkeys(facts["devices"], "1.2.1")
     assert len(facts["devices"]) == 203
     assert fix["bytes"]["simulatedImageBytes"] == 0
+    assert [r["bytes"]["simulatedSwaps"] for r in (good, bad, fix)] == [200, 5, 200]
     assert 0 < fix["bytes"]["simulatedPatchBytes"] * 20 < 200 * facts["imageBytes"]
     assert good["bytes"]["simulatedImageBytes"] == 200 * facts["imageBytes"]  # by full image
+    assert "the fix went out by delta patch" in out
 
     # the QEMU devices: 1.1.0 confirmed, 1.2.0 reverted by the bootloader, 1.2.1 confirmed
     for name, lines in facts["qemuBoots"].items():
