@@ -24,6 +24,7 @@ from delivery.simulator import HttpDeviceLink
 
 POLL = 2.0  # seconds between a device's polls once it is in sync
 THREADS = 8  # threads that share the simulated devices
+STORY = ("swap", "revert", "confirmed", "fails on trial", "refused")  # QEMU console words
 
 
 @dataclass
@@ -127,6 +128,7 @@ class QemuFleet:
             )
             (device.folder / "flash.bin").write_bytes(flash(image))
             self.devices[name] = device
+        self._story: dict[str, list[str]] = {name: [] for name in names}
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(d,), daemon=True)
@@ -147,12 +149,10 @@ class QemuFleet:
     def wire_bytes(self) -> int:
         return sum(d.stats.bytes_in + d.stats.bytes_out for d in self.devices.values())
 
-    def boots(self, name: str) -> list[str]:
-        """What the device's bootloader and application printed, every power-on."""
-        lines: list[str] = []
-        for run in self.devices[name].runs:
-            lines += run.lines()
-        return lines
+    def story(self, name: str) -> list[str]:
+        """What the device's bootloader and application said about updates (swaps, trial
+        boots, confirms, reverts), over all its power-ons so far."""
+        return list(self._story[name])
 
     def _run(self, device: QemuDevice) -> None:
         while not self._stop.is_set():
@@ -163,4 +163,11 @@ class QemuFleet:
                     return
                 if run.seconds > 120:  # a device stuck that long: cut the power
                     run.kill()
+            # a power-on every few seconds: keep what tells the story, not every console
+            self._story[device.name] += [
+                line for line in run.lines() if any(word in line for word in STORY)
+            ]
+            if len(device.runs) > 1:
+                device.runs[0].console.unlink(missing_ok=True)
+                del device.runs[0]
             self._stop.wait(POLL)

@@ -153,7 +153,7 @@ def story(demo: Demo, procs: Processes) -> Iterator[dict[str, Any]]:
         for entry in facts["rollouts"]:
             entry["report"] = reports.get(entry["seq"], {})
         facts["devices"] = watch.versions()
-        facts["qemuBoots"] = {n: boot_lines(qemu, n) for n in demo.qemu}
+        facts["qemuBoots"] = {n: qemu.story(n) for n in demo.qemu}
         facts["simulatedErrors"] = sims.errors
         yield facts
     finally:
@@ -177,9 +177,3 @@ def reverted(watch: Watch, seq: int, names: list[str]) -> bool:
         rows = c.get(f"/v1/status/{APP_NAME}").json()
     details = {r["device"]: r.get("detail", "") for r in rows}
     return all(f"rollout {seq}" in details.get(n, "") and "reverted" in details[n] for n in names)
-
-
-def boot_lines(qemu: QemuFleet, name: str) -> list[str]:
-    """The lines that tell a QEMU device's updates: swaps, reverts, confirms."""
-    keep = ("swap", "revert", "confirmed", "fails on trial", "refused")
-    return [line for line in qemu.boots(name) if any(k in line for k in keep)]
