@@ -167,7 +167,8 @@ class QemuFleet:
             self._story[device.name] += [
                 line for line in run.lines() if any(word in line for word in STORY)
             ]
-            if len(device.runs) > 1:
-                device.runs[0].console.unlink(missing_ok=True)
+            if len(device.runs) > 1:  # the next power-on reuses the latest's file name
+                if device.runs[0].console != run.console:
+                    device.runs[0].console.unlink(missing_ok=True)
                 del device.runs[0]
             self._stop.wait(POLL)
