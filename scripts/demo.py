@@ -1,20 +1,24 @@
 """The end-to-end demo on embedded defaults: no cluster, no registry server, no Docker.
 
-1. validate the example fleet and render Tekton v1 PipelineRuns (schema-checked);
-2. make a git repository from examples/firmware/c-blinky whose post-receive hook sends a
-   signed push webhook, as a git server would;
-3. start the build service (``ajour-build serve``, which also serves the console) and the
-   delivery worker (``ajour-delivery serve``); firmware goes to an OCI layout directory;
-4. push: the hook fires the webhook, the service builds in the arm-gcc builder image
-   (podman; ``--runner host`` without podman), publishes, and notifies delivery; the
-   allowlist refuses an application that is not on it; QEMU runs the firmware;
-5. 20 simulated devices update over HTTP (the embedded-update protocol);
-6. bump VERSION, push again, and the devices follow; a trigger of the unchanged commit is
-   answered from the build cache;
-7. print a summary and where the console is; keep serving until Ctrl-C (``--exit`` stops
-   right after the second rollout).
+A continuous fleet of one application, ``thermostat``, with a staged rollout (canaries →
+10 % → 50 % → 100 %, a few seconds of dwell each, pause when canaries revert): 3 QEMU
+devices running the real bootloader and updater (device/) behind ``ajour-delivery gateway``
+relays, and a few hundred simulated devices polling over HTTP.
 
-Every wait is on real readiness (HTTP endpoints, build states), never a fixed sleep.
+1. validate the example fleet and render Tekton v1 PipelineRuns (schema-checked);
+2. a git repository holding device/, whose post-receive hook sends a signed push webhook;
+   the build service (``ajour-build serve``, with the console) signs what it publishes
+   (cosign-compatible), and the delivery worker serves only what that key signed;
+3. push 1.0.0: built by the arm-gcc builder, published, the devices start on it;
+4. push 1.1.0: the rollout goes wave by wave, the canaries (QEMU ones too) confirm first;
+5. push a bad 1.2.0 (the app never confirms): the canaries revert, the rollout pauses;
+6. push the one-line fix as 1.2.1: it supersedes the paused rollout and reaches every
+   device by delta patch;
+7. print a summary and where the console is; keep serving until Ctrl-C (``--exit`` stops
+   right after the summary).
+
+Every wait is on real readiness (HTTP endpoints, build and rollout states), never a fixed
+sleep.
 """
 
 from __future__ import annotations
@@ -34,25 +38,27 @@ from typing import Any
 
 import httpx
 from rich.console import Console
-from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 from demo_parts import (
+    APP_NAME,
     FLEET,
     REPO,
     Processes,
     app_spec,
     free_port,
     make_repository,
-    push,
-    run_qemu,
 )
+from demo_report import summary
+from demo_story import SIMULATED, story
 
-DEVICES = 20
+QEMU_DEVICES = 3
+SIM_CANARIES = 5
 
 
 class Demo:
-    def __init__(self, console: Console, work: Path, runner: str) -> None:
+    def __init__(self, console: Console, work: Path, runner: str, devices: int) -> None:
         self.console = console
         self.work = work
         self.runner = runner
@@ -64,7 +70,10 @@ class Demo:
         self.layout = work / "oci"
         self.fleet = work / "fleet"
         self.state = work / "state"
-        self.digests: dict[str, str] = {}
+        self.qemu = [f"qemu-{i}" for i in range(QEMU_DEVICES)]
+        self.simulated = [f"sim-{i:03d}" for i in range(devices)]
+        self.canaries = {*self.qemu, *self.simulated[:SIM_CANARIES]}
+        self.builds: list[dict[str, Any]] = []
 
     def step(
         self, title: str, args: list[str], expect: int = 0
@@ -86,7 +95,10 @@ class Demo:
         headers = {"Authorization": f"Bearer {self.token}"}
         return httpx.Client(base_url=self.service_url, headers=headers, timeout=30)
 
-    # -- the story -----------------------------------------------------------------------
+    def worker(self) -> httpx.Client:
+        return httpx.Client(base_url=self.delivery_url, timeout=30)
+
+    # -- the stage -----------------------------------------------------------------------
     def specs(self) -> None:
         self.console.rule("1. fleet specs to Tekton v1")
         tool = str(self.bin / "ajour-build")
@@ -94,14 +106,42 @@ class Demo:
         out = self.work / "pipelineruns"
         self.step(f"render PipelineRuns into {out}", [tool, "render", str(FLEET), "-o", str(out)])
 
+    def keys(self) -> tuple[Path, Path]:
+        """The publisher's signing key (ECDSA P-256, as cosign makes) and its public half."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        private, public = self.work / "keys" / "sign.key", self.work / "keys" / "sign.pub"
+        private.parent.mkdir(exist_ok=True)
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        private.chmod(0o600)
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+        return private, public
+
     def setup(self, procs: Processes) -> Path:
         self.console.rule("2. a git repository, the build service and the delivery worker")
         bare = make_repository(self.work, self.service_url, self.hook_secret)
         self.console.print(f"[green]ok[/] git repository {bare} (post-receive hook → webhook)")
+        sign_key, sign_pub = self.keys()
+        self.console.print(f"[green]ok[/] signing key {sign_key} (ECDSA P-256, as cosign's)")
         self.fleet.mkdir(exist_ok=True)
-        (self.fleet / "blinky.yaml").write_text(app_spec(f"file://{bare}", DEVICES))
+        devices = [*self.qemu, *self.simulated]
+        (self.fleet / "thermostat.yaml").write_text(
+            app_spec(f"file://{bare}", devices, self.canaries)
+        )
         (self.fleet / "ajour.yaml").write_text(
-            "allowed_applications: [blinky]\n"
+            f"allowed_applications: [{APP_NAME}]\n"
             "sources: {allow_local: true}  # the demo's repository is on this machine\n"
             "builders:\n  arm-gcc: {image: localhost/ajour/builder-arm-gcc:0.2.0}\n"
             "service:\n"
@@ -110,6 +150,7 @@ class Demo:
             f"  notify: {self.delivery_url}/v1/events\n"
             f"  delivery_url: {self.delivery_url}\n"
             "  public_read: true\n"
+            f"delivery:\n  trust:\n    {APP_NAME}: {{keys: [{sign_pub}]}}\n"
         )
         token_file = self.work / "console-token"
         token_file.write_text(self.token + "\n")
@@ -133,6 +174,8 @@ class Demo:
                 self.delivery_url.removeprefix("http://"),
                 "--registry",
                 f"oci-layout://{self.layout}",
+                "--rollout-db",
+                str(self.work / "rollouts.db"),
                 "--insecure-no-auth",
             ],
             ready=f"{self.delivery_url}/v1/status",
@@ -140,6 +183,8 @@ class Demo:
         env = {
             "AJOUR_SERVICE__TOKENS": json.dumps([self.token]),
             "AJOUR_SERVICE__WEBHOOKS__GITEA": self.hook_secret,
+            "AJOUR_SIGN_KEY_FILE": str(sign_key),  # every publish is signed with it
+            "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",  # imgtool (host)
         }
         procs.start(
             "build service and console",
@@ -186,34 +231,17 @@ class Demo:
                 self.console.print(log[-4000:])
                 raise SystemExit(f"the build {build['id']} {build['state']}: {build['failure']}")
         took = time.perf_counter() - started
-        cached = " (cached)" if build["cached"] else ""
         self.console.print(
-            f"[green]ok[/] {title}: {build['version']} {build['digest'][:19]}…{cached}"
+            f"[green]ok[/] {title}: {build['version']} {build['digest'][:19]}… signed"
             f" [dim]({took:.2f}s)[/]"
         )
-        self.digests[build["version"]] = build["digest"]
+        self.builds.append({**build, "seconds": round(took, 2)})
         return build
 
-    def devices(self, start: str) -> dict[str, int]:
-        result = self.step(
-            f"{DEVICES} simulated devices from {start} (embedded-update over HTTP)",
-            [
-                str(self.bin / "ajour-delivery"),
-                "simulate",
-                "--http",
-                self.delivery_url,
-                "--app",
-                "blinky",
-                "--devices",
-                str(DEVICES),
-                "--start-version",
-                start,
-                "--json",
-            ],
-        )
-        versions: dict[str, int] = json.loads(result.stdout)["versions"]
-        self.console.print(f"  devices per version: {versions}")
-        return versions
+    def image(self, build: dict[str, Any]) -> bytes:
+        """The MCUboot image a build made (its artifact)."""
+        artifacts: Path = self.state / "builds" / build["backendRef"] / "artifacts"
+        return (artifacts / "app-device.img").read_bytes()
 
 
 def main() -> int:
@@ -221,75 +249,41 @@ def main() -> int:
     parser.add_argument("--runner", choices=["auto", "container", "host"], default="auto")
     parser.add_argument("--workdir", type=Path, help="Keep the demo's files here.")
     parser.add_argument(
-        "--exit", action="store_true", help="Stop after the second rollout (default off a TTY)."
+        "--devices", type=int, default=SIMULATED, help="Simulated devices (default %(default)s)."
+    )
+    parser.add_argument("--json", type=Path, help="Write the summary as JSON to this file.")
+    parser.add_argument(
+        "--exit", action="store_true", help="Stop after the summary (default off a TTY)."
+    )
+    parser.add_argument(
+        "--serve", action="store_true", help="Keep serving after the summary, even off a TTY."
     )
     args = parser.parse_args()
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
     started = time.perf_counter()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="ajour-demo-"))
     work.mkdir(parents=True, exist_ok=True)
     runner = args.runner
     if runner == "auto":
         runner = "container" if shutil.which("podman") and shutil.which("debootstrap") else "host"
-    demo = Demo(console, work, runner)
+    demo = Demo(console, work, runner, args.devices)
     # SIGTERM cleans up like Ctrl-C does
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with Processes(work / "logs", console) as procs:
         try:
-            rounds = story(demo, procs)
+            with story(demo, procs) as facts:
+                facts["seconds"] = round(time.perf_counter() - started, 1)
+                summary(demo, facts)
+                if args.json:
+                    args.json.write_text(json.dumps(facts, indent=2) + "\n")
+                if args.exit or not (args.serve or sys.stdin.isatty()):
+                    return 0
+                console.print("\nThe fleet keeps polling. Press Ctrl-C to stop everything.")
+                signal.pause()
         except KeyboardInterrupt:
             console.print("\n[yellow]interrupted: stopping what the demo started[/]")
             return 130
-        summary(demo, rounds, time.perf_counter() - started)
-        if rounds[-1][1] != {"1.1.0": DEVICES}:
-            raise SystemExit("the devices did not all reach 1.1.0")
-        if args.exit or not sys.stdin.isatty():
-            return 0
-        console.print("\nPress Ctrl-C to stop the service and the worker.")
-        try:
-            signal.pause()
-        except KeyboardInterrupt:
-            console.print("\nstopping")
     return 0
-
-
-def story(demo: Demo, procs: Processes) -> list[tuple[str, dict[str, int]]]:
-    demo.specs()
-    bare = demo.setup(procs)
-    demo.console.rule("3. push → webhook → build → publish")
-    demo.refuse()
-    first = demo.build("push 1.0.0", push(bare, demo.work, {"VERSION": "1.0.0\n"}, demo.console))
-    elf = demo.state / "builds" / first["backendRef"] / "artifacts" / "blinky.elf"
-    printed = run_qemu(elf)
-    demo.console.print(f"  QEMU printed: [bold]{printed}[/]")
-    demo.console.rule(f"4. delivery: {DEVICES} simulated devices over HTTP")
-    rounds = [("devices start on 0.9.0", demo.devices("0.9.0"))]
-    demo.console.rule("5. bump the version and push again")
-    demo.build("push 1.1.0", push(bare, demo.work, {"VERSION": "1.1.0\n"}, demo.console))
-    rounds.append(("after the 1.1.0 push", demo.devices("1.0.0")))
-    with demo.api() as c:
-        again = c.post("/api/v1/applications/blinky/trigger").json()["triggered"]
-    demo.build("trigger the same commit again", [b["id"] for b in again])
-    return rounds
-
-
-def summary(demo: Demo, rounds: list[tuple[str, dict[str, int]]], elapsed: float) -> None:
-    table = Table("round", "devices per version")
-    for label, versions in rounds:
-        table.add_row(label, ", ".join(f"{v}: {n}" for v, n in sorted(versions.items())))
-    digests = Table("version", "build digest")
-    for version, digest in sorted(demo.digests.items()):
-        digests.add_row(version, digest)
-    demo.console.rule("summary")
-    demo.console.print(table, digests)
-    demo.console.print(
-        f"Console: {demo.service_url}/  (read-only views are open; to trigger builds, log in"
-        f" with the token in {demo.work / 'console-token'})"
-        f"\nREST API: {demo.service_url}/docs    delivery worker: {demo.delivery_url}/v1/status"
-        f"\nFirmware (OCI layout): {demo.layout}/blinky   build records: {demo.state}"
-        f"\nLogs of the service and the worker: {demo.work / 'logs'}"
-        f"\ndone in {elapsed:.1f}s"
-    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The demo's props: the git repository with its webhook hook, the fleet, processes, QEMU."""
+"""The demo's props: the git repository with its webhook hook, the fleet, processes."""
 
 from __future__ import annotations
 
@@ -16,30 +16,29 @@ from rich.console import Console
 
 REPO = Path(__file__).resolve().parents[1]
 FLEET = REPO / "examples" / "fleet"
-QEMU = [
-    "qemu-system-arm",
-    "-M",
-    "mps2-an385",
-    "-nographic",
-    "-monitor",
-    "none",
-    "-serial",
-    "none",
-    "-semihosting-config",
-    "enable=on,target=native",
-]
+APP_NAME = "thermostat"
 APP = """\
 kind: Application
-metadata: {{name: blinky}}
+metadata: {{name: thermostat}}
 spec:
   firmware:
     container:
-      image: blinky:latest
+      image: thermostat:latest
       build:
         image: arm-gcc
-        source: {{git: {{uri: "{uri}", rev: main}}}}
-        args: ["--board", "mps2-an385"]
-        artifact: {{path: build/blinky.bin}}
+        source: {{git: {{uri: "{uri}", project: device, rev: main}}}}
+        args: ["-C", "boot", "device-image"]
+        artifact: {{path: boot/build/app-device.img}}
+  rollout:
+    waves:
+      - {{selector: {{matchLabels: {{canary: "true"}}}}, dwell: 8s}}
+      - {{percent: 10, dwell: 5s}}
+      - {{percent: 50, dwell: 5s}}
+      - {{percent: 100, dwell: 3s}}
+    criteria:
+      - {{outcome: reverted, threshold: 0.5, minFinished: 3}}
+    confirmDeadline: 2m
+    stallDeadline: 1m
 ---
 kind: Application
 metadata: {{name: rogue}}
@@ -60,7 +59,7 @@ from pathlib import Path
 SECRET = (Path(__file__).parent / "ajour-webhook-secret").read_text().strip().encode()
 for line in sys.stdin:
     before, after, ref = line.split()
-    repo = {{"name": "blinky", "full_name": "demo/blinky", "clone_url": {uri!r}}}
+    repo = {{"name": "thermostat", "full_name": "demo/thermostat", "clone_url": {uri!r}}}
     body = json.dumps({{"ref": ref, "before": before, "after": after, "repository": repo,
                        "pusher": {{"login": "demo"}}}}).encode()
     request = urllib.request.Request({url!r}, body, headers={{
@@ -82,9 +81,14 @@ def free_port() -> int:
         return port
 
 
-def app_spec(uri: str, devices: int) -> str:
+def app_spec(uri: str, devices: list[str], canaries: set[str]) -> str:
+    """The fleet: the application with its staged rollout, and its devices (``canaries``
+    labelled ``canary: "true"``, the rollout's first wave)."""
     return APP.format(uri=uri) + "".join(
-        f"---\nmetadata: {{name: dev{i}, application: blinky}}\n" for i in range(devices)
+        f"---\nmetadata: {{name: {name}, application: {APP_NAME}"
+        + (', labels: {canary: "true"}' if name in canaries else "")
+        + "}\n"
+        for name in devices
     )
 
 
@@ -98,12 +102,17 @@ def _git(cwd: Path, *args: str) -> str:
     return result.stdout + result.stderr
 
 
+def read(work: Path, name: str) -> str:
+    """A file of the demo's clone."""
+    return (work / "thermostat" / name).read_text()
+
+
 def make_repository(work: Path, service_url: str, secret: str) -> Path:
-    """A bare repository (the "server", with the webhook hook) and a clone holding c-blinky."""
-    bare = work / "blinky.git"
+    """A bare repository (the "server", with the webhook hook) and a clone holding device/."""
+    bare = work / "thermostat.git"
     if bare.exists():
         shutil.rmtree(bare)
-        shutil.rmtree(work / "blinky", ignore_errors=True)
+        shutil.rmtree(work / "thermostat", ignore_errors=True)
     _git(work, "init", "-q", "--bare", "-b", "main", str(bare))
     hook = bare / "hooks" / "post-receive"
     hook.write_text(
@@ -114,37 +123,27 @@ def make_repository(work: Path, service_url: str, secret: str) -> Path:
     hook.chmod(0o755)
     (bare / "hooks" / "ajour-webhook-secret").write_text(secret + "\n")
     (bare / "hooks" / "ajour-webhook-secret").chmod(0o600)
-    clone = work / "blinky"
-    shutil.copytree(
-        REPO / "examples" / "firmware" / "c-blinky", clone, ignore=shutil.ignore_patterns("build")
-    )
+    clone = work / "thermostat"
+    shutil.copytree(REPO / "device", clone / "device", ignore=shutil.ignore_patterns("build"))
     _git(clone, "init", "-q", "-b", "main")
     _git(clone, "remote", "add", "origin", str(bare))
     return bare
 
 
-def push(bare: Path, work: Path, files: dict[str, str], console: Console) -> list[str]:
+def push(
+    bare: Path, work: Path, files: dict[str, str], console: Console, message: str = ""
+) -> list[str]:
     """Commit ``files`` and push; return the build ids the hook's webhook triggered."""
-    clone = work / "blinky"
+    clone = work / "thermostat"
     for name, text in files.items():
         (clone / name).write_text(text)
     _git(clone, "add", "-A")
-    _git(clone, "commit", "-qm", f"change {', '.join(files)}")
+    _git(clone, "commit", "-qm", message or f"change {', '.join(files)}")
     output = _git(clone, "push", "-q", "origin", "main")
     for line in output.splitlines():
         if "ajour:" in line:
             console.print(f"  [dim]{line.strip()}[/]")
     return re.findall(r"ajour-build-id: (\S+)", output)
-
-
-def run_qemu(elf: Path) -> str:
-    """Run the firmware on QEMU's mps2-an385; its semihosting output says its version."""
-    result = subprocess.run(
-        [*QEMU, "-kernel", str(elf)], capture_output=True, text=True, timeout=60, check=False
-    )
-    if result.returncode != 0:
-        raise SystemExit(f"QEMU failed ({result.returncode}): {result.stderr[-2000:]}")
-    return (result.stdout + result.stderr).strip()
 
 
 class Processes:
