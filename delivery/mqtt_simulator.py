@@ -13,7 +13,9 @@ starts on node ``i mod N``; in ``gateway`` mode one gateway connection per node)
 connection that is lost moves to the next node of the list, subscribes again and sends the
 status that was waiting again: the old node's answer, if any, went to a connection that is
 gone. A command that arrives with no status waiting is counted as a duplicate and not
-applied; each connection takes only the commands of the devices it speaks for.
+applied; with ``correlate`` each status carries a new ``correlation_id``, and a command that
+echoes another one (a late second answer to an earlier status) is a duplicate too. Each
+connection takes only the commands of the devices it speaks for.
 
 Nothing waits in silence: a connection the broker refuses ends its devices at once with the
 broker's reason, and a device whose status gets no answer within ``answer_timeout`` seconds
@@ -195,9 +197,10 @@ class _Run:
         qos: int,
         wait_cap: float,
         tls: MqttTls | None,
+        correlate: bool = False,
     ) -> None:
         self.app, self.devices, self.qos, self.wait_cap = app, devices, qos, wait_cap
-        self.tls = tls
+        self.tls, self.correlate = tls, correlate
         self.status_t, self.command_t = TopicTemplate(topics[0]), TopicTemplate(topics[1])
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -218,6 +221,8 @@ class _Run:
             client = device.link.client
             if client is None:
                 return  # a failover is under way: the new connection sends it
+            if self.correlate:
+                device.sim.correlation_id = device.statuses % 2**32
             payload = encode_status(device.sim.status())
             device.wire += len(payload)
             device.statuses += 1
@@ -234,7 +239,9 @@ class _Run:
                 return
             if device.link.client is not client:
                 return  # another gateway's device: that connection takes it
-            if device.asked is None:
+            if device.asked is None or (
+                self.correlate and command.correlation_id != device.sim.correlation_id
+            ):
                 device.duplicates += 1  # a second answer to one status: never applied
                 return
             device.asked = None
@@ -305,6 +312,7 @@ def simulate_mqtt(
     connection: Connection = "gateway",
     password: Password = None,
     answer_timeout: float = 10.0,
+    correlate: bool = False,
 ) -> list[DeviceResult]:
     """Simulate devices ``names`` until each is in sync, failed, or ``timeout`` has passed.
 
@@ -312,7 +320,9 @@ def simulate_mqtt(
     moves to the next node). ``connection``: one ``gateway`` connection per node with the
     URL's credentials, or one per ``device`` as ``<device>@<app>`` with ``password``
     (shared, or a function of the device's name). ``mqtts://`` URLs connect with TLS
-    (``tls``: CA file, client certificate). No broker to reach is a DeliveryError."""
+    (``tls``: CA file, client certificate). ``correlate``: number the statuses
+    (``correlation_id``) to catch an answer to an earlier one; each status is then new to
+    the worker's reply memo. No broker to reach is a DeliveryError."""
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
         raise DeliveryError("simulate over MQTT needs a broker URL (--mqtt)")
@@ -320,7 +330,7 @@ def simulate_mqtt(
         parse_broker_url(each)  # a malformed URL fails before any connection
     failures = failures or Failures()
     devices = {n: _Device(n, failures.device(n, version, mtu)) for n in names}
-    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, tls)
+    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, tls, correlate)
     links = _links(run, urls, connection, password)
     hint = ""
     try:

@@ -17,16 +17,17 @@ from tests.registry import free_port
 
 
 class BrokerNode:
-    """One mosquitto, configured as ``tests/broker.py`` does (anonymous, TCP_NODELAY)."""
+    """One mosquitto, configured as ``tests/broker.py`` does (anonymous, TCP_NODELAY);
+    ``extra``: more configuration lines (a bridge)."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, extra: str = "") -> None:
         tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.log_path = tmp / "mosquitto.log"
         conf = tmp / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\npersistence false\n"
-            f"user {getpass.getuser()}\nallow_anonymous true\nset_tcp_nodelay true\n"
+            f"user {getpass.getuser()}\nallow_anonymous true\nset_tcp_nodelay true\n{extra}"
         )
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(

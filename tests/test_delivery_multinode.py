@@ -47,7 +47,9 @@ def test_three_nodes_answer_every_status_exactly_once(tmp_path: Path) -> None:
     worker_b = Worker(worker_a.targets, StatusStore())
     names = [f"dev{i}" for i in range(60)]
     with broker_nodes(tmp_path, 3) as nodes, workers_on(nodes, [worker_a, worker_b]):
-        results = simulate_mqtt([n.url for n in nodes], "app", names, b"0.1", 1024, timeout=120)
+        results = simulate_mqtt(
+            [n.url for n in nodes], "app", names, b"0.1", 1024, timeout=120, correlate=True
+        )
     assert [r.final for r in results] == ["4.0"] * 60, [r.error for r in results if r.error]
     assert sum(r.duplicates for r in results) == 0, "a device got two answers to one status"
     assert sum(r.failovers for r in results) == 0
@@ -65,9 +67,10 @@ def test_a_node_killed_mid_run_its_devices_move_and_converge(tmp_path: Path) -> 
     names = [f"dev{i}" for i in range(30)]
     results: list[DeviceResult] = []
     with broker_nodes(tmp_path, 3) as nodes, workers_on(nodes, [worker_a, worker_b]):
+        urls = [n.url for n in nodes]
         run = threading.Thread(
             target=lambda: results.extend(
-                simulate_mqtt([n.url for n in nodes], "app", names, b"0.1", 256, timeout=120)
+                simulate_mqtt(urls, "app", names, b"0.1", 256, timeout=120, correlate=True)
             )
         )
         run.start()
@@ -129,3 +132,32 @@ def test_serve_and_simulate_take_several_nodes(tmp_path: Path) -> None:
     report = json.loads(sim.stdout)
     assert report["versions"] == {"4.0": 8} and report["failed"] == 0
     assert all(d["duplicates"] == 0 and d["statuses"] == d["steps"] for d in report["devices"])
+
+
+def test_a_bridge_that_carries_statuses_has_them_answered_twice(tmp_path: Path) -> None:
+    """Why the nodes are not bridged: shared subscriptions do not span a mosquitto bridge,
+    so a status bridged to the other node is answered there too, by that node's group."""
+    worker_a = layout_worker(tmp_path)
+    worker_b = Worker(worker_a.targets, StatusStore())
+    with ExitStack() as stack:
+        a = BrokerNode(tmp_path / "a")
+        stack.callback(a.close)
+        bridge = f"connection to-a\naddress 127.0.0.1:{a.port}\ntopic ajour/# both 1\n"
+        b = BrokerNode(tmp_path / "b", bridge + "try_private true\n")
+        stack.callback(b.close)
+        for worker, node in ((worker_a, a), (worker_b, b)):
+            transport = MqttTransport(worker, MqttSettings(url=node.url, group="ajour"))
+            transport.start()
+            stack.callback(transport.stop)
+        deadline = time.monotonic() + 10
+        while ".to-a (" not in a.log_path.read_text():  # the bridge's client id: <host>.to-a
+            assert time.monotonic() < deadline, "the bridge did not connect"
+            time.sleep(0.05)
+        time.sleep(0.3)  # its subscriptions
+        results = simulate_mqtt(
+            [a.url, b.url], "app", [f"dev{i}" for i in range(10)], b"0.1", 1024,
+            timeout=60, correlate=True,
+        )  # fmt: skip
+    statuses = sum(r.statuses for r in results)
+    assert answered(worker_a) == answered(worker_b) == statuses  # each worker answered all
+    assert sum(r.duplicates for r in results) >= statuses * 0.8  # the others: after sync
