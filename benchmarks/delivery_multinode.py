@@ -22,10 +22,12 @@ a node: the ratio then shows what several nodes cost, not what they gain.
 
 The exit status is 1 if a device got an answer it did not ask for (``duplicates``), a
 status was left unanswered at the end of a window, or one node carried less than 0.8 of its
-even share.
+even share. Last, ``--connections`` idle device connections (raw MQTT 3.1.1, one QoS 1
+subscription each) are opened to one node, for the broker's memory per device connection.
 
     python benchmarks/delivery_multinode.py [--nodes 2] [--workers 2] [--devices 64]
-                                            [--seconds 3] [--repeats 3] [--json]
+                                            [--seconds 3] [--repeats 3]
+                                            [--connections 5000] [--json]
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import argparse
 import json
 import multiprocessing
 import os
+import socket
+import struct
 import sys
 import tempfile
 import time
@@ -60,6 +64,62 @@ from delivery.mqtt import MqttSettings, MqttTransport  # noqa: E402
 
 QOS = 1
 SHARE_GOAL = 0.8  # each node carries at least this fraction of its even share
+
+
+def _packet(kind: int, body: bytes) -> bytes:
+    assert len(body) < 128  # a one-byte remaining length
+    return bytes([kind, len(body)]) + body
+
+
+def _text(value: str) -> bytes:
+    return struct.pack(">H", len(value)) + value.encode()
+
+
+def rss_kib(pid: int | None) -> int:
+    """Resident memory of ``pid`` in KiB (0 if unknown)."""
+    if pid is None:
+        return 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def connection_memory(port: int, pid: int | None, count: int) -> dict[str, Any]:
+    """What ``count`` idle device connections cost the broker: each a raw MQTT 3.1.1
+    CONNECT (clean session, keep-alive 60 s) and a QoS 1 subscription to its own command
+    topic, as a device of ``--mqtt-connection device`` holds between statuses."""
+    before = rss_kib(pid)
+    started = time.perf_counter()
+    sockets = []
+    try:
+        for i in range(count):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+            sockets.append(sock)
+            hello = _text("MQTT") + bytes([4, 2]) + struct.pack(">H", 60) + _text(f"c{i}")
+            subscribe = struct.pack(">H", 1) + _text(f"ajour/app/dev{i}/dfu/cmd") + b"\x01"
+            sock.sendall(_packet(0x10, hello) + _packet(0x82, subscribe))
+            got = b""
+            while len(got) < 9:  # CONNACK (4 bytes) and SUBACK (5)
+                chunk = sock.recv(9 - len(got))
+                if not chunk:
+                    raise SystemExit(f"mosquitto closed connection {i}")
+                got += chunk
+            if got[3] != 0 or got[8] != 1:
+                raise SystemExit(f"mosquitto refused connection {i}: {got.hex()}")
+        seconds = time.perf_counter() - started
+        time.sleep(0.5)
+        after = rss_kib(pid)
+    finally:
+        for sock in sockets:
+            sock.close()
+    return {
+        "connections": count,
+        "rss_before_kib": before,
+        "rss_after_kib": after,
+        "kib_per_connection": (after - before) / count if count else 0.0,
+        "connect_and_subscribe_per_s": count / seconds if seconds else 0.0,
+    }
 
 
 def serve_worker(ports: list[int], root: str, conn: Connection) -> None:
@@ -187,7 +247,9 @@ def window(
     }
 
 
-def run(nodes: int, workers: int, devices: int, seconds: float, repeats: int) -> dict[str, Any]:
+def run(
+    nodes: int, workers: int, devices: int, seconds: float, repeats: int, connections: int
+) -> dict[str, Any]:
     started = time.perf_counter()
     load_start = os.getloadavg()
     ctx = multiprocessing.get_context("spawn")
@@ -211,6 +273,7 @@ def run(nodes: int, workers: int, devices: int, seconds: float, repeats: int) ->
                         or got["round_trips_per_s"] > best[kind]["round_trips_per_s"]
                     ):
                         best[kind] = got
+            memory = connection_memory(ports[-1], pids[-1], connections) if connections else None
     single, multi = best["single"], best["multi"]
     even = multi["round_trips_per_s"] / nodes
     return {
@@ -231,6 +294,7 @@ def run(nodes: int, workers: int, devices: int, seconds: float, repeats: int) ->
         "ratio_multi_to_single": multi["round_trips_per_s"] / single["round_trips_per_s"],
         "node_share_of_even": [rate / even for rate in multi["per_node_per_s"]],
         "troubled_windows": bad,
+        "idle_connections": memory,
         "loadavg_end": os.getloadavg(),
         "wall_seconds": time.perf_counter() - started,
     }
@@ -266,6 +330,14 @@ def print_report(report: dict[str, Any]) -> None:
             f" {cpu['brokers']:.0f} / {cpu['workers']:.0f} / {cpu['driver']:.0f}"
         )
     print(f"multi / single: {report['ratio_multi_to_single']:.2f}")
+    memory = report["idle_connections"]
+    if memory:
+        print(
+            f"{memory['connections']:,} idle device connections (one subscription each):"
+            f" {memory['kib_per_connection']:.1f} KiB of mosquitto RSS each"
+            f" ({memory['rss_before_kib']:,} -> {memory['rss_after_kib']:,} KiB),"
+            f" {memory['connect_and_subscribe_per_s']:,.0f} connect+subscribe/s"
+        )
     for line in missed(report):
         print(f"MISSED: {line}")
 
@@ -277,13 +349,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", type=int, default=64, help="devices in closed loops")
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per window")
     parser.add_argument("--repeats", type=int, default=3, help="windows per configuration")
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=5000,
+        help="idle device connections to measure the broker's memory with (0: skip)",
+    )
     parser.add_argument("--json", action="store_true", help="print a JSON report")
     args = parser.parse_args(argv)
     if not 2 <= args.nodes <= 8 or args.workers < 1 or args.devices < args.nodes:
         parser.error("--nodes between 2 and 8, --workers at least 1, --devices >= --nodes")
-    if args.repeats < 1 or not 0.5 <= args.seconds <= 30:
-        parser.error("--repeats at least 1, --seconds between 0.5 and 30")
-    report = run(args.nodes, args.workers, args.devices, args.seconds, args.repeats)
+    if args.repeats < 1 or not 0.5 <= args.seconds <= 30 or not 0 <= args.connections <= 15000:
+        parser.error("--repeats at least 1, --seconds between 0.5 and 30, --connections <= 15000")
+    report = run(
+        args.nodes, args.workers, args.devices, args.seconds, args.repeats, args.connections
+    )
     report["missed"] = missed(report)
     if args.json:
         print(json.dumps(report, indent=2))
