@@ -118,12 +118,13 @@ class _Link:
             old.disconnect()
             old.loop_stop()
         self.at = (self.at + 1) % len(self.urls)
-        self.failovers += 1
         try:
             self.open()
         except DeliveryError:
             with self.run.lock:
                 self.lost, self.retry_at = True, time.perf_counter() + FAILOVER_RETRY
+            return
+        self.failovers += 1
 
     def close(self) -> None:
         if self.client is not None:

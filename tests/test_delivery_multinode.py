@@ -16,10 +16,11 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from delivery.mqtt import MqttSettings, MqttTransport
-from delivery.mqtt_simulator import simulate_mqtt
+from delivery.mqtt_simulator import Connection, simulate_mqtt
 from delivery.simulator import DeviceResult
 from delivery.store import StatusStore
 from delivery.worker import Worker
@@ -64,18 +65,23 @@ def test_three_nodes_answer_every_status_exactly_once(tmp_path: Path) -> None:
     assert min(answered(worker_a), answered(worker_b)) > handled * 0.1
 
 
-def test_a_node_killed_mid_run_its_devices_move_and_converge(tmp_path: Path) -> None:
+@pytest.mark.parametrize("connection", ["gateway", "device"])
+def test_a_node_killed_mid_run_its_devices_move_and_converge(
+    tmp_path: Path, connection: Connection
+) -> None:
     worker_a = layout_worker(tmp_path, image=b"k" * 32768)
     worker_b = Worker(worker_a.targets, StatusStore())
     names = [f"dev{i}" for i in range(30)]
     results: list[DeviceResult] = []
     with broker_nodes(tmp_path, 3) as nodes, workers_on(nodes, [worker_a, worker_b]):
         urls = [n.url for n in nodes]
-        run = threading.Thread(
-            target=lambda: results.extend(
-                simulate_mqtt(urls, "app", names, b"0.1", 256, timeout=120, correlate=True)
-            )
-        )
+
+        def simulate() -> None:
+            got = simulate_mqtt(urls, "app", names, b"0.1", 256, timeout=120, correlate=True,
+                                connection=connection)  # fmt: skip
+            results.extend(got)
+
+        run = threading.Thread(target=simulate)
         run.start()
         total = 30 * (32768 // 256 + 2)
         deadline = time.monotonic() + 60
