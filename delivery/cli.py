@@ -171,7 +171,13 @@ def _http_settings(
     help="Installation config (default: AJOUR_CONFIG, the fleet's ajour.yaml, ./ajour.yaml).",
 )
 @click.option("--http", "http_addr", help="Serve HTTP on HOST:PORT (for example 127.0.0.1:8081).")
-@click.option("--mqtt", "mqtt_url", help="Serve MQTT: mqtt[s]://[user:password@]host[:port].")
+@click.option(
+    "--mqtt",
+    "mqtt_urls",
+    multiple=True,
+    help="Serve MQTT: mqtt[s]://[user:password@]host[:port]; repeat it for each node of"
+    " several brokers (the worker joins the shared subscription on every one).",
+)
 @click.option(
     "--coap",
     "coap_addr",
@@ -267,7 +273,7 @@ def serve(
     fleet_paths: tuple[Path, ...],
     config_path: Path | None,
     http_addr: str | None,
-    mqtt_url: str | None,
+    mqtt_urls: tuple[str, ...],
     coap_addr: str | None,
     coap_max_observers: int | None,
     mqtt_ca: Path | None,
@@ -309,7 +315,7 @@ def serve(
     found = load_settings(config_path, list(fleet_paths), os.environ)
     conf = found.delivery
     http_addr = http_addr or conf.http or None
-    mqtt_url = mqtt_url or conf.mqtt or None
+    mqtt_urls = mqtt_urls or ((conf.mqtt,) if conf.mqtt else ())
     coap_addr = coap_addr or conf.coap or None
     if coap_max_observers is None:
         coap_max_observers = conf.coap_max_observers
@@ -333,12 +339,12 @@ def serve(
     }
     status_token = status_token or next(iter(tokens["status"]), None)
     events_token = events_token or next(iter(tokens["events"]), None)
-    if not http_addr and not mqtt_url and not coap_addr:
+    if not http_addr and not mqtt_urls and not coap_addr:
         raise DeliveryError(
             "give a transport: --http HOST:PORT, --mqtt mqtt://host:port and/or --coap HOST:PORT"
         )
     coap = coap_settings(coap_addr, insecure_no_auth, coap_max_observers)
-    mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
+    mqtt_tls = mqtt_tls_settings(next(iter(mqtt_urls), None), mqtt_ca, mqtt_cert, mqtt_key)
     http_settings = None
     if http_addr:
         http_settings = _http_settings(
@@ -384,7 +390,7 @@ def serve(
             http.start()
             started.append(http)
             click.echo(f"serving HTTP on {http.url}", err=True)
-        if mqtt_url:
+        for mqtt_url in mqtt_urls:  # one connection per broker node
             from delivery.mqtt import MqttSettings, MqttTransport
 
             mode = "drogue" if drogue_apps else "ajour"
@@ -394,7 +400,9 @@ def serve(
             broker = MqttTransport(worker, settings)
             broker.start()
             started.append(broker)
-            click.echo(f"serving MQTT as {broker.subscription}", err=True)
+            click.echo(
+                f"serving MQTT as {broker.subscription} at {broker.broker.address}", err=True
+            )
         if coap is not None:
             from delivery.coap import CoapTransport
 

@@ -8,6 +8,15 @@ Two ways to connect:
   password, on its own topics only: the users and ACL ``ajour-delivery broker-config``
   writes.
 
+**Several broker nodes** (several URLs): devices are spread evenly over them (device ``i``
+starts on node ``i mod N``; in ``gateway`` mode one gateway connection per node). A
+connection that is lost moves to the next node of the list, subscribes again and sends the
+status that was waiting again: the old node's answer, if any, went to a connection that is
+gone. A command that arrives with no status waiting is counted as a duplicate and not
+applied; with ``correlate`` each status carries a new ``correlation_id``, and a command that
+echoes another one (a late second answer to an earlier status) is a duplicate too. Each
+connection takes only the commands of the devices it speaks for.
+
 Nothing waits in silence: a connection the broker refuses ends its devices at once with the
 broker's reason, and a device whose status gets no answer within ``answer_timeout`` seconds
 ends with what can cause that (the worker ignores devices it does not know; a broker drops
@@ -16,10 +25,9 @@ what its ACL denies). ``timeout`` bounds the whole run.
 
 from __future__ import annotations
 
-import heapq
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -28,11 +36,13 @@ import paho.mqtt.client as mqtt
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.mqtt import MqttTls, TopicTemplate, connect, make_client, nodelay, parse_broker_url
+from delivery.poll_schedule import PollSchedule
 from delivery.protocol import Sync, Wait, decode_command, encode_status
 from delivery.simulator import DeviceResult, Failures, Password
 
 Connection = Literal["gateway", "device"]
 CONNECTIONS: tuple[Connection, ...] = ("gateway", "device")
+FAILOVER_RETRY = 0.5  # seconds between rounds over the nodes while none can be reached
 
 
 @dataclass
@@ -42,53 +52,144 @@ class _Device:
     started: float = field(default_factory=time.perf_counter)
     steps: int = 0
     wire: int = 0  # CBOR statuses sent plus commands received
+    statuses: int = 0  # statuses published
+    duplicates: int = 0  # commands that came with no status waiting
     finished: float | None = None
     error: str = ""
     asked: float | None = None  # when the status now waiting for its answer was sent
-    client: mqtt.Client | None = None
+    link: _Link | None = None
 
 
-class _Later:
-    """Statuses to send later (after a ``Wait``'s or a ``Sync``'s poll), sent from one
-    thread: devices that keep polling cost no thread per poll."""
+class _Link:
+    """One MQTT connection and the devices it speaks for. When the connection is lost it
+    moves to the next of ``urls`` (``failover``, called by the run's supervising loop)."""
 
-    def __init__(self, send: Callable[[_Device], None]) -> None:
-        self._send = send
-        self._due: list[tuple[float, int, _Device]] = []
-        self._count = 0
-        self._ready = threading.Condition()
-        self._stopped = False
-        self._thread = threading.Thread(target=self._run, name="simulate-later", daemon=True)
-        self._thread.start()
+    def __init__(self, run: _Run, urls: list[str], start: int, devices: list[_Device]) -> None:
+        self.run, self.urls, self.at, self.devices = run, urls, start % len(urls), devices
+        self.client: mqtt.Client | None = None
+        self.user: str | None = None  # device mode: <device>@<app>
+        self.secret: str | None = None
+        self.lost = False  # the connection dropped: move to another node
+        self.retry_at = 0.0
+        self.failovers = 0
+        self.subscribed = threading.Event()
+        for device in devices:
+            device.link = self
 
-    def after(self, seconds: float, device: _Device) -> None:
-        with self._ready:
-            self._count += 1
-            heapq.heappush(self._due, (time.monotonic() + seconds, self._count, device))
-            self._ready.notify()
+    @property
+    def url(self) -> str:
+        return self.urls[self.at]
 
-    def _run(self) -> None:
-        while True:
-            with self._ready:
-                while not self._stopped and (
-                    not self._due or self._due[0][0] > time.monotonic()
-                ):  # fmt: skip
-                    wait = self._due[0][0] - time.monotonic() if self._due else None
-                    self._ready.wait(wait)
-                if self._stopped:
-                    return
-                device = heapq.heappop(self._due)[2]
-            self._send(device)
+    @property
+    def filter(self) -> str:
+        device = "+" if self.user is None else self.devices[0].name
+        return self.run.command_t.format(self.run.app, device)
 
-    def stop(self) -> None:
-        with self._ready:
-            self._stopped = True
-            self._ready.notify()
-        self._thread.join(5)
+    def open(self) -> None:
+        """Connect to the current node, or the next ones that answer; DeliveryError if none."""
+        problem: DeliveryError | None = None
+        for _ in self.urls:
+            client = make_client(self.url, self.run.tls, self._client_id())
+            if self.user is not None:
+                client.username_pw_set(self.user, self.secret)
+            client.on_connect, client.on_subscribe = self._on_connect, self._on_subscribe
+            client.on_message, client.on_disconnect = self.run.on_message, self._on_disconnect
+            try:
+                connect(client, self.url)
+            except DeliveryError as exc:
+                problem = problem or exc
+                self.at = (self.at + 1) % len(self.urls)
+                continue
+            with self.run.lock:
+                self.client, self.lost = client, False
+            client.loop_start()
+            return
+        assert problem is not None
+        raise problem
+
+    def _client_id(self) -> str:
+        return f"ajour-simulate-{self.user}" if self.user is not None else ""
+
+    def failover(self) -> None:
+        """The connection was lost: drop it and connect to the next node that answers."""
+        old = self.client
+        with self.run.lock:
+            self.client = None
+        if old is not None:
+            old.disconnect()
+            old.loop_stop()
+        self.at = (self.at + 1) % len(self.urls)
+        try:
+            self.open()
+        except DeliveryError:
+            with self.run.lock:
+                self.lost, self.retry_at = True, time.perf_counter() + FAILOVER_RETRY
+            return
+        self.failovers += 1
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.disconnect()
+            self.client.loop_stop()
+
+    def _on_connect(self, c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
+        if not reason.is_failure:
+            nodelay(c)
+            c.subscribe(self.filter, qos=self.run.qos)
+            return
+        broker = parse_broker_url(self.url)
+        if self.user is None:
+            why = (
+                f"the MQTT broker at {broker.address} refused the gateway connection as"
+                f" {broker.username!r}: {reason}; with the users and ACL of broker-config each"
+                " device logs in as itself: use --mqtt-connection device"
+            )
+        else:
+            why = (
+                f"the MQTT broker refused {self.user}: {reason}; is it in the password file"
+                " that broker-config wrote, with the password of its spec.credentials"
+                " (or --password)?"
+            )
+        with self.run.lock:
+            self.client = None
+            for device in self.devices:
+                self.run.end(device, why)
+        c.disconnect()
+        self.subscribed.set()
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: object, _m: int, codes: Any, _p: object) -> None:
+        if any(code.is_failure for code in codes):
+            with self.run.lock:
+                for device in self.devices:
+                    self.run.end(
+                        device,
+                        f"the MQTT broker refused {self.user or 'the gateway'} a subscription"
+                        f" to {self.filter}: its ACL lets a device read only its own command"
+                        " topic (broker-config)",
+                    )
+            self.subscribed.set()
+            return
+        first = not self.subscribed.is_set()
+        self.subscribed.set()
+        if first and self.user is None:
+            return  # the run sends the first statuses once every gateway is subscribed
+        with self.run.lock:  # first statuses, or those a lost node never answered
+            due = [
+                d
+                for d in self.devices
+                if d.finished is None and (d.asked is not None or d.statuses == 0)
+            ]
+        for device in due:
+            self.run.send(device)
+
+    def _on_disconnect(self, c: mqtt.Client, _u: object, _f: object, reason: Any, _p: Any) -> None:
+        with self.run.lock:
+            if reason.is_failure and c is self.client and not self.run.done.is_set():
+                self.lost = True
 
 
 class _Run:
-    """The devices of one simulation, their clients, and when it is over. With
+    """The devices of one simulation, their connections, and when it is over. With
     ``keep_polling`` seconds, a synced device sends its status again after its ``Sync``'s
     poll (capped by ``wait_cap``, as over HTTP) until that long after it started."""
 
@@ -99,14 +200,16 @@ class _Run:
         topics: tuple[str, str],
         qos: int,
         wait_cap: float,
+        tls: MqttTls | None,
+        correlate: bool = False,
         keep_polling: float = 0.0,
     ) -> None:
         self.app, self.devices, self.qos, self.wait_cap = app, devices, qos, wait_cap
-        self.keep_polling = keep_polling
+        self.tls, self.correlate, self.keep_polling = tls, correlate, keep_polling
         self.status_t, self.command_t = TopicTemplate(topics[0]), TopicTemplate(topics[1])
         self.lock = threading.Lock()
         self.done = threading.Event()
-        self.later = _Later(self.send)
+        self.later: PollSchedule[_Device] = PollSchedule(self.send)
 
     def end(self, device: _Device, error: str = "") -> None:
         """Under the lock: the device is synced, gone, or failed with ``error``."""
@@ -116,22 +219,36 @@ class _Run:
                 self.done.set()
 
     def send(self, device: _Device) -> None:
+        """Publish the device's status; without a connection it waits for the next one."""
         with self.lock:
-            if device.finished is not None or device.client is None:
+            if device.finished is not None or device.link is None:
                 return
             device.asked = time.perf_counter()
+            client = device.link.client
+            if client is None:
+                return  # a failover is under way: the new connection sends it
+            if self.correlate:
+                device.sim.correlation_id = device.statuses % 2**32
             payload = encode_status(device.sim.status())
             device.wire += len(payload)
-        device.client.publish(self.status_t.format(self.app, device.name), payload, qos=self.qos)
+            device.statuses += 1
+        client.publish(self.status_t.format(self.app, device.name), payload, qos=self.qos)
 
-    def on_message(self, _c: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
+    def on_message(self, client: mqtt.Client, _u: object, message: mqtt.MQTTMessage) -> None:
         names = self.command_t.parse(message.topic)
         device = self.devices.get(names[1]) if names is not None else None
         if device is None or names is None or names[0] != self.app:
             return
         command = decode_command(bytes(message.payload))
         with self.lock:
-            if device.finished is not None:
+            if device.finished is not None or device.link is None:
+                return
+            if device.link.client is not client:
+                return  # another gateway's device: that connection takes it
+            if device.asked is None or (
+                self.correlate and command.correlation_id != device.sim.correlation_id
+            ):
+                device.duplicates += 1  # a second answer to one status: never applied
                 return
             device.asked = None
             device.wire += len(message.payload)
@@ -168,81 +285,31 @@ class _Run:
                         f" ACL denies{hint}",
                     )
 
-
-def _gateway(run: _Run, url: str, tls: MqttTls | None, started: threading.Event) -> mqtt.Client:
-    client = make_client(url, tls)
-    client.on_message = run.on_message
-    broker = parse_broker_url(url)
-
-    def on_connect(c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if reason.is_failure:
-            with run.lock:
-                for device in run.devices.values():
-                    device.client = None
-                    run.end(
-                        device,
-                        f"the MQTT broker at {broker.address} refused the gateway connection"
-                        f" as {broker.username!r}: {reason}; with the users and ACL of"
-                        " broker-config each device logs in as itself: use"
-                        " --mqtt-connection device",
-                    )
-            c.disconnect()
-            started.set()
-            return
-        nodelay(c)
-        c.subscribe(run.command_t.format(run.app, "+"), qos=run.qos)
-
-    def on_subscribe(_c: mqtt.Client, _u: object, _m: int, codes: Any, _p: object) -> None:
-        started.set()
-
-    client.on_connect, client.on_subscribe = on_connect, on_subscribe
-    for device in run.devices.values():
-        device.client = client
-    return client
+    def supervise(self, links: list[_Link]) -> None:
+        """Move each lost connection to another node (the old one is down)."""
+        now = time.perf_counter()
+        for link in links:
+            if link.lost and now >= link.retry_at and not self.done.is_set():
+                link.failover()
 
 
-def _per_device(
-    run: _Run, url: str, tls: MqttTls | None, password: Password, device: _Device
-) -> mqtt.Client:
-    user = f"{device.name}@{run.app}"
-    client = make_client(url, tls, client_id=f"ajour-simulate-{user}")
-    secret = password(device.name) if callable(password) else password
-    client.username_pw_set(user, secret)
-    client.on_message = run.on_message
-    command = run.command_t.format(run.app, device.name)
-
-    def on_connect(c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if reason.is_failure:
-            with run.lock:
-                run.end(
-                    device,
-                    f"the MQTT broker refused {user}: {reason}; is it in the password file"
-                    " that broker-config wrote, with the password of its spec.credentials"
-                    " (or --password)?",
-                )
-            c.disconnect()
-            return
-        nodelay(c)
-        c.subscribe(command, qos=run.qos)
-
-    def on_subscribe(_c: mqtt.Client, _u: object, _m: int, codes: Any, _p: object) -> None:
-        if any(code.is_failure for code in codes):
-            with run.lock:
-                run.end(
-                    device,
-                    f"the MQTT broker refused {user} a subscription to {command}: its ACL"
-                    " lets a device read only its own command topic (broker-config)",
-                )
-            return
-        run.send(device)
-
-    client.on_connect, client.on_subscribe = on_connect, on_subscribe
-    device.client = client
-    return client
+def _links(run: _Run, urls: list[str], connection: Connection, password: Password) -> list[_Link]:
+    """The connections: one gateway per node, or one per device; devices spread evenly."""
+    names = list(run.devices)
+    if connection == "gateway":
+        groups = [[run.devices[n] for n in names[i :: len(urls)]] for i in range(len(urls))]
+        return [_Link(run, urls, i, group) for i, group in enumerate(groups) if group]
+    links = []
+    for i, name in enumerate(names):
+        link = _Link(run, urls, i, [run.devices[name]])
+        link.user = f"{name}@{run.app}"
+        link.secret = password(name) if callable(password) else password
+        links.append(link)
+    return links
 
 
 def simulate_mqtt(
-    url: str,
+    url: str | Sequence[str],
     app: str,
     names: list[str],
     version: bytes,
@@ -257,54 +324,58 @@ def simulate_mqtt(
     connection: Connection = "gateway",
     password: Password = None,
     answer_timeout: float = 10.0,
+    correlate: bool = False,
     keep_polling: float = 0.0,
 ) -> list[DeviceResult]:
     """Simulate devices ``names`` until each is in sync, failed, or ``timeout`` has passed.
-    With ``keep_polling`` seconds, synced devices go on polling like real devices until
-    that long after they started (the run lasts up to the longer of the two).
 
-    ``connection``: one ``gateway`` connection with the URL's credentials, or one per
-    ``device`` as ``<device>@<app>`` with ``password`` (shared, or a function of the
-    device's name). ``mqtts://`` URLs connect with TLS (``tls``: CA file, client
-    certificate). A broker that cannot be reached is a DeliveryError."""
+    ``url``: the broker, or the nodes of several (devices spread evenly, a lost connection
+    moves to the next node). ``connection``: one ``gateway`` connection per node with the
+    URL's credentials, or one per ``device`` as ``<device>@<app>`` with ``password``
+    (shared, or a function of the device's name). ``mqtts://`` URLs connect with TLS
+    (``tls``: CA file, client certificate). ``correlate``: number the statuses
+    (``correlation_id``) to catch an answer to an earlier one; each status is then new to
+    the worker's reply memo. With ``keep_polling`` seconds, synced devices go on polling
+    like real devices until that long after they started (the run lasts up to the longer of
+    the two). No broker to reach is a DeliveryError."""
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise DeliveryError("simulate over MQTT needs a broker URL (--mqtt)")
+    for each in urls:
+        parse_broker_url(each)  # a malformed URL fails before any connection
     failures = failures or Failures()
     devices = {n: _Device(n, failures.device(n, version, mtu)) for n in names}
-    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, keep_polling)
-    clients: list[mqtt.Client] = []
-    hint = ""
+    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, tls, correlate,
+               keep_polling)  # fmt: skip
+    links = _links(run, urls, connection, password)
     limit = max(timeout, keep_polling)
     option = "--timeout" if limit == timeout else "--keep-polling"
+    hint = ""
     try:
+        for link in links:
+            link.open()
         if connection == "gateway":
             hint = "; with the users and ACL of broker-config use --mqtt-connection device"
-            subscribed = threading.Event()
-            clients.append(_gateway(run, url, tls, subscribed))
-            broker = connect(clients[0], url)
-            clients[0].loop_start()
-            if not subscribed.wait(10):
-                raise DeliveryError(
-                    f"the MQTT broker at {broker.address} did not accept the gateway within 10 s"
-                )
+            for link in links:
+                if not link.subscribed.wait(10):
+                    raise DeliveryError(
+                        f"the MQTT broker at {parse_broker_url(link.url).address} did not"
+                        " accept the gateway within 10 s"
+                    )
             if not run.done.is_set():
-                time.sleep(0.2)  # let the subscription settle before the first status
+                time.sleep(0.2)  # let the subscriptions settle before the first status
                 for device in devices.values():
                     run.send(device)
-        else:
-            for device in devices.values():
-                client = _per_device(run, url, tls, password, device)
-                connect(client, url)
-                clients.append(client)
-                client.loop_start()
         deadline = time.perf_counter() + limit
         while not run.done.wait(0.1) and time.perf_counter() < deadline:
+            run.supervise(links)
             run.unanswered(answer_timeout, hint)
         run.finish()
         run.unanswered(0.0, hint)  # at the deadline: say so of a status still unanswered
     finally:
         run.later.stop()
-        for client in clients:
-            client.disconnect()
-            client.loop_stop()
+        for link in links:
+            link.close()
     now = time.perf_counter()
     return [
         DeviceResult(
@@ -322,6 +393,9 @@ def simulate_mqtt(
             d.sim.patch_bytes,
             d.wire,
             d.sim.patch_failed,
+            d.statuses,
+            d.duplicates,
+            d.link.failovers if d.link else 0,
         )
         for d in devices.values()
     ]

@@ -39,6 +39,9 @@ class DeviceResult:
     patch_bytes: int = 0  # of bytes_received, those that were patch data (WritePatch)
     wire_bytes: int = 0  # CBOR statuses sent plus commands received (HTTP: bodies only)
     patch_failed: bool = False  # a patch did not rebuild the image; the full image followed
+    statuses: int = 0  # MQTT: statuses published (a resend after a broker failover counts)
+    duplicates: int = 0  # MQTT: commands that came with no status waiting (never applied)
+    failovers: int = 0  # MQTT: times its connection moved to another broker node
 
 
 class RefusedError(DeliveryError):

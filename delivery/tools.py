@@ -41,7 +41,13 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
     " --fleet examples/fleet\n"
 )
 @click.option("--http", "http_url", help="Worker URL, e.g. http://127.0.0.1:8081.")
-@click.option("--mqtt", "mqtt_url", help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
+@click.option(
+    "--mqtt",
+    "mqtt_urls",
+    multiple=True,
+    help="Broker URL, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS); repeat it for the nodes of"
+    " several brokers: devices are spread over them and fail over to the next.",
+)
 @mqtt_tls_options
 @click.option(
     "--mqtt-connection",
@@ -120,7 +126,7 @@ def targets(fleet_paths: tuple[Path, ...]) -> None:
 def simulate(
     ctx: click.Context,
     http_url: str | None,
-    mqtt_url: str | None,
+    mqtt_urls: tuple[str, ...],
     mqtt_ca: Path | None,
     mqtt_cert: Path | None,
     mqtt_key: Path | None,
@@ -149,9 +155,9 @@ def simulate(
     from delivery.simulator import Failures, simulate_http
 
     ctx.find_root().meta["ajour.json"] = as_json
-    if bool(http_url) == bool(mqtt_url):
-        raise DeliveryError("give exactly one of --http URL or --mqtt URL")
-    mqtt_tls = mqtt_tls_settings(mqtt_url, mqtt_ca, mqtt_cert, mqtt_key)
+    if bool(http_url) == bool(mqtt_urls):
+        raise DeliveryError("give exactly one of --http URL or --mqtt URL (repeatable)")
+    mqtt_tls = mqtt_tls_settings(next(iter(mqtt_urls), None), mqtt_ca, mqtt_cert, mqtt_key)
     names, secrets = _simulated(application, fleet_paths, device_names, prefix, devices)
     hashed = [n for n, secret in secrets.items() if secret is None]
     if hashed and password is None:
@@ -170,11 +176,10 @@ def simulate(
             failures=failures, keep_polling=keep_polling, timeout=timeout,
         )  # fmt: skip
     else:
-        assert mqtt_url is not None
         from delivery.mqtt_simulator import simulate_mqtt  # paho-mqtt: the [mqtt] extra
 
         results = simulate_mqtt(
-            mqtt_url, application, names, start_version.encode(), mtu, tls=mqtt_tls,
+            mqtt_urls, application, names, start_version.encode(), mtu, tls=mqtt_tls,
             failures=failures, timeout=timeout,
             connection="device" if mqtt_connection == "device" else "gateway", password=creds,
             keep_polling=keep_polling,
