@@ -12,6 +12,9 @@ Nothing waits in silence: a connection the broker refuses ends its devices at on
 broker's reason, and a device whose status gets no answer within ``answer_timeout`` seconds
 ends with what can cause that (the worker ignores devices it does not know; a broker drops
 what its ACL denies). ``timeout`` bounds the whole run.
+
+With ``until``, devices poll on as real ones do: a device in sync with another version
+polls again (after the ``Sync``'s poll, capped by ``wait_cap``) until it runs ``until``.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import paho.mqtt.client as mqtt
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.mqtt import MqttTls, TopicTemplate, connect, make_client, nodelay, parse_broker_url
-from delivery.protocol import Wait, decode_command, encode_status
+from delivery.protocol import Sync, Wait, decode_command, encode_status
 from delivery.simulator import DeviceResult, Failures, Password
 
 Connection = Literal["gateway", "device"]
@@ -56,8 +59,10 @@ class _Run:
         topics: tuple[str, str],
         qos: int,
         wait_cap: float,
+        until: bytes | None = None,
     ) -> None:
         self.app, self.devices, self.qos, self.wait_cap = app, devices, qos, wait_cap
+        self.until = until
         self.status_t, self.command_t = TopicTemplate(topics[0]), TopicTemplate(topics[1])
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -91,10 +96,11 @@ class _Run:
             device.wire += len(message.payload)
             device.sim.apply(command)
             device.steps += 1
-            if device.sim.synced or device.sim.vanished:
+            arrived = self.until is None or device.sim.version == self.until
+            if (device.sim.synced and arrived) or device.sim.vanished:
                 self.end(device)
                 return
-        if isinstance(command, Wait):
+        if isinstance(command, Wait | Sync):  # Sync: in sync with another version
             threading.Timer(
                 min(float(command.poll or 1), self.wait_cap), self.send, (device,)
             ).start()
@@ -119,6 +125,9 @@ class _Run:
 
 def _gateway(run: _Run, url: str, tls: MqttTls | None, started: threading.Event) -> mqtt.Client:
     client = make_client(url, tls)
+    # no cap on QoS 1 statuses in flight: paho's default (20) queues a fleet's statuses
+    # behind each other, and any cap makes paho scan every message in flight per PUBACK
+    client.max_inflight_messages_set(0)
     client.on_message = run.on_message
     broker = parse_broker_url(url)
 
@@ -205,16 +214,18 @@ def simulate_mqtt(
     connection: Connection = "gateway",
     password: Password = None,
     answer_timeout: float = 10.0,
+    until: bytes | None = None,
 ) -> list[DeviceResult]:
     """Simulate devices ``names`` until each is in sync, failed, or ``timeout`` has passed.
 
     ``connection``: one ``gateway`` connection with the URL's credentials, or one per
     ``device`` as ``<device>@<app>`` with ``password`` (shared, or a function of the
     device's name). ``mqtts://`` URLs connect with TLS (``tls``: CA file, client
-    certificate). A broker that cannot be reached is a DeliveryError."""
+    certificate). ``until``: devices keep polling until they run that version (see above).
+    A broker that cannot be reached is a DeliveryError."""
     failures = failures or Failures()
     devices = {n: _Device(n, failures.device(n, version, mtu)) for n in names}
-    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap)
+    run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, until)
     clients: list[mqtt.Client] = []
     hint = ""
     try:
