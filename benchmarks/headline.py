@@ -85,13 +85,17 @@ def run(sizes: list[int], budget: float, quick: bool) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     runs: list[dict[str, Any]] = []
     skipped: list[str] = []
+    failed: list[str] = []
     with tempfile.TemporaryDirectory(prefix="ajour-bench-headline-") as tmp_name:
         tmp = Path(tmp_name)
         echo_root = tmp / "echo"
         echo_root.mkdir()
         (echo_root / "fw.bin").write_bytes(os.urandom(IMAGE_SIZE))
         repo = FirmwareRepo(tmp / "git")
-        with broker(tmp / "mqtt", tcp_nodelay=True) as mqtt_port:
+        # mosquitto keeps at most 1000 QoS 1 messages queued per client (max_queued_messages)
+        # and drops the rest: the worker's one connection has a status of every device queued
+        queue = f"max_queued_messages {max(1000, 2 * max(sizes))}\n"
+        with broker(tmp / "mqtt", tcp_nodelay=True, extra=queue) as mqtt_port:
             mosquitto = find_pid(str(tmp / "mqtt" / "mosquitto.conf"))
             echo: dict[int, list[dict[str, Any]]] = {}
 
@@ -136,8 +140,13 @@ def run(sizes: list[int], budget: float, quick: bool) -> dict[str, Any]:
                             kind = "delta" if delta else "full image"
                             progress(f"N={devices}, {kind}: push {versions[1]}")
                             broker0 = process_cpu(mosquitto)
-                            got = timed_run(repo, procs, tmp / "state", mqtt, devices, versions,
-                                            running, delta, poll)  # fmt: skip
+                            try:
+                                got = timed_run(repo, procs, tmp / "state", mqtt, devices,
+                                                versions, running, delta, poll)  # fmt: skip
+                            except SystemExit as exc:
+                                failed.append(f"N={devices}, {kind}: {str(exc)[:2000]}")
+                                progress(failed[-1][:300])
+                                break
                             c = got["cpu_s"]
                             c["broker"] = process_cpu(mosquitto) - broker0
                             c["others"] = c["machine"] - sum(
@@ -150,14 +159,18 @@ def run(sizes: list[int], budget: float, quick: bool) -> dict[str, Any]:
                     if not quick:
                         measure_echo(devices)
                     best = max(e["round_trips_per_s"] for e in echo[devices])
-                    for got in runs[-2:]:
+                    for got in runs[len(runs) - len(runs_of(runs, devices)) :]:
                         progress(f"N={devices}: the build run directly (the floor)")
                         got["floor"] = floor(repo, got, tmp, 1 if quick else 3, best)
                         got["ratio"] = got["total_s"] / got["floor"]["total_s"]
                         del got["image"]
     info["loadavg_end"] = os.getloadavg()
-    return {"machine": info, "runs": runs, "echo": echo, "skipped": skipped,
+    return {"machine": info, "runs": runs, "echo": echo, "skipped": skipped, "failed": failed,
             "wall_seconds": time.perf_counter() - began}  # fmt: skip
+
+
+def runs_of(runs: list[dict[str, Any]], devices: int) -> list[dict[str, Any]]:
+    return [r for r in runs if r["devices"] == devices]
 
 
 def estimate(runs: list[dict[str, Any]], devices: int) -> float:
@@ -224,6 +237,8 @@ def print_report(report: dict[str, Any]) -> None:
         )
     for note in report["skipped"]:
         print(f"skipped: {note}")
+    for note in report["failed"]:
+        print(f"FAILED: {note}")
     g = report["goal"]
     if g["judged"]:
         print(
@@ -257,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2, default=str))
     else:
         print_report(report)
-    return 0 if report["goal"]["met"] else 1
+    return 0 if report["goal"]["met"] and not report["failed"] else 1
 
 
 if __name__ == "__main__":
