@@ -158,15 +158,33 @@ def run(sizes: list[int], budget: float, quick: bool) -> dict[str, Any]:
                             progress(f"  {got['total_s']:.2f} s")
                     if not quick:
                         measure_echo(devices)
-                    best = max(e["round_trips_per_s"] for e in echo[devices])
+                    fastest = max(echo[devices], key=lambda e: e["round_trips_per_s"])
+                    best = fastest["round_trips_per_s"]
                     for got in runs[len(runs) - len(runs_of(runs, devices)) :]:
                         progress(f"N={devices}: the build run directly (the floor)")
                         got["floor"] = floor(repo, got, tmp, 1 if quick else 3, best)
                         got["ratio"] = got["total_s"] / got["floor"]["total_s"]
+                        got["cpu_per_trip"] = cpu_per_trip(got, fastest)
                         del got["image"]
     info["loadavg_end"] = os.getloadavg()
     return {"machine": info, "runs": runs, "echo": echo, "skipped": skipped, "failed": failed,
             "wall_seconds": time.perf_counter() - began}  # fmt: skip
+
+
+def cpu_per_trip(run: dict[str, Any], echo: dict[str, Any]) -> dict[str, float]:
+    """CPU µs per round trip of the update (worker, simulator and broker) against the
+    echo's (responder, device driver and broker), and the share of the machine's 2 cores
+    that other processes took during the run."""
+    c, e = run["cpu_s"], echo["cpu_us_per_trip"]
+    trips = run["floor"]["round_trips"]
+    ours = (c["worker"] + c["simulator"] + c["broker"]) / trips * 1e6
+    base = e["responder"] + e["driver"] + e["broker"]
+    return {
+        "run_us": ours,
+        "echo_us": base,
+        "ratio": ours / base,
+        "others_cores": c["others"] / run["total_s"],
+    }
 
 
 def runs_of(runs: list[dict[str, Any]], devices: int) -> list[dict[str, Any]]:
@@ -235,6 +253,16 @@ def print_report(report: dict[str, Any]) -> None:
             + ", ".join(f"{k} {v:.2f}" for k, v in c.items())
             + f"; data/device {r['data_bytes_per_device']} B"
         )
+    print(
+        "\nCPU µs per round trip: the run (worker + simulator + broker) / the echo"
+        " (responder + driver + broker); cores other processes took during the run"
+    )
+    for r in report["runs"]:
+        u = r["cpu_per_trip"]
+        print(
+            f"{r['devices']:>6} {'delta' if r['delta'] else 'full':<6} {u['run_us']:>7.1f} /"
+            f" {u['echo_us']:>6.1f} = {u['ratio']:.2f}{TIMES}; others {u['others_cores']:.2f}"
+        )  # fmt: skip
     for note in report["skipped"]:
         print(f"skipped: {note}")
     for note in report["failed"]:
