@@ -51,8 +51,9 @@ def prepare(root: Path, devices: int) -> bytes:
 
 
 @contextmanager
-def broker(tmp: Path, tcp_nodelay: bool) -> Iterator[int]:
-    """mosquitto on a free loopback port; yield the port.
+def broker(tmp: Path, tcp_nodelay: bool, extra: str = "") -> Iterator[int]:
+    """mosquitto on a free loopback port; yield the port. ``extra``: more configuration
+    lines (with ``tcp_nodelay`` only).
 
     Without ``tcp_nodelay`` this is ``tests/broker.py`` unchanged (mosquitto's default,
     ``set_tcp_nodelay false``). With it, the same configuration plus ``set_tcp_nodelay
@@ -69,7 +70,7 @@ def broker(tmp: Path, tcp_nodelay: bool) -> Iterator[int]:
     conf = tmp / "mosquitto.conf"
     conf.write_text(
         f"listener {port} 127.0.0.1\npersistence false\nuser {getpass.getuser()}\n"
-        "allow_anonymous true\nset_tcp_nodelay true\n"
+        "allow_anonymous true\nset_tcp_nodelay true\n" + extra
     )
     with (tmp / "mosquitto.log").open("wb") as log:
         proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)

@@ -13,13 +13,23 @@ V = TypeVar("V")
 
 
 class TtlCache(Generic[K, V]):
-    """A value per key for at most ``ttl`` seconds; ``invalidate`` drops it at once."""
+    """A value per key for at most ``ttl`` seconds; ``invalidate`` drops it at once.
+
+    A value looked up elsewhere is stored with ``put(key, value, since=generation())``,
+    where the generation was read before the lookup began: when an ``invalidate`` came in
+    between, the value may predate what it announced, and is not kept (else it would be
+    served for a whole TTL after the publish event that should have ended it)."""
 
     def __init__(self, ttl: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self._clock = clock
         self._data: dict[K, tuple[float, V]] = {}
         self._lock = threading.Lock()
+        self._generation = 0  # invalidations so far
+
+    def generation(self) -> int:
+        with self._lock:
+            return self._generation
 
     def get(self, key: K) -> V | None:
         with self._lock:
@@ -32,12 +42,14 @@ class TtlCache(Generic[K, V]):
                 return None
             return value
 
-    def put(self, key: K, value: V) -> None:
+    def put(self, key: K, value: V, since: int | None = None) -> None:
         with self._lock:
-            self._data[key] = (self._clock(), value)
+            if since is None or since == self._generation:
+                self._data[key] = (self._clock(), value)
 
     def invalidate(self, key: K | None = None) -> None:
         with self._lock:
+            self._generation += 1
             if key is None:
                 self._data.clear()
             else:

@@ -21,6 +21,9 @@ Nothing waits in silence: a connection the broker refuses ends its devices at on
 broker's reason, and a device whose status gets no answer within ``answer_timeout`` seconds
 ends with what can cause that (the worker ignores devices it does not know; a broker drops
 what its ACL denies). ``timeout`` bounds the whole run.
+
+With ``until``, devices poll on as real ones do: a device in sync with another version
+polls again (after the ``Sync``'s poll, capped by ``wait_cap``) until it runs ``until``.
 """
 
 from __future__ import annotations
@@ -90,6 +93,9 @@ class _Link:
         problem: DeliveryError | None = None
         for _ in self.urls:
             client = make_client(self.url, self.run.tls, self._client_id())
+            # no cap on QoS 1 statuses in flight: paho's default (20) queues a fleet's statuses
+            # behind each other, and any cap makes paho scan every message in flight per PUBACK
+            client.max_inflight_messages_set(0)
             if self.user is not None:
                 client.username_pw_set(self.user, self.secret)
             client.on_connect, client.on_subscribe = self._on_connect, self._on_subscribe
@@ -203,9 +209,11 @@ class _Run:
         tls: MqttTls | None,
         correlate: bool = False,
         keep_polling: float = 0.0,
+        until: bytes | None = None,
     ) -> None:
         self.app, self.devices, self.qos, self.wait_cap = app, devices, qos, wait_cap
         self.tls, self.correlate, self.keep_polling = tls, correlate, keep_polling
+        self.until = until
         self.status_t, self.command_t = TopicTemplate(topics[0]), TopicTemplate(topics[1])
         self.lock = threading.Lock()
         self.done = threading.Event()
@@ -255,7 +263,10 @@ class _Run:
             device.sim.apply(command)
             device.steps += 1
             polled = time.perf_counter() - device.started
-            if device.sim.vanished or (device.sim.synced and polled >= self.keep_polling):
+            arrived = self.until is None or device.sim.version == self.until
+            if device.sim.vanished or (
+                device.sim.synced and arrived and polled >= self.keep_polling
+            ):
                 self.end(device)
                 return
         if isinstance(command, (Wait, Sync)):
@@ -264,10 +275,11 @@ class _Run:
             self.send(device)
 
     def finish(self) -> None:
-        """At the end of the run: devices in sync are done (one still polling too)."""
+        """At the end of the run: devices in sync are done (one still polling too), unless
+        they wait for ``until``."""
         with self.lock:
             for device in self.devices.values():
-                if device.sim.synced:
+                if device.sim.synced and (self.until is None or device.sim.version == self.until):
                     self.end(device)
 
     def unanswered(self, answer_timeout: float, hint: str) -> None:
@@ -326,6 +338,7 @@ def simulate_mqtt(
     answer_timeout: float = 10.0,
     correlate: bool = False,
     keep_polling: float = 0.0,
+    until: bytes | None = None,
 ) -> list[DeviceResult]:
     """Simulate devices ``names`` until each is in sync, failed, or ``timeout`` has passed.
 
@@ -337,7 +350,8 @@ def simulate_mqtt(
     (``correlation_id``) to catch an answer to an earlier one; each status is then new to
     the worker's reply memo. With ``keep_polling`` seconds, synced devices go on polling
     like real devices until that long after they started (the run lasts up to the longer of
-    the two). No broker to reach is a DeliveryError."""
+    the two). ``until``: devices keep polling until they run that version. No broker to
+    reach is a DeliveryError."""
     urls = [url] if isinstance(url, str) else list(url)
     if not urls:
         raise DeliveryError("simulate over MQTT needs a broker URL (--mqtt)")
@@ -346,7 +360,7 @@ def simulate_mqtt(
     failures = failures or Failures()
     devices = {n: _Device(n, failures.device(n, version, mtu)) for n in names}
     run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, tls, correlate,
-               keep_polling)  # fmt: skip
+               keep_polling, until)  # fmt: skip
     links = _links(run, urls, connection, password)
     limit = max(timeout, keep_polling)
     option = "--timeout" if limit == timeout else "--keep-polling"

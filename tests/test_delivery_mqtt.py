@@ -7,6 +7,7 @@ import base64
 import json
 import logging
 import queue
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from ajour_build.core.fleet import load_fleet
 from delivery.broker import broker_files, write
+from delivery.decision import Policy
 from delivery.errors import DeliveryError
 from delivery.mqtt import (
     MqttSettings,
@@ -27,6 +29,7 @@ from delivery.mqtt import (
 )
 from delivery.mqtt_simulator import simulate_mqtt
 from delivery.protocol import Status, decode_command, encode_status
+from delivery.simulator import DeviceResult
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
@@ -549,3 +552,47 @@ def test_status_topics_are_routed_once_and_foreign_ones_never_answered(tmp_path:
     assert worker.counters.snapshot()["foreign_topic"] == 4
     info = transport._route.cache_info()  # type: ignore[attr-defined]
     assert (info.hits, info.misses, info.maxsize) == (2, 5, 65536)
+
+
+def test_devices_keep_polling_until_they_run_the_new_version(tmp_path: Path) -> None:
+    """``until``: devices in sync with the old version poll on (after the Sync's poll,
+    capped by ``wait_cap``), pick up a version published while they poll, and end on it."""
+    layout_worker(tmp_path, b"o" * 3000, "1.0")  # the fleet, and 1.0 published
+    worker = Worker(
+        Targets(load_fleet([tmp_path / "fleet"]), f"oci-layout://{tmp_path / 'oci'}"),
+        StatusStore(),
+        Policy(poll_synced=1),
+    )
+    names = [f"dev{i}" for i in range(20)]
+    with run_broker(tmp_path / "mqtt") as port:
+        transport = MqttTransport(worker, MqttSettings(url=f"mqtt://127.0.0.1:{port}"))
+        transport.start()
+        try:
+            results: list[DeviceResult] = []
+            run = threading.Thread(
+                target=lambda: results.extend(
+                    simulate_mqtt(
+                        f"mqtt://127.0.0.1:{port}",
+                        "app",
+                        names,
+                        b"1.0",
+                        512,
+                        timeout=60,
+                        wait_cap=0.2,
+                        until=b"1.1",
+                    )
+                )
+            )
+            run.start()
+            time.sleep(1.0)  # every device is in sync with 1.0 and polling
+            assert run.is_alive() and not results
+            publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "1.1",
+                    b"n" * 3000)  # fmt: skip
+            worker.targets.invalidate()  # what the publish event does
+            run.join(30)
+        finally:
+            transport.stop()
+    assert [(r.final, r.synced, r.error) for r in results] == [("1.1", True, "")] * 20
+    assert all(r.bytes_received == 3000 for r in results)
+    # polls of 1.0 (each answered Sync), then 6 Writes, the Swap and the Sync of 1.1
+    assert all(r.steps > 8 for r in results), [r.steps for r in results]

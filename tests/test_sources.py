@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ajour_build.core.artifact.layout_store import LayoutStore
-from ajour_build.core.artifact.reference import parse_oci
+from ajour_build.core.artifact.reference import OciRef, parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.publish.destination import publisher_for
 from ajour_build.publish.publisher import FirmwareArtifact
@@ -54,6 +55,38 @@ def test_registry_source_follows_the_moving_tag(tmp_path: Path) -> None:
         publish(tmp_path, url, "1.2", b"C" * 1000)
         clock.now += 31  # no event: the TTL bounds how stale the target can be
         assert source.target().version == b"1.2"
+
+
+class EventDuringLookup(RegistryReader):
+    """The real reader; after its next tag lookup has its answer, and before the source
+    caches it, a new version is published and its publish event arrives (``hook``)."""
+
+    hook: Callable[[], None] | None = None
+
+    def resolve(self, ref: OciRef) -> str | None:
+        digest = super().resolve(ref)
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        return digest
+
+
+def test_a_publish_event_during_a_tag_lookup_is_not_lost(tmp_path: Path) -> None:
+    """The event arrives while a status's tag lookup is under way: the older answer must
+    not be cached, or devices get the old version for a whole TTL after the publish."""
+    with run_registry(tmp_path / "registry") as registry:
+        url = f"oci://{registry.host}/fw/race:latest"
+        publish(tmp_path, url, "1.0", b"A" * 3000)
+        reader = EventDuringLookup(registry.host)
+        source = OciSource(reader, parse_oci(url), TtlCache(30, Clock()))
+
+        def publish_and_notify() -> None:
+            publish(tmp_path, url, "1.1", b"B" * 2000)
+            source.invalidate()  # the registry's notification for the new tag
+
+        reader.hook = publish_and_notify
+        assert source.target().version == b"1.0"  # answered before the publish: fine once
+        assert source.target().version == b"1.1", "the lookup's older answer was cached"
 
 
 def test_registry_source_refuses_corruption_and_survives_outages(tmp_path: Path) -> None:

@@ -49,10 +49,11 @@ class OciSource:
         try:
             digest = self.tags.get(self._key())
             if digest is None:
+                since = self.tags.generation()  # a publish event during the lookup wins
                 digest = self.reader.resolve(self.ref)
                 if digest is None:
                     raise SourceUnavailable(f"{self._key()} does not exist in the registry")
-                self.tags.put(self._key(), digest)
+                self.tags.put(self._key(), digest, since)
             image = self._image
             if image is not None and image[0] == digest:
                 return image[1]
