@@ -20,7 +20,7 @@ from ajour_build.core.fleet import Fleet
 from ajour_build.core.rollout import model
 from ajour_build.core.rollout.assignment import wave_of
 from ajour_build.core.rollout.model import DeviceRecord, Outcome, Rollout, State
-from ajour_build.core.rollout.report import OUTCOMES, RolloutReport, WaveReport
+from ajour_build.core.rollout.report import OUTCOMES, RolloutReport, WaveReport, report_of
 from ajour_build.core.spec.rollout import RolloutPolicy
 from ajour_build.core.wire import DeliveryState
 from delivery.errors import DeliveryError
@@ -173,18 +173,7 @@ class RolloutReports:
                         held_back=names[:HELD_BACK_SHOWN],
                     )
                 )
-        return RolloutReport(
-            application=rollout.application,
-            seq=rollout.seq,
-            from_version=rollout.from_version,
-            to_version=rollout.to_version,
-            state=rollout.state.value,
-            reason=rollout.reason,
-            created=rollout.created,
-            revision=rollout.revision,
-            waves=waves,
-            held_back=sorted(held)[:HELD_BACK_SHOWN],
-        )
+        return report_of(rollout, waves, sorted(held)[:HELD_BACK_SHOWN])
 
     # -- /v1/status -----------------------------------------------------------------------------
     def annotate(self, rows: Iterable[DeviceStatus]) -> list[DeviceStatus]:

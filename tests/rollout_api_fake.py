@@ -33,7 +33,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from ajour_build.core.rollout import model
-from ajour_build.core.rollout.report import RolloutReport, RolloutRequest, WaveReport
+from ajour_build.core.rollout.report import RolloutReport, RolloutRequest, WaveReport, report_of
 from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.rollout_store import started_rollout
 from tests.loopback_http import running
@@ -124,18 +124,7 @@ class RolloutApiFake:
             )
             for i, w in enumerate(self.waves.get(key, []))
         ]
-        return RolloutReport(
-            application=rollout.application,
-            seq=rollout.seq,
-            from_version=rollout.from_version,
-            to_version=rollout.to_version,
-            state=rollout.state.value,
-            reason=rollout.reason,
-            created=rollout.created,
-            revision=rollout.revision,
-            waves=waves,
-            held_back=list(self.held_back.get(key, [])),
-        )
+        return report_of(rollout, waves, list(self.held_back.get(key, [])))
 
     def _get(self, path: str, query: dict[str, list[str]]) -> tuple[int, Any]:
         parts = [unquote(p) for p in path.strip("/").split("/")]

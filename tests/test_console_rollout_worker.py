@@ -27,6 +27,7 @@ from delivery.rollouts import Rollouts
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.clock import Clock
 from tests.http_wire import STATUS_TOKEN, serving, settings
 from tests.test_console import Tab
 from tests.test_console import browser as browser  # the module's chromium (a fixture)
@@ -43,14 +44,6 @@ FLEET = (
     "    criteria: [{outcome: reverted, threshold: 0.2, minFinished: 3}]\n"
     + "".join(f"---\nmetadata: {{name: {n}, application: app}}\n" for n in NAMES)
 )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Fleet:
@@ -80,7 +73,7 @@ def worker(root: Path) -> Iterator[tuple[Fleet, str]]:
     (root / "fleet" / "f.yaml").write_text(FLEET)
     url = f"oci-layout://{root / 'oci' / 'fw' / 'app'}:latest"
     publish(root, url, "1.0", b"\x01" * 1500)
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     targets = Targets(load_fleet([root / "fleet"]), f"oci-layout://{root / 'oci'}", ttl=60)
     store = SqliteRolloutStore(root / "rollouts.db")
     real = Worker(targets, StatusStore(), rollouts=Rollouts(store, clock=clock))

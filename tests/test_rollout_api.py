@@ -29,6 +29,7 @@ from delivery.rollouts import Rollouts
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.clock import Clock
 from tests.http_wire import EVENTS_TOKEN, STATUS_TOKEN, one, request, serving, settings
 from tests.registry import free_port
 from tests.test_sources import publish
@@ -48,21 +49,13 @@ FLEET = (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 7_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Rig:
     """A worker with rollouts on a test clock, served on loopback with all three tokens."""
 
     def __init__(self, tmp: Path) -> None:
         (tmp / "fleet").mkdir()
         (tmp / "fleet" / "f.yaml").write_text(FLEET)
-        self.tmp, self.clock = tmp, Clock()
+        self.tmp, self.clock = tmp, Clock(7_000.0)
         self.url = f"oci-layout://{tmp / 'oci' / 'fw' / 'app'}:latest"
         publish(tmp, self.url, "1.0", b"\x01" * 1500)
         fleet = load_fleet([tmp / "fleet"])

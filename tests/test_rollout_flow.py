@@ -28,6 +28,7 @@ from delivery.simulator import HttpDeviceLink, run_device
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.clock import Clock
 from tests.conftest import REPO
 from tests.postgres import RolloutDb
 from tests.registry import free_port
@@ -59,14 +60,6 @@ def wave_by_hash(name: str) -> int:
     digest = hashlib.sha256(f"app/{name}".encode()).digest()
     share = int.from_bytes(digest[:8], "big") % 10_000
     return next(i for i, p in enumerate(SHARES) if share < p * 100)
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def setup(tmp: Path) -> tuple[str, str]:
@@ -101,7 +94,7 @@ def test_rollout_pauses_at_the_first_wave_whose_criteria_trip(
     tmp_path: Path, rollout_db: RolloutDb
 ) -> None:
     url, registry = setup(tmp_path)
-    clock = Clock()
+    clock = Clock(1_000_000.0)
     worker = make_worker(tmp_path, registry, rollout_db, clock)
     rollouts = worker.rollouts
     assert rollouts is not None

@@ -29,6 +29,7 @@ from delivery.rollouts import Rollouts
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
+from tests.clock import Clock
 from tests.postgres import RolloutDb
 from tests.test_sources import publish
 
@@ -51,14 +52,6 @@ def fleet(rollout: str, devices: str = "") -> str:
 ONE_WAVE = "{waves: [{percent: 100, dwell: 1h}], confirmDeadline: 10s, stallDeadline: 5s}"
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 5_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class Setup:
     def __init__(
         self, tmp: Path, rollout: str = ONE_WAVE, devices: str = "", db: RolloutDb | None = None
@@ -69,7 +62,7 @@ class Setup:
         (tmp / "fleet" / "f.yaml").write_text(fleet(rollout, devices))
         self.url = f"oci-layout://{tmp / 'oci' / 'fw' / 'app'}:latest"
         self.registry = f"oci-layout://{tmp / 'oci'}"
-        self.clock = Clock()
+        self.clock = Clock(5_000.0)
         publish(tmp, self.url, "1.0", IMAGE_ONE)
 
     def worker(self) -> Worker:
@@ -377,7 +370,7 @@ def test_the_previous_version_comes_from_its_tag_in_a_registry(tmp_path: Path) -
         url = f"oci://{registry.host}/ajour/fw/app:latest"
         publish(tmp_path, url, "1.0", IMAGE_ONE)
         targets = Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", ttl=60)
-        clock = Clock()
+        clock = Clock(5_000.0)
         worker = Worker(
             targets, StatusStore(), rollouts=Rollouts(SqliteRolloutStore(), clock=clock)
         )

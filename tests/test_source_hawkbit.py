@@ -35,6 +35,7 @@ from delivery.sources.hawkbit import (
 )
 from delivery.targets import HawkbitSettings, Targets
 from delivery.worker import Worker
+from tests.clock import Clock
 from tests.hawkbit_ddi_fake import HawkbitDdiFake
 from tests.loopback_http import Answer, Seen, serve
 
@@ -457,18 +458,10 @@ def test_fake_requests_per_status_during_an_update_and_when_synced(
     assert fake.spec_violations == []
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_fake_lookup_ttl_is_capped_by_the_polling_sleep_and_errors_drop_it(
     fake: HawkbitDdiFake,
 ) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     fake.deploy("11.0", FIRMWARE)
     source = source_for(fake, ttl=60.0, clock=clock)  # hawkBit's sleep here: 45 s
     source.target()
@@ -506,7 +499,7 @@ def test_fake_lookup_ttl_is_capped_by_the_polling_sleep_and_errors_drop_it(
 def test_fake_no_deployment_is_cached_and_feedback_drops_the_lookup(
     fake: HawkbitDdiFake,
 ) -> None:
-    clock = Clock()
+    clock = Clock(1000.0)
     source = source_for(fake, clock=clock)
     for _ in range(5):
         with pytest.raises(SourceUnavailable, match="no deployment"):

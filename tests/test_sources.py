@@ -22,15 +22,8 @@ from delivery.sources.file import FileSource
 from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.layout import RECHECK_S, LayoutSource
 from delivery.sources.oci import OciSource
+from tests.clock import Clock
 from tests.registry import free_port, run_registry
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def publish(tmp: Path, url: str, version: str, content: bytes) -> None:

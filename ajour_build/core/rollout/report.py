@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ajour_build.core.rollout.model import Rollout
 from ajour_build.core.wire import read_models
 
 OPERATOR_TOKEN_ENV = "AJOUR_DELIVERY_OPERATOR_TOKEN"
@@ -122,6 +123,22 @@ class RolloutRequest(_Wire):
                 " '-', not starting with '.' or '-' (e.g. 1.4.2)"
             )
         return value
+
+
+def report_of(rollout: Rollout, waves: list[WaveReport], held_back: list[str]) -> RolloutReport:
+    """The report of ``rollout`` with its ``waves`` and ``held_back`` devices."""
+    return RolloutReport(
+        application=rollout.application,
+        seq=rollout.seq,
+        from_version=rollout.from_version,
+        to_version=rollout.to_version,
+        state=rollout.state.value,
+        reason=rollout.reason,
+        created=rollout.created,
+        revision=rollout.revision,
+        waves=waves,
+        held_back=held_back,
+    )
 
 
 def read_rollouts(data: Any) -> list[RolloutReport]:
