@@ -94,6 +94,36 @@ def rollout_row(rollout: Rollout) -> tuple[object, ...]:
     )  # fmt: skip
 
 
+# Statements both stores run, with ``?`` placeholders (PostgreSQL's store writes ``%s``).
+HISTORY_SQL = f"SELECT {COLUMNS} FROM rollouts WHERE application=? ORDER BY seq"
+SUPERSEDE_SQL = "UPDATE rollouts SET state=?, reason=?, revision=? WHERE application=? AND seq=?"
+INSERT_SQL = f"INSERT INTO rollouts ({COLUMNS}) VALUES ({','.join('?' * 12)})"
+SAVE_SQL = (
+    "UPDATE rollouts SET state=?, wave=?, wave_started=?, reason=?, criteria_since=?,"
+    " revision=? WHERE application=? AND seq=? AND revision=?"
+)
+
+Execute = Callable[[str, tuple[object, ...]], object]
+
+
+def write_begun(execute: Execute, application: str, begun: Begun) -> None:
+    """Write what ``begun`` changes: the superseded rollout, the new one."""
+    old = begun.superseded
+    if old is not None:
+        execute(SUPERSEDE_SQL, (old.state.value, old.reason, old.revision, application, old.seq))
+    if begun.new:
+        execute(INSERT_SQL, rollout_row(begun.rollout))
+
+
+def save_args(rollout: Rollout) -> tuple[object, ...]:
+    """The arguments of ``SAVE_SQL``: ``rollout`` over the revision it came from."""
+    return (
+        rollout.state.value, rollout.wave, json.dumps(list(rollout.wave_started)),
+        rollout.reason, rollout.criteria_since, rollout.revision,
+        rollout.application, rollout.seq, rollout.revision - 1,
+    )  # fmt: skip
+
+
 def rollout_of(row: tuple[object, ...]) -> Rollout:
     """The rollout of a row of ``COLUMNS``."""
     app, seq, old, new, policy, created, state, wave, started, why, since, rev = row
@@ -289,34 +319,15 @@ class SqliteRolloutStore:
     def _write(self, application: str, plan: Callable[[list[Rollout]], Begun]) -> Rollout:
         """What ``plan`` makes of the application's history, written in one transaction."""
         with self._transaction() as db:
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM rollouts WHERE application=? ORDER BY seq",
-                (application,),
-            ).fetchall()
+            rows = db.execute(HISTORY_SQL, (application,)).fetchall()
             begun = plan([rollout_of(r) for r in rows])
-            old = begun.superseded
-            if old is not None:
-                db.execute(
-                    "UPDATE rollouts SET state=?, reason=?, revision=?"
-                    " WHERE application=? AND seq=?",
-                    (old.state.value, old.reason, old.revision, application, old.seq),
-                )
-            if begun.new:
-                db.execute(f"INSERT INTO rollouts ({COLUMNS}) VALUES ({','.join('?' * 12)})",
-                           rollout_row(begun.rollout))  # fmt: skip
+            write_begun(db.execute, application, begun)
             return begun.rollout
 
     def save(self, rollout: Rollout) -> bool:
         """Write ``rollout`` if the stored one is the revision it came from."""
         with self._transaction() as db:
-            cursor = db.execute(
-                "UPDATE rollouts SET state=?, wave=?, wave_started=?, reason=?,"
-                " criteria_since=?, revision=? WHERE application=? AND seq=? AND revision=?",
-                (rollout.state.value, rollout.wave, json.dumps(list(rollout.wave_started)),
-                 rollout.reason, rollout.criteria_since, rollout.revision,
-                 rollout.application, rollout.seq, rollout.revision - 1),
-            )  # fmt: skip
-            return cursor.rowcount == 1
+            return db.execute(SAVE_SQL, save_args(rollout)).rowcount == 1
 
     def record(self, application: str, seq: int, device: str, record: DeviceRecord) -> None:
         with self._transaction() as db:

@@ -26,7 +26,6 @@ password, and any copy of the password a driver message contains is replaced.
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import threading
 import time
@@ -41,13 +40,16 @@ from ajour_build.core.spec.rollout import RolloutPolicy
 from delivery.errors import DeliveryError
 from delivery.rollout_store import (
     COLUMNS,
+    HISTORY_SQL,
+    SAVE_SQL,
     Begun,
     StoreUnavailable,
     next_rollout,
     record_of,
     rollout_of,
-    rollout_row,
+    save_args,
     started_rollout,
+    write_begun,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +77,11 @@ _SCHEMA = (
 )
 _OUTCOME_COLUMNS = "outcome, wave, at, before, swaps"
 _QUERY_PASSWORD = re.compile(r"(?<![A-Za-z0-9_])password=([^&\s]*)")
+
+
+def _pg(sql: str) -> str:
+    """A statement of ``delivery.rollout_store`` in psycopg's placeholders."""
+    return sql.replace("?", "%s")
 
 
 def _key(*parts: object) -> int:
@@ -230,35 +237,15 @@ class PostgresRolloutStore:
         """What ``plan`` makes of the application's history, written in one transaction."""
         with self._connection() as db, db.transaction():
             db.execute("SELECT pg_advisory_xact_lock(%s)", (_key("begin", application),))
-            rows = db.execute(
-                f"SELECT {COLUMNS} FROM rollouts WHERE application=%s ORDER BY seq FOR UPDATE",
-                (application,),
-            ).fetchall()
+            rows = db.execute(_pg(HISTORY_SQL) + " FOR UPDATE", (application,)).fetchall()
             begun = plan([rollout_of(r) for r in rows])
-            old = begun.superseded
-            if old is not None:
-                db.execute(
-                    "UPDATE rollouts SET state=%s, reason=%s, revision=%s"
-                    " WHERE application=%s AND seq=%s",
-                    (old.state.value, old.reason, old.revision, application, old.seq),
-                )
-            if begun.new:
-                db.execute(f"INSERT INTO rollouts ({COLUMNS}) VALUES ({','.join(['%s'] * 12)})",
-                           rollout_row(begun.rollout))  # fmt: skip
+            write_begun(lambda sql, args: db.execute(_pg(sql), args), application, begun)
         return begun.rollout
 
     def save(self, rollout: Rollout) -> bool:
         """Write ``rollout`` if the stored one is the revision it came from."""
         with self._connection() as db:
-            cursor = db.execute(
-                "UPDATE rollouts SET state=%s, wave=%s, wave_started=%s, reason=%s,"
-                " criteria_since=%s, revision=%s"
-                " WHERE application=%s AND seq=%s AND revision=%s",
-                (rollout.state.value, rollout.wave, json.dumps(list(rollout.wave_started)),
-                 rollout.reason, rollout.criteria_since, rollout.revision,
-                 rollout.application, rollout.seq, rollout.revision - 1),
-            )  # fmt: skip
-            return cursor.rowcount == 1
+            return db.execute(_pg(SAVE_SQL), save_args(rollout)).rowcount == 1
 
     def record(self, application: str, seq: int, device: str, record: DeviceRecord) -> None:
         with self._connection() as db, db.transaction():
