@@ -136,6 +136,8 @@ def story(demo: Demo, procs: Processes) -> Iterator[dict[str, Any]]:
                 facts["pauseReason"] = report["reason"]
                 until("the QEMU canaries to revert", partial(reverted, watch, seq, demo.qemu))
                 console.print("  the QEMU canaries reverted (their bootloader booted 1.1.0 again)")
+                # the pause came from the first canaries to finish; the meter waits for all
+                until("every canary to revert", partial(canaries_done, watch, seq))
             else:
                 until(f"rollout {seq} to complete", partial(watch.state, seq, "completed"))
                 until(f"every device on {version}", partial(watch.all_on, version))
@@ -177,3 +179,15 @@ def reverted(watch: Watch, seq: int, names: list[str]) -> bool:
         rows = c.get(f"/v1/status/{APP_NAME}").json()
     details = {r["device"]: r.get("detail", "") for r in rows}
     return all(f"rollout {seq}" in details.get(n, "") and "reverted" in details[n] for n in names)
+
+
+def canaries_done(watch: Watch, seq: int) -> bool:
+    """Whether every device of rollout ``seq``'s first wave has reverted, so no canary's
+    swap lands in the next step's bytes."""
+    now = watch.rollout()
+    if now.get("seq") != seq or not now.get("waves"):
+        return False
+    first: dict[str, Any] = now["waves"][0]
+    return (
+        bool(first.get("devices")) and first.get("outcomes", {}).get("reverted") == first["devices"]
+    )
