@@ -13,7 +13,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from ajour_build.core.errors import SpecError
-from ajour_build.core.fleet import Device, Origin, _Collector, load_fleet
+from ajour_build.core.fleet import load_fleet
+from ajour_build.core.fleet_collector import Collector
+from ajour_build.core.fleet_members import Device, Origin
 from ajour_build.core.spec.document import YamlInt
 from ajour_build.core.spec.firmware import Firmware
 from ajour_build.core.spec.resource import Resource, quick_resource
@@ -221,7 +223,7 @@ def test_plain_resources_take_the_quick_path(raw: dict[str, Any]) -> None:
     ],
 )
 def test_credentials_are_kept_as_json_and_given_back_unchanged(credentials: Any) -> None:
-    stored = _Collector().credentials(credentials)
+    stored = Collector().credentials(credentials)
     assert stored == json.dumps(credentials, separators=(",", ":"))
     device = Device("app1", "d1", None, stored, "f.yaml", 1)
     assert device.credentials == credentials
