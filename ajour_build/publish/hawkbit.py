@@ -7,7 +7,6 @@ content again changes nothing, and re-running after a failure picks up where it 
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import time
@@ -22,19 +21,16 @@ from ajour_build.core.errors import PublishError
 from ajour_build.core.files import sha256_file
 from ajour_build.core.hosts import is_loopback
 from ajour_build.core.spec.rollout import RolloutPolicy
+from ajour_build.publish.hawkbit_api import API, ManagementApi
 from ajour_build.publish.hawkbit_auth import AUTH_HINT, HawkbitAuth
-from ajour_build.publish.hawkbit_rollout import RolloutPlan, deploy, hawkbit_message, plan
+from ajour_build.publish.hawkbit_rollout import RolloutPlan, deploy, plan
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 
 log = logging.getLogger(__name__)
 
-PERMISSIONS = "READ_REPOSITORY, CREATE_REPOSITORY, UPDATE_TARGET, CREATE_ROLLOUT, HANDLE_ROLLOUT"
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,63}")
 VERSION_MAX = 64  # hawkBit's NamedVersionedEntity.VERSION_MAX_SIZE
-RETRY_STATUS = frozenset({429, 502, 503, 504})
 URL_PARAMS = ("assign", "rollout", "filter", "type", "ds-type", "insecure")
-API = "/rest/v1"
-JSON = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -44,17 +40,6 @@ class Rollout:
     name: str
     target_filter: str
     groups: int = 1
-
-
-@dataclass(frozen=True)
-class _Reply:
-    status: int
-    body: bytes
-    where: str
-
-
-def _excerpt(body: bytes) -> str:
-    return repr(body[:200].decode("utf-8", "replace"))
 
 
 class HawkbitPublisher:
@@ -121,7 +106,6 @@ class HawkbitPublisher:
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         # per request: connect and read (between bytes) timeouts; per publish: a deadline
         self.connect_timeout, self.deadline = min(connect_timeout, timeout), deadline
-        self._until = float("inf")
         self.poll_interval, self.poll_timeout = poll_interval, poll_timeout
 
     @classmethod
@@ -196,19 +180,30 @@ class HawkbitPublisher:
         if self.policy is not None and self.application:
             planned = plan(self.policy, self.application, artifact.version)
         digest = sha256_file(artifact.path)
-        self._until = time.monotonic() + self.deadline
+        until = time.monotonic() + self.deadline
         with requests.Session() as session:
             session.auth = self.auth
             session.headers["Accept"] = "application/json"
-            module_id = self._software_module(session, artifact.version)
-            self._upload(session, module_id, artifact, digest)
-            ds_id = self._distribution_set(session, module_id, artifact.version)
+            api = ManagementApi(
+                session,
+                self.base_url,
+                self.auth,
+                until=until,
+                deadline=self.deadline,
+                timeout=self.timeout,
+                connect_timeout=self.connect_timeout,
+                retries=self.retries,
+                backoff=self.backoff,
+            )
+            module_id = self._software_module(api, artifact.version)
+            self._upload(api, module_id, artifact, digest)
+            ds_id = self._distribution_set(api, module_id, artifact.version)
             if self.assign_target:
-                self._assign(session, ds_id, self.assign_target)
+                self._assign(api, ds_id, self.assign_target)
             if self.rollout:
-                self._rollout(session, ds_id, self.rollout)
+                self._rollout(api, ds_id, self.rollout)
             if planned is not None:
-                deploy(self, session, ds_id, planned)
+                self._deploy(api, ds_id, planned)
         return Published(
             target=self.url,
             reference=f"{self.base_url}{API}/distributionsets/{ds_id}",
@@ -218,28 +213,28 @@ class HawkbitPublisher:
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _software_module(self, s: requests.Session, version: str) -> int:
+    def _software_module(self, api: ManagementApi, version: str) -> int:
         path = "/softwaremodules"
         found = [  # getSoftwareModules; filter exactly here too: RSQL may be case-insensitive
-            m for m in self._find(s, path, version) if m.get("type") == self.module_type
+            m for m in api.find(path, self.module, version) if m.get("type") == self.module_type
         ]
         if found:
             return int(found[0]["id"])
         body = [{"name": self.module, "version": version, "type": self.module_type}]
-        reply = self._call(s, "POST", path, expect=201, json=body)  # createSoftwareModules
+        reply = api.call("POST", path, expect=201, json=body)  # createSoftwareModules
         log.info("hawkBit: created software module %s:%s", self.module, version)
-        return self._one(reply)
+        return api.one(reply)
 
     def _upload(
-        self, s: requests.Session, module_id: int, art: FirmwareArtifact, digest: str
+        self, api: ManagementApi, module_id: int, art: FirmwareArtifact, digest: str
     ) -> None:
         path = f"/softwaremodules/{module_id}/artifacts"
         name = art.path.name
         full = {"representation": "full"}  # the hashes decide idempotency: ask for everything
-        listing = self._call(s, "GET", path, expect=200, params=full)  # getArtifacts
-        existing = self._json(listing, list)
+        listing = api.call("GET", path, expect=200, params=full)  # getArtifacts
+        existing = api.parsed(listing, list)
         if not all(isinstance(item, dict) for item in existing):
-            raise self._bad(listing, "a JSON list of artifact objects")
+            raise api.bad(listing, "a JSON list of artifact objects")
         for item in existing:
             sha = (item.get("hashes") or {}).get("sha256")
             if item.get("providedFilename") == name and sha == digest:
@@ -250,7 +245,7 @@ class HawkbitPublisher:
                 f"{a.get('providedFilename')} (sha256 {(a.get('hashes') or {}).get('sha256')})"
                 for a in existing
             ]
-            raise self._fail(
+            raise api.fail(
                 f"version {art.version} already published with different content: software"
                 f" module {self.module}:{art.version} (id {module_id}) holds {', '.join(names)};"
                 f" expected {name} (sha256 {digest}). Published versions are never overwritten;"
@@ -259,20 +254,20 @@ class HawkbitPublisher:
         with art.path.open("rb") as fh:  # uploadArtifact: file part, checksums as query params
             params = {"filename": name, "sha256sum": digest}
             files = {"file": (name, fh, "application/octet-stream")}
-            reply = self._call(s, "POST", path, expect=201, params=params, files=files)
-        if (self._json(reply, dict).get("hashes") or {}).get("sha256") != digest:
-            raise self._bad(reply, f"the stored artifact's sha256 to be {digest}")
+            reply = api.call("POST", path, expect=201, params=params, files=files)
+        if (api.parsed(reply, dict).get("hashes") or {}).get("sha256") != digest:
+            raise api.bad(reply, f"the stored artifact's sha256 to be {digest}")
         log.info("hawkBit: uploaded %s to module %d", name, module_id)
 
-    def _distribution_set(self, s: requests.Session, module_id: int, version: str) -> int:
+    def _distribution_set(self, api: ManagementApi, module_id: int, version: str) -> int:
         path = "/distributionsets"
-        found = self._find(s, path, version)  # getDistributionSets
+        found = api.find(path, self.module, version)  # getDistributionSets
         if found:
             ds = found[0]
             ds_id = int(ds["id"])
             modules = [m.get("id") for m in ds.get("modules") or [] if isinstance(m, dict)]
             if ds.get("type") != self.ds_type or module_id not in modules:
-                raise self._fail(
+                raise api.fail(
                     f"distribution set {self.module}:{version} (id {ds_id}) exists with type"
                     f" {ds.get('type')!r} and modules {modules}; expected type {self.ds_type!r}"
                     f" containing module {module_id}. It was made by someone else: bump the"
@@ -281,122 +276,27 @@ class HawkbitPublisher:
             return ds_id
         ds = {"name": self.module, "version": version, "type": self.ds_type}
         body = [{**ds, "modules": [{"id": module_id}], "requiredMigrationStep": False}]
-        reply = self._call(s, "POST", path, expect=201, json=body)  # createDistributionSets
+        reply = api.call("POST", path, expect=201, json=body)  # createDistributionSets
         log.info("hawkBit: created distribution set %s:%s", self.module, version)
-        return self._one(reply)
+        return api.one(reply)
 
-    def _assign(self, s: requests.Session, ds_id: int, target: str) -> None:
+    def _assign(self, api: ManagementApi, ds_id: int, target: str) -> None:
         path = f"/distributionsets/{ds_id}/assignedTargets"  # createAssignedTarget
-        reply = self._call(s, "POST", path, expect=200, json=[{"id": target}])
-        got = self._json(reply, dict)
+        reply = api.call("POST", path, expect=200, json=[{"id": target}])
+        got = api.parsed(reply, dict)
         counts = [got.get("assigned"), got.get("alreadyAssigned")]
         if not all(isinstance(c, int) for c in counts):
-            raise self._bad(reply, "integer 'assigned' and 'alreadyAssigned' counts")
+            raise api.bad(reply, "integer 'assigned' and 'alreadyAssigned' counts")
         if not any(counts):  # hawkBit silently ignores unknown targets
-            raise self._fail(
+            raise api.fail(
                 f"hawkBit target {target!r} does not exist (assignment touched no target);"
                 " check the controllerId in assign=, or register the device first"
             )
 
-    def _rollout(self, s: requests.Session, ds_id: int, rollout: Rollout) -> None:
+    def _rollout(self, api: ManagementApi, ds_id: int, rollout: Rollout) -> None:
         body = {"name": rollout.name, "amountGroups": rollout.groups}
         body["targetFilterQuery"] = rollout.target_filter
-        deploy(self, s, ds_id, RolloutPlan(rollout.name, body))
+        self._deploy(api, ds_id, RolloutPlan(rollout.name, body))
 
-    # -- HTTP --------------------------------------------------------------------------------
-
-    def _find(self, s: requests.Session, path: str, version: str) -> list[JSON]:
-        params = {"q": f"name=={self.module};version=={version}", "limit": 50}
-        reply = self._call(s, "GET", path, expect=200, params=params)
-        return [
-            e for e in self._page(reply) if (e["name"], e.get("version")) == (self.module, version)
-        ]
-
-    def _call(
-        self, s: requests.Session, method: str, path: str, *, expect: int, **kw: Any
-    ) -> _Reply:
-        url = f"{self.base_url}{API}{path}"
-        where = f"{method} {url}"
-        attempts = 1 + max(self.retries, 0) if method in ("GET", "HEAD") else 1
-        for attempt in range(1, attempts + 1):
-            if attempt > 1:
-                time.sleep(min(self.backoff * 2 ** (attempt - 2), self._left(where)))
-            left = self._left(where)
-            timeout = (min(self.connect_timeout, left), min(self.timeout, left))
-            try:
-                with s.request(method, url, timeout=timeout, allow_redirects=False, **kw) as r:
-                    reply = _Reply(r.status_code, r.content, where)
-            except requests.RequestException as exc:
-                log.debug("hawkBit: %s failed (attempt %d/%d): %s", where, attempt, attempts, exc)
-                self._left(where)
-                if attempt < attempts:
-                    continue
-                tried = f"after {attempts} attempts" if attempts > 1 else "not retried"
-                tried += "" if method in ("GET", "HEAD") else ": not idempotent"
-                raise self._fail(
-                    f"{where} failed ({tried}): {type(exc).__name__}: {exc}; check that hawkBit"
-                    " is reachable, then publish again (publishing resumes safely)"
-                ) from None
-            log.debug("hawkBit: %s -> HTTP %d", where, reply.status)
-            if reply.status not in RETRY_STATUS:
-                break
-        if reply.status == 401:
-            raise self._fail(f"hawkBit rejected the credentials (HTTP 401) at {where}: {AUTH_HINT}")
-        if reply.status == 403:
-            raise self._fail(
-                f"hawkBit refused {where} (HTTP 403): the account lacks a permission"
-                f" ({PERMISSIONS}) or the entity is locked; body: {_excerpt(reply.body)};"
-                f" {AUTH_HINT} to an account that has them"
-            )
-        if reply.status != expect:
-            raise self._bad(reply, f"HTTP {expect}")
-        return reply
-
-    def _left(self, where: str) -> float:
-        """Seconds left of this publish's deadline; PublishError when none are."""
-        left = self._until - time.monotonic()
-        if left <= 0:
-            raise self._fail(
-                f"{where}: the publish did not finish within its {self.deadline:g}s deadline;"
-                " check that hawkBit answers, then publish again (publishing resumes safely)"
-            )
-        return left
-
-    def _json(self, reply: _Reply, shape: type[list[Any]] | type[JSON]) -> Any:
-        try:
-            data = reply.body and json.loads(reply.body)
-        except ValueError:
-            data = None
-        if not isinstance(data, shape):
-            raise self._bad(reply, f"a JSON {shape.__name__} (is this URL a hawkBit server?)")
-        return data
-
-    def _entities(self, reply: _Reply, items: list[Any]) -> list[JSON]:
-        for e in items:
-            if not (isinstance(e, dict) and type(e.get("id")) is int and "name" in e):
-                raise self._bad(reply, "entities with an integer 'id' and a 'name'")
-        return items
-
-    def _page(self, reply: _Reply) -> list[JSON]:
-        content = self._json(reply, dict).get("content")
-        if not isinstance(content, list):
-            raise self._bad(reply, "a page with a 'content' list")
-        return self._entities(reply, content)
-
-    def _one(self, reply: _Reply) -> int:
-        data = self._json(reply, list)
-        if len(data) != 1:
-            raise self._bad(reply, "a list with the one created entity")
-        return int(self._entities(reply, data)[0]["id"])
-
-    def _bad(self, reply: _Reply, expected: str) -> PublishError:
-        said = hawkbit_message(reply.body) if reply.status >= 400 else None
-        return self._fail(
-            f"{reply.where}: expected {expected}; got HTTP {reply.status}, body:"
-            f" {_excerpt(reply.body)}" + (f"; hawkBit says: {said}" if said else "")
-        )
-
-    def _fail(self, message: str) -> PublishError:
-        for secret in self.auth.secrets():
-            message = message.replace(secret, "***")
-        return PublishError(message)
+    def _deploy(self, api: ManagementApi, ds_id: int, wanted: RolloutPlan) -> None:
+        deploy(api, ds_id, wanted, poll_interval=self.poll_interval, poll_timeout=self.poll_timeout)

@@ -10,19 +10,17 @@ its gaps are described in docs/rollouts.md ("hawkBit targets").
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
-
-import requests
+from typing import Any
 
 from ajour_build.core.errors import PublishError
 from ajour_build.core.spec.rollout import RolloutPolicy, Selector
+from ajour_build.publish.hawkbit_api import ManagementApi
 
 log = logging.getLogger(__name__)
 
@@ -30,26 +28,6 @@ JSON = dict[str, Any]
 NAME_MAX = 63  # a DNS label; hawkBit allows 128
 METADATA_KEY = re.compile(r"[A-Za-z0-9_-]{1,128}")  # hawkBit splits a field at '.'
 MATCHED = ("reverted", "failed_download", "failed")  # all reach hawkBit as an ERROR action
-
-
-class Api(Protocol):
-    """What :func:`deploy` needs of the publisher (``HawkbitPublisher``)."""
-
-    poll_interval: float
-    poll_timeout: float
-    _until: float
-
-    def _call(
-        self, s: requests.Session, method: str, path: str, *, expect: int, **kw: Any
-    ) -> Any: ...
-
-    def _json(self, reply: Any, shape: type[list[Any]] | type[JSON]) -> Any: ...
-
-    def _page(self, reply: Any) -> list[JSON]: ...
-
-    def _entities(self, reply: Any, items: list[Any]) -> list[JSON]: ...
-
-    def _fail(self, message: str) -> PublishError: ...
 
 
 @dataclass(frozen=True)
@@ -192,43 +170,37 @@ def plan(policy: RolloutPolicy, application: str, version: str) -> RolloutPlan:
     return RolloutPlan(body["name"], body, start=waves[0].approval != "manual")
 
 
-def hawkbit_message(body: bytes) -> str | None:
-    """hawkBit's own explanation from an ``ExceptionInfo`` body: message (errorCode)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    message = data.get("message") if isinstance(data, dict) else None
-    if not isinstance(message, str):
-        return None
-    code = data.get("errorCode")
-    return message + (f" ({code})" if isinstance(code, str) and code else "")
-
-
-def deploy(api: Api, s: requests.Session, ds_id: int, wanted: RolloutPlan) -> None:
+def deploy(
+    api: ManagementApi,
+    ds_id: int,
+    wanted: RolloutPlan,
+    *,
+    poll_interval: float,
+    poll_timeout: float,
+) -> None:
     """Create the rollout once (found by name), wait until it is ready, then start it."""
     path, name = "/rollouts", wanted.name
-    reply = api._call(s, "GET", path, expect=200, params={"q": f"name=={name}"})  # getRollouts
-    found = [r for r in api._page(reply) if r.get("name") == name]
+    reply = api.call("GET", path, expect=200, params={"q": f"name=={name}"})  # getRollouts
+    found = [r for r in api.page(reply) if r.get("name") == name]
     if found:
         rollout_id = int(found[0]["id"])
     else:
         body = {**wanted.body, "distributionSetId": ds_id}
-        created = api._call(s, "POST", path, expect=201, json=body)  # create
-        rollout_id = int(api._entities(created, [api._json(created, dict)])[0]["id"])
+        created = api.call("POST", path, expect=201, json=body)  # create
+        rollout_id = int(api.entities(created, [api.parsed(created, dict)])[0]["id"])
         log.info("hawkBit: created rollout %s (id %d)", name, rollout_id)
     polled = time.monotonic()
-    deadline = min(polled + api.poll_timeout, api._until)
+    deadline = min(polled + poll_timeout, api.until)
     while True:
-        got = api._json(api._call(s, "GET", f"{path}/{rollout_id}", expect=200), dict)
+        got = api.parsed(api.call("GET", f"{path}/{rollout_id}", expect=200), dict)
         if got.get("distributionSetId") not in (None, ds_id):  # getRollout
-            raise api._fail(
+            raise api.fail(
                 f"rollout {name!r} (id {rollout_id}) already exists for distribution"
                 f" set {got.get('distributionSetId')}, not {ds_id}; choose another rollout name"
             )
         query = wanted.body.get("targetFilterQuery")
         if found and got.get("targetFilterQuery") not in (None, query):
-            raise api._fail(
+            raise api.fail(
                 f"rollout {name!r} (id {rollout_id}) already exists with the target filter"
                 f" {got.get('targetFilterQuery')!r}, not {query!r}: the policy changed since"
                 " this version was published; bump the version, or delete the rollout in hawkBit"
@@ -236,14 +208,14 @@ def deploy(api: Api, s: requests.Session, ds_id: int, wanted: RolloutPlan) -> No
         status = got.get("status")
         if status != "creating" or time.monotonic() > deadline:
             break
-        time.sleep(min(api.poll_interval, max(deadline - time.monotonic(), 0.0)))
+        time.sleep(min(poll_interval, max(deadline - time.monotonic(), 0.0)))
     if status == "ready" and wanted.start:
-        api._call(s, "POST", f"{path}/{rollout_id}/start", expect=200)  # start
+        api.call("POST", f"{path}/{rollout_id}/start", expect=200)  # start
         log.info("hawkBit: started rollout %s", name)
     elif status == "ready":
         log.info("hawkBit: rollout %s waits for its first wave's manual approval: start it", name)
     elif status in ("creating", "error_creating", "error_starting", None):
-        raise api._fail(
+        raise api.fail(
             f"rollout {name!r} (id {rollout_id}) is {status!r}, not 'ready', after"
             f" {time.monotonic() - polled:.1f}s; check it in hawkBit, then publish again"
         )
