@@ -51,17 +51,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from tests.openapi_fake import (
-    HAWKBIT_SCHEMAS,
-    Answer,
-    Call,
-    Incoming,
-    OpenApiFake,
-    OpenApiSpec,
-    Operation,
-    error_body,
-)
+from tests.openapi_fake import Answer, Call, Incoming, OpenApiFake, error_body
 from tests.openapi_fake import json_answer as _json
+from tests.openapi_spec import HAWKBIT_SCHEMAS, OpenApiSpec, Operation
 
 SPEC_PATH = HAWKBIT_SCHEMAS / "ddi.openapi.json"
 SLEEP_REGEX = r"^([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]$"
