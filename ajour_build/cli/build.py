@@ -21,6 +21,7 @@ from rich.text import Text
 
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
+from ajour_build.cli.builders import catalog_option
 from ajour_build.cli.spec import _load
 from ajour_build.config import SigningConfig
 from ajour_build.core.casing import camel_keys
@@ -141,13 +142,7 @@ Examples:
     help="Firmware version to stamp, an OCI tag. Without it: the first line of a VERSION file"
     " at the top of the source repository, if that is a version; else the commit sha.",
 )
-@click.option(
-    "--builders",
-    "builders_dir",
-    type=click.Path(path_type=Path),
-    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped"
-    " with Ajour).",
-)
+@catalog_option
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -212,7 +207,7 @@ def build(
         what = application or device or "the fleet"
         raise AjourError(f"nothing to build: {what} has no allowed firmware.container.build")
     catalog_dir = builders_dir or settings.builders_dir
-    catalog = load_catalog(catalog_dir) if catalog_dir.is_dir() else []
+    catalog = load_catalog(catalog_dir)
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
     with engine_for(runner, settings) as engine:
