@@ -40,7 +40,9 @@ TAIL_LINES = 6  # builder lines shown under the spinner (a bounded deque: consta
 
 class _Display:
     """A spinner with the step and elapsed time, and under it the builder's last log lines,
-    live on a terminal (stderr); only the step names otherwise, and nothing with --json."""
+    live on a terminal (stderr) that moves the cursor; only the step names otherwise (a
+    pipe, ``TERM=dumb``, ``TTY_INTERACTIVE=0``), and nothing with --json. ``NO_COLOR``
+    drops colours and styles, not the live display: https://no-color.org is about colour."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -103,6 +105,10 @@ Examples:
   ajour-build build fleet/ --app blinky --version 1.2.0
   ajour-build build fleet/ --device blinky-canary --runner host --json
   ajour-build build fleet/ --all --publish
+
+On a terminal a live spinner shows the step and the builder's last lines (stderr);
+TERM=dumb or TTY_INTERACTIVE=0 prints the step names line by line instead, with no
+cursor movement. NO_COLOR=1 drops colours and styles only.
 """
 
 
@@ -315,7 +321,7 @@ def _display_for(as_json: bool) -> _Display:
 @contextmanager
 def _live(display: _Display) -> Iterator[None]:
     out = console(stderr=True)
-    if not display.enabled or not out.is_terminal:
+    if not display.enabled or not out.is_interactive:  # rich: a terminal, TERM not dumb
         yield
         return
     with Live(display, console=out, refresh_per_second=8, transient=True) as live:
