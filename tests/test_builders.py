@@ -102,6 +102,9 @@ def test_the_catalog_from_the_environment_is_used(tmp_path: Path) -> None:
     result = CliRunner(env=env).invoke(main, ["builders", "list", "--json"])
     assert result.exit_code == 0, result.output
     assert [b["name"] for b in json.loads(result.output)] == ["mine"]
+    unset = CliRunner(env={"AJOUR_BUILDERS_DIR": ""}).invoke(main, ["builders", "list", "--json"])
+    assert unset.exit_code == 0, unset.output  # empty is unset: the shipped catalog
+    assert {"arm-gcc", "rust", "zephyr"} <= {b["name"] for b in json.loads(unset.output)}
 
 
 def test_load_catalog_refuses_a_folder_without_builders(tmp_path: Path) -> None:
