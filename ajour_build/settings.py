@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -33,3 +33,9 @@ class LocalSettings(BaseSettings):
     # a Docker API URL (unix://… or tcp://…); empty: DOCKER_HOST, else a private podman service
     container_host: str = ""
     base_image: str = "localhost/debian:bookworm"
+
+    @field_validator("builders_dir", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: object) -> object:
+        """``AJOUR_BUILDERS_DIR=`` is unset, as click reads it for --builders (not ``.``)."""
+        return shipped_builders() if value == "" else value

@@ -246,7 +246,10 @@ class Targets:
             raise NotPublished(f"version {version!r} of {application!r}, {where}: {exc}") from None
 
     def invalidate(self, image: str = "", tag: str = "") -> int:
-        """Drop cached tag resolutions (all, or those of ``image``); return how many sources."""
+        """Drop cached tag resolutions (all, or those of ``image``, of ``tag`` if given) and
+        the trust refusals of every source of ``image``, whichever tag was pushed (a ``.sig``
+        names the digest, not the source's tag); return how many sources had their tag
+        dropped."""
         with self._lock:
             sources = [route.source for route in self._sources.values() if route.source]
         count = 0
@@ -257,6 +260,8 @@ class Targets:
             ):
                 source.invalidate()
                 count += 1
+            elif isinstance(source, OciSource) and source.ref.image == image:
+                source.forget_refusals()  # another tag of its repository: a late .sig?
         for callback in list(self._listeners):
             callback()
         return count

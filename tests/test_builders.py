@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ajour_build.builders import podman
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import main
-from ajour_build.core.errors import SpecError
+from ajour_build.core.errors import CatalogError, SpecError
 from tests.conftest import EXAMPLES, REPO
 from tests.firmware import BASE_IMAGE, ensure_builder_images, fake_builder, make_repo
 
@@ -46,6 +46,70 @@ def test_catalog_errors_are_located(tmp_path: Path) -> None:
     text = str(info.value)
     assert "unknown field 'netwrk'" in text and "did you mean 'network'?" in text
     assert "not a valid image reference" in text
+
+
+def _not_a_catalog(tmp_path: Path, kind: str) -> tuple[Path, str]:
+    """A --builders value that is no builder catalog, and what the error says it got."""
+    if kind == "missing":
+        return tmp_path / "nope", "it does not exist"
+    if kind == "file":
+        (tmp_path / "file").write_text("x\n")
+        return tmp_path / "file", "it is a file"
+    if kind == "empty":
+        (tmp_path / "empty" / "notes").mkdir(parents=True)
+        return tmp_path / "empty", "no folder in it holds a builder.yaml"
+    one = fake_builder(tmp_path / "catalog", "ok", "true\n")
+    return one, f"it is the folder of one builder (give its parent, '{one.parent}')"
+
+
+COMMANDS = {
+    "build": ["build", "FLEET", "--app", "fw", "--runner", "host"],
+    "serve": ["serve", "--fleet", "FLEET", "--insecure-no-auth", "--port", "0"],
+    "builders list": ["builders", "list", "--json"],
+    "builders build": ["builders", "build", "ok"],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("kind", ["missing", "file", "empty", "one builder"])
+@pytest.mark.parametrize("source", ["option", "env"])
+def test_a_wrong_builder_catalog_is_a_usage_error(
+    tmp_path: Path, command: str, kind: str, source: str
+) -> None:
+    """Every command that takes --builders (or AJOUR_BUILDERS_DIR) refuses a folder that is
+    no catalog, before doing anything: it used to build without any builder."""
+    fleet = tmp_path / "fleet"
+    fleet.mkdir()
+    (fleet / "ajour.yaml").write_text("allowed_applications: [fw]\n")
+    value, got = _not_a_catalog(tmp_path, kind)
+    args = [str(fleet) if a == "FLEET" else a for a in COMMANDS[command]]
+    if source == "option":
+        result = CliRunner().invoke(main, [*args, "--builders", str(value)])
+        where, fix = "'--builders'", "leave --builders out"
+    else:
+        result = CliRunner(env={"AJOUR_BUILDERS_DIR": str(value)}).invoke(main, args)
+        where, fix = "environment variable AJOUR_BUILDERS_DIR", "unset it"
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())  # click wraps nothing, rich may: compare words
+    assert f"Invalid value for {where}: '{value}': expected a directory of builder" in text
+    assert f"each with a builder.yaml (like Ajour's builder-images/), but {got}." in text
+    assert f"{fix} to use the catalog shipped with Ajour ({REPO / 'builder-images'})" in text
+
+
+def test_the_catalog_from_the_environment_is_used(tmp_path: Path) -> None:
+    fake_builder(tmp_path / "catalog", "mine", "true\n")
+    env = {"AJOUR_BUILDERS_DIR": str(tmp_path / "catalog")}
+    result = CliRunner(env=env).invoke(main, ["builders", "list", "--json"])
+    assert result.exit_code == 0, result.output
+    assert [b["name"] for b in json.loads(result.output)] == ["mine"]
+    unset = CliRunner(env={"AJOUR_BUILDERS_DIR": ""}).invoke(main, ["builders", "list", "--json"])
+    assert unset.exit_code == 0, unset.output  # empty is unset: the shipped catalog
+    assert {"arm-gcc", "rust", "zephyr"} <= {b["name"] for b in json.loads(unset.output)}
+
+
+def test_load_catalog_refuses_a_folder_without_builders(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=r"no folder in it holds a builder\.yaml"):
+        load_catalog(tmp_path)
 
 
 def test_unknown_builder_name(runner: CliRunner) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -153,6 +154,31 @@ def test_a_terminal_shows_the_builders_last_lines_json_does_not(fleet: Path) -> 
     log = Path(json.loads(quiet.stdout)[0]["id"])  # the full log stays in the state dir
     stored = fleet.parent / "state" / "builds" / log / "build.log"
     assert stored.read_text().count("compiling unit") == 40
+
+
+def test_no_color_keeps_the_live_display_and_a_dumb_terminal_gets_step_lines(
+    fleet: Path,
+) -> None:
+    """NO_COLOR (https://no-color.org: colour only) drops every colour and style, and the
+    live display stays; TERM=dumb, like a pipe, gets the step names a line each and not a
+    single escape code (it used to get nothing at all while the build ran)."""
+    entry = fleet.parent / "catalog" / "ok" / "ajour-builder"
+    entry.write_text(entry.read_text().replace("UNITS=3 PAUSE=0", "UNITS=8 PAUSE=0.5"))
+    build = args(fleet, "--app", "a1", "--no-cache")
+    tty = {"FORCE_COLOR": "1", "COLUMNS": "120"}  # rich: stderr counts as a terminal
+    plain = CliRunner(env={**tty, "TERM": "xterm", "NO_COLOR": "1"}).invoke(main, build)
+    assert plain.exit_code == 0, plain.output
+    assert "│ compiling unit 7" in plain.stderr and "\x1b[2K" in plain.stderr  # live, redrawn
+    assert not re.search(r"\x1b\[[0-9;]*m", plain.stderr + plain.stdout), "a colour or style"
+    for env in ({"TERM": "dumb"}, {"TERM": "dumb", "NO_COLOR": "1"}, {"TTY_INTERACTIVE": "0"}):
+        dumb = CliRunner(env={**tty, "TERM": "xterm", **env}).invoke(main, build)
+        assert dumb.exit_code == 0, dumb.output
+        steps = [line.split(": ", 1)[1] for line in dumb.stderr.splitlines()]
+        assert steps[:3] == ["resolve", "clone", "build"], (env, dumb.stderr)
+        assert "compiling" not in dumb.stderr and "\x1b" not in dumb.stderr, env
+    help_text = " ".join(CliRunner().invoke(main, ["build", "--help"]).output.split())
+    assert "TERM=dumb or TTY_INTERACTIVE=0 prints the step names line by line" in help_text
+    assert "NO_COLOR=1 drops colours and styles only" in help_text
 
 
 def test_the_version_file_wins_over_the_commit_and_help_says_so(

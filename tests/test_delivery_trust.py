@@ -7,8 +7,11 @@ publishers (``ajour-build publish --sign-key``) or, for the cases a publisher ca
 
 from __future__ import annotations
 
+import json
+import time
 from pathlib import Path
 
+import httpx
 import pytest
 from prometheus_client import generate_latest
 
@@ -16,22 +19,24 @@ from ajour_build.core.artifact.layout_store import LayoutStore
 from ajour_build.core.artifact.layout_writer import layout_writer
 from ajour_build.core.artifact.reference import parse_oci
 from ajour_build.core.artifact.registry_reader import RegistryReader
-from ajour_build.core.artifact.signature import sig_tag
+from ajour_build.core.artifact.signature import SignatureArtifact, sig_tag, signature_artifact
 from ajour_build.core.errors import SpecError
 from ajour_build.core.fleet import load_fleet
 from ajour_build.publish.destination import release
 from ajour_build.publish.publisher import FirmwareArtifact, SourceInfo
 from ajour_build.publish.signing import Signer, signer_from
 from delivery.cache import TtlCache
+from delivery.http import HttpSettings, HttpTransport
 from delivery.protocol import Status, Wait, Write, decode_command, encode_status
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
-from delivery.sources.trust import Unverified, Verifier, load_policy
+from delivery.sources.trust import RETRY_S, Unverified, Verifier, load_policy
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
 from delivery.worker_config import load_settings
-from tests.registry import run_registry
+from tests.http_wire import EVENTS_TOKEN, STATUS_TOKEN
+from tests.registry import Registry, free_port, run_registry
 from tests.test_publish_signing import ec_key, public_pem
 
 BUILDER = "https://ci.example.com/builders/fw@v1"
@@ -198,3 +203,113 @@ def test_the_trust_section_is_checked(tmp_path: Path) -> None:
     (tmp_path / "bad.pub").write_text("not a key")
     with pytest.raises(Exception, match=r"is not a PEM public key"):
         load_policy("app", (str(tmp_path / "bad.pub"),))
+
+
+LATE = """\
+kind: Application
+metadata: {name: app}
+spec: {firmware: {container: {image: fw/app:latest}}}
+---
+metadata: {name: dev0, application: app}
+---
+metadata: {name: beta0, application: app}
+spec: {firmware: {container: {image: fw/beta:latest}}}
+"""
+
+
+def push_blobs(registry: Registry, repository: str, made: SignatureArtifact) -> None:
+    """Upload a signature's blobs as cosign does, before its manifest (distribution's API)."""
+    with httpx.Client(base_url=f"http://{registry.host}", timeout=10) as client:
+        for blob in made.blobs:
+            started = client.post(f"/v2/{repository}/blobs/uploads/")
+            location = started.headers["Location"]
+            joiner = "&" if "?" in location else "?"
+            done = client.put(
+                f"{location}{joiner}digest={blob.descriptor['digest']}", content=blob.data
+            )
+            assert done.status_code == 201, done.text
+
+
+def push_manifest(registry: Registry, repository: str, made: SignatureArtifact) -> None:
+    media_type = json.loads(made.manifest_bytes)["mediaType"]
+    put = httpx.put(
+        f"http://{registry.host}/v2/{repository}/manifests/{made.tag}",
+        content=made.manifest_bytes,
+        headers={"Content-Type": media_type},
+        timeout=10,
+    )
+    assert put.status_code == 201, put.text
+
+
+def events(worker: Worker) -> int:
+    return worker.counters.snapshot().get("events", 0)
+
+
+def settle(registry: Registry, worker: Worker) -> None:
+    """Until the registry's notifications have all reached the worker: quiet for 0.5 s."""
+    deadline, last, quiet = time.monotonic() + 15, (-1, -1), time.monotonic()
+    while time.monotonic() - quiet < 0.5:
+        assert time.monotonic() < deadline, "the registry's notifications did not settle"
+        now = (len(registry.events.received), events(worker))
+        if now != last:
+            last, quiet = now, time.monotonic()
+        time.sleep(0.05)
+
+
+def test_a_signature_pushed_late_is_served_once_the_registry_notifies(tmp_path: Path) -> None:
+    """Unsigned firmware is refused; its ``.sig`` is pushed afterwards (cosign, another CI
+    step). The registry's notification of that push drops the refusals of its repository,
+    so the next status is served, not one up to 30 s later; other repositories' refusals
+    stay, and a served digest costs no registry request per status."""
+    signer, pub = keys(tmp_path, "ours")
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(LATE)
+    port = free_port()
+    with run_registry(
+        tmp_path / "registry",
+        also_notify=f"http://127.0.0.1:{port}/v1/events",
+        notify_headers={"Authorization": f"Bearer {EVENTS_TOKEN}"},
+    ) as registry:
+        trust = {"app": load_policy("app", (str(pub),))}
+        targets = Targets(load_fleet([tmp_path / "fleet"]), f"{registry.host}/ajour", trust=trust)
+        worker = Worker(targets, StatusStore())
+        settings = HttpSettings(port=port, events_token=EVENTS_TOKEN, status_token=STATUS_TOKEN)
+        transport = HttpTransport(worker, settings)
+        transport.start()
+        status = encode_status(Status(b"0.9", 512))
+
+        def command(device: str) -> object:
+            reply = worker.handle("app", device, status)
+            assert reply is not None
+            return decode_command(reply)
+
+        def unsigned() -> int:
+            return worker.counters.snapshot().get("unverified_unsigned", 0)
+
+        try:
+            host = registry.host
+            digest = publish(
+                tmp_path, f"oci://{host}/ajour/fw/app:latest", "1.0", b"A" * 3000, None
+            )
+            publish(tmp_path, f"oci://{host}/ajour/fw/beta:latest", "2.0", b"B" * 3000, None)
+            signature = signature_artifact(signer.key, f"{host}/ajour/fw/app", digest)
+            push_blobs(registry, "ajour/fw/app", signature)
+            settle(registry, worker)
+            assert isinstance(command("dev0"), Wait) and isinstance(command("beta0"), Wait)
+            assert unsigned() == 2
+
+            before, pushed = events(worker), time.monotonic()
+            push_manifest(registry, "ajour/fw/app", signature)  # the tag sha256-<hex>.sig
+            while events(worker) == before:
+                assert time.monotonic() - pushed < 10, "the registry never notified the worker"
+                time.sleep(0.02)
+            assert isinstance(command("dev0"), Write), "the refusal outlived the notification"
+            assert time.monotonic() - pushed < RETRY_S / 3
+
+            registry.stop()  # from here on, any registry request would fail
+            for _ in range(50):
+                assert isinstance(command("dev0"), Write)  # verified once, served from memory
+            assert isinstance(command("beta0"), Wait)
+            assert unsigned() == 3, "fw/beta's refusal was dropped by fw/app's notification"
+        finally:
+            transport.stop()

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ajour_build.core.errors import AjourError, Problem, SpecError
+from ajour_build.core.errors import CatalogError, Problem, SpecError
 from ajour_build.core.spec.document import DocumentError, read_documents
 from ajour_build.core.spec.fields import DnsLabel, ImageRef, NonEmptyText, Text
 from ajour_build.core.spec.firmware import Strict
 from ajour_build.core.spec.problems import known_fields, problems_from_validation
 
 ENTRYPOINT = "ajour-builder"
+EXPECTED = "a directory of builder folders, each with a builder.yaml (like Ajour's builder-images/)"
 CONTAINERFILE = "Containerfile"
 
 
@@ -92,12 +93,32 @@ def _load_one(directory: Path) -> tuple[Builder | None, list[Problem]]:
     return Builder(spec, directory), problems
 
 
+def catalog_problem(root: Path) -> str | None:
+    """Why ``root`` is not a builder catalog, as "expected …, but …"; None when it is one.
+    A catalog without a single ``<name>/builder.yaml`` is refused: a build would otherwise
+    run without its builder (no entrypoint, no default arguments)."""
+    try:
+        if not root.exists():
+            got = "it does not exist"
+        elif not root.is_dir():
+            got = "it is a file"
+        elif (root / "builder.yaml").is_file():
+            got = f"it is the folder of one builder (give its parent, {str(root.parent)!r})"
+        elif not any((p / "builder.yaml").is_file() for p in root.iterdir()):
+            got = "no folder in it holds a builder.yaml"
+        else:
+            return None
+    except OSError as exc:
+        got = f"it cannot be read ({exc.strerror})"
+    return f"{str(root)!r}: expected {EXPECTED}, but {got}"
+
+
 def load_catalog(root: Path) -> list[Builder]:
     """Every builder under ``root``, sorted by name; all problems raised together."""
-    if not root.is_dir():
-        raise AjourError(
-            f"builder catalog {str(root)!r} is not a directory; pass --builders DIR or set"
-            " AJOUR_BUILDERS_DIR"
+    problem = catalog_problem(root)
+    if problem is not None:
+        raise CatalogError(
+            f"builder catalog {problem}; pass --builders DIR or set AJOUR_BUILDERS_DIR"
         )
     builders: list[Builder] = []
     problems: list[Problem] = []

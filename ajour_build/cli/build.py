@@ -21,6 +21,7 @@ from rich.text import Text
 
 from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
+from ajour_build.cli.builders import catalog_option
 from ajour_build.cli.spec import _load
 from ajour_build.config import SigningConfig
 from ajour_build.core.casing import camel_keys
@@ -39,7 +40,9 @@ TAIL_LINES = 6  # builder lines shown under the spinner (a bounded deque: consta
 
 class _Display:
     """A spinner with the step and elapsed time, and under it the builder's last log lines,
-    live on a terminal (stderr); only the step names otherwise, and nothing with --json."""
+    live on a terminal (stderr) that moves the cursor; only the step names otherwise (a
+    pipe, ``TERM=dumb``, ``TTY_INTERACTIVE=0``), and nothing with --json. ``NO_COLOR``
+    drops colours and styles, not the live display: https://no-color.org is about colour."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -102,6 +105,10 @@ Examples:
   ajour-build build fleet/ --app blinky --version 1.2.0
   ajour-build build fleet/ --device blinky-canary --runner host --json
   ajour-build build fleet/ --all --publish
+
+On a terminal a live spinner shows the step and the builder's last lines (stderr);
+TERM=dumb or TTY_INTERACTIVE=0 prints the step names line by line instead, with no
+cursor movement. NO_COLOR=1 drops colours and styles only.
 """
 
 
@@ -141,13 +148,7 @@ Examples:
     help="Firmware version to stamp, an OCI tag. Without it: the first line of a VERSION file"
     " at the top of the source repository, if that is a version; else the commit sha.",
 )
-@click.option(
-    "--builders",
-    "builders_dir",
-    type=click.Path(path_type=Path),
-    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped"
-    " with Ajour).",
-)
+@catalog_option
 @click.option(
     "--state-dir",
     type=click.Path(path_type=Path),
@@ -212,7 +213,7 @@ def build(
         what = application or device or "the fleet"
         raise AjourError(f"nothing to build: {what} has no allowed firmware.container.build")
     catalog_dir = builders_dir or settings.builders_dir
-    catalog = load_catalog(catalog_dir) if catalog_dir.is_dir() else []
+    catalog = load_catalog(catalog_dir)
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
     with engine_for(runner, settings) as engine:
@@ -320,7 +321,7 @@ def _display_for(as_json: bool) -> _Display:
 @contextmanager
 def _live(display: _Display) -> Iterator[None]:
     out = console(stderr=True)
-    if not display.enabled or not out.is_terminal:
+    if not display.enabled or not out.is_interactive:  # rich: a terminal, TERM not dumb
         yield
         return
     with Live(display, console=out, refresh_per_second=8, transient=True) as live:

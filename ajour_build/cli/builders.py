@@ -8,22 +8,48 @@ import time
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 from rich.table import Table
 
 from ajour_build.builders import podman
-from ajour_build.builders.catalog import load_catalog
+from ajour_build.builders.catalog import catalog_problem, load_catalog
 from ajour_build.builders.image import build_image, ensure_base_image
 from ajour_build.cli import console
 from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import AjourError
-from ajour_build.settings import LocalSettings
+from ajour_build.settings import LocalSettings, shipped_builders
 
-_DIR = click.option(
+ENV = "AJOUR_BUILDERS_DIR"
+
+
+def checked_catalog(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A ``--builders`` option's callback: a directory that is not a builder catalog is a
+    usage error (exit 2) naming where it came from, the option or ``AJOUR_BUILDERS_DIR``."""
+    problem = catalog_problem(value) if value is not None else None
+    if problem is None:
+        return value
+    from_env = ctx.get_parameter_source(param.name or "") is ParameterSource.ENVIRONMENT
+    where, fix = (
+        (f"environment variable {ENV}", f"set {ENV} to a builder catalog, or unset it")
+        if from_env
+        else ("'--builders'", "pass a builder catalog, or leave --builders out")
+    )
+    raise click.BadParameter(
+        f"{problem}. Fix: {fix} to use the catalog shipped with Ajour ({shipped_builders()}).",
+        ctx,
+        param,
+        param_hint=where,
+    )
+
+
+catalog_option = click.option(
     "--builders",
     "builders_dir",
     type=click.Path(path_type=Path),
-    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped with"
-    " Ajour).",
+    envvar=ENV,
+    callback=checked_catalog,
+    help=f"Builder catalog directory (default: {ENV}, else the one shipped with Ajour);"
+    " it must hold <name>/builder.yaml folders.",
 )
 
 
@@ -37,7 +63,7 @@ def builders() -> None:
 
 
 @builders.command("list")
-@_DIR
+@catalog_option
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def list_(builders_dir: Path | None, as_json: bool) -> None:
     """Show the builders: name, image, toolchains, targets."""
@@ -58,7 +84,7 @@ def list_(builders_dir: Path | None, as_json: bool) -> None:
 
 @builders.command("build")
 @click.argument("name")
-@_DIR
+@catalog_option
 @click.option("--base-image", help="Base image (default: AJOUR_BASE_IMAGE).")
 @click.option("--if-missing", is_flag=True, help="Do nothing if the image already exists.")
 def build(name: str, builders_dir: Path | None, base_image: str | None, if_missing: bool) -> None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ajour_build.cli.builders import catalog_option
 from ajour_build.cli.spec import _config
 from ajour_build.core.errors import AjourError
 from ajour_build.core.listener import listen
@@ -41,13 +42,7 @@ from ajour_build.settings import LocalSettings
     help="Port to listen on (0: any free port).",
 )
 @click.option("--state-dir", type=click.Path(path_type=Path), help="Default: AJOUR_STATE_DIR.")
-@click.option(
-    "--builders",
-    "builders_dir",
-    type=click.Path(path_type=Path),
-    help="Builder catalog directory (default: AJOUR_BUILDERS_DIR, else the one shipped with"
-    " Ajour).",
-)
+@catalog_option
 @click.option(
     "--insecure-no-auth",
     is_flag=True,

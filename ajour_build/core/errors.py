@@ -81,6 +81,10 @@ class ConfigError(AjourError):
     """The installation config cannot be found or read."""
 
 
+class CatalogError(AjourError):
+    """The builder catalog directory is missing, not a directory, or holds no builders."""
+
+
 class NotAllowedError(AjourError):
     """A build was refused because its application is not on the allowlist."""
 

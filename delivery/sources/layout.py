@@ -40,7 +40,7 @@ class LayoutSource:
     def invalidate(self) -> None:
         self._cached = None
         if self.verifier is not None:
-            self.verifier.forget_refusals()
+            self.verifier.forget_refusals(self._index)
 
     def _manifest_of(self, tag: str) -> bytes | None:
         digest = self.store.resolve(tag)
@@ -65,7 +65,8 @@ class LayoutSource:
             info = self.store.inspect(self.tag)
             if self.verifier is not None:  # once per digest and index (sources/trust.py)
                 fetch = lambda d: self.store.read_blob(d.digest)  # noqa: E731
-                self.verifier.check(info.manifest_digest, self._manifest_of, fetch, stamp)
+                digest = info.manifest_digest
+                self.verifier.check(digest, self._manifest_of, fetch, stamp, self._index)
             data = self.blobs.get(info.checksum)
             if data is None:
                 data = self.store.firmware(info)

@@ -34,8 +34,13 @@ class OciSource:
 
     def invalidate(self) -> None:
         self.tags.invalidate(self._key())
+        self.forget_refusals()
+
+    def forget_refusals(self) -> None:
+        """Something was pushed to this repository (a signature, perhaps): check the digests
+        the trust policy refused here again at their next status."""
         if self.verifier is not None:
-            self.verifier.forget_refusals()
+            self.verifier.forget_refusals(self.ref.image)
 
     def _manifest_of(self, tag: str) -> bytes | None:
         """The manifest a tag of this repository holds; None if there is no such tag."""
@@ -59,7 +64,7 @@ class OciSource:
                 return image[1]
             if self.verifier is not None:  # once per digest (sources/trust.py)
                 fetch = lambda d: self.reader.blob(self.ref.repository, d)  # noqa: E731
-                self.verifier.check(digest, self._manifest_of, fetch)
+                self.verifier.check(digest, self._manifest_of, fetch, scope=self.ref.image)
             info = self._infos.get(digest)
             if info is None:
                 pinned = OciRef(self.ref.host, self.ref.repository, self.ref.tag, digest)

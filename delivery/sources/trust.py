@@ -3,10 +3,12 @@
 A source with a :class:`Verifier` checks a manifest digest before it makes its target
 (``core.artifact.trust``): the signature (``sha256-<hex>.sig``) and, if the policy names a
 builder or a source, the provenance (``sha256-<hex>.att``). A digest that passes is
-remembered for the worker's life (its bytes cannot change); a refusal is remembered for
-``retry`` seconds (then the signature tags are read again: it may have been signed since)
-or until a publish event (``forget_refusals``). So a status never costs a verification:
-the sources call ``check`` only when their tag points at a digest they have not served.
+remembered for the worker's life (its bytes cannot change); a refusal is remembered, per
+repository, for ``retry`` seconds (then the signature tags are read again: it may have been
+signed since) or until a publish event or a registry notification names that repository
+(``forget_refusals``: a ``.sig`` pushed late is seen at the next status). So a status never
+costs a verification: the sources call ``check`` only when their tag points at a digest
+they have not served.
 """
 
 from __future__ import annotations
@@ -59,19 +61,24 @@ class Verifier:
     retry: float = RETRY_S
     clock: Callable[[], float] = time.monotonic
     _trusted: set[str] = field(default_factory=set, repr=False)
-    # per digest: when it was refused, the store's state then (``key``), and why
-    _refused: dict[str, tuple[float, object, Unverified]] = field(default_factory=dict, repr=False)
+    # per (repository, digest): when it was refused, the store's state then (``key``), and why
+    _refused: dict[tuple[str, str], tuple[float, object, Unverified]] = field(
+        default_factory=dict, repr=False
+    )
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def check(self, digest: str, lookup: Lookup, fetch: Fetch, key: object = None) -> None:
+    def check(
+        self, digest: str, lookup: Lookup, fetch: Fetch, key: object = None, scope: str = ""
+    ) -> None:
         """Return if ``digest`` may be served; raise ``Unverified`` (why not) or
         ``SourceUnavailable`` (the store cannot be read now: not remembered). A refusal is
-        reused while ``key`` (the store's state, e.g. a layout's index stamp) is the same
-        and for at most ``retry`` seconds."""
+        remembered for ``scope`` (the repository ``lookup`` reads the signatures of) and
+        reused while ``key`` (the store's state, e.g. a layout's index stamp) is the same,
+        for at most ``retry`` seconds or until ``forget_refusals(scope)``."""
         if digest in self._trusted:
             return
         with self._lock:
-            refused = self._refused.get(digest)
+            refused = self._refused.get((scope, digest))
         if (
             refused is not None
             and refused[1] == key
@@ -83,17 +90,20 @@ class Verifier:
         except TrustError as exc:
             error = Unverified(exc.reason, f"refusing to serve it: {exc}")
             with self._lock:
-                self._refused[digest] = (self.clock(), key, error)
+                self._refused[(scope, digest)] = (self.clock(), key, error)
             raise error from None
         except ArtifactError as exc:
             raise SourceUnavailable(f"cannot check the signature of {digest}: {exc}") from None
         with self._lock:
             self._trusted.add(digest)
-            self._refused.pop(digest, None)
+            self._refused.pop((scope, digest), None)
 
-    def forget_refusals(self) -> None:
+    def forget_refusals(self, scope: str) -> None:
+        """Drop the refusals remembered for the repository ``scope``: something was pushed
+        to it (perhaps the signature); those of other repositories stay."""
         with self._lock:
-            self._refused.clear()
+            for found in [k for k in self._refused if k[0] == scope]:
+                del self._refused[found]
 
 
 @dataclass
