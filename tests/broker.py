@@ -50,10 +50,10 @@ def run_broker(
 
 
 @contextmanager
-def start_mosquitto(conf: Path, port: int, log_path: Path) -> Iterator[None]:
+def start_mosquitto(conf: Path, port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``mosquitto -c conf`` until the block ends, once it accepts connections on ``port``
-    (loopback); its output goes to ``log_path``, and its last lines into the error if it
-    stops at once."""
+    (loopback), and yield its process; its output goes to ``log_path``, and its last lines
+    into the error if it stops at once."""
     log = log_path.open("wb")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
     try:
@@ -68,7 +68,7 @@ def start_mosquitto(conf: Path, port: int, log_path: Path) -> Iterator[None]:
                 if time.monotonic() > deadline:
                     raise RuntimeError("mosquitto did not start within 10s") from None
                 time.sleep(0.05)
-        yield
+        yield proc
     finally:
         proc.terminate()
         proc.wait(10)

@@ -8,6 +8,7 @@ import os
 import pwd
 import queue
 import shutil
+import signal
 import tempfile
 import threading
 import time
@@ -103,6 +104,13 @@ class Client:
         self.client.loop_stop()
 
 
+def login(port: int, user: str, password: str | None) -> int:
+    """The broker's answer to a login as ``user`` (0: accepted); the client is closed."""
+    client = Client(port, user, password)
+    client.close()
+    return client.code
+
+
 def test_mosquitto_runs_on_the_generated_conf_alone(out_root: Path, tmp_path: Path) -> None:
     (tmp_path / "fleet").mkdir()
     (tmp_path / "fleet" / "f.yaml").write_text(fleet_text())
@@ -116,8 +124,8 @@ def test_mosquitto_runs_on_the_generated_conf_alone(out_root: Path, tmp_path: Pa
     assert "w0rker" not in conf and "pw-" not in conf and "$7$" not in conf
     data = out / "data"
     with start_mosquitto(out / "mosquitto.conf", port, tmp_path / "mosquitto.log"):
-        assert Client(port, "plain@app", "nope").code != 0
-        assert Client(port, "anonymous", None).code != 0
+        assert login(port, "plain@app", "nope") != 0
+        assert login(port, "anonymous", None) != 0
         worker = Client(port, "ajour-worker", "w0rker")
         plain, both = Client(port, "plain@app", "pw-plain"), Client(port, "both@app", "pw-both")
         try:
@@ -143,12 +151,33 @@ def test_mosquitto_runs_on_the_generated_conf_alone(out_root: Path, tmp_path: Pa
     assert (data / "mosquitto.db").is_file()
 
 
-def _big_fleet(path: Path, devices: int) -> Path:
-    app = {"kind": "Application", "metadata": {"name": "app"}}
+def test_a_grown_fleet_is_taken_on_a_reload(out_root: Path, tmp_path: Path) -> None:
+    """broker-config again, then SIGHUP: mosquitto reads the new users, ACL and limits."""
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet_text())
+    out, port = out_root / "broker", free_port()
+    args = ("--port", str(port), "--bind", "127.0.0.1")
+    assert broker_config(tmp_path / "fleet", out, *args).exit_code == 0
+    with start_mosquitto(out / "mosquitto.conf", port, tmp_path / "mosquitto.log") as proc:
+        assert login(port, "d0@more", "pw-0") != 0
+        _big_fleet(tmp_path / "more", 600, "more")
+        result = broker_config(tmp_path / "fleet", out, *args, "--fleet", str(tmp_path / "more"))
+        assert result.exit_code == 0, result.output
+        assert "\nmax_queued_messages 1212\n" in (out / "mosquitto.conf").read_text()
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 5
+        while (code := login(port, "d0@more", "pw-0")) != 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert code == 0, "the reloaded password file has the new device"
+        assert login(port, "plain@app", "pw-plain") == 0
+
+
+def _big_fleet(path: Path, devices: int, name: str = "app") -> Path:
+    app = {"kind": "Application", "metadata": {"name": name}}
     app["spec"] = {"firmware": {"container": {"image": "fw/app:latest"}}}
     docs = [app] + [
         {
-            "metadata": {"name": f"d{i}", "application": "app"},
+            "metadata": {"name": f"d{i}", "application": name},
             "spec": {"credentials": {"credentials": [{"pass": f"pw-{i}"}]}},
         }
         for i in range(devices)
