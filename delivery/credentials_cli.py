@@ -17,7 +17,7 @@ from delivery.options import FLEET
     "broker-config",
     epilog="\b\nExamples:\n  ajour-delivery broker-config --fleet fleet/ --out /etc/ajour\n"
     "  ajour-delivery broker-config --fleet fleet/ --out /etc/mosquitto/ajour --owner mosquitto"
-    " \\\n    --persistence-dir /var/lib/mosquitto --bind 10.0.0.5\n",
+    " \\\n    --persistence-dir /var/lib/mosquitto --tls-cert broker.pem --tls-key broker.key\n",
 )
 @FLEET
 @click.option(
@@ -45,13 +45,26 @@ from delivery.options import FLEET
 @click.option(
     "--port",
     type=click.IntRange(1, 65535),
-    default=1883,
-    show_default=True,
-    help="mosquitto.conf: the listener's port.",
+    help="mosquitto.conf: the listener's port [8883 with --tls-cert, else 1883].",
 )
 @click.option(
     "--bind",
     help="mosquitto.conf: the listener's address (IP or host name) [every interface].",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="mosquitto.conf: TLS on the listener with this certificate chain (PEM).",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="mosquitto.conf: the private key (PEM) of --tls-cert; only its path is written.",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="mosquitto.conf: devices must also present a certificate this CA (PEM) signed.",
 )
 @click.option(
     "--max-queued-messages",
@@ -83,8 +96,11 @@ def broker_config(
     worker_password: str,
     owner: str | None,
     group: str | None,
-    port: int,
+    port: int | None,
     bind: str | None,
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
     max_queued_messages: int | None,
     max_inflight_messages: int | None,
     persistence_dir: Path | None,
@@ -93,12 +109,23 @@ def broker_config(
     """Write a mosquitto password file, ACL and mosquitto.conf: each device only on its own
     topics, the worker's queue sized for the fleet."""
     from delivery.broker import broker_files, ownership, unreachable, write
-    from delivery.broker_conf import INFLIGHT, BrokerConf, checked_bind, render, write_conf
+    from delivery.broker_conf import (
+        INFLIGHT,
+        BrokerConf,
+        checked_bind,
+        checked_tls,
+        render,
+        write_conf,
+    )
 
     who = ownership(owner, group)
+    checked_tls(tls_cert, tls_key, tls_client_ca)
     conf = BrokerConf(
         port=port,
         bind=checked_bind(bind),
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
         max_queued_messages=max_queued_messages,
         max_inflight_messages=INFLIGHT if max_inflight_messages is None else max_inflight_messages,
         persistence_dir=persistence_dir,

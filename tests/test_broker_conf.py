@@ -26,6 +26,7 @@ from delivery.cli import main
 from tests.broker import start_mosquitto
 from tests.registry import free_port
 from tests.test_broker_config import fleet_text
+from tests.tls import make_pki
 
 SHARED = "$share/ajour/ajour/+/+/dfu"
 
@@ -63,7 +64,9 @@ def broker_config(fleet: Path, out: Path, *args: str) -> Result:
 class Client:
     """A paho client logged in as ``user``; its messages go to a queue, ``hold`` stops them."""
 
-    def __init__(self, port: int, user: str, password: str | None) -> None:
+    def __init__(
+        self, port: int, user: str, password: str | None, tls: tuple[str, ...] = ()
+    ) -> None:
         self.got: queue.Queue[tuple[str, bytes]] = queue.Queue()
         self.hold = threading.Event()
         self.hold.set()
@@ -74,9 +77,14 @@ class Client:
             self.client.username_pw_set(user, password)
         self.client.on_connect = lambda c, u, f, rc, p: codes.put(rc.value)
         self.client.on_message = self._message
+        if tls:  # CA, and a client certificate and its key
+            self.client.tls_set(tls[0], *(tls[1:] or (None, None)))
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        self.code = codes.get(timeout=5)
+        try:
+            self.code = codes.get(timeout=5)
+        except queue.Empty:  # no CONNACK: the broker closed the connection (a TLS refusal)
+            self.code = -1
 
     def _message(self, client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
         self.hold.wait(30)  # until then, nothing is acknowledged: the broker queues the rest
@@ -104,9 +112,13 @@ class Client:
         self.client.loop_stop()
 
 
-def login(port: int, user: str, password: str | None) -> int:
-    """The broker's answer to a login as ``user`` (0: accepted); the client is closed."""
-    client = Client(port, user, password)
+def login(port: int, user: str, password: str | None, tls: tuple[str, ...] = ()) -> int:
+    """The broker's answer to a login as ``user`` (0: accepted, -1: the connection was
+    refused or closed without one); the client is closed."""
+    try:
+        client = Client(port, user, password, tls)
+    except OSError:  # a TLS handshake that failed, or plain MQTT on a TLS port
+        return -1
     client.close()
     return client.code
 
@@ -170,6 +182,37 @@ def test_a_grown_fleet_is_taken_on_a_reload(out_root: Path, tmp_path: Path) -> N
             time.sleep(0.1)
         assert code == 0, "the reloaded password file has the new device"
         assert login(port, "plain@app", "pw-plain") == 0
+
+
+def test_tls_on_the_listener_with_client_certificates(out_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "f.yaml").write_text(fleet_text())
+    pki = make_pki(out_root / "pki")
+    for path in pki.root.iterdir():
+        path.chmod(0o644)  # mosquitto may read them as its own user (test files only)
+    out, port = out_root / "broker", free_port()
+    tls = ["--tls-cert", str(pki.server_cert), "--tls-key", str(pki.server_key)]
+    result = broker_config(
+        tmp_path / "fleet", out, "--port", str(port), "--bind", "127.0.0.1", *tls,
+        "--tls-client-ca", str(pki.ca),
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert (
+        f"\ncertfile {pki.server_cert}\nkeyfile {pki.server_key}\ncafile {pki.ca}\n"
+        "require_certificate true\n"
+    ) in (out / "mosquitto.conf").read_text()
+    ca, cert, key = str(pki.ca), str(pki.client_cert), str(pki.client_key)
+    with start_mosquitto(out / "mosquitto.conf", port, tmp_path / "mosquitto.log"):
+        assert login(port, "plain@app", "pw-plain", (ca, cert, key)) == 0
+        assert login(port, "plain@app", "nope", (ca, cert, key)) != 0  # and the password
+        assert login(port, "plain@app", "pw-plain", (ca,)) == -1  # no client certificate
+        assert login(port, "plain@app", "pw-plain") == -1  # plain MQTT on a TLS port
+    default = broker_config(tmp_path / "fleet", tmp_path / "other", *tls)
+    assert "\nlistener 8883\ncertfile " in (tmp_path / "other" / "mosquitto.conf").read_text()
+    assert default.exit_code == 0, default.output
+    half = broker_config(tmp_path / "fleet", tmp_path / "half", *tls[:2])
+    assert half.exit_code == 1 and not (tmp_path / "half").exists()
+    assert "--tls-cert without --tls-key: TLS on the listener needs both" in half.output
 
 
 def _big_fleet(path: Path, devices: int, name: str = "app") -> Path:
