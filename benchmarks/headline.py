@@ -55,6 +55,7 @@ from benchmarks.headline_parts import (  # noqa: E402
     write_fleet,
 )
 from benchmarks.headline_run import echo_rate, first_version, floor, timed_run  # noqa: E402
+from delivery.broker_conf import queued_messages  # noqa: E402
 from tests.registry import run_registry  # noqa: E402
 
 GOAL_N = 1000
@@ -93,8 +94,9 @@ def run(sizes: list[int], budget: float, quick: bool) -> dict[str, Any]:
         (echo_root / "fw.bin").write_bytes(os.urandom(IMAGE_SIZE))
         repo = FirmwareRepo(tmp / "git")
         # mosquitto keeps at most 1000 QoS 1 messages queued per client (max_queued_messages)
-        # and drops the rest: the worker's one connection has a status of every device queued
-        queue = f"max_queued_messages {max(1000, 2 * max(sizes))}\n"
+        # and drops the rest: the worker's one connection has a status of every device
+        # queued. The broker is anonymous, so not broker-config's conf, but its sizing
+        queue = f"max_queued_messages {queued_messages(max(sizes))}\n"
         with broker(tmp / "mqtt", tcp_nodelay=True, extra=queue) as mqtt_port:
             mosquitto = find_pid(str(tmp / "mqtt" / "mosquitto.conf"))
             echo: dict[int, list[dict[str, Any]]] = {}

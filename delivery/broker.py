@@ -32,6 +32,7 @@ from delivery.errors import DeliveryError
 from delivery.mqtt import TopicTemplate
 
 ITERATIONS = 101
+PASSWD, ACL = "passwd", "acl"  # the file names in the output directory
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -176,7 +177,7 @@ def write(files: BrokerFiles, directory: Path, owner: Ownership | None = None) -
     """Write ``passwd`` and ``acl`` (each all or nothing) for ``owner``."""
     owner = owner or Ownership()
     directory.mkdir(parents=True, exist_ok=True)
-    passwd, acl = directory / "passwd", directory / "acl"
+    passwd, acl = directory / PASSWD, directory / ACL
     chown = (owner.uid, owner.gid) if (owner.uid, owner.gid) != (-1, -1) else None
     for path, text in ((passwd, files.passwd), (acl, files.acl)):
         try:

@@ -1,5 +1,6 @@
-"""The ``ajour-delivery`` commands around serving: targets, simulate, broker-config, status
-and hash-password (:mod:`delivery.cli` adds them to its group)."""
+"""The ``ajour-delivery`` commands around serving: targets, simulate and status, and the
+credential commands of :mod:`delivery.credentials_cli` (:mod:`delivery.cli` adds them all to
+its group)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from ajour_build.core.casing import camel_keys
 from ajour_build.core.fleet import load_fleet
 from ajour_build.core.spec.fields import redact_uri
 from ajour_build.core.wire import STATUS_TOKEN_ENV, read_reports
+from delivery.credentials_cli import broker_config, hash_password
 from delivery.errors import DeliveryError
 from delivery.options import FLEET, mqtt_tls_options, mqtt_tls_settings
 
@@ -262,58 +264,6 @@ def _start_firmware(delta: bool, path: Path | None) -> bytes:
 
 
 @click.command(
-    "broker-config",
-    epilog="\b\nExample:\n  ajour-delivery broker-config --fleet fleet/ --out /etc/ajour\n",
-)
-@FLEET
-@click.option(
-    "--out",
-    "out_dir",
-    required=True,
-    type=click.Path(path_type=Path),
-    help="Directory to write the password file and the ACL to.",
-)
-@click.option(
-    "--worker-user", default="ajour-worker", show_default=True, help="The worker's broker user."
-)
-@click.option(
-    "--worker-password",
-    envvar="AJOUR_MQTT_WORKER_PASSWORD",
-    required=True,
-    help="The worker's broker password (or AJOUR_MQTT_WORKER_PASSWORD).",
-)
-@click.option(
-    "--owner",
-    help="Hand the files to this user and its group, mode 0640 (the user mosquitto runs as).",
-)
-@click.option("--group", help="Hand the files to this group, mode 0640.")
-def broker_config(
-    fleet_paths: tuple[Path, ...],
-    out_dir: Path,
-    worker_user: str,
-    worker_password: str,
-    owner: str | None,
-    group: str | None,
-) -> None:
-    """Write a mosquitto password file and ACL: each device only on its own topics."""
-    from delivery.broker import broker_files, ownership, unreachable, write
-
-    who = ownership(owner, group)
-    files = broker_files(load_fleet(list(fleet_paths)), worker_user, worker_password)
-    passwd, acl = write(files, out_dir, who)
-    click.echo(f"{files.devices} devices; password_file {passwd}; acl_file {acl}; {who.describe()}")
-    for name, reason in files.skipped:
-        click.echo(f"skipped {name}: {reason}", err=True)
-    blocked = unreachable(out_dir, who)
-    if blocked is not None:
-        click.echo(
-            f"warning: {owner or group} cannot enter {blocked}, so mosquitto running as it"
-            " cannot read the files; write them to a directory it can reach",
-            err=True,
-        )
-
-
-@click.command(
     epilog="\b\nExample:\n  AJOUR_DELIVERY_STATUS_TOKEN=… ajour-delivery status --app blinky\n"
 )
 @click.option("--url", default="http://127.0.0.1:8081", show_default=True, help="Worker URL.")
@@ -358,52 +308,6 @@ def status(
         return
     if rows:
         click.echo(render_table(rows, time.time()))
-
-
-@click.command(
-    "hash-password",
-    epilog="\b\nExample:\n  ajour-delivery hash-password --username dev-1 < password.txt\n",
-)
-@click.option(
-    "--scheme",
-    type=click.Choice(["bcrypt", "sha512"]),
-    default="bcrypt",
-    show_default=True,
-    help="bcrypt ($2b$) or sha512-crypt ($6$), as Drogue Cloud verifies them.",
-)
-@click.option("--cost", type=int, default=12, show_default=True, help="bcrypt cost (4..31).")
-@click.option("--rounds", type=int, default=5000, show_default=True, help="sha512-crypt rounds.")
-@click.option("--username", help="Make a user entry {user: {username, password}}.")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of YAML.")
-def hash_password(scheme: str, cost: int, rounds: int, username: str | None, as_json: bool) -> None:
-    """Hash a device password for spec.credentials; it is read from stdin or a prompt.
-
-    The password is never taken from the command line, where other users can see it.
-    """
-    import sys
-
-    import yaml
-
-    from delivery.device_auth import hash_password as make_hash
-
-    if sys.stdin.isatty():
-        password = click.prompt(
-            "Device password", hide_input=True, confirmation_prompt=True, err=True
-        )
-    else:
-        password = sys.stdin.read().removesuffix("\n").removesuffix("\r")
-    hashed = make_hash(password, "sha512" if scheme == "sha512" else "bcrypt", cost, rounds)
-    secret = {scheme: hashed}
-    entry = (
-        {"pass": secret}
-        if username is None
-        else {"user": {"username": username, "password": secret}}
-    )
-    section = {"credentials": {"credentials": [entry]}}
-    if as_json:
-        click.echo(json.dumps(section, indent=2))
-    else:
-        click.echo(yaml.safe_dump(section, sort_keys=False, default_flow_style=False), nl=False)
 
 
 def _status_json(url: str, application: str | None, token: str | None) -> Any:

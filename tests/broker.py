@@ -45,13 +45,22 @@ def run_broker(
     if acl is not None:
         text += f"acl_file {acl}\n"
     conf.write_text(text)
-    log = (tmp / "mosquitto.log").open("wb")
+    with start_mosquitto(conf, port, tmp / "mosquitto.log"):
+        yield port
+
+
+@contextmanager
+def start_mosquitto(conf: Path, port: int, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``mosquitto -c conf`` until the block ends, once it accepts connections on ``port``
+    (loopback), and yield its process; its output goes to ``log_path``, and its last lines
+    into the error if it stops at once."""
+    log = log_path.open("wb")
     proc = subprocess.Popen([MOSQUITTO, "-c", str(conf)], stdout=log, stderr=log)
     try:
         deadline = time.monotonic() + 10
         while True:
             if proc.poll() is not None:
-                raise RuntimeError((tmp / "mosquitto.log").read_text()[-2000:])
+                raise RuntimeError(log_path.read_text()[-2000:])
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                     break
@@ -59,7 +68,7 @@ def run_broker(
                 if time.monotonic() > deadline:
                     raise RuntimeError("mosquitto did not start within 10s") from None
                 time.sleep(0.05)
-        yield port
+        yield proc
     finally:
         proc.terminate()
         proc.wait(10)
