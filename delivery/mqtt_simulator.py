@@ -31,167 +31,19 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import paho.mqtt.client as mqtt
 
-from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
-from delivery.mqtt import MqttTls, TopicTemplate, connect, make_client, nodelay, parse_broker_url
+from delivery.mqtt import MqttTls, TopicTemplate, parse_broker_url
+from delivery.mqtt_simulator_link import DeviceRun, Link
 from delivery.poll_schedule import PollSchedule
 from delivery.protocol import Sync, Wait, decode_command, encode_status
 from delivery.simulator import DeviceResult, Failures, Password
 
 Connection = Literal["gateway", "device"]
 CONNECTIONS: tuple[Connection, ...] = ("gateway", "device")
-FAILOVER_RETRY = 0.5  # seconds between rounds over the nodes while none can be reached
-
-
-@dataclass
-class _Device:
-    name: str
-    sim: SimulatedDevice
-    started: float = field(default_factory=time.perf_counter)
-    steps: int = 0
-    wire: int = 0  # CBOR statuses sent plus commands received
-    statuses: int = 0  # statuses published
-    duplicates: int = 0  # commands that came with no status waiting
-    finished: float | None = None
-    error: str = ""
-    asked: float | None = None  # when the status now waiting for its answer was sent
-    link: _Link | None = None
-
-
-class _Link:
-    """One MQTT connection and the devices it speaks for. When the connection is lost it
-    moves to the next of ``urls`` (``failover``, called by the run's supervising loop)."""
-
-    def __init__(self, run: _Run, urls: list[str], start: int, devices: list[_Device]) -> None:
-        self.run, self.urls, self.at, self.devices = run, urls, start % len(urls), devices
-        self.client: mqtt.Client | None = None
-        self.user: str | None = None  # device mode: <device>@<app>
-        self.secret: str | None = None
-        self.lost = False  # the connection dropped: move to another node
-        self.retry_at = 0.0
-        self.failovers = 0
-        self.subscribed = threading.Event()
-        for device in devices:
-            device.link = self
-
-    @property
-    def url(self) -> str:
-        return self.urls[self.at]
-
-    @property
-    def filter(self) -> str:
-        device = "+" if self.user is None else self.devices[0].name
-        return self.run.command_t.format(self.run.app, device)
-
-    def open(self) -> None:
-        """Connect to the current node, or the next ones that answer; DeliveryError if none."""
-        problem: DeliveryError | None = None
-        for _ in self.urls:
-            client = make_client(self.url, self.run.tls, self._client_id())
-            # no cap on QoS 1 statuses in flight: paho's default (20) queues a fleet's statuses
-            # behind each other, and any cap makes paho scan every message in flight per PUBACK
-            client.max_inflight_messages_set(0)
-            if self.user is not None:
-                client.username_pw_set(self.user, self.secret)
-            client.on_connect, client.on_subscribe = self._on_connect, self._on_subscribe
-            client.on_message, client.on_disconnect = self.run.on_message, self._on_disconnect
-            try:
-                connect(client, self.url)
-            except DeliveryError as exc:
-                problem = problem or exc
-                self.at = (self.at + 1) % len(self.urls)
-                continue
-            with self.run.lock:
-                self.client, self.lost = client, False
-            client.loop_start()
-            return
-        assert problem is not None
-        raise problem
-
-    def _client_id(self) -> str:
-        return f"ajour-simulate-{self.user}" if self.user is not None else ""
-
-    def failover(self) -> None:
-        """The connection was lost: drop it and connect to the next node that answers."""
-        old = self.client
-        with self.run.lock:
-            self.client = None
-        if old is not None:
-            old.disconnect()
-            old.loop_stop()
-        self.at = (self.at + 1) % len(self.urls)
-        try:
-            self.open()
-        except DeliveryError:
-            with self.run.lock:
-                self.lost, self.retry_at = True, time.perf_counter() + FAILOVER_RETRY
-            return
-        self.failovers += 1
-
-    def close(self) -> None:
-        if self.client is not None:
-            self.client.disconnect()
-            self.client.loop_stop()
-
-    def _on_connect(self, c: mqtt.Client, _u: object, _f: object, reason: Any, _p: object) -> None:
-        if not reason.is_failure:
-            nodelay(c)
-            c.subscribe(self.filter, qos=self.run.qos)
-            return
-        broker = parse_broker_url(self.url)
-        if self.user is None:
-            why = (
-                f"the MQTT broker at {broker.address} refused the gateway connection as"
-                f" {broker.username!r}: {reason}; with the users and ACL of broker-config each"
-                " device logs in as itself: use --mqtt-connection device"
-            )
-        else:
-            why = (
-                f"the MQTT broker refused {self.user}: {reason}; is it in the password file"
-                " that broker-config wrote, with the password of its spec.credentials"
-                " (or --password)?"
-            )
-        with self.run.lock:
-            self.client = None
-            for device in self.devices:
-                self.run.end(device, why)
-        c.disconnect()
-        self.subscribed.set()
-
-    def _on_subscribe(self, _c: mqtt.Client, _u: object, _m: int, codes: Any, _p: object) -> None:
-        if any(code.is_failure for code in codes):
-            with self.run.lock:
-                for device in self.devices:
-                    self.run.end(
-                        device,
-                        f"the MQTT broker refused {self.user or 'the gateway'} a subscription"
-                        f" to {self.filter}: its ACL lets a device read only its own command"
-                        " topic (broker-config)",
-                    )
-            self.subscribed.set()
-            return
-        first = not self.subscribed.is_set()
-        self.subscribed.set()
-        if first and self.user is None:
-            return  # the run sends the first statuses once every gateway is subscribed
-        with self.run.lock:  # first statuses, or those a lost node never answered
-            due = [
-                d
-                for d in self.devices
-                if d.finished is None and (d.asked is not None or d.statuses == 0)
-            ]
-        for device in due:
-            self.run.send(device)
-
-    def _on_disconnect(self, c: mqtt.Client, _u: object, _f: object, reason: Any, _p: Any) -> None:
-        with self.run.lock:
-            if reason.is_failure and c is self.client and not self.run.done.is_set():
-                self.lost = True
 
 
 class _Run:
@@ -202,7 +54,7 @@ class _Run:
     def __init__(
         self,
         app: str,
-        devices: dict[str, _Device],
+        devices: dict[str, DeviceRun],
         topics: tuple[str, str],
         qos: int,
         wait_cap: float,
@@ -217,16 +69,16 @@ class _Run:
         self.status_t, self.command_t = TopicTemplate(topics[0]), TopicTemplate(topics[1])
         self.lock = threading.Lock()
         self.done = threading.Event()
-        self.later: PollSchedule[_Device] = PollSchedule(self.send)
+        self.later: PollSchedule[DeviceRun] = PollSchedule(self.send)
 
-    def end(self, device: _Device, error: str = "") -> None:
+    def end(self, device: DeviceRun, error: str = "") -> None:
         """Under the lock: the device is synced, gone, or failed with ``error``."""
         if device.finished is None:
             device.finished, device.error, device.asked = time.perf_counter(), error, None
             if all(d.finished is not None for d in self.devices.values()):
                 self.done.set()
 
-    def send(self, device: _Device) -> None:
+    def send(self, device: DeviceRun) -> None:
         """Publish the device's status; without a connection it waits for the next one."""
         with self.lock:
             if device.finished is not None or device.link is None:
@@ -297,7 +149,7 @@ class _Run:
                         f" ACL denies{hint}",
                     )
 
-    def supervise(self, links: list[_Link]) -> None:
+    def supervise(self, links: list[Link]) -> None:
         """Move each lost connection to another node (the old one is down)."""
         now = time.perf_counter()
         for link in links:
@@ -305,15 +157,15 @@ class _Run:
                 link.failover()
 
 
-def _links(run: _Run, urls: list[str], connection: Connection, password: Password) -> list[_Link]:
+def _links(run: _Run, urls: list[str], connection: Connection, password: Password) -> list[Link]:
     """The connections: one gateway per node, or one per device; devices spread evenly."""
     names = list(run.devices)
     if connection == "gateway":
         groups = [[run.devices[n] for n in names[i :: len(urls)]] for i in range(len(urls))]
-        return [_Link(run, urls, i, group) for i, group in enumerate(groups) if group]
+        return [Link(run, urls, i, group) for i, group in enumerate(groups) if group]
     links = []
     for i, name in enumerate(names):
-        link = _Link(run, urls, i, [run.devices[name]])
+        link = Link(run, urls, i, [run.devices[name]])
         link.user = f"{name}@{run.app}"
         link.secret = password(name) if callable(password) else password
         links.append(link)
@@ -358,7 +210,7 @@ def simulate_mqtt(
     for each in urls:
         parse_broker_url(each)  # a malformed URL fails before any connection
     failures = failures or Failures()
-    devices = {n: _Device(n, failures.device(n, version, mtu)) for n in names}
+    devices = {n: DeviceRun(n, failures.device(n, version, mtu)) for n in names}
     run = _Run(app, devices, (status_topic, command_topic), qos, wait_cap, tls, correlate,
                keep_polling, until)  # fmt: skip
     links = _links(run, urls, connection, password)

@@ -24,11 +24,11 @@ from ajour_build.core.fleet import load_fleet
 from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
 from delivery.protocol import decode_command, encode_status
+from delivery.sources.ddi_client import HawkbitError
 from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.hawkbit import (
     DEFAULT_POLL_SECONDS,
     MAX_ARTIFACT,
-    HawkbitError,
     HawkbitSource,
     format_sleep,
     parse_sleep,

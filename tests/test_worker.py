@@ -136,14 +136,14 @@ def test_write_sizes_respect_mtu(tmp_path: Path, mtu: int | None) -> None:
 
 
 def test_poll_intervals_per_application(tmp_path: Path) -> None:
-    from delivery.cli import _policies
     from delivery.decision import Policy
     from delivery.errors import DeliveryError
     from delivery.protocol import Sync
+    from delivery.serve_settings import poll_policies
 
     publish(tmp_path, f"oci-layout://{tmp_path / 'oci' / 'fw' / 'app'}:latest", "5", b"p" * 10)
     worker = make_worker(tmp_path, f"oci-layout://{tmp_path / 'oci'}")
-    default, per_app = _policies(300, 30, ("app=60:5",))
+    default, per_app = poll_policies(300, 30, ("app=60:5",))
     assert per_app == {"app": Policy(poll_synced=60, poll_wait=5)}
     worker.policy, worker.policies = default, per_app
     reply = worker.handle("app", "dev0", encode_status(Status(b"5", 512)))
@@ -151,7 +151,7 @@ def test_poll_intervals_per_application(tmp_path: Path) -> None:
     command = decode_command(reply)
     assert isinstance(command, Sync) and command.poll == 60
     with pytest.raises(DeliveryError, match="APP=SYNCED"):
-        _policies(300, 30, ("app=soon",))
+        poll_policies(300, 30, ("app=soon",))
 
 
 def test_simulated_device_retries_a_failed_exchange(tmp_path: Path) -> None:

@@ -21,12 +21,9 @@ Credentials. The gateway token goes only to the configured hawkBit origin (schem
 port). API links (``deploymentBase``) on another origin are refused: the token would be
 needed there. An artifact link on another origin (a CDN, a file server) is fetched without
 the token; if it is plain http off loopback it is refused unless ``insecure=True`` (the
-sha256 from hawkBit guards the bytes, but not their confidentiality). API answers are never
-followed on a redirect; a download follows at most five, never with the token (not even
-back to hawkBit), never from https to http except to loopback (``core.artifact.redirects``).
-The token never appears in logs, errors or ``repr``, and URLs in messages lose their query.
-Plain http to hawkBit is refused unless the host is loopback or ``insecure=True``. TLS is
-always verified. Standard library only: the delivery side stays lean.
+sha256 from hawkBit guards the bytes, but not their confidentiality). The requests, and the
+rest of what they guard (redirects, plain http, TLS, the token kept out of logs, errors and
+``repr``), are :class:`delivery.sources.ddi_client.DdiClient`'s.
 """
 
 from __future__ import annotations
@@ -40,21 +37,18 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, get_args
-from urllib.parse import quote, urljoin, urlsplit
+from urllib.parse import urljoin
 
-from ajour_build.core.artifact.redirects import Fetched, FetchError, Origin, fetch, safe_url
-from ajour_build.core.hosts import is_loopback
+from ajour_build.core.artifact.redirects import safe_url
 from delivery.decision import FirmwareImage
 from delivery.errors import DeliveryError
-from delivery.sources.firmware_source import SourceUnavailable
+from delivery.sources.ddi_client import JSON_ACCEPT, DdiClient, HawkbitError, link_href
 
 log = logging.getLogger(__name__)
 
 MAX_ARTIFACT: Final = 64 * 1024 * 1024
-MAX_JSON: Final = 1024 * 1024
 DEFAULT_POLL_SECONDS: Final = 300
 LOOKUP_TTL: Final = 10.0
-EXCERPT: Final = 200
 _SLEEP = re.compile(r"([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])")
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _ACTION_ID = re.compile(r"[0-9]{1,18}")
@@ -65,11 +59,6 @@ Execution = Literal[
 ]
 FINISHED: Final[tuple[str, ...]] = get_args(Finished)
 EXECUTIONS: Final[tuple[str, ...]] = get_args(Execution)
-JSON_ACCEPT: Final = "application/hal+json, application/json"
-
-
-class HawkbitError(SourceUnavailable):
-    """hawkBit cannot give a target now: unreachable, refused, or answered something unusable."""
 
 
 class NoDeployment(HawkbitError):
@@ -118,34 +107,12 @@ class HawkbitSource:
         ttl: float = LOOKUP_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.username:
-            raise DeliveryError(
-                "hawkBit DDI base URL: expected http(s)://host[:port][/prefix] without"
-                f" credentials; got scheme {parts.scheme!r}, host {parts.hostname or ''!r}"
-            )
-        if parts.query or parts.fragment:
-            raise DeliveryError("hawkBit DDI base URL: expected no query or fragment")
-        if not tenant or not controller_id:
-            raise DeliveryError("hawkBit DDI: tenant and controller id must not be empty")
-        if not gateway_token or any(c in gateway_token for c in "\r\n\0"):
-            raise DeliveryError("hawkBit DDI: the gateway token is empty or has control chars")
-        if timeout <= 0:
-            raise DeliveryError(f"hawkBit DDI: timeout must be positive, got {timeout}")
+        self._ddi = DdiClient(base_url, tenant, controller_id, gateway_token, timeout, insecure)
         if ttl < 0:
             raise DeliveryError(f"hawkBit DDI: the lookup TTL must be 0 or more, got {ttl}")
-        self.base_url = f"{parts.scheme}://{parts.netloc}{parts.path.rstrip('/')}"
+        self.base_url, self.controller_url = self._ddi.base_url, self._ddi.controller_url
         self.tenant, self.controller_id = tenant, controller_id
         self.timeout, self.insecure = timeout, insecure
-        self._token = gateway_token
-        problem = self._url_problem(self.base_url)
-        if problem is not None:
-            raise DeliveryError(f"hawkBit DDI base URL: {problem}")
-        self.controller_url = (
-            f"{self.base_url}/{quote(tenant, safe='')}/controller/v1/"
-            f"{quote(controller_id, safe='')}"
-        )
-        self._origin = Origin.of(self.base_url)
         self.ttl, self._clock = ttl, clock
         self._lock = threading.Lock()  # one lookup at a time per controller
         self._lookup: _Lookup | None = None
@@ -210,14 +177,14 @@ class HawkbitSource:
 
     def _ask(self, now: float) -> _Lookup:
         """Two requests: the controller base resource, then its deployment (if linked)."""
-        base = self._get_json(self.controller_url, "the controller base resource")
+        base = self._ddi.get_json(self.controller_url, "the controller base resource")
         self._poll_seconds = poll = self._sleep(base)
         expires = now + min(self.ttl, poll)
-        href = _href(base.get("_links"), "deploymentBase")
+        href = link_href(base.get("_links"), "deploymentBase")
         if href is None:
             return _Lookup(poll, None, expires)
         url = urljoin(self.controller_url, href)
-        deployment = self._get_json(url, "the deployment resource")
+        deployment = self._ddi.get_json(url, "the deployment resource")
         return _Lookup(poll, self._pick(deployment, url), expires)
 
     def feedback(
@@ -248,14 +215,14 @@ class HawkbitSource:
         url = f"{self.controller_url}/deploymentBase/{action_id}/feedback"
         what = f"feedback for action {action_id}"
         try:
-            status, payload = self._call("POST", url, json.dumps(body).encode(), JSON_ACCEPT)
+            status, payload = self._ddi.call("POST", url, json.dumps(body).encode(), JSON_ACCEPT)
         finally:
             with self._lock:
                 self._lookup = None  # the action's state changed (or may have)
         if status == 410:
             self._fail(f"hawkBit refused {what}: the action is no longer active (HTTP 410)")
         if status != 200:
-            self._unexpected("POST", url, status, payload, f"HTTP 200 for {what}")
+            self._ddi.unexpected("POST", url, status, payload, f"HTTP 200 for {what}")
 
     # -- parsing ------------------------------------------------------------------------------
 
@@ -310,15 +277,15 @@ class HawkbitSource:
         order = ["download", "download-http"]  # https first, unless hawkBit is on http
         if not self.base_url.startswith("https:"):
             order.reverse()
-        hrefs = [h for h in (_href(links, rel) for rel in order) if h is not None]
+        hrefs = [h for h in (link_href(links, rel) for rel in order) if h is not None]
         if not hrefs:
             self._fail(f"hawkBit {what} has no download or download-http link")
         url = urljoin(self.controller_url, hrefs[0])
         where = safe_url(url)
         accept = "application/octet-stream, */*"
-        status, data = self._call("GET", url, None, accept, MAX_ARTIFACT, download=True)
+        status, data = self._ddi.call("GET", url, None, accept, MAX_ARTIFACT, download=True)
         if status != 200:
-            self._unexpected("GET", url, status, data, f"HTTP 200 with {what}")
+            self._ddi.unexpected("GET", url, status, data, f"HTTP 200 with {what}")
         if len(data) > MAX_ARTIFACT:
             self._fail(f"GET {where}: {what} is over the {MAX_ARTIFACT} byte limit")
         digest = hashlib.sha256(data).digest()
@@ -336,117 +303,5 @@ class HawkbitSource:
         log.info("hawkBit: downloaded %s (%d bytes) from %s", what, len(data), where)
         return data
 
-    # -- HTTP ---------------------------------------------------------------------------------
-
-    def _url_problem(self, url: str) -> str | None:
-        parts = urlsplit(url)
-        host = parts.hostname or ""
-        if parts.scheme not in ("http", "https") or not host:
-            return f"refusing to fetch {url[:200]!r}: only http(s) URLs with a host"
-        if parts.scheme == "http" and not (self.insecure or is_loopback(host)):
-            return (
-                f"refusing plain http to {host!r}: the gateway token and firmware would travel"
-                " unencrypted; use https, or opt in with insecure=True"
-            )
-        return None
-
-    def _get_json(self, url: str, what: str) -> dict[str, Any]:
-        if Origin.of(url) != self._origin:
-            self._fail(
-                f"hawkBit linked {what} at {safe_url(url)}, which is not on the configured"
-                f" hawkBit origin {self._origin}: the gateway token is only sent there, so the"
-                " link is not followed; if that is hawkBit's public URL, configure it as"
-                " --hawkbit-url, else fix hawkBit's forwarded-host settings"
-            )
-        status, payload = self._call("GET", url, None, JSON_ACCEPT)
-        if status != 200:
-            self._unexpected("GET", url, status, payload, f"HTTP 200 with {what}")
-        try:
-            data = json.loads(payload)
-        except ValueError:
-            data = None
-        if not isinstance(data, dict):
-            self._unexpected("GET", url, status, payload, f"{what} as a JSON object")
-        return data
-
-    def _call(
-        self,
-        method: str,
-        url: str,
-        body: bytes | None,
-        accept: str,
-        limit: int = MAX_JSON,
-        download: bool = False,
-    ) -> tuple[int, bytes]:
-        """One request; the token only on the hawkBit origin. A download follows redirects
-        (without the token); an API call does not follow them at all."""
-        headers = {
-            "Authorization": f"GatewayToken {self._token}",
-            "Accept": accept,
-            "User-Agent": "ajour-delivery",
-        }
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        try:
-            got = fetch(
-                method,
-                url,
-                headers,
-                trusted=self._origin,
-                timeout=self.timeout,
-                limit=limit,
-                insecure=self.insecure,
-                data=body,
-                follow=download,
-                credentials_on_redirect=False,
-            )
-        except FetchError as exc:
-            hops = (
-                f" (after {exc.redirects} redirect(s) from {safe_url(url)})"
-                if exc.redirects
-                else ""
-            )
-            self._fail(f"{exc}{hops}")
-        status, payload = got.status, got.body
-        log.debug("hawkBit: %s %s -> HTTP %d%s", method, safe_url(url), status, got.location)
-        if len(payload) > limit:
-            self._fail(f"{method} {safe_url(url)}: the answer is over the {limit} byte limit")
-        if status in (401, 403):
-            self._refused(method, url, got)
-        if 300 <= status < 400:
-            self._fail(
-                f"{method} {safe_url(url)} answered HTTP {status}: redirects are not followed"
-            )
-        return status, payload
-
-    def _refused(self, method: str, url: str, got: Fetched) -> NoReturn:
-        if got.trusted:
-            self._fail(
-                f"hawkBit rejected the gateway token (HTTP {got.status}) at {method}"
-                f" {safe_url(url)}: check that gateway token authentication is enabled for"
-                f" tenant {self.tenant!r} and that the token is that tenant's gateway security"
-                " token"
-            )
-        self._fail(
-            f"{method} {safe_url(url)} answered HTTP {got.status}{got.location}; it is not on"
-            f" the configured hawkBit origin {self._origin} (or was reached by a redirect), so"
-            " the gateway token was not sent; if this is hawkBit itself, configure its origin"
-            " as --hawkbit-url"
-        )
-
-    def _unexpected(
-        self, method: str, url: str, status: int, payload: bytes, expected: str
-    ) -> NoReturn:
-        excerpt = payload[:EXCERPT].decode("utf-8", "replace")
-        self._fail(
-            f"{method} {safe_url(url)}: expected {expected}; got HTTP {status}, body: {excerpt!r}"
-        )
-
     def _fail(self, message: str) -> NoReturn:
-        raise HawkbitError(message.replace(self._token, "***"))
-
-
-def _href(links: object, rel: str) -> str | None:
-    link = links.get(rel) if isinstance(links, dict) else None
-    href = link.get("href") if isinstance(link, dict) else None
-    return href if isinstance(href, str) and href else None
+        self._ddi.fail(message)
