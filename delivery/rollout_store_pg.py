@@ -18,7 +18,9 @@ psycopg 3 is imported when a store is made (the ``delivery-postgres`` extra): a 
 SQLite never loads it. One connection per store, one thread at a time, reconnected when it
 breaks. ``connect_timeout``, ``statement_timeout`` and ``tcp_user_timeout`` bound every
 call (unless the DSN sets them), so a database that is down or stuck raises
-``StoreUnavailable`` within seconds; after a failed connection attempt, calls fail at once
+``StoreUnavailable`` within seconds; a server frozen while its kernel still acknowledges
+(which defeats those three) is cut off by a client-side :class:`~delivery.watchdog.Watchdog`
+after ``2 * timeout + 1`` seconds; after a failed connection attempt, calls fail at once
 for ``retry`` seconds instead of each waiting again. Messages show the DSN without its
 password, and any copy of the password a driver message contains is replaced.
 """
@@ -51,6 +53,7 @@ from delivery.rollout_store import (
     started_rollout,
     write_begun,
 )
+from delivery.watchdog import Watchdog
 
 if TYPE_CHECKING:
     import psycopg
@@ -145,6 +148,7 @@ class PostgresRolloutStore:
         self._db: Connection | None = None
         self._closed = False
         self._failed_at, self._failure = -retry, ""
+        self._watchdog = Watchdog(2 * timeout + 1, name="rollout-db-watchdog")
 
     def _clean(self, text: str) -> str:
         """``text`` on one line, without the password."""
@@ -170,7 +174,7 @@ class PostgresRolloutStore:
         db = None
         try:
             db = self._connect(self._conninfo, **self._options)
-            with db.transaction():
+            with self._watched(db), db.transaction():
                 found = db.execute(
                     "SELECT to_regclass('rollouts') IS NOT NULL"
                     " AND to_regclass('rollout_outcomes') IS NOT NULL"
@@ -195,9 +199,28 @@ class PostgresRolloutStore:
         with self._mutex:
             db = self._open()
             try:
-                yield db
+                with self._watched(db):
+                    yield db
             except self._errors as exc:
                 raise self._unavailable(exc) from None
+
+    @contextmanager
+    def _watched(self, db: Connection) -> Iterator[None]:
+        """The calls on ``db``, ended by the watchdog if the server stops answering (the
+        driver's error then says so)."""
+        call = self._watchdog.arm(db.pgconn.socket)
+        try:
+            yield
+        except self._errors as exc:
+            if self._watchdog.disarm(call):
+                db.close()
+                raise self._errors(
+                    f"no answer within {self._watchdog.limit:g}s: the server is stuck; the"
+                    " connection was closed and the next call makes a new one"
+                ) from exc
+            raise
+        finally:
+            self._watchdog.disarm(call)
 
     def latest(self, application: str) -> Rollout | None:
         with self._connection() as db:
@@ -285,3 +308,4 @@ class PostgresRolloutStore:
             if self._db is not None:
                 self._db.close()
                 self._db = None
+        self._watchdog.close()

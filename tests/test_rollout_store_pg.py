@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -268,6 +269,45 @@ def test_a_locked_table_fails_within_the_statement_timeout(postgres_server: Post
         latest = store.latest("app")
         assert latest is not None and latest.to_version == "1.0"
     finally:
+        store.close()
+
+
+def test_a_frozen_server_is_cut_off_by_the_watchdog(postgres_server: Postgres) -> None:
+    """The server process serving the store is stopped (SIGSTOP) mid-session: its kernel
+    still acknowledges, so neither statement_timeout nor tcp_user_timeout can end the call.
+    The client-side watchdog does, with a message that says so; once the process runs
+    again the next call reconnects."""
+    import psycopg
+
+    database = postgres_server.database(owner=WORKER)
+    dsn = postgres_server.dsn(database, WORKER, WORKER_PASSWORD)
+    store = PostgresRolloutStore(dsn, timeout=0.5, retry=0.0)
+    pid = 0
+    try:
+        store.begin("app", "1.0", POLICY, 1.0)
+        with psycopg.connect(postgres_server.dsn(database)) as admin:
+            row = admin.execute(
+                "SELECT pid FROM pg_stat_activity WHERE application_name = 'ajour-delivery'"
+                " AND datname = %s",
+                (database,),
+            ).fetchone()
+        assert row is not None, "the store's session is not in pg_stat_activity"
+        pid = int(row[0])
+        os.kill(pid, signal.SIGSTOP)
+        errors: list[BaseException] = []
+        caller = threading.Thread(target=lambda: errors.extend(calls(store, 1)))
+        caller.start()
+        caller.join(30)
+        assert not caller.is_alive(), "the store waited on a frozen server with no end"
+        assert [type(e) for e in errors] == [StoreUnavailable]
+        assert "no answer within 2s: the server is stuck" in str(errors[0]), errors[0]
+        os.kill(pid, signal.SIGCONT)
+        pid = 0
+        latest = store.latest("app")  # a new connection, to a new server process
+        assert latest is not None and latest.to_version == "1.0"
+    finally:
+        if pid:
+            os.kill(pid, signal.SIGCONT)
         store.close()
 
 
