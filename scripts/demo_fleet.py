@@ -163,7 +163,7 @@ class QemuFleet:
 
     def checks(self, name: str) -> list[str]:
         """What the device's bootloader said about each image it booted, once per image
-        (``boot: slot A 1.1.0+0 (6928 bytes, SHA-256 and ED25519 ok)``), in order."""
+        (``boot: slot A 1.1.0+0 (6376 bytes, SHA-256 and ED25519 ok)``), in order."""
         return list(self._checks[name])
 
     def _run(self, device: QemuDevice) -> None:
