@@ -183,6 +183,10 @@ class SigningConfig(_Section):
     # PEM private key (ECDSA P-256 or ed25519) that signs every published manifest and its
     # SLSA provenance; empty: unsigned (AJOUR_SIGN_KEY_FILE and --sign-key override it)
     key: Text = ""
+    # the key file every build of ``ajour-build serve`` may sign its image with (MCUboot's:
+    # imgtool's PEM), handed to the builder at AJOUR_IMAGE_KEY_FILE; empty: none. The
+    # service's AJOUR_IMAGE_KEY_FILE overrides it (``ajour-build build`` takes --image-key)
+    image_key: Text = ""
     # the provenance's runDetails.builder.id (empty: AJOUR_SIGN_BUILDER_ID, else Ajour's)
     builder_id: Text = ""
 

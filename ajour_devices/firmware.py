@@ -84,3 +84,33 @@ def flash(slot_a: bytes, slot_b: bytes = b"", pending: int = 0, trial: int = 0) 
     state = struct.pack("<4I", STATE_MAGIC, pending, trial, 0)
     erased = b"\xff"
     return b"".join((slot_a.ljust(SLOT_SIZE, erased), slot_b.ljust(SLOT_SIZE, erased), state))
+
+
+def image_signature_ok(image: bytes, pubkey: bytes) -> bool:
+    """Whether the MCUboot ``image`` carries an ED25519 TLV that verifies, with the raw
+    ed25519 ``pubkey``, over its SHA-256 TLV (what imgtool signs and the bootloader checks),
+    and that SHA-256 is the image's. False for an unsigned or foreign-signed image."""
+    import hashlib
+
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    hdr_size, prot_size, img_size = struct.unpack_from("<HHI", image, 8)
+    off = hdr_size + img_size + prot_size
+    magic, end = struct.unpack_from("<HH", image, off)
+    if magic != 0x6907:
+        return False
+    tlvs: dict[int, bytes] = {}
+    at, end = off + 4, off + end
+    while at + 4 <= end:
+        kind, size = struct.unpack_from("<HH", image, at)
+        tlvs[kind] = image[at + 4 : at + 4 + size]
+        at += 4 + size
+    digest, signature = tlvs.get(0x10, b""), tlvs.get(0x24, b"")
+    if digest != hashlib.sha256(image[: hdr_size + img_size + prot_size]).digest():
+        return False
+    try:
+        Ed25519PublicKey.from_public_bytes(pubkey).verify(signature, digest)
+    except (InvalidSignature, ValueError):
+        return False
+    return True

@@ -7,8 +7,10 @@ relays, and a few hundred simulated devices polling over HTTP.
 
 1. validate the example fleet and render Tekton v1 PipelineRuns (schema-checked);
 2. a git repository holding device/, whose post-receive hook sends a signed push webhook;
-   the build service (``ajour-build serve``, with the console) signs what it publishes
-   (cosign-compatible), and the delivery worker serves only what that key signed;
+   the build service (``ajour-build serve``, with the console) hands every build an ed25519
+   image key (the MCUboot image is signed with it in the builder; the QEMU bootloader holds
+   its public half) and signs what it publishes (cosign-compatible), and the delivery
+   worker serves only what that key signed;
 3. push 1.0.0: built by the arm-gcc builder, published, the devices start on it;
 4. push 1.1.0: the rollout goes wave by wave, the canaries (QEMU ones too) confirm first;
 5. push a bad 1.2.0 (the app never confirms): the canaries revert, the rollout pauses;
@@ -53,6 +55,8 @@ from demo_parts import (
 from demo_report import summary
 from demo_story import SIMULATED, story
 
+from ajour_devices.firmware import image_signature_ok
+
 QEMU_DEVICES = 3
 SIM_CANARIES = 5
 
@@ -74,6 +78,7 @@ class Demo:
         self.simulated = [f"sim-{i:03d}" for i in range(devices)]
         self.canaries = {*self.qemu, *self.simulated[:SIM_CANARIES]}
         self.builds: list[dict[str, Any]] = []
+        self.boot_pubkey = b""  # the image key's public half, built into the bootloader
 
     def step(
         self, title: str, args: list[str], expect: int = 0
@@ -129,12 +134,39 @@ class Demo:
         )
         return private, public
 
+    def image_key(self) -> Path:
+        """The image key (ed25519, PKCS#8 PEM as ``imgtool keygen -t ed25519`` writes it)
+        the builder signs MCUboot images with; its raw public half goes to the bootloader."""
+        from cryptography.hazmat.primitives import serialization
+        from cryptography.hazmat.primitives.asymmetric import ed25519
+
+        key = ed25519.Ed25519PrivateKey.generate()
+        path = self.work / "keys" / "image.key"
+        path.parent.mkdir(exist_ok=True)
+        path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
+        )
+        path.chmod(0o600)
+        self.boot_pubkey = key.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
+        return path
+
     def setup(self, procs: Processes) -> Path:
         self.console.rule("2. a git repository, the build service and the delivery worker")
         bare = make_repository(self.work, self.service_url, self.hook_secret)
         self.console.print(f"[green]ok[/] git repository {bare} (post-receive hook → webhook)")
         sign_key, sign_pub = self.keys()
         self.console.print(f"[green]ok[/] signing key {sign_key} (ECDSA P-256, as cosign's)")
+        image_key = self.image_key()
+        self.console.print(
+            f"[green]ok[/] image key {image_key} (ed25519, as imgtool's): every build signs its"
+            " MCUboot image with it, the QEMU bootloader holds its public half"
+        )
         self.fleet.mkdir(exist_ok=True)
         devices = [*self.qemu, *self.simulated]
         (self.fleet / "thermostat.yaml").write_text(
@@ -150,6 +182,7 @@ class Demo:
             f"  notify: {self.delivery_url}/v1/events\n"
             f"  delivery_url: {self.delivery_url}\n"
             "  public_read: true\n"
+            f"signing: {{key: {sign_key}, image_key: {image_key}}}  # read at start\n"
             f"delivery:\n  trust:\n    {APP_NAME}: {{keys: [{sign_pub}]}}\n"
         )
         token_file = self.work / "console-token"
@@ -183,7 +216,6 @@ class Demo:
         env = {
             "AJOUR_SERVICE__TOKENS": json.dumps([self.token]),
             "AJOUR_SERVICE__WEBHOOKS__GITEA": self.hook_secret,
-            "AJOUR_SIGN_KEY_FILE": str(sign_key),  # every publish is signed with it
             "PATH": f"{self.bin}{os.pathsep}{os.environ.get('PATH', '')}",  # imgtool (host)
         }
         procs.start(
@@ -231,11 +263,14 @@ class Demo:
                 self.console.print(log[-4000:])
                 raise SystemExit(f"the build {build['id']} {build['state']}: {build['failure']}")
         took = time.perf_counter() - started
+        signed = image_signature_ok(self.image(build), self.boot_pubkey)
+        if not signed:
+            raise SystemExit(f"the build {build['id']} made an image the bootloader refuses")
         self.console.print(
-            f"[green]ok[/] {title}: {build['version']} {build['digest'][:19]}… signed"
-            f" [dim]({took:.2f}s)[/]"
+            f"[green]ok[/] {title}: {build['version']} {build['digest'][:19]}… signed; its"
+            f" MCUboot image ED25519-signed with the image key [dim]({took:.2f}s)[/]"
         )
-        self.builds.append({**build, "seconds": round(took, 2)})
+        self.builds.append({**build, "seconds": round(took, 2), "imageSigned": signed})
         return build
 
     def image(self, build: dict[str, Any]) -> bytes:

@@ -25,6 +25,7 @@ from delivery.simulator import HttpDeviceLink
 POLL = 2.0  # seconds between a device's polls once it is in sync
 THREADS = 8  # threads that share the simulated devices
 STORY = ("swap", "revert", "confirmed", "fails on trial", "refused")  # QEMU console words
+BOOTED = "boot: slot A "  # the bootloader's check of the image it boots
 
 
 @dataclass
@@ -115,12 +116,17 @@ class SimulatedFleet:
 
 
 class QemuFleet:
-    """QEMU devices ``names`` flashed with ``image`` (an MCUboot image the bootloader, built
-    here without a key, checks by its SHA-256), each behind a gateway to ``url``."""
+    """QEMU devices ``names`` flashed with ``image`` (an MCUboot image signed with the image
+    key), each behind a gateway to ``url``. Their bootloader is built here with ``pubkey``
+    (the image key's raw ed25519 public half): it boots or swaps in only images whose SHA-256
+    and ED25519 signature check."""
 
-    def __init__(self, root: Path, url: str, app: str, names: list[str], image: bytes) -> None:
+    def __init__(
+        self, root: Path, url: str, app: str, names: list[str], image: bytes, pubkey: bytes
+    ) -> None:
         build = root / "boot-build"
-        make(build, "all")  # the bootloader (device/boot), with the host's arm-none-eabi-gcc
+        # the bootloader (device/boot), with the host's arm-none-eabi-gcc and the key
+        make(build, "all", "BOOT_PUBKEY=" + ",".join(map(hex, pubkey)))
         self.devices: dict[str, QemuDevice] = {}
         for name in names:
             device = QemuDevice(
@@ -129,6 +135,7 @@ class QemuFleet:
             (device.folder / "flash.bin").write_bytes(flash(image))
             self.devices[name] = device
         self._story: dict[str, list[str]] = {name: [] for name in names}
+        self._checks: dict[str, list[str]] = {name: [] for name in names}
         self._stop = threading.Event()
         self._threads = [
             threading.Thread(target=self._run, args=(d,), daemon=True)
@@ -154,6 +161,11 @@ class QemuFleet:
         boots, confirms, reverts), over all its power-ons so far."""
         return list(self._story[name])
 
+    def checks(self, name: str) -> list[str]:
+        """What the device's bootloader said about each image it booted, once per image
+        (``boot: slot A 1.1.0+0 (6376 bytes, SHA-256 and ED25519 ok)``), in order."""
+        return list(self._checks[name])
+
     def _run(self, device: QemuDevice) -> None:
         while not self._stop.is_set():
             run = device.power_on()
@@ -164,9 +176,12 @@ class QemuFleet:
                 if run.seconds > 120:  # a device stuck that long: cut the power
                     run.kill()
             # a power-on every few seconds: keep what tells the story, not every console
+            lines = run.lines()
             self._story[device.name] += [
-                line for line in run.lines() if any(word in line for word in STORY)
+                line for line in lines if any(word in line for word in STORY)
             ]
+            checks = self._checks[device.name]
+            checks += [line for line in lines if line.startswith(BOOTED) and line not in checks]
             if len(device.runs) > 1:  # the next power-on reuses the latest's file name
                 if device.runs[0].console != run.console:
                     device.runs[0].console.unlink(missing_ok=True)

@@ -61,6 +61,16 @@ def summary(demo: Demo, facts: dict[str, Any]) -> None:
             f"the fix went out by delta patch: {fix['simulatedPatchBytes']:,} bytes for"
             f" {fix['simulatedSwaps']} simulated devices, {ratio:.0f}x fewer than full images"
         )
+    booted = sorted({line.split()[3] for lines in facts["qemuChecks"].values() for line in lines})
+    checked = {
+        line.rsplit(", ", 1)[-1].rstrip(")")
+        for lines in facts["qemuChecks"].values()
+        for line in lines
+    }
+    console.print(
+        f"MCUboot images signed with the image key (ED25519): {', '.join(facts['imagesSigned'])};"
+        f" the QEMU bootloaders booted {', '.join(booted)}, each checked: {', '.join(checked)}"
+    )
     versions: dict[str, int] = {}
     for version in facts["devices"].values():
         versions[version] = versions.get(version, 0) + 1

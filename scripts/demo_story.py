@@ -102,7 +102,9 @@ def story(demo: Demo, procs: Processes) -> Iterator[dict[str, Any]]:
     )
     image = demo.image(first)
     started = time.perf_counter()
-    qemu = QemuFleet(demo.work / "qemu", demo.delivery_url, APP_NAME, demo.qemu, image)
+    qemu = QemuFleet(
+        demo.work / "qemu", demo.delivery_url, APP_NAME, demo.qemu, image, demo.boot_pubkey
+    )
     sims = SimulatedFleet(
         demo.delivery_url, APP_NAME, demo.simulated, "1.0.0", image, bad={"1.2.0"}
     )
@@ -116,6 +118,8 @@ def story(demo: Demo, procs: Processes) -> Iterator[dict[str, Any]]:
             f" {len(demo.simulated)} simulated ones poll on 1.0.0"
             f" [dim]({time.perf_counter() - started:.1f}s)[/]"
         )
+        first = until("the QEMU bootloaders' check", lambda: qemu.checks(demo.qemu[0]))
+        console.print(f"  their bootloaders (built with the image key's public half): {first[0]}")
         facts: dict[str, Any] = {"imageBytes": len(image), "rollouts": [], "devices": {}}
         steps = [
             ("4. push 1.1.0: the staged rollout, canaries first", "1.1.0", None, "good"),
@@ -156,6 +160,8 @@ def story(demo: Demo, procs: Processes) -> Iterator[dict[str, Any]]:
             entry["report"] = reports.get(entry["seq"], {})
         facts["devices"] = watch.versions()
         facts["qemuBoots"] = {n: qemu.story(n) for n in demo.qemu}
+        facts["qemuChecks"] = {n: qemu.checks(n) for n in demo.qemu}
+        facts["imagesSigned"] = [b["version"] for b in demo.builds if b["imageSigned"]]
         facts["simulatedErrors"] = sims.errors
         yield facts
     finally:

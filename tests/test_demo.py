@@ -92,6 +92,30 @@ def test_demo_end_to_end(tmp_path: Path) -> None:
         ], (name, lines)
         assert "boot: the update on trial was not confirmed: reverted" in lines, lines
 
+    # every image is MCUboot-signed with the demo's image key (its ED25519 TLV verifies with
+    # the public half), and the QEMU bootloaders, built with that public half, checked the
+    # signature of each image they booted (a bootloader without a key says "SHA-256 ok")
+    assert facts["imagesSigned"] == ["1.0.0", "1.1.0", "1.2.0", "1.2.1"]
+    for name, checks in facts["qemuChecks"].items():
+        booted = [line.split()[3] for line in checks]
+        assert booted == ["1.0.0+0", "1.1.0+0", "1.2.0+0", "1.2.1+0"], (name, checks)
+        for line in checks:
+            assert re.fullmatch(r"boot: slot A \S+ \(\d+ bytes, SHA-256 and ED25519 ok\)", line)
+    assert (
+        "MCUboot images signed with the image key (ED25519): 1.0.0, 1.1.0, 1.2.0, 1.2.1;"
+        " the QEMU bootloaders booted 1.0.0+0, 1.1.0+0, 1.2.0+0, 1.2.1+0, each checked:"
+        " SHA-256 and ED25519 ok"
+    ) in " ".join(out.split())
+    # the service read both keys from ajour.yaml's signing section at start, and logged only
+    # their SHA-256 prefix
+    service_log = (work / "logs" / "build-console.log").read_text()
+    for line in (
+        r"builds get the image key from signing\.image_key in \S+/fleet/ajour\.yaml",
+        r"publishes are signed with the key \S+/keys/sign\.key",
+    ):
+        assert re.search(line + r" \(sha256 [0-9a-f]{12}\)", service_log), service_log
+    assert "PRIVATE KEY" not in service_log
+
     # every published version is signed (a cosign .sig tag), as the worker's trust demands
     tags = json.loads((work / "oci" / "thermostat" / "index.json").read_text())
     names = {m["annotations"]["org.opencontainers.image.ref.name"] for m in tags["manifests"]}

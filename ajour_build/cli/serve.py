@@ -72,11 +72,11 @@ def serve(
     if insecure_no_auth and host not in ("127.0.0.1", "::1", "localhost"):
         raise AjourError(f"--insecure-no-auth is only allowed on loopback, not on {host!r}")
     with listen(host, port, "ajour-build serve", "--port (or --host)") as sock:
-        service = assemble(list(fleet_paths), config, settings, builders_dir, insecure_no_auth)
-        app = create_app(service, console=not no_console)
-        logging.getLogger("ajour_build").setLevel(
+        logging.getLogger("ajour_build").setLevel(  # before assemble: it logs the keys it read
             min(logging.INFO, logging.getLogger().getEffectiveLevel())
         )
+        service = assemble(list(fleet_paths), config, settings, builders_dir, insecure_no_auth)
+        app = create_app(service, console=not no_console)
         click.echo(
             f"ajour build service on http://{host}:{port} (backend {config.service.backend},"
             f" records {service.records.engine.url.render_as_string(hide_password=True)})",

@@ -8,7 +8,8 @@ Service from the installation config (backend, records, fleet). Errors become JS
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+import os
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from ajour_build.service import api, audit_api, metrics, webhooks
 from ajour_build.service.backends.backend import Backend
 from ajour_build.service.backends.local import LocalBackend
 from ajour_build.service.http_status import answer_for
+from ajour_build.service.keys import ServiceKeys, read_keys
 from ajour_build.service.records import Records, RecordsError
 from ajour_build.service.scheduler import FleetSource, Scheduler
 from ajour_build.service.schemas import Health
@@ -118,7 +120,11 @@ def create_app(service: Service) -> FastAPI:
 
 
 def make_backend(
-    config: InstallationConfig, records: Records, settings: LocalSettings, builders_dir: Path
+    config: InstallationConfig,
+    records: Records,
+    settings: LocalSettings,
+    builders_dir: Path,
+    keys: ServiceKeys | None = None,
 ) -> Backend:
     svc = config.service
     if svc.backend == "tekton":
@@ -144,6 +150,8 @@ def make_backend(
         stuck_after=parse_duration(svc.stuck_after),
         log_limits=LogLimits(svc.log_line_bytes, svc.log_bytes),
         log_lines=svc.log_lines,
+        image_key=keys.image.content if keys and keys.image else None,
+        signer=keys.signer if keys else None,
     )
 
 
@@ -153,20 +161,23 @@ def assemble(
     settings: LocalSettings,
     builders_dir: Path | None = None,
     open_access: bool = False,
+    env: Mapping[str, str] | None = None,
 ) -> Service:
-    """A Service from the installation config; nothing is started yet."""
+    """A Service from the installation config; nothing is started yet. Its keys are read
+    now (``env``, default the process's, then the config: service/keys.py)."""
     svc = config.service
     if not open_access and not svc.token_values():
         raise AjourError(
             "the build service needs API tokens: set service.tokens in ajour.yaml (or"
             " AJOUR_SERVICE__TOKENS='[\"…\"]'), or pass --insecure-no-auth on a trusted machine"
         )
+    keys = read_keys(config, os.environ if env is None else env)  # a bad key: fail now
     records = (
         Records(svc.database)
         if svc.database
         else Records.sqlite(settings.state_dir / "service" / "builds.db")
     )
-    backend = make_backend(config, records, settings, builders_dir or settings.builders_dir)
+    backend = make_backend(config, records, settings, builders_dir or settings.builders_dir, keys)
     scheduler = Scheduler(FleetSource(fleet_paths), config, records, backend)
     service = Service(
         config, records, backend, scheduler, open_access=open_access, state_dir=settings.state_dir

@@ -26,6 +26,7 @@ from ajour_build.lifecycle import Build, BuildState
 from ajour_build.plan import PlannedBuild
 from ajour_build.publish.destination import release
 from ajour_build.publish.publisher import Published
+from ajour_build.publish.signing import Signer
 from ajour_build.runner.job import Engine, LogLimits, Progress
 from ajour_build.runner.local_runner import LocalRunner
 from ajour_build.runner.state_dir import LocalBuild, StateDir
@@ -107,6 +108,9 @@ class LocalBackend:
     log_limits: LogLimits = field(default_factory=LogLimits)
     log_lines: int = MAX_LOG_LINES
     on_publish: Callable[[float, bool], None] | None = None  # seconds, succeeded (metrics)
+    # read at start (service/keys.py): every build gets the image key, every publish is signed
+    image_key: bytes | None = field(default=None, repr=False)
+    signer: Signer | None = None
     watchdog: Watchdog = field(init=False, repr=False)
     _queue: queue.Queue[tuple[Build, PlannedBuild]] = field(
         init=False, default_factory=queue.Queue, repr=False
@@ -249,6 +253,7 @@ class LocalBackend:
             cancel,
             log_limits=self.log_limits,
             clone_timeout=self.clone_timeout,
+            signing_key=self.image_key,
         )
         try:
             record = runner.run(planned, build.version)
@@ -308,7 +313,14 @@ class LocalBackend:
 
     def _publish(self, build: Build, record: LocalBuild) -> Published:
         artifact = self.state.firmware_of(record)
-        out = release(artifact, build.publish_to, os.environ, self.insecure, self.notify_url)
+        out = release(
+            artifact,
+            build.publish_to,
+            os.environ,
+            self.insecure,
+            self.notify_url,
+            signer=self.signer,
+        )
         if out.warning:  # the firmware is out; delivery will find it at its next tag check
             log.warning("build %s: %s", build.id, out.warning)
         return out.published
