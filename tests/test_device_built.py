@@ -172,3 +172,55 @@ def test_host_mode_gets_the_key_file_too_and_it_goes_with_the_workspace(tmp_path
     assert out == [hashlib.sha256(secret).hexdigest(), "-", "400"]
     leftovers = [p for p in (tmp_path / "state").rglob("*") if p.is_file()]
     assert all(b"not-a-real-key" not in p.read_bytes() for p in leftovers)
+
+
+def test_build_takes_the_image_key_from_the_config_as_the_service_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ajour-build build`` without ``--image-key``: ``signing.image_key`` of the config
+    reaches the builder (``AJOUR_IMAGE_KEY_FILE`` wins over it); a key file that cannot be
+    read stops the build before it starts, naming the setting."""
+    repo = tmp_path / "repo"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "README").write_text("firmware\n")
+    make_repo(repo, tmp_path / "src")
+    catalog = tmp_path / "catalog"
+    fake_builder(
+        catalog, "signer", 'mkdir -p out\nsha256sum < "$AJOUR_IMAGE_KEY_FILE" > out/fw.bin\n'
+    )
+    (tmp_path / "fleet").mkdir()
+    (tmp_path / "fleet" / "app.yaml").write_text(
+        "kind: Application\nmetadata: {name: fw}\nspec: {firmware: {container: {image: fw:1,"
+        f" build: {{image: signer, source: {{git: {{uri: 'file://{repo}', rev: main}}}},"
+        " artifact: {path: out/fw.bin}}}}}\n"
+    )
+    from_config, from_env = tmp_path / "config.key", tmp_path / "env.key"
+    from_config.write_bytes(b"config key\n")
+    from_env.write_bytes(b"env key\n")
+    config = tmp_path / "ajour.yaml"
+    config.write_text(f"signing: {{image_key: '{from_config}'}}\n")
+    monkeypatch.setenv("AJOUR_ALLOWED_APPLICATIONS", '["fw"]')
+    monkeypatch.setenv("AJOUR_SOURCES__ALLOW_LOCAL", "true")
+    monkeypatch.delenv("AJOUR_IMAGE_KEY_FILE", raising=False)
+
+    def build(state: str) -> Any:
+        args = ["build", str(tmp_path / "fleet"), "--config", str(config), "--app", "fw"]
+        args += ["--runner", "host", "--builders", str(catalog), "--version", "1.0.0"]
+        return CliRunner().invoke(main, [*args, "--state-dir", str(tmp_path / state), "--json"])
+
+    def built_with(result: Any, state: str) -> str:
+        assert result.exit_code == 0, result.output
+        (record,) = json.loads(result.stdout)
+        path = tmp_path / state / "builds" / record["id"] / "artifacts" / "fw.bin"
+        return path.read_text().split()[0]
+
+    assert built_with(build("s1"), "s1") == hashlib.sha256(b"config key\n").hexdigest()
+    monkeypatch.setenv("AJOUR_IMAGE_KEY_FILE", str(from_env))
+    assert built_with(build("s2"), "s2") == hashlib.sha256(b"env key\n").hexdigest()
+    monkeypatch.delenv("AJOUR_IMAGE_KEY_FILE")
+    from_config.unlink()
+    failed = build("s3")
+    assert failed.exit_code == 1
+    assert f"image key {from_config} (set by signing.image_key in {config})" in failed.output
+    assert "cannot read it" in failed.output
+    assert not (tmp_path / "s3" / "builds").exists()

@@ -260,3 +260,7 @@ def test_build_publish_takes_the_flag_then_the_environment_then_the_config(
     monkeypatch.setenv("AJOUR_SIGN_KEY_FILE", str(envkey))
     assert (signer := _signer(None, conf)) is not None and signer.key.path == envkey
     assert (signer := _signer(flag, conf)) is not None and signer.key.path == flag
+    # the builder id: AJOUR_SIGN_BUILDER_ID > signing.builder_id (docs/artifact-format.md)
+    monkeypatch.setenv("AJOUR_SIGN_BUILDER_ID", "https://env.example.com/b")
+    assert (signer := _signer(None, conf)) is not None
+    assert signer.builder_id == "https://env.example.com/b"

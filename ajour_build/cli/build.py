@@ -23,7 +23,7 @@ from ajour_build.builders.catalog import load_catalog
 from ajour_build.cli import checked_version, console, want_json
 from ajour_build.cli.builders import catalog_option
 from ajour_build.cli.spec import _load
-from ajour_build.config import SigningConfig
+from ajour_build.config import InstallationConfig, SigningConfig
 from ajour_build.core.casing import camel_keys
 from ajour_build.core.errors import AjourError, BuildCancelled, BuildError, SourceError
 from ajour_build.core.spec.rollout import RolloutPolicy
@@ -159,8 +159,9 @@ cursor movement. NO_COLOR=1 drops colours and styles only.
     "--image-key",
     type=click.Path(exists=True, dir_okay=False, readable=True, path_type=Path),
     help="A key the builder signs the image with (e.g. MCUboot's; --sign-key signs what is"
-    " published): copied into the workspace for the build only, its path in"
-    " AJOUR_IMAGE_KEY_FILE; never logged.",
+    " published; default: AJOUR_IMAGE_KEY_FILE, else the config's signing.image_key):"
+    " copied into the workspace for the build only, its path in AJOUR_IMAGE_KEY_FILE;"
+    " never logged.",
 )
 @click.option("--publish", "do_publish", is_flag=True, help="Publish each successful build.")
 @click.option("--to", "publish_to", help="Publish target (default: the spec's registry image).")
@@ -205,6 +206,7 @@ def build(
     assert config is not None
     plan = plan_builds(fleet, config, application, device)
     signer = _signer(sign_key, config.signing) if do_publish else None  # a bad key: fail now
+    key = image_key.read_bytes() if image_key else _image_key(config)
     if not build_all:
         plan.require_allowed()
     for refusal in plan.refused if build_all else ():
@@ -217,7 +219,6 @@ def build(
     state = StateDir(settings.state_dir)
     display = _display_for(as_json)
     with engine_for(runner, settings) as engine:
-        key = image_key.read_bytes() if image_key else None
         local = LocalRunner(
             state, engine, catalog, not no_cache, display.progress(), signing_key=key
         )
@@ -307,11 +308,22 @@ def _publish(
 
 
 def _signer(sign_key: Path | None, config: SigningConfig) -> Signer | None:
-    """``--sign-key`` > ``AJOUR_SIGN_KEY_FILE`` > the config's ``signing.key``."""
-    from ajour_build.publish.signing import KEY_ENV, signer_from
+    """``--sign-key`` > ``AJOUR_SIGN_KEY_FILE`` > the config's ``signing.key``; the builder
+    id ``AJOUR_SIGN_BUILDER_ID`` > ``signing.builder_id`` > Ajour's."""
+    from ajour_build.publish.signing import BUILDER_ENV, KEY_ENV, signer_from
 
     key = sign_key or os.environ.get(KEY_ENV) or config.key or None
-    return signer_from(os.environ, key, config.builder_id or None)
+    builder_id = os.environ.get(BUILDER_ENV) or config.builder_id or None  # as documented
+    return signer_from(os.environ, key, builder_id)
+
+
+def _image_key(config: InstallationConfig) -> bytes | None:
+    """Without ``--image-key``: ``AJOUR_IMAGE_KEY_FILE``, else the config's
+    ``signing.image_key`` (checked as the build service checks it)."""
+    from ajour_build.service.keys import read_image_key
+
+    found = read_image_key(config, os.environ)
+    return found.content if found else None
 
 
 def _display_for(as_json: bool) -> _Display:
