@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-from delivery.gateway import Gateway, GatewayStats, UartAddress, Uplink
+from delivery.gateway import Gateway, GatewayStats, Uplink
+from delivery.uart import UartAddress
 
 QEMU: Final = [
     "qemu-system-arm",

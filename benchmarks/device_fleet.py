@@ -13,7 +13,7 @@ on 1.1.0 (two boots each: the download, Swap, reset, trial boot, Sync and confir
 * **wall** time, and each device's own time from its power-on (median, max);
 * **round trips** per device (status in, command out, counted by its gateway) and the time
   the gateway waited for the worker's answer per round trip (mean);
-* **bytes on the UARTs** (status and command frames with their 4-byte headers, both ways)
+* **bytes on the UARTs** (status and command frames with their markers, COBS and CRC, both ways)
   against the image bytes the devices received;
 * **CPU**: the QEMU processes' (``RUSAGE_CHILDREN``) and this process's (the gateways and
   the worker), per device.

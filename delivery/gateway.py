@@ -1,14 +1,15 @@
 """``ajour-delivery gateway``: one device's serial line to the worker.
 
-It connects to the device's UART as QEMU exposes it (``tcp:HOST:PORT`` for ``-serial
-tcp:HOST:PORT,server=on,nodelay=on``, or ``unix:PATH`` for ``-serial unix:PATH,server=on``),
-reads its status frames (:mod:`delivery.frames`), forwards each to the worker (``POST
-/v1/dfu`` with the device's password, or MQTT on its status topic as the device's own broker
-user) and writes the command back as a frame. Bad input never stops it: a garbled frame is
-counted and skipped (resynchronised), a status the worker refuses gets no answer, and so
+It opens the device's UART (:mod:`delivery.uart`: QEMU's as a TCP server or a Unix socket,
+or a real serial port), reads its status frames (:mod:`delivery.frames`: COBS with a CRC-32
+between ``00`` markers), forwards each to the worker (``POST /v1/dfu`` with the device's
+password, or MQTT on its status topic as the device's own broker user) and writes the command
+back as a frame. Bad input never stops it: a garbled frame (its CRC wrong) is counted,
+logged and dropped, never forwarded, and the next marker resynchronises; a status the worker
+refuses gets no answer, and so
 does every status while the worker cannot be reached (the device times out and sends it
 again); that is logged at most once per ``log_interval``. When the line closes (QEMU exits:
-a power cycle), it connects again until stopped.
+a power cycle; a USB serial adapter unplugged), it opens it again until stopped.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from urllib.parse import urlencode, urlsplit
 from delivery.errors import DeliveryError
 from delivery.frames import MAX_FRAME, FrameReader, encode_frame
 from delivery.log_limit import RateLimitedLog
+from delivery.uart import Line, UartAddress
 
 if TYPE_CHECKING:
     from delivery.mqtt import MqttTls
@@ -48,48 +50,6 @@ class Uplink(Protocol):
     def exchange(self, status: bytes) -> bytes: ...
 
     def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class UartAddress:
-    """Where the device's UART is: a TCP server (QEMU's ``-serial tcp:…,server=on``) or a
-    Unix socket."""
-
-    host: str = ""
-    port: int = 0
-    path: str = ""
-
-    @classmethod
-    def parse(cls, value: str) -> UartAddress:
-        kind, _, rest = value.partition(":")
-        if kind == "unix" and rest:
-            return cls(path=rest)
-        host, _, port = rest.rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")
-        if kind == "tcp" and host and port.isdigit() and 0 < int(port) < 65536:
-            return cls(host=host, port=int(port))
-        raise DeliveryError(
-            f"--uart expects tcp:HOST:PORT (QEMU's -serial tcp:HOST:PORT,server=on,nodelay=on)"
-            f" or unix:PATH (-serial unix:PATH,server=on), got {value!r}"
-        )
-
-    def __str__(self) -> str:
-        return f"unix:{self.path}" if self.path else f"tcp:{self.host}:{self.port}"
-
-    def connect(self, timeout: float) -> socket.socket:
-        if self.path:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(timeout)
-                sock.connect(self.path)
-            except OSError:
-                sock.close()
-                raise
-        else:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(None)
-        return sock
 
 
 @dataclass
@@ -147,6 +107,7 @@ class GatewayStats:
     replies: int = 0
     bytes_in: int = 0  # from the device, frames and garbage
     bytes_out: int = 0  # command frames written to the device
+    bad_crc: int = 0  # pieces between markers that are no frame (CRC wrong): dropped
     oversized: int = 0
     truncated: int = 0
     skipped_bytes: int = 0
@@ -169,14 +130,12 @@ class Gateway:
         *,
         log_interval: float = 10.0,
         max_frame: int = MAX_FRAME,
-        gap: float = 0.1,
-        frame_timeout: float = 1.0,
         reconnect_delay: float = 0.05,
         unreachable_log: float = 5.0,
     ) -> None:
         self.uart, self.uplink = uart, uplink
         self.stats = GatewayStats()
-        self.reader = FrameReader(max_frame, gap, frame_timeout)
+        self.reader = FrameReader(max_frame)
         self.reconnect_delay = reconnect_delay
         self.unreachable_log = unreachable_log  # seconds without the UART before it is logged
         self._stopped = threading.Event()
@@ -193,26 +152,26 @@ class Gateway:
         stop = stop or self._stopped
         try:
             while not (stop.is_set() or self._stopped.is_set()):
-                sock = self._connect(stop)
-                if sock is None:
+                line = self._connect(stop)
+                if line is None:
                     break
                 try:
-                    self._serve(sock, stop)
+                    self._serve(line, stop)
                 finally:
-                    sock.close()
+                    line.close()
                     self.reader.reset()
                     self._sync_counts()
         finally:
             self.uplink.close()
         return self.stats
 
-    def _connect(self, stop: threading.Event) -> socket.socket | None:
+    def _connect(self, stop: threading.Event) -> Line | None:
         """Connect, retrying; a line that stays unreachable for ``unreachable_log`` seconds
         is logged (a power cycle's short gap is not)."""
         delay, since = self.reconnect_delay, time.monotonic()
         while not (stop.is_set() or self._stopped.is_set()):
             try:
-                sock = self.uart.connect(timeout=5.0)
+                line = self.uart.connect(timeout=5.0)
             except OSError as exc:
                 if time.monotonic() - since >= self.unreachable_log:
                     self._logs["uart"].warning(
@@ -223,42 +182,44 @@ class Gateway:
                 continue
             self.stats.connects += 1
             log.debug("connected to the UART at %s", self.uart)
-            return sock
+            return line
         return None
 
-    def _serve(self, sock: socket.socket, stop: threading.Event) -> None:
+    def _serve(self, line: Line, stop: threading.Event) -> None:
         while not (stop.is_set() or self._stopped.is_set()):
-            ready, _, _ = select.select([sock], [], [], 0.1)
+            ready, _, _ = select.select([line], [], [], 0.1)
             if not ready:
                 continue
             try:
-                data = sock.recv(65536)
+                data = line.read()
             except OSError:
                 return
             if not data:
                 return  # QEMU exited (a power cycle) or the line closed
-            before = self.reader.counts.oversized + self.reader.counts.truncated
-            for frame in self.reader.feed(data, time.monotonic()):
+            c = self.reader.counts
+            before = c.bad_crc + c.oversized + c.truncated
+            for frame in self.reader.feed(data):
                 reply = self._forward(frame)
                 if reply is None:
                     continue
-                if select.select([sock], [], [], 0)[0]:
+                if select.select([line], [], [], 0)[0]:
                     self.stats.late += 1  # the device gave up waiting and sent again
                     continue
                 out = encode_frame(reply)
                 try:
-                    sock.sendall(out)
+                    line.write(out)
                 except OSError:
                     return
                 self.stats.replies += 1
                 self.stats.bytes_out += len(out)
-            if self.reader.counts.oversized + self.reader.counts.truncated != before:
+            if c.bad_crc + c.oversized + c.truncated != before:
                 self._logs["frames"].warning(
-                    "garbled frames from the device on %s: %d oversized, %d truncated so far;"
-                    " resynchronising",
+                    "garbled frames from the device on %s: %d with a bad CRC, %d oversized,"
+                    " %d truncated so far; dropped, resynchronised at the next marker",
                     self.uart,
-                    self.reader.counts.oversized,
-                    self.reader.counts.truncated,
+                    c.bad_crc,
+                    c.oversized,
+                    c.truncated,
                 )
             self._sync_counts()
 
@@ -283,7 +244,7 @@ class Gateway:
     def _sync_counts(self) -> None:
         c = self.reader.counts
         s = self.stats
-        s.frames, s.bytes_in, s.oversized = c.frames, c.bytes_in, c.oversized
+        s.frames, s.bytes_in, s.bad_crc, s.oversized = c.frames, c.bytes_in, c.bad_crc, c.oversized
         s.truncated, s.skipped_bytes = c.truncated, c.skipped_bytes
 
 

@@ -39,8 +39,14 @@ def _password(password: str | None, password_file: Path | None) -> str | None:
 @click.option(
     "--uart",
     required=True,
-    help="The device's UART: tcp:HOST:PORT (QEMU -serial tcp:HOST:PORT,server=on,nodelay=on)"
-    " or unix:PATH (-serial unix:PATH,server=on).",
+    help="The device's UART: tcp:HOST:PORT (QEMU -serial tcp:HOST:PORT,server=on,nodelay=on),"
+    " unix:PATH (-serial unix:PATH,server=on) or tty:PATH (a serial port, e.g."
+    " tty:/dev/ttyUSB0: raw 8N1, no flow control).",
+)
+@click.option(
+    "--baud",
+    type=int,
+    help="tty:PATH only: the serial port's rate in bits per second [default: 115200].",
 )
 @click.option("--http", "http_url", help="The worker, e.g. http://127.0.0.1:8081 (POST /v1/dfu).")
 @click.option("--mqtt", "mqtt_url", help="Or the broker, e.g. mqtt://127.0.0.1:1883 (mqtts: TLS).")
@@ -80,6 +86,7 @@ def _password(password: str | None, password_file: Path | None) -> str | None:
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON on exit.")
 def gateway(
     uart: str,
+    baud: int | None,
     http_url: str | None,
     mqtt_url: str | None,
     mqtt_ca: Path | None,
@@ -97,14 +104,16 @@ def gateway(
 ) -> None:
     """Relay one device's serial line (its UART) to the worker until interrupted.
 
-    The device sends frames (a 4-byte big-endian length, then the CBOR status); each is
-    forwarded as the device, and the command is written back the same way.
+    The device sends frames (00, then COBS of the CBOR status and its CRC-32, then 00); each
+    is forwarded as the device, and the command is written back the same way. A frame whose
+    CRC is wrong is dropped and counted (bad_crc), never forwarded.
     """
-    from delivery.gateway import Gateway, HttpUplink, MqttUplink, UartAddress, Uplink
+    from delivery.gateway import Gateway, HttpUplink, MqttUplink, Uplink
+    from delivery.uart import UartAddress
 
     if bool(http_url) == bool(mqtt_url):
         raise DeliveryError("give exactly one of --http URL or --mqtt URL")
-    address = UartAddress.parse(uart)
+    address = UartAddress.parse(uart, baud)
     secret = _password(password, password_file)
     uplink: Uplink
     if http_url:
@@ -119,7 +128,8 @@ def gateway(
     relay = Gateway(address, uplink, log_interval=log_interval)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    click.echo(f"relaying {address} for {device}@{application}", err=True)
+    where = f"{address} at {address.baud} baud" if address.tty else str(address)
+    click.echo(f"relaying {where} for {device}@{application}", err=True)
     try:
         relay.run(stop)
     except KeyboardInterrupt:

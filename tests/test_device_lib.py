@@ -43,6 +43,7 @@ from tests.test_sources import publish
 
 DEVICE = REPO / "device"
 VECTORS = REPO / "tests" / "data" / "vectors" / "embedded-update.tsv"
+FRAME_VECTORS = REPO / "tests" / "data" / "vectors" / "uart-frames.tsv"
 FLEET = """\
 kind: Application
 metadata: {name: app}
@@ -70,6 +71,17 @@ def test_unit_binary_checks_every_packed_vector(build: Path) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "6 packed vectors checked" in result.stdout
+    assert re.search(r"\b\d{3,} checks, 0 failures", result.stdout), result.stdout
+
+
+def test_unit_binary_checks_every_uart_frame_vector(build: Path) -> None:
+    """The C framing (src/frame.c) against the vectors tests/test_frames.py checks Python's."""
+    result = subprocess.run(
+        [build / "test_frame", FRAME_VECTORS], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line for line in FRAME_VECTORS.read_text().splitlines() if line[:1] not in "#"]
+    assert f"vectors: {len(rows)} frame vectors checked" in result.stdout
     assert re.search(r"\b\d{3,} checks, 0 failures", result.stdout), result.stdout
 
 
@@ -342,7 +354,7 @@ def test_library_cross_builds_for_cortex_m3_and_stays_small(tmp_path: Path) -> N
         Path(m[2]).stem: int(m[1])
         for m in re.finditer(r"^\s*(\d+)\s+\d+\s+\d+\s+\d+\s+\S+\s+(\S+)$", result.stdout, re.M)
     }
-    assert set(sizes) == {"codec", "updater", "sha256"}, result.stdout
+    assert set(sizes) == {"codec", "updater", "sha256", "frame"}, result.stdout
     for name in sizes:
         header = subprocess.run(
             ["arm-none-eabi-readelf", "-h", tmp_path / "arm" / f"{name}.o"],
@@ -361,3 +373,4 @@ def test_library_cross_builds_for_cortex_m3_and_stays_small(tmp_path: Path) -> N
         assert outside <= {"memcpy", "memset"}, (name, undefined)
     # text bytes, -Os -mthumb (device/README.md); a regression past these is a decision
     assert sizes["codec"] + sizes["updater"] <= 2500 and sizes["sha256"] <= 1100, sizes
+    assert sizes["frame"] <= 500, sizes  # COBS + CRC-32 without a table (430 B)

@@ -1,5 +1,6 @@
-"""The serial gateway (``delivery.gateway``, ``ajour-delivery gateway``): the framing and its
-resynchronisation, and the relay between a device's line and the real worker.
+"""The serial gateway (``delivery.gateway``, ``ajour-delivery gateway``): the relay between a
+device's line and the real worker (the framing is test_frames.py's, a real serial port
+test_gateway_serial.py's).
 
 The device end here is a TCP server in the test that plays a device's UART (as QEMU's
 ``-serial tcp:…,server=on`` does) byte by byte, so it can send what a real device would not:
@@ -10,7 +11,6 @@ transport or through mosquitto; QEMU devices are in test_device_update.py.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import socket
 import subprocess
@@ -25,46 +25,16 @@ import pytest
 
 from delivery.broker import broker_files, write
 from delivery.frames import FrameReader, encode_frame
-from delivery.gateway import Gateway, HttpUplink, MqttUplink, UartAddress, Uplink
+from delivery.gateway import Gateway, HttpUplink, MqttUplink, Uplink
 from delivery.mqtt import MqttSettings, MqttTransport
 from delivery.protocol import Status, Write, decode_command, encode_status
+from delivery.uart import UartAddress
 from tests.broker import run_broker
 from tests.conftest import REPO
 from tests.http_wire import serving, settings, small_worker
 from tests.registry import free_port
 
 STATUS = encode_status(Status(b"0.1", 512, 7))
-
-
-# ---- the framing --------------------------------------------------------------------------
-
-
-def test_frames_split_anywhere_are_put_back_together() -> None:
-    reader = FrameReader()
-    stream = encode_frame(b"one") + encode_frame(b"two!") + encode_frame(b"3")
-    got = [f for i in range(len(stream)) for f in reader.feed(stream[i : i + 1], 0.0)]
-    assert got == [b"one", b"two!", b"3"]
-    assert reader.feed(encode_frame(b"a") + encode_frame(b"b"), 0.0) == [b"a", b"b"]
-    assert (reader.counts.frames, reader.counts.oversized, reader.counts.truncated) == (5, 0, 0)
-
-
-def test_an_oversized_or_empty_length_is_skipped_until_the_line_is_quiet() -> None:
-    reader = FrameReader(max_frame=64, gap=0.1)
-    assert reader.feed(b"\xff\xff\xff\xff garbage", 1.0) == []
-    assert reader.feed(encode_frame(b"inside the burst"), 1.05) == []  # not quiet yet
-    assert reader.feed(encode_frame(b"after the gap"), 1.2) == [b"after the gap"]
-    assert reader.feed(b"\x00\x00\x00\x00", 2.0) == []  # a length of 0 is no status either
-    assert reader.feed(encode_frame(b"ok"), 2.5) == [b"ok"]
-    c = reader.counts
-    assert (c.oversized, c.frames) == (2, 2)
-    assert c.skipped_bytes == 4 + 8 + 4 + len(b"inside the burst") + 4
-
-
-def test_a_frame_cut_short_is_dropped_when_the_next_one_comes() -> None:
-    reader = FrameReader(frame_timeout=0.5)
-    assert reader.feed(encode_frame(b"cut short")[:6], 1.0) == []
-    assert reader.feed(encode_frame(b"next"), 2.0) == [b"next"]
-    assert (reader.counts.truncated, reader.counts.skipped_bytes) == (1, 6)
 
 
 # ---- the relay ----------------------------------------------------------------------------
@@ -77,6 +47,8 @@ class FakeUart:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.address = UartAddress("127.0.0.1", self.server.getsockname()[1])
         self.conn: socket.socket | None = None
+        self.reader = FrameReader()
+        self.frames: list[bytes] = []
 
     def accept(self) -> None:
         self.server.settimeout(10)
@@ -90,13 +62,17 @@ class FakeUart:
     def reply(self, timeout: float = 5.0) -> bytes | None:
         """The next command frame's payload, or None if none comes within ``timeout``."""
         assert self.conn is not None
-        self.conn.settimeout(timeout)
-        try:
-            head = self.conn.recv(4, socket.MSG_WAITALL)
-        except TimeoutError:
-            return None
-        size = int.from_bytes(head, "big")
-        return self.conn.recv(size, socket.MSG_WAITALL)
+        deadline = time.monotonic() + timeout
+        while not self.frames:
+            self.conn.settimeout(max(0.001, deadline - time.monotonic()))
+            try:
+                data = self.conn.recv(65536)
+            except TimeoutError:
+                return None
+            assert data, "the gateway closed the line"
+            self.frames += self.reader.feed(data)
+        assert self.reader.counts.bad_crc == 0, "the gateway sent a garbled frame"
+        return self.frames.pop(0)
 
     def close(self) -> None:
         if self.conn is not None:
@@ -120,32 +96,42 @@ def relaying(uplink: Uplink, **kwargs: float) -> Iterator[tuple[FakeUart, Gatewa
     assert not thread.is_alive()
 
 
-def test_garbled_frames_are_counted_and_skipped_and_the_relay_goes_on(tmp_path: Path) -> None:
+def test_garbled_frames_are_counted_and_dropped_and_the_next_marker_resynchronises(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="delivery.gateway")
     worker = small_worker(tmp_path)
     with serving(worker, settings()) as http:
         uplink = HttpUplink(http.url, "app", "dev0", "pw-0")
-        with relaying(uplink, gap=0.1, frame_timeout=0.3) as (uart, relay):
+        with relaying(uplink) as (uart, relay):
             uart.send(encode_frame(STATUS))
             first = uart.reply()
             assert first is not None and isinstance(decode_command(first), Write)
-            uart.send(b"\x7f\xff\xff\xff" + os.urandom(300))  # an absurd length, then noise
-            time.sleep(0.25)  # the line goes quiet: the next byte starts a frame
-            uart.send(encode_frame(STATUS))
+            # noise right before a frame, no quiet time: the frame's marker ends the noise
+            uart.send(b"\x7f\xff\xff\xff" + bytes(range(1, 256)) + encode_frame(STATUS))
             assert uart.reply() == first
+            flipped = bytearray(encode_frame(STATUS))
+            flipped[5] ^= 0x04  # a bit flipped on the line: the CRC is wrong, never forwarded
+            uart.send(bytes(flipped) + encode_frame(STATUS))
+            assert uart.reply() == first
+            assert uart.reply(timeout=0.3) is None  # one answer: the flipped one got none
             uart.send(encode_frame(b"\xff\x00 not CBOR"))  # framed, but the worker refuses it
             assert uart.reply(timeout=0.5) is None
-            uart.send(encode_frame(STATUS)[:7])  # cut short: the device reset mid-frame
-            time.sleep(0.4)
-            uart.send(encode_frame(STATUS))
+            uart.send(b"\x00" + b"\x55" * 5000 + encode_frame(STATUS))  # over any frame
             assert uart.reply() == first
-            uart.conn.close()  # type: ignore[union-attr]  # QEMU exits: a power cycle
+            uart.send(encode_frame(STATUS)[:7])  # cut short: then QEMU exits (a power cycle)
+            time.sleep(0.2)
+            uart.conn.close()  # type: ignore[union-attr]
             uart.accept()  # the gateway connects again
             uart.send(encode_frame(STATUS))
             assert uart.reply() == first
         s = relay.stats
-        assert (s.frames, s.replies, s.oversized, s.truncated, s.rejected) == (5, 4, 1, 1, 1)
+        assert (s.frames, s.replies, s.rejected) == (6, 5, 1)
+        assert (s.bad_crc, s.oversized, s.truncated) == (2, 1, 1)
         assert (s.connects, s.unanswered, s.late) == (2, 0, 0)
-        assert s.bytes_out == 4 * (4 + len(first))
+        assert s.bytes_out == 5 * len(encode_frame(first))
+    lines = [r.getMessage() for r in caplog.records if "garbled frames" in r.getMessage()]
+    assert lines and "1 with a bad CRC" in lines[0], lines
 
 
 class SlowUplink:

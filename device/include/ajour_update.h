@@ -57,7 +57,8 @@ typedef enum {
     AJOUR_E_IO = -6,         /* a callback failed (send, receive, write, confirm) */
     AJOUR_E_VERIFY = -7,     /* the swap callback refused the image (checksum, signature) */
     AJOUR_E_STALE = -8,      /* the command answers another status (correlation id) */
-    AJOUR_E_ARG = -9         /* a NULL pointer or a bad argument from the caller */
+    AJOUR_E_ARG = -9,        /* a NULL pointer or a bad argument from the caller */
+    AJOUR_E_FRAME = -10      /* a UART frame that is no frame: bad COBS, too short, CRC wrong */
 } ajour_result;
 
 /* A byte string inside the decoded input (not copied: valid while the input is). */
@@ -213,6 +214,47 @@ int ajour_updater_enable_delta(ajour_updater *u, ajour_delta_read_fn read_runnin
 
 /* The status the next step sends (pointers into *u). */
 void ajour_updater_status(const ajour_updater *u, ajour_status *st);
+
+/* ---- the UART framing (src/frame.c; delivery/frames.py is the gateway's side) ------------
+ *
+ * A frame is 0x00, the COBS encoding of the payload and its CRC-32 (zlib's, IEEE 802.3)
+ * big-endian, then 0x00. COBS leaves no 0x00 inside, so 0x00 is the marker a reader
+ * resynchronises on: garbage between frames is a bad piece of its own, a byte flipped
+ * inside a frame spoils that frame alone. */
+
+#define AJOUR_FRAME_CRC 4u
+/* Bytes on the line for a payload of n bytes, at most. */
+#define AJOUR_FRAME_WIRE(n) ((n) + AJOUR_FRAME_CRC + ((n) + AJOUR_FRAME_CRC) / 254u + 3u)
+
+/* CRC-32 of data[0..len), continuing from `crc` (0 to start): zlib's crc32(). */
+uint32_t ajour_crc32(uint32_t crc, const uint8_t *data, size_t len);
+
+/* Send payload[0..len) as one frame, byte by byte through put(ctx, byte). No buffer. */
+void ajour_frame_write(const uint8_t *payload, size_t len, void (*put)(void *ctx, uint8_t b),
+                       void *ctx);
+
+/* Reads frames byte by byte into a buffer of the caller's (the payload only: the CRC stays
+ * in the reader's 4-byte tail). */
+typedef struct {
+    uint8_t *buf;
+    size_t cap;
+    size_t len;       /* payload bytes in buf */
+    uint32_t crc;     /* of buf[0..len) */
+    uint8_t tail[AJOUR_FRAME_CRC]; /* the last bytes decoded: the CRC at the end */
+    uint8_t seen;     /* bytes in tail (0..4) */
+    uint8_t left;     /* bytes left in the current COBS block */
+    uint8_t zero;     /* the current block ends in an implied 0x00 (its code < 0xFF) */
+    uint8_t state;    /* 0 between frames, 1 in one, 2 dropping one (too long or bad) */
+} ajour_frame_reader;
+
+void ajour_frame_reader_init(ajour_frame_reader *r, uint8_t *buf, size_t cap);
+
+/* Give the reader the next byte of the line. Returns 0 (more bytes needed), 1 (a frame is
+ * complete: its payload is buf[0..r->len), until the next call), AJOUR_E_FRAME (a piece
+ * between markers that is no frame: dropped) or AJOUR_E_BUFFER (a frame longer than cap:
+ * dropped up to its end marker, reported there). The reader is ready for the next frame in
+ * every case. */
+int ajour_frame_reader_put(ajour_frame_reader *r, uint8_t b);
 
 #ifdef __cplusplus
 }

@@ -1,13 +1,14 @@
 /*
- * A device application: the updater (device/src) over the CMSDK UART (UART0, frames of a
- * 4-byte big-endian length and the CBOR; nothing else goes over the UART: the console is
- * semihosting), writing updates to slot B through to the flash file, recording its progress
- * in the state page, and on Swap marking slot B pending and resetting (SYSRESETREQ) into the
- * bootloader. On trial it confirms after Sync; built with APP_CONFIRM=0 it resets on trial
- * before it reports (an image that never gets to confirm), so the bootloader reverts it.
- * A reply that does not come within APP_RECEIVE_MS is an error: the next step sends the
- * status again. For tests it stops (semihosting exit) once synced: 0, or 3 on Wait, 1 after
- * 8 errors.
+ * A device application: the updater (device/src) over the CMSDK UART (UART0, the frames
+ * of src/frame.c: 0x00, COBS of the CBOR and its CRC-32, 0x00; nothing else goes over the
+ * UART: the console is semihosting), writing updates to slot B through to the flash file,
+ * recording its progress in the state page, and on Swap marking slot B pending and
+ * resetting (SYSRESETREQ) into the bootloader. On trial it confirms after Sync; built with
+ * APP_CONFIRM=0 it resets on trial before it reports (an image that never gets to confirm),
+ * so the bootloader reverts it. A reply that does not come within APP_RECEIVE_MS is an
+ * error (a garbled one is skipped: the next good frame is the reply): the next step sends
+ * the status again. For tests it stops (semihosting exit) once synced: 0, or 3 on Wait, 1
+ * after 8 errors.
  *
  * Built with AJOUR_DELTA=1 (make device APP_DELTA=1, the default) it also applies delta
  * patches: the updater reads the old image from slot A (its MCUboot size: header, image,
@@ -86,47 +87,39 @@ static int uart_get(uint8_t *b)
     }
 }
 
+static void put_byte(void *ctx, uint8_t b)
+{
+    (void)ctx;
+    uart_put(b);
+}
+
 static int send(void *ctx, const uint8_t *frame, size_t len)
 {
-    size_t i;
     (void)ctx;
     while ((UART_STATE & 2u) != 0u) { /* a late reply to an earlier status: drop it */
         (void)UART_DATA;
     }
-    for (i = 0u; i < 4u; i++) {
-        uart_put((uint8_t)(len >> (24u - 8u * i)));
-    }
-    for (i = 0u; i < len; i++) {
-        uart_put(frame[i]);
-    }
+    ajour_frame_write(frame, len, put_byte, NULL);
     return 0;
 }
 
+/* The next good frame: a bad piece (noise, a reply cut short) is skipped, and the frame
+ * after it taken; none within APP_RECEIVE_MS of the last byte is a failure. */
 static int receive(void *ctx, uint8_t *buf, size_t cap, size_t *len)
 {
-    uint32_t n = 0u;
-    uint32_t i;
+    ajour_frame_reader r;
     uint8_t b;
     (void)ctx;
-    for (i = 0u; i < 4u; i++) {
+    ajour_frame_reader_init(&r, buf, cap);
+    for (;;) {
         if (uart_get(&b) != 0) {
             return 1;
         }
-        n = n << 8 | b;
-    }
-    for (i = 0u; i < n; i++) {
-        if (uart_get(&b) != 0) {
-            return 1;
-        }
-        if (i < cap) {
-            buf[i] = b;
+        if (ajour_frame_reader_put(&r, b) == 1) {
+            *len = r.len;
+            return 0;
         }
     }
-    if (n > cap) {
-        return 1;
-    }
-    *len = n;
-    return 0;
 }
 
 static int write_through(uint32_t address, const void *data, uint32_t len)
