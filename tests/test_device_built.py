@@ -211,7 +211,7 @@ def test_build_takes_the_image_key_from_the_config_as_the_service_does(
     def built_with(result: Any, state: str) -> str:
         assert result.exit_code == 0, result.output
         (record,) = json.loads(result.stdout)
-        path = tmp_path / state / "builds" / record["id"] / "artifacts" / "fw.bin"
+        path: Path = tmp_path / state / "builds" / record["id"] / "artifacts" / "fw.bin"
         return path.read_text().split()[0]
 
     assert built_with(build("s1"), "s1") == hashlib.sha256(b"config key\n").hexdigest()
