@@ -124,12 +124,16 @@ def lite(root: Path, public: bool = False, delivery_url: str = "") -> Iterator[L
 
 
 @contextmanager
-def stub_delivery(rows: Any) -> Iterator[str]:
-    """A delivery worker stand-in answering every GET with ``rows`` as JSON."""
+def stub_delivery(rows: Any, paths: tuple[str, ...] = ("/",)) -> Iterator[str]:
+    """A delivery worker stand-in answering every GET under ``paths`` with ``rows`` as JSON,
+    any other with 404."""
     body = json.dumps(rows).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if not self.path.startswith(paths):
+                self.send_error(404)
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
