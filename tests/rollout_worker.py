@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from ajour_build.core.fleet import load_fleet
@@ -39,7 +39,6 @@ class RolloutWorker:
     store: SqliteRolloutStore
     http: HttpSettings
     transport: HttpTransport | None = None
-    links: dict[tuple[str, str], HttpDeviceLink] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -84,13 +83,13 @@ class RolloutWorker:
     def report(
         self, application: str, name: str, device: SimulatedDevice, password: str
     ) -> Command:
-        """One status of ``device`` over HTTP (``POST /v1/dfu``); the command it applied."""
-        link = self.links.get((application, name))
-        if link is None:
-            link = self.links[(application, name)] = HttpDeviceLink(
-                self.url, application, name, password
-            )
-        command = decode_command(link(encode_status(device.status())))
+        """One status of ``device`` over HTTP (``POST /v1/dfu``) on a connection of its own
+        (a kept one may have idled out since); the command it applied."""
+        link = HttpDeviceLink(self.url, application, name, password)
+        try:
+            command = decode_command(link(encode_status(device.status())))
+        finally:
+            link.close()
         device.apply(command)
         return command
 
@@ -105,9 +104,6 @@ class RolloutWorker:
         self.http = replace(self.http, port=self.transport.port)
 
     def stop(self) -> None:
-        for link in self.links.values():
-            link.close()
-        self.links.clear()
         if self.transport is not None:
             self.transport.stop()
             self.transport = None

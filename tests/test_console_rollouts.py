@@ -94,7 +94,7 @@ def worker_settings(status: str = STATUS) -> HttpSettings:
 
 @contextmanager
 def running(root: Path, public: bool = False) -> Iterator[Console]:
-    """The real worker in the states above, and the console reading it."""
+    """The real worker in the states of tests/rollout_states.py, and the console reading it."""
     with rollout_worker(root / "worker", WORKER_FLEET, 0.0, worker_settings()) as w:
         populate(w, time.time())
         with console_on(root / "console", w.url, public) as url:
