@@ -20,12 +20,11 @@ from delivery.http import HttpSettings, HttpTransport
 from delivery.protocol import Command, decode_command, encode_status
 from delivery.rollout_store import SqliteRolloutStore
 from delivery.rollouts import Rollouts
-from delivery.simulator import HttpDeviceLink
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
 from tests.clock import Clock
-from tests.http_wire import settings
+from tests.http_wire import device_report, settings
 from tests.test_sources import publish
 
 
@@ -85,13 +84,7 @@ class RolloutWorker:
     ) -> Command:
         """One status of ``device`` over HTTP (``POST /v1/dfu``) on a connection of its own
         (a kept one may have idled out since); the command it applied."""
-        link = HttpDeviceLink(self.url, application, name, password)
-        try:
-            command = decode_command(link(encode_status(device.status())))
-        finally:
-            link.close()
-        device.apply(command)
-        return command
+        return device_report(self.url, application, name, device, password)
 
     def serve(self, **changes: object) -> None:
         """Serve the worker (again, on the same port once it was served), with the settings
