@@ -13,7 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ajour_build.core.fleet import load_fleet
+from delivery.device import SimulatedDevice
 from delivery.http import HttpSettings, HttpTransport
+from delivery.protocol import Command, decode_command, encode_status
+from delivery.simulator import HttpDeviceLink
 from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
@@ -63,6 +66,20 @@ def serving(worker: Worker, http: HttpSettings) -> Iterator[HttpTransport]:
         yield transport
     finally:
         transport.stop()
+
+
+def device_report(
+    url: str, application: str, name: str, device: SimulatedDevice, password: str | None
+) -> Command:
+    """One status of ``device`` as ``<name>@<application>`` to the worker at ``url``
+    (``POST /v1/dfu``), on a connection of its own; the command, which the device applies."""
+    link = HttpDeviceLink(url, application, name, password)
+    try:
+        command = decode_command(link(encode_status(device.status())))
+    finally:
+        link.close()
+    device.apply(command)
+    return command
 
 
 def basic(user: str, password: str) -> str:

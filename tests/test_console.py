@@ -34,10 +34,10 @@ from ajour_build.service.backends.backend import QueueFull
 from ajour_build.service.state import Service
 from ajour_build.settings import LocalSettings
 from delivery.device import SimulatedDevice
-from delivery.protocol import Command, Write, decode_command, encode_status
-from delivery.simulator import HttpDeviceLink
+from delivery.protocol import Command, Write
 from tests.conftest import REPO
 from tests.firmware import fake_builder
+from tests.http_wire import device_report
 from tests.registry import free_port
 from tests.service import TOKEN, Harness, serve
 
@@ -124,12 +124,16 @@ def lite(root: Path, public: bool = False, delivery_url: str = "") -> Iterator[L
 
 
 @contextmanager
-def stub_delivery(rows: Any) -> Iterator[str]:
-    """A delivery worker stand-in answering every GET with ``rows`` as JSON."""
+def stub_delivery(rows: Any, paths: tuple[str, ...] = ("/",)) -> Iterator[str]:
+    """A delivery worker stand-in answering every GET under ``paths`` with ``rows`` as JSON,
+    any other with 404."""
     body = json.dumps(rows).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if not self.path.startswith(paths):
+                self.send_error(404)
+                return
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
@@ -333,13 +337,7 @@ class Stack:
 
     def report(self, name: str, device: SimulatedDevice) -> Command:
         """One status from ``device`` as ``fw/<name>``; it applies the command it gets."""
-        link = HttpDeviceLink(self.delivery, "fw", name, None)
-        try:
-            command = decode_command(link(encode_status(device.status())))
-        finally:
-            link.close()
-        device.apply(command)
-        return command
+        return device_report(self.delivery, "fw", name, device, None)
 
     def step_slow(self, steps: int) -> int:
         """Move the slow device ``steps`` blocks on; return the offset delivery reports."""

@@ -17,22 +17,14 @@ import pytest
 from markupsafe import escape
 from playwright.sync_api import Browser, expect
 
-from ajour_build.core.fleet import load_fleet
 from ajour_build.core.rollout.assignment import wave_of
 from ajour_build.core.rollout.model import State
 from delivery.device import SimulatedDevice
-from delivery.protocol import decode_command, encode_status
-from delivery.rollout_store import SqliteRolloutStore
-from delivery.rollouts import Rollouts
-from delivery.store import StatusStore
-from delivery.targets import Targets
-from delivery.worker import Worker
-from tests.clock import Clock
-from tests.http_wire import STATUS_TOKEN, serving, settings
+from tests.http_wire import STATUS_TOKEN, settings
+from tests.rollout_worker import RolloutWorker, rollout_worker
 from tests.test_console import Tab
 from tests.test_console import browser as browser  # the module's chromium (a fixture)
 from tests.test_console_rollouts import console_on
-from tests.test_sources import publish
 
 OPERATOR_TOKEN = "operator-secret-e2e"
 NAMES = [f"d{i}" for i in range(10)]
@@ -47,20 +39,18 @@ FLEET = (
 
 
 class Fleet:
-    """The worker's devices and clock; ``rounds`` lets every device poll until it settles."""
+    """The worker's devices; ``rounds`` lets every device poll until it settles."""
 
-    def __init__(self, root: Path, worker: Worker, clock: Clock, url: str) -> None:
-        self.root, self.worker, self.clock, self.url = root, worker, clock, url
+    def __init__(self, w: RolloutWorker) -> None:
+        self.w, self.worker = w, w.worker
         self.devices = {n: SimulatedDevice(b"1.0") for n in NAMES}
 
     def rounds(self, count: int = 1) -> None:
         for _ in range(count):
-            self.clock.now += 0.6  # past the refresh interval (0.5 s), not the dwell (1 h)
+            self.w.clock.now += 0.6  # past the refresh interval (0.5 s), not the dwell (1 h)
             for name, device in self.devices.items():
                 for _ in range(40):
-                    reply = self.worker.handle("app", name, encode_status(device.status()))
-                    assert reply is not None
-                    device.apply(decode_command(reply))
+                    self.w.handle("app", name, device)
                     if device.synced:
                         break
                 device.synced = False
@@ -68,24 +58,14 @@ class Fleet:
 
 @contextmanager
 def worker(root: Path) -> Iterator[tuple[Fleet, str]]:
-    root.mkdir()
-    (root / "fleet").mkdir()
-    (root / "fleet" / "f.yaml").write_text(FLEET)
-    url = f"oci-layout://{root / 'oci' / 'fw' / 'app'}:latest"
-    publish(root, url, "1.0", b"\x01" * 1500)
-    clock = Clock(1_000_000.0)
-    targets = Targets(load_fleet([root / "fleet"]), f"oci-layout://{root / 'oci'}", ttl=60)
-    store = SqliteRolloutStore(root / "rollouts.db")
-    real = Worker(targets, StatusStore(), rollouts=Rollouts(store, clock=clock))
-    try:
-        with serving(real, settings(operator_token=OPERATOR_TOKEN)) as transport:
-            yield Fleet(root, real, clock, url), f"http://{transport.host}:{transport.port}"
-    finally:
-        store.close()
+    http = settings(operator_token=OPERATOR_TOKEN)
+    with rollout_worker(root, FLEET, 1_000_000.0, http) as w:
+        w.publish("app", "1.0", b"\x01" * 1500)
+        yield Fleet(w), w.url
 
 
 def first_wave(fleet: Fleet) -> list[str]:
-    policy = load_fleet([fleet.root / "fleet"]).applications["app"].rollout
+    policy = fleet.worker.targets.fleet.applications["app"].rollout
     assert policy is not None
     return sorted(n for n in NAMES if wave_of(policy, "app", n) == 0)
 
@@ -96,8 +76,7 @@ def test_a_real_workers_paused_rollout_is_resumed_and_paused_in_the_console(
 ) -> None:
     with worker(tmp_path / "worker") as (fleet, worker_url):
         fleet.rounds()  # 1.0 is the baseline
-        publish(fleet.root, fleet.url, "1.1", b"\x02" * 1500)
-        fleet.worker.targets.invalidate()
+        fleet.w.publish("app", "1.1", b"\x02" * 1500)
         members = first_wave(fleet)
         assert 3 <= len(members) <= 9, "the fixture needs a first wave of 3 to 9 devices"
         for name in members[:2]:

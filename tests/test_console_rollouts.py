@@ -1,10 +1,12 @@
 """The console's rollout pages over the delivery worker's rollout API: waves, held-back
 devices, history, and operations sent with the operator token.
 
-The worker's side is ``tests/rollout_api_fake.py``, a fake of the worker's rollout API (it
-runs the real model's operations; the counts are what the tests set). The browser test runs
-Debian's chromium like tests/test_console.py and, with ``AJOUR_UPDATE_SCREENSHOTS=1``, writes
-docs/img/console-rollouts.png and docs/img/console-rollout-detail.png.
+The worker is the real one (tests/rollout_worker.py: ``Worker`` with ``Rollouts`` on a SQLite
+file, served by ``HttpTransport`` on loopback with the status and operator tokens), in the
+states of tests/rollout_states.py; what a test asserts the console sent, it asserts on the
+worker's resulting rollouts, outcome log and refusal counter. The browser tests run
+Debian's chromium like tests/test_console.py and, with ``AJOUR_UPDATE_SCREENSHOTS=1``,
+write docs/img/console-rollouts.png and docs/img/console-rollout-detail.png.
 """
 
 from __future__ import annotations
@@ -23,91 +25,51 @@ from markupsafe import escape
 from playwright.sync_api import Browser, expect
 
 from ajour_build.console import staged
-from ajour_build.core.rollout.model import State
+from ajour_build.core.rollout.model import Outcome, Rollout, State
 from ajour_build.core.rollout.report import RolloutAction
+from delivery.http import HttpSettings
+from delivery.protocol import Sync
 from tests.firmware import fake_builder
+from tests.http_wire import settings
 from tests.registry import free_port
-from tests.rollout_api_fake import RolloutApiFake, rollout_api_fake
+from tests.rollout_states import HELD, REASON, SWAPPED, WORKER_FLEET, populate, report
+from tests.rollout_worker import RolloutWorker, rollout_worker
 from tests.service import TOKEN, Harness
-from tests.test_console import BUILDER, LONG, Tab, client, config_text, console, fleet_text
+from tests.test_console import (
+    BUILDER,
+    LONG,
+    Tab,
+    client,
+    config_text,
+    console,
+    fleet_text,
+    stub_delivery,
+)
 from tests.test_console import browser as browser  # the module's chromium (a fixture)
 
 STATUS = "status-s3cret-7f1e"
 OPERATOR = "operator-s3cret-90ab"
-REASON = "wave 2: 5 of 40 finished devices reverted (12.5%) >= threshold 10% with min_finished 10"
 SHOWN = str(escape(REASON))  # as a page shows it
-HELD = ["fw-0107", "fw-0112", "fw-0125", "fw-0131", "fw-0144"]
-
-
-def waves_of_fw() -> list[dict[str, object]]:
-    return [
-        {"devices": 5, "outcomes": {"confirmed": 5}},
-        {"devices": 50, "downloading": 3,
-         "outcomes": {"swapped": 4, "confirmed": 34, "reverted": 5, "timed_out": 1}},
-        {"devices": 145, "approval": "manual"},
-    ]  # fmt: skip
-
-
-def populate(fake: RolloutApiFake) -> None:
-    """fw: rollout 3 paused by a criterion, with history; sensor: rollout 2 running."""
-    fake.add(
-        "fw",
-        1,
-        "",
-        "1.4.1",
-        [{"devices": 200, "outcomes": {"confirmed": 200}}],
-        state=State.COMPLETED,
-        reason="every wave finished its dwell",
-        created=time.time() - 41 * 86_400,
-    )
-    fake.add(
-        "fw",
-        2,
-        "1.4.1",
-        "1.4.2",
-        [{"devices": 200, "outcomes": {"confirmed": 198}}],
-        state=State.COMPLETED,
-        reason="every wave finished its dwell",
-        created=time.time() - 9 * 86_400,
-    )
-    fake.add(
-        "fw",
-        3,
-        "1.4.2",
-        "1.5.0",
-        waves_of_fw(),
-        state=State.PAUSED,
-        reason=REASON,
-        open_waves=2,
-        held_back=HELD,
-    )
-    fake.add(
-        "sensor",
-        1,
-        "",
-        "0.9.0",
-        [{"devices": 12, "outcomes": {"confirmed": 12}}],
-        state=State.COMPLETED,
-    )
-    fake.add("sensor", 2, "0.9.0", "1.0.0",
-             [{"devices": 2, "downloading": 1, "outcomes": {"confirmed": 1}},
-              {"devices": 10}], open_waves=1)  # fmt: skip
-    seen = time.time() - 40
-    fake.devices = [
-        {"application": "fw", "device": "fw-0001", "current": "1.5.0", "target": "1.5.0",
-         "state": "Synced", "source": "container", "lastSeen": seen},
-        {"application": "fw", "device": "fw-0107", "current": "1.4.2", "target": "1.4.2",
-         "state": "Synced", "source": "container", "lastSeen": seen,
-         "detail": "rollout 3: reverted with 1.5.0; stays on 1.4.2 until retried"},
-        {"application": "gateway", "device": "g1", "current": "2.0.1", "target": "2.0.1",
-         "state": "Synced", "source": "container", "lastSeen": seen},
-    ]  # fmt: skip
 
 
 @dataclass
 class Console:
     url: str
-    fake: RolloutApiFake
+    worker: RolloutWorker
+
+    def rollout(self, app: str = "fw") -> Rollout:
+        found = self.worker.rollouts.current(app)
+        assert found is not None
+        return found
+
+    def refused(self) -> int:
+        """Requests the worker refused for their token."""
+        return self.worker.worker.counters.snapshot().get("unauthorized", 0)
+
+    def requests(self) -> int:
+        """Requests the worker's HTTP server has received."""
+        assert self.worker.transport is not None
+        return self.worker.transport.stats()["requests"]
 
 
 @contextmanager
@@ -119,7 +81,7 @@ def console_on(
     operator: str = OPERATOR,
 ) -> Iterator[str]:
     """The build service with the console; apps fw, sensor and gateway; delivery at
-    ``worker_url`` (the fake, or a real worker) with these tokens."""
+    ``worker_url`` with these tokens."""
     tokens = f"delivery:\n  status_tokens: [{status}]\n  operator_token: {operator}\n"
     harness = Harness(root, config_text(["fw"], worker_url, None, public) + tokens)
     fake_builder(root / "builders", "fake", BUILDER)
@@ -131,12 +93,17 @@ def console_on(
         yield url
 
 
+def worker_settings(status: str = STATUS) -> HttpSettings:
+    return settings(status_token=status, operator_token=OPERATOR)
+
+
 @contextmanager
-def running(root: Path, public: bool = False, rollout_api: bool = True) -> Iterator[Console]:
-    with rollout_api_fake(STATUS, OPERATOR, rollout_api) as fake:
-        populate(fake)
-        with console_on(root, fake.url, public) as url:
-            yield Console(url, fake)
+def running(root: Path, public: bool = False) -> Iterator[Console]:
+    """The real worker in the states of tests/rollout_states.py, and the console reading it."""
+    with rollout_worker(root / "worker", WORKER_FLEET, 0.0, worker_settings()) as w:
+        populate(w, time.time())
+        with console_on(root / "console", w.url, public) as url:
+            yield Console(url, w)
 
 
 def post(c: httpx.Client, path: str, data: dict[str, str]) -> httpx.Response:
@@ -190,9 +157,8 @@ def test_the_pages_show_the_workers_rollouts(tmp_path: Path) -> None:
     assert fragment.lstrip().startswith("<section") and SHOWN in fragment
     for page in (overview, detail, fragment):  # neither token reaches a page
         assert STATUS not in page and OPERATOR not in page
-    reads = [s for s in on.fake.seen if s.path.startswith("/v1/rollouts")]
-    assert {s.path for s in reads} == {"/v1/rollouts", "/v1/rollouts/fw?history=1"}
-    assert {s.authorization for s in reads} == {f"Bearer {STATUS}"}
+    # the worker answered every read: the status token (it refuses the operator's for reads)
+    assert on.refused() == 0
 
 
 def test_operations_reach_the_worker_with_the_operator_token(
@@ -200,6 +166,7 @@ def test_operations_reach_the_worker_with_the_operator_token(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     with running(tmp_path) as on, client(on.url) as c:
+        revision = on.rollout().revision
         page = after(c, post(c, "/rollouts/fw/resume", {"seq": "3"}))
         assert flash(page) == "Resume: rollout 3 of fw is running now."
         assert 'data-rollout-state="running"' in page and SHOWN not in page
@@ -209,15 +176,22 @@ def test_operations_reach_the_worker_with_the_operator_token(
         page = after(c, post(c, "/rollouts/fw/pause", {"seq": "3", "reason": why, "device": "x"}))
         assert "<b>boot loop</b>" not in page
         assert "<strong>Paused:</strong> field report: &lt;b&gt;boot loop&lt;/b&gt;" in page
+        assert on.rollout().reason == why  # the reason went, the device did not (a 400)
         page = after(c, post(c, "/rollouts/fw/retry", {"device": "fw-0112"}))
         assert flash(page) == "Retry: fw-0112 of fw is offered 1.5.0 again."
         assert "fw-0112" not in re.findall(r'data-held="([^"]+)"', page)
+        log = on.worker.store.records("fw", 3)
+        assert [(d, r.outcome) for _, d, r in log if r.outcome is Outcome.RETRIED] == [
+            ("fw-0112", Outcome.RETRIED)
+        ]
         page = after(c, post(c, "/rollouts/fw/promote", {"seq": "3"}))
         assert 'data-wave="3"' in page and "wave 3 of 3 open" in c.get("/rollouts").text
         page = after(c, post(c, "/rollouts/fw/rollback", {"seq": "3"}))
         assert 'data-rollout-state="rolled_back"' in page
         assert "rolled back by an operator" in page
         audited = c.get("/api/v1/audit").json()["items"]  # the audit log, newest first
+        done = on.rollout()
+        refused = on.refused()
     assert [(e["action"], e["outcome"], e["target"]) for e in audited] == [
         ("rollout.rollback", "ok", ""),
         ("rollout.promote", "ok", ""),  # how a manual wave is approved
@@ -231,20 +205,20 @@ def test_operations_reach_the_worker_with_the_operator_token(
     assert all(e["actor"].startswith("token:") for e in audited)
     assert OPERATOR not in str(audited) and TOKEN not in str(audited)
     assert audited[4]["detail"] == "Resume: rollout 3 of fw is running now."
-    posted = [(s.path, s.body, s.authorization) for s in on.fake.posts()]
-    bearer = f"Bearer {OPERATOR}"
-    assert posted == [
-        ("/v1/rollouts/fw/resume", {}, bearer),
-        ("/v1/rollouts/fw/pause", {"reason": why}, bearer),
-        ("/v1/rollouts/fw/retry", {"device": "fw-0112"}, bearer),
-        ("/v1/rollouts/fw/promote", {}, bearer),
-        ("/v1/rollouts/fw/rollback", {}, bearer),
-    ]
+    # the worker did each once, with the operator token: resume, pause, promote and rollback
+    # each saved rollout 3 once (retry writes the device's outcome); nothing was refused
+    assert (done.seq, done.state, done.wave, done.revision) == (
+        3, State.ROLLED_BACK, 2, revision + 4,
+    )  # fmt: skip
+    assert refused == 0
     assert "console: rollout operation resume on 'fw': Resume: rollout 3 of fw" in caplog.text
     assert OPERATOR not in caplog.text and STATUS not in caplog.text
 
 
-def test_start_a_rollout_from_the_detail_page(tmp_path: Path) -> None:
+def test_start_a_rollout_from_the_detail_page(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "delivery.rollouts")
     with running(tmp_path) as on, client(on.url) as c:
         page = c.get("/rollouts/fw").text
         form = page[page.index('action="/rollouts/fw/start"') :]
@@ -277,19 +251,22 @@ def test_start_a_rollout_from_the_detail_page(tmp_path: Path) -> None:
         page = after(c, post(c, "/rollouts/fw/start", wanted))
         assert "Start not sent: the page showed rollout 3 of fw, and rollout 4" in flash(page)
         audited = c.get("/api/v1/audit", params={"action": "rollout.start"}).json()["items"]
+        stored = on.worker.store.history("fw")
     assert [e["outcome"] for e in audited] == ["refused", "ok", "refused", "refused"]
     assert "1.4.2 → 1.4.1" in audited[1]["detail"]
-    posted = [(s.path, s.body, s.authorization) for s in on.fake.posts()]
-    bearer = f"Bearer {OPERATOR}"
-    assert posted == [
-        ("/v1/rollouts/fw/start", {"version": "1.4.1"}, bearer),
-        ("/v1/rollouts/fw/start", {"version": "9.9", "supersede": True}, bearer),
-        ("/v1/rollouts/fw/start", {"version": "1.4.1", "supersede": True}, bearer),
-    ]
+    # the worker started one rollout, superseding rollout 3; the refusals changed nothing
+    assert [(r.seq, r.from_version, r.to_version, r.state, r.reason) for r in stored[2:]] == [
+        (3, "1.4.2", "1.5.0", State.SUPERSEDED,
+         "superseded by rollout 4 to 1.4.1, started by an operator"),
+        (4, "1.4.2", "1.4.1", State.RUNNING, "started by an operator"),
+    ]  # fmt: skip
+    started = [r.getMessage() for r in caplog.records if "started by an operator" in r.getMessage()]
+    assert started == ["rollout fw/4: 1.4.2 -> 1.4.1 started by an operator"]
 
 
 def test_refusals_are_flash_messages_never_tracebacks(tmp_path: Path) -> None:
     with running(tmp_path) as on, client(on.url) as c:
+        revision = on.rollout().revision
         # the worker's 409: the state forbids it (the model's own words)
         page = after(c, post(c, "/rollouts/fw/pause", {"seq": "3"}))
         assert flash(page) == (
@@ -306,21 +283,22 @@ def test_refusals_are_flash_messages_never_tracebacks(tmp_path: Path) -> None:
             ("rollout.pause", "refused"),
         ]
         assert "it is paused, and pause needs it running" in refused[1]["detail"]
-        assert on.fake.current("fw").state == "paused"
+        assert (on.rollout().state, on.rollout().revision) == (State.PAUSED, revision)
         # bad forms: a page that explains, and nothing is sent
+        received = on.requests()
         bad = post(c, "/rollouts/fw/explode", {})
         assert bad.status_code == 400 and "not a rollout operation" in bad.text
         assert post(c, "/rollouts/fw/retry", {}).status_code == 400
         long = post(c, "/rollouts/fw/pause", {"reason": "x" * 600})
         assert long.status_code == 400 and "at most 512" in long.text
-        assert [s.path for s in on.fake.posts()] == ["/v1/rollouts/fw/pause"]
-        # the worker refuses the console's token
-        on.fake.operator_token = "another"
+        assert (on.requests(), on.rollout().revision) == (received, revision)
+        # the worker, restarted with a rotated operator token, refuses the console's
+        on.worker.serve(operator_token="another")
         page = after(c, post(c, "/rollouts/fw/resume", {"seq": "3"}))
         assert "refused the operator token (HTTP 401)" in flash(page)
         assert "delivery.operator_token" in flash(page) and OPERATOR not in page
-    with rollout_api_fake() as gone_later:  # a worker that is gone
-        gone = gone_later.url
+        assert (on.rollout().state, on.refused()) == (State.PAUSED, 1)
+    gone = f"http://127.0.0.1:{free_port()}"  # a worker that is gone
     with console_on(tmp_path / "gone", gone) as url, client(url) as c:
         shown = c.get("/rollouts/fw")
         assert shown.status_code == 200 and "Delivery unreachable" in shown.text
@@ -331,10 +309,12 @@ def test_refusals_are_flash_messages_never_tracebacks(tmp_path: Path) -> None:
 
 def test_operations_need_a_token_and_the_consoles_own_pages(tmp_path: Path) -> None:
     with running(tmp_path, public=True) as on:
+        revision = on.rollout().revision
         with client(on.url, token=None) as anon:
             page = anon.get("/rollouts/fw").text
             assert SHOWN in page and "Sign in</a> to pause, resume" in page
             assert 'action="/rollouts/fw/' not in page  # no operation buttons
+            received = on.requests()
             refused = post(anon, "/rollouts/fw/resume", {"seq": "3"})
             assert refused.status_code == 401 and 'name="token"' in refused.text
             assert "Sign in with an API token to operate rollouts" in refused.text
@@ -343,11 +323,29 @@ def test_operations_need_a_token_and_the_consoles_own_pages(tmp_path: Path) -> N
             assert other.status_code == 403 and "another site" in other.text
             fetch = c.post("/rollouts/fw/abort", headers={"Sec-Fetch-Site": "cross-site"})
             assert fetch.status_code == 403
-        assert on.fake.posts() == []
+        # nothing reached the worker: rollout 3 is as it was
+        assert (on.requests(), on.refused()) == (received, 0)
+        assert (on.rollout().state, on.rollout().revision) == (State.PAUSED, revision)
+
+
+OLDER_ROWS = [
+    {"application": "fw", "device": "fw-0001", "current": "1.5.0", "target": "1.5.0",
+     "state": "Synced", "source": "container", "lastSeen": 1_700_000_000.0},
+    {"application": "fw", "device": "fw-0107", "current": "1.4.2", "target": "1.4.2",
+     "state": "Synced", "source": "container", "lastSeen": 1_700_000_000.0},
+]  # fmt: skip
 
 
 def test_an_older_worker_without_the_rollout_api(tmp_path: Path) -> None:
-    with running(tmp_path, rollout_api=False) as on, client(on.url) as c:
+    """A worker from before the rollout API (the console and the worker are upgraded
+    separately): it answers /v1/status, and 404 for /v1/rollouts. Today's worker always has
+    the API, so this is the explicit stand-in of tests/test_console.py (``stub_delivery``)
+    limited to /v1/status."""
+    with (
+        stub_delivery(OLDER_ROWS, paths=("/v1/status",)) as older,
+        console_on(tmp_path, older) as url,
+        client(url) as c,
+    ):
         overview = c.get("/rollouts").text
         detail = c.get("/rollouts/fw").text
     assert "Rollouts unavailable" not in overview and "Rollout 3" not in overview
@@ -357,11 +355,13 @@ def test_an_older_worker_without_the_rollout_api(tmp_path: Path) -> None:
 
 
 def test_a_refused_status_token_is_explained(tmp_path: Path) -> None:
-    with rollout_api_fake("other-token", OPERATOR) as fake:
-        populate(fake)
-        with console_on(tmp_path, fake.url) as url, client(url) as c:
+    with rollout_worker(tmp_path / "worker", WORKER_FLEET, time.time(),
+                        worker_settings(status="other-token")) as w:  # fmt: skip
+        with console_on(tmp_path / "console", w.url) as url, client(url) as c:
             page = c.get("/rollouts/fw").text
+        refused = w.worker.counters.snapshot().get("unauthorized", 0)
     assert "refused the status token (HTTP 401)" in page and STATUS not in page
+    assert refused >= 1
 
 
 @pytest.mark.slow
@@ -378,16 +378,15 @@ def test_a_rollout_in_the_browser(browser: Browser, tmp_path: Path) -> None:
 
             t.open("/rollouts/fw")
             expect(t.page.get_by_role("alert")).to_have_text(f"Paused: {REASON}")
-            t.page.evaluate("window.stayedOnPage = true")
-            on.fake.set_wave("fw", 2, downloading=1, outcomes={
-                "swapped": 2, "confirmed": 38, "reverted": 5, "timed_out": 1})  # fmt: skip
             row = t.page.locator("tr[data-wave='2']")
-            expect(row.locator("[data-count=confirmed]")).to_have_text("38", timeout=LONG)
-            assert t.page.evaluate("window.stayedOnPage") is True  # live, no reload
-            on.fake.set_wave("fw", 2, downloading=3, outcomes={
-                "swapped": 4, "confirmed": 34, "reverted": 5, "timed_out": 1})  # fmt: skip
-            expect(row.locator("[data-count=confirmed]")).to_have_text("34", timeout=LONG)
+            expect(row.locator("[data-count=confirmed]")).to_have_text("34")
             t.shoot("rollout-detail")
+            t.page.evaluate("window.stayedOnPage = true")
+            for name in SWAPPED[:2]:  # two swapped devices come back on 1.5.0
+                assert isinstance(report(on.worker, "fw", name, "1.5.0"), Sync)
+            expect(row.locator("[data-count=confirmed]")).to_have_text("36", timeout=LONG)
+            expect(row.locator("[data-count=swapped]")).to_have_text("2")
+            assert t.page.evaluate("window.stayedOnPage") is True  # live, no reload
 
             t.page.get_by_role("button", name="Resume").click()
             expect(t.page.locator("[data-flash=ok]")).to_have_text(
@@ -397,18 +396,22 @@ def test_a_rollout_in_the_browser(browser: Browser, tmp_path: Path) -> None:
             # a half-typed reason survives the live updates
             reason = t.page.get_by_label("Why pause (optional)")
             reason.fill("rev C boards reboot")
-            on.fake.set_wave("fw", 2, outcomes={"confirmed": 40, "reverted": 5})
+            for name in SWAPPED[2:]:
+                assert isinstance(report(on.worker, "fw", name, "1.5.0"), Sync)
             t.page.wait_for_timeout(3 * 2000)
             assert reason.input_value() == "rev C boards reboot"
             t.page.get_by_role("button", name="Pause").click()
             expect(t.page.get_by_role("alert")).to_have_text("Paused: rev C boards reboot")
-            expect(t.page.locator("tr[data-wave='2'] [data-count=confirmed]")).to_have_text("40")
+            expect(t.page.locator("tr[data-wave='2'] [data-count=confirmed]")).to_have_text("38")
 
             t.page.get_by_role("button", name="Retry fw-0107").click()
             expect(t.page.locator("[data-flash=ok]")).to_contain_text("Retry: fw-0107")
             assert t.page.locator("[data-held='fw-0107']").count() == 0
 
-            on.fake.add("fw", 4, "1.4.2", "1.5.1", waves_of_fw())  # a newer rollout starts
+            on.worker.publish("fw", "1.5.1")  # a newer version: a device's status starts
+            on.worker.clock.now += 1  # rollout 4 once the worker looks again
+            report(on.worker, "fw", "fw-0001", "1.5.0")
+            assert (on.rollout().seq, on.rollout().to_version) == (4, "1.5.1")
             t.page.get_by_role("button", name="Abort").click()  # on a page that showed 3
             expect(t.page.locator("[data-flash=bad]")).to_contain_text(
                 "rollout 4 has started since"
@@ -441,7 +444,7 @@ def test_rollout_pages_fit_a_phone_and_operate_without_javascript(
             expect(t.page.locator("[data-flash=ok]")).to_have_text(
                 "Resume: rollout 3 of fw is running now."
             )
-            assert on.fake.current("fw").state == "running"
+            assert on.rollout().state is State.RUNNING
         finally:
             phone.close()
             plain.close()

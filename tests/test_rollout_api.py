@@ -23,16 +23,11 @@ from ajour_build.core.wire import STATUS_TOKEN_ENV
 from delivery.cli import main
 from delivery.device import SimulatedDevice
 from delivery.http import HttpTransport
-from delivery.protocol import Write, decode_command, encode_status
-from delivery.rollout_store import SqliteRolloutStore
-from delivery.rollouts import Rollouts
-from delivery.store import StatusStore
+from delivery.protocol import Write
 from delivery.targets import Targets
-from delivery.worker import Worker
-from tests.clock import Clock
 from tests.http_wire import EVENTS_TOKEN, STATUS_TOKEN, one, request, serving, settings
 from tests.registry import free_port
-from tests.test_sources import publish
+from tests.rollout_worker import RolloutWorker
 
 OPERATOR_TOKEN = "operator-secret-3"
 NAMES = [f"d{i}" for i in range(10)]
@@ -50,31 +45,22 @@ FLEET = (
 
 
 class Rig:
-    """A worker with rollouts on a test clock, served on loopback with all three tokens."""
+    """A worker with rollouts on a test clock (tests/rollout_worker.py), not served: each test
+    serves it with the tokens it needs."""
 
     def __init__(self, tmp: Path) -> None:
-        (tmp / "fleet").mkdir()
-        (tmp / "fleet" / "f.yaml").write_text(FLEET)
-        self.tmp, self.clock = tmp, Clock(7_000.0)
-        self.url = f"oci-layout://{tmp / 'oci' / 'fw' / 'app'}:latest"
-        publish(tmp, self.url, "1.0", b"\x01" * 1500)
-        fleet = load_fleet([tmp / "fleet"])
-        policy = fleet.applications["app"].rollout
+        self.w = RolloutWorker.build(tmp, FLEET, 7_000.0)
+        self.w.publish("app", "1.0", b"\x01" * 1500)
+        self.tmp, self.clock, self.worker = tmp, self.w.clock, self.w.worker
+        policy = self.worker.targets.fleet.applications["app"].rollout
         assert policy is not None
         self.waves = {n: wave_of(policy, "app", n) for n in NAMES}
-        targets = Targets(fleet, f"oci-layout://{tmp / 'oci'}", ttl=60)
-        store = SqliteRolloutStore(tmp / "rollouts.db")
-        self.worker = Worker(targets, StatusStore(), rollouts=Rollouts(store, clock=self.clock))
         self.devices = {n: SimulatedDevice(b"1.0") for n in NAMES}
 
     def poll(self, name: str, times: int = 1) -> object:
         command: object = None
         for _ in range(times):
-            device = self.devices[name]
-            reply = self.worker.handle("app", name, encode_status(device.status()))
-            assert reply is not None
-            command = decode_command(reply)
-            device.apply(command)
+            command = self.w.handle("app", name, self.devices[name])
         return command
 
     def settle(self, name: str) -> None:
@@ -85,8 +71,7 @@ class Rig:
         raise AssertionError(f"{name} did not settle")
 
     def publish_two(self) -> None:
-        publish(self.tmp, self.url, "1.1", b"\x02" * 1500)
-        self.worker.targets.invalidate()
+        self.w.publish("app", "1.1", b"\x02" * 1500)
         self.clock.now += 1
 
 
@@ -388,7 +373,7 @@ def test_a_reloaded_fleet_is_assigned_again(rig: Rig) -> None:
         again = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]
         assert again == before
         added = "".join(f"---\nmetadata: {{name: n{i}, application: app}}\n" for i in range(5))
-        (rig.tmp / "fleet" / "f.yaml").write_text(FLEET + added)
+        (rig.tmp / "fleet" / "fleet.yaml").write_text(FLEET + added)
         fleet = load_fleet([rig.tmp / "fleet"])
         rig.worker.targets = Targets(fleet, f"oci-layout://{rig.tmp / 'oci'}", ttl=60)
         after = call(transport, "GET", "/v1/rollouts/app", STATUS_TOKEN)[1]

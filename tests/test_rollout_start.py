@@ -168,8 +168,7 @@ def test_start_over_http_re_rolls_a_rolled_back_version_and_pins_a_downgrade(
         assert [r.state for r in store.history("app")][3:] == [State.COMPLETED]
 
         # a version never rolled out before still starts a new rollout, from where 4 ended
-        publish(rig.tmp, rig.url, "1.2", b"\x03" * 1500)
-        rig.worker.targets.invalidate()
+        rig.w.publish("app", "1.2", b"\x03" * 1500)
         rig.clock.now += 1
         rig.settle(first[0])
         history = store.history("app")
