@@ -28,12 +28,14 @@ from ajour_build.core.artifact.format import (
     CONFIG_MEDIA_TYPE,
     LAYER_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
+    Descriptor,
 )
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.cosign_merge import MissingBlob, holds, merged
 from ajour_build.publish.patches import (
     DEFAULT_PATCHES,
     PatchBlob,
@@ -100,11 +102,11 @@ class OciPublisher:
                 attach(parts, patches)
                 self._push_blobs(registry, artifact, parts)
                 self._push_patches(registry, artifact, patches)
-                signed = self._sign(registry, parts.digest, artifact)  # before any tag
+                signed = self._sign(reader, registry, parts.digest, artifact)  # before any tag
                 found = self._tag_version(reader, registry, version_ref, parts)
             digest, body = found
             if digest != signed:  # published before (or by a racing publisher)
-                self._sign(registry, digest, artifact)
+                self._sign(reader, registry, digest, artifact)
             if self.ref.tag != artifact.version:
                 self._put_manifest(registry, body, self.ref.tag, digest)
         except ArtifactError as exc:
@@ -203,19 +205,60 @@ class OciPublisher:
                 response = registry.upload_blob(str(path), container, layer)
                 self._ok(response, f"uploading blob {layer['digest']}")
 
-    def _sign(self, registry: BoundedRegistry, digest: str, artifact: FirmwareArtifact) -> str:
-        """Push the signature and the provenance of ``digest``; the digest, "" unsigned."""
+    def _sign(
+        self,
+        reader: RegistryReader,
+        registry: BoundedRegistry,
+        digest: str,
+        artifact: FirmwareArtifact,
+    ) -> str:
+        """Add the signature and provenance of ``digest`` to the manifests cosign's tags
+        hold (``cosign_merge``); the digest, "" unsigned. A tag has no compare-and-set, so
+        of two publishers signing one digest at once, one may write over the manifest the
+        other just wrote: the tag is read back after the PUT and, if our layer is not in
+        it, merged and written once more (a PUT by tag is idempotent)."""
         if self.signer is None:
             return ""
+        key, repository = self.signer.public, self.ref.repository
+
+        def lookup(tag: str) -> bytes | None:
+            found = reader.resolve(OciRef(self.ref.host, repository, tag))
+            if found is None:
+                return None
+            return reader.manifest(OciRef(self.ref.host, repository, tag, found))[0]
+
+        def fetch(descriptor: Descriptor) -> bytes:
+            try:
+                return reader.blob(repository, descriptor)
+            except ArtifactError:
+                status, _, _ = reader.request("HEAD", f"{repository}/blobs/{descriptor.digest}")
+                if status == 404:
+                    raise MissingBlob(f"blob {descriptor.digest} is not in {repository}") from None
+                raise
+
         container = registry.get_container(f"{self.ref.image}:{artifact.version}")
         with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
-            for made in self.signer.artifacts(self.ref.image, digest, artifact):
-                for blob in made.blobs:
-                    path = Path(tmp) / "blob"
-                    path.write_bytes(blob.data)
-                    response = registry.upload_blob(str(path), container, blob.descriptor)
-                    self._ok(response, f"uploading blob {blob.descriptor['digest']}")
-                self._put_manifest(registry, made.manifest_bytes, made.tag, made.digest)
+            for tag, layer in self.signer.layers(self.ref.image, digest, artifact):
+                where = (self.ref.image, f"e.g. `oras manifest delete {self.ref.image}:{tag}`")
+                for _ in range(2):
+                    merge = merged(tag, layer, key, lookup, fetch, where)
+                    if merge.artifact is None:
+                        break  # signed with this key already
+                    for blob in merge.upload:
+                        path = Path(tmp) / "blob"
+                        path.write_bytes(blob.data)
+                        response = registry.upload_blob(str(path), container, blob.descriptor)
+                        self._ok(response, f"uploading blob {blob.descriptor['digest']}")
+                    made = merge.artifact
+                    self._put_manifest(registry, made.manifest_bytes, tag, made.digest)
+                    if holds(tag, layer, key, lookup, where):
+                        break
+                else:
+                    raise PublishError(
+                        f"registry {self.ref.host}: {self.ref.repository}:{tag} lost our"
+                        " signature twice to other publishers writing it at the same time;"
+                        " publish again"
+                    )
         return digest
 
     def _push_patches(
