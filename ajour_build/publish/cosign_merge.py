@@ -148,6 +148,9 @@ def _raw_layers(tag: str, body: bytes, where: tuple[str, str]) -> list[dict[str,
         manifest = parse_manifest(body)
     except ArtifactError as exc:
         raise _unreadable(tag, where, str(exc)) from None
+    if "manifests" in manifest:
+        kind = manifest.get("mediaType") or "no mediaType"
+        raise _unreadable(tag, where, f"it is an image index ({kind}), not an image manifest")
     raw = manifest.get("layers")
     if not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
         raise _unreadable(tag, where, "its layers are not a list of descriptors")

@@ -15,6 +15,7 @@ the conflict error, and only the winner moves the moving tag. Every request is b
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -22,16 +23,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from oras.container import Container
 
 from ajour_build.core.artifact.credentials import Credentials
 from ajour_build.core.artifact.format import (
     CONFIG_MEDIA_TYPE,
+    DOCKER_MANIFEST,
     LAYER_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
     Descriptor,
 )
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.artifact.signature import ArtifactBlob
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.common import V1Parts, conflict
@@ -56,6 +60,14 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the registry
 READ_TIMEOUT = 30.0  # seconds the registry may stay silent within one request
 DEADLINE = 300.0  # seconds for the whole publish
 SETTLE = 0.5  # seconds between tagging the version and reading the tag back (at least)
+SIGNATURE_ACCEPT = ", ".join(
+    (
+        MANIFEST_MEDIA_TYPE,
+        DOCKER_MANIFEST,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
 
 
 @dataclass
@@ -219,47 +231,61 @@ class OciPublisher:
         it, merged and written once more (a PUT by tag is idempotent)."""
         if self.signer is None:
             return ""
-        key, repository = self.signer.public, self.ref.repository
-
-        def lookup(tag: str) -> bytes | None:
-            found = reader.resolve(OciRef(self.ref.host, repository, tag))
-            if found is None:
-                return None
-            return reader.manifest(OciRef(self.ref.host, repository, tag, found))[0]
-
-        def fetch(descriptor: Descriptor) -> bytes:
-            try:
-                return reader.blob(repository, descriptor)
-            except ArtifactError:
-                status, _, _ = reader.request("HEAD", f"{repository}/blobs/{descriptor.digest}")
-                if status == 404:
-                    raise MissingBlob(f"blob {descriptor.digest} is not in {repository}") from None
-                raise
-
+        key = self.signer.public
+        lookup = functools.partial(self._signatures, reader)
+        fetch = functools.partial(self._signature_blob, reader)
         container = registry.get_container(f"{self.ref.image}:{artifact.version}")
-        with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
-            for tag, layer in self.signer.layers(self.ref.image, digest, artifact):
-                where = (self.ref.image, f"e.g. `oras manifest delete {self.ref.image}:{tag}`")
-                for _ in range(2):
-                    merge = merged(tag, layer, key, lookup, fetch, where)
-                    if merge.artifact is None:
-                        break  # signed with this key already
-                    for blob in merge.upload:
-                        path = Path(tmp) / "blob"
-                        path.write_bytes(blob.data)
-                        response = registry.upload_blob(str(path), container, blob.descriptor)
-                        self._ok(response, f"uploading blob {blob.descriptor['digest']}")
-                    made = merge.artifact
-                    self._put_manifest(registry, made.manifest_bytes, tag, made.digest)
-                    if holds(tag, layer, key, lookup, where):
-                        break
-                else:
-                    raise PublishError(
-                        f"registry {self.ref.host}: {self.ref.repository}:{tag} lost our"
-                        " signature twice to other publishers writing it at the same time;"
-                        " publish again"
-                    )
+        for tag, layer in self.signer.layers(self.ref.image, digest, artifact):
+            where = (self.ref.image, f"e.g. `oras manifest delete {self.ref.image}:{tag}`")
+            for _ in range(2):
+                merge = merged(tag, layer, key, lookup, fetch, where)
+                if merge.artifact is None:
+                    break  # signed with this key already
+                self._push_signature_blobs(registry, container, merge.upload)
+                made = merge.artifact
+                self._put_manifest(registry, made.manifest_bytes, tag, made.digest)
+                if holds(tag, layer, key, lookup, where):
+                    break
+            else:
+                raise PublishError(
+                    f"registry {self.ref.host}: {self.ref.repository}:{tag} lost our signature"
+                    " twice to other publishers writing it at the same time; publish again"
+                )
         return digest
+
+    def _push_signature_blobs(
+        self, registry: BoundedRegistry, container: Container, blobs: tuple[ArtifactBlob, ...]
+    ) -> None:
+        with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
+            for blob in blobs:
+                path = Path(tmp) / "blob"
+                path.write_bytes(blob.data)
+                response = registry.upload_blob(str(path), container, blob.descriptor)
+                self._ok(response, f"uploading blob {blob.descriptor['digest']}")
+
+    def _signatures(self, reader: RegistryReader, tag: str) -> bytes | None:
+        """The manifest at a signature tag, of any type (an index there is refused by
+        ``cosign_merge``, never taken for "no tag"); None if there is no such tag."""
+        path = f"{self.ref.repository}/manifests/{tag}"
+        status, _, body = reader.request("GET", path, {"Accept": SIGNATURE_ACCEPT})
+        if status == 404:
+            return None
+        if status != 200:
+            raise PublishError(
+                f"registry {self.ref.host}: reading {self.ref.repository}:{tag} failed with"
+                f" HTTP {status}: {body[:200]!r}"
+            )
+        return body
+
+    def _signature_blob(self, reader: RegistryReader, descriptor: Descriptor) -> bytes:
+        """A layer of a signature manifest; ``MissingBlob`` if the repository has none."""
+        try:
+            return reader.blob(self.ref.repository, descriptor)
+        except ArtifactError:
+            path = f"{self.ref.repository}/blobs/{descriptor.digest}"
+            if reader.request("HEAD", path)[0] == 404:
+                raise MissingBlob(f"blob {descriptor.digest} is not in {path}") from None
+            raise
 
     def _push_patches(
         self, registry: BoundedRegistry, artifact: FirmwareArtifact, patches: list[PatchBlob]
