@@ -10,6 +10,9 @@ from __future__ import annotations
 import base64
 import json
 import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from ajour_build.core.artifact.signature import (
     att_tag,
     cosign_manifest,
     sig_tag,
+    signature_artifact,
     signature_layer,
 )
 from ajour_build.core.artifact.trust import MAX_LAYERS
@@ -35,8 +39,17 @@ from delivery.cache import TtlCache
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
 from delivery.sources.trust import Verifier, load_policy
-from tests.registry import run_registry
-from tests.test_delivery_trust import BUILDER, REPO, keys, publish, refused
+from tests.loopback_http import running
+from tests.registry import Registry, run_registry
+from tests.test_delivery_trust import (
+    BUILDER,
+    REPO,
+    keys,
+    publish,
+    push_blobs,
+    push_manifest,
+    refused,
+)
 
 SIG = "application/vnd.dev.cosign.simplesigning.v1+json"
 DSSE = "application/vnd.dsse.envelope.v1+json"
@@ -269,3 +282,87 @@ def test_registry_refuses_to_write_over_a_signature_manifest_it_cannot_read(
         assert put.status_code == 201, put.text
         with pytest.raises(PublishError, match=rf"the tag {sig} holds no cosign manifest .*index"):
             publish(tmp_path, url, "1.0", b"A" * 3000, release_key)
+
+
+@contextmanager
+def racing_front(registry: Registry, race: Callable[[str, str], None]) -> Iterator[str]:
+    """A forwarding front for ``registry`` (its host:port): after forwarding each PUT of a
+    ``.sig`` manifest, and before answering it, it calls ``race(front, tag)``: another
+    publisher writing the tag at that moment, straight to the registry."""
+    target = f"http://{registry.host}"
+    client = httpx.Client(base_url=target, timeout=10)
+
+    class Front(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _forward(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            skip = {"host", "content-length", "connection", "accept-encoding"}
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+            got = client.request(self.command, self.path, content=body, headers=headers)
+            front = str(self.headers.get("Host", ""))  # the front, as the publisher calls it
+            tag = self.path.rsplit("/manifests/", 1)[-1]
+            if self.command == "PUT" and "/manifests/" in self.path and tag.endswith(".sig"):
+                race(front, tag)
+            self.send_response(got.status_code)
+            for key, value in got.headers.items():
+                if key.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(key, value.replace(registry.host, front))
+            self.send_header("Content-Length", str(len(got.content)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(got.content)
+
+        do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _forward
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Front)
+    server.daemon_threads = True
+    try:
+        with running(server) as port:
+            yield f"127.0.0.1:{port}"
+    finally:
+        client.close()
+
+
+def test_registry_a_signature_written_over_by_a_racing_publisher_is_merged_again(
+    tmp_path: Path,
+) -> None:
+    """Two publishers sign one digest at once: each read the tag before the other wrote it,
+    so the second write holds only the second key. The first reads the tag back after its
+    PUT, finds its layer gone, and merges again: both signatures stay."""
+    ours, ours_pub = keys(tmp_path, "ours")
+    theirs, theirs_pub = keys(tmp_path, "theirs")
+    raced: list[str] = []
+
+    def race(front: str, tag: str) -> None:
+        if raced and not always:
+            return
+        raced.append(tag)
+        digest = "sha256:" + tag.removeprefix("sha256-").removesuffix(".sig")
+        made = signature_artifact(theirs.key, f"{front}/fw/app", digest)
+        push_blobs(registry, "fw/app", made)
+        push_manifest(registry, "fw/app", made)
+
+    with run_registry(tmp_path / "registry") as registry:
+        with racing_front(registry, race) as front:
+            always = False
+            url = f"oci://{front}/fw/app:latest"
+            digest = publish(tmp_path, url, "1.0", b"A" * 3000, ours)
+            assert raced == [sig_tag(digest)]
+            reader = RegistryReader(registry.host)
+            direct = f"oci://{registry.host}/fw/app:latest"
+            for pub in (ours_pub, theirs_pub):
+                policy = load_policy("app", (str(pub),))
+                verifier = Verifier(policy)
+                source = OciSource(reader, parse_oci(direct), TtlCache(30), verifier=verifier)
+                assert source.target().version == b"1.0"
+
+            # a publisher that keeps losing the race says so, rather than reporting success
+            always, raced[:] = True, []
+            with pytest.raises(PublishError, match=r"lost our signature twice .* publish again"):
+                publish(tmp_path, url, "1.1", b"B" * 3000, ours)
+            assert len(raced) == 2

@@ -107,12 +107,16 @@ def holds(
     body = lookup(tag)
     if body is None:
         return False
-    for raw in _raw_layers(tag, body, where):
-        if raw.get("digest") == ours.descriptor["digest"]:
-            return ours.descriptor["mediaType"] != SIMPLESIGNING_MEDIA_TYPE or _signs(
-                ArtifactBlob(ours.data, raw), ours, key
-            )
-    return False
+    # every key's .sig layer has the same payload (the same digest): ours is the one whose
+    # signature our key verifies
+    return any(
+        raw.get("digest") == ours.descriptor["digest"]
+        and (
+            ours.descriptor["mediaType"] != SIMPLESIGNING_MEDIA_TYPE
+            or _signs(ArtifactBlob(ours.data, raw), ours, key)
+        )
+        for raw in _raw_layers(tag, body, where)
+    )
 
 
 def _existing(tag: str, lookup: Lookup, fetch: Fetch, where: tuple[str, str]) -> list[ArtifactBlob]:
