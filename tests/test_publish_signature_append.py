@@ -236,6 +236,14 @@ def test_layout_refuses_to_write_over_a_signature_manifest_it_cannot_read(
             publish(tmp_path, url, version, content, release_key)
         assert why in str(bad.value)
         assert store.resolve(tag) == junk_digest
+    # the manifest blob the .sig tag names is gone
+    tag = sig_tag(publish(tmp_path, url, "3.0", b"C" * 3000, ci))
+    gone = store.resolve(tag)
+    assert gone is not None
+    store.blob_path(gone).unlink()
+    with pytest.raises(PublishError, match=rf"the tag {tag} .*its manifest blob is missing"):
+        publish(tmp_path, url, "3.0", b"C" * 3000, release_key)
+    assert store.resolve(tag) == gone
     # once the broken tags are deleted, the publish signs again
     with layout_writer(root) as writer:
         entries = [m for m in store.index()["manifests"] if m["annotations"][
