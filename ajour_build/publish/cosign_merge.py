@@ -81,7 +81,8 @@ def merged(
     private half of ``key``). ``where``: the repository, and how to delete the tag there
     (for errors and logs)."""
     existing = _existing(tag, lookup, fetch, where)
-    if tag.endswith(".sig") and any(_signs(layer, ours, key) for layer in existing):
+    # a duplicate counts only among the layers a worker reads (the first MAX_LAYERS)
+    if tag.endswith(".sig") and any(_signs(lay, ours, key) for lay in existing[:MAX_LAYERS]):
         return Merge(None, kept=len(existing))
     kept = [layer for layer in existing if not _same_attestation(layer, ours, key)]
     replaced = len(existing) - len(kept)
