@@ -13,6 +13,7 @@ from ajour_build.core.artifact.layout_writer import LOCK_WAIT, LayoutWriter, lay
 from ajour_build.core.artifact.reference import LayoutRef
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.cosign_merge import MissingBlob, merged
 from ajour_build.publish.patches import DEFAULT_PATCHES, LayoutHistory, attach, make_patches
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 from ajour_build.publish.signing import Signer
@@ -76,10 +77,27 @@ class LayoutPublisher:
         )
 
     def _sign(self, writer: LayoutWriter, digest: str, artifact: FirmwareArtifact) -> None:
-        """Store the signature and provenance of ``digest``, tagged as cosign tags them."""
+        """Add the signature and provenance of ``digest`` to the manifests cosign's tags
+        hold (``cosign_merge``); the layout's lock is held, so no other writer interleaves."""
         if self.signer is None:
             return
-        for made in self.signer.artifacts(str(self.ref.path), digest, artifact):
-            for blob in made.blobs:
+        store, key = writer.store, self.signer.public
+
+        def lookup(tag: str) -> bytes | None:
+            found = store.resolve(tag)
+            return None if found is None else fetch_digest(found)
+
+        def fetch_digest(digest: str) -> bytes:
+            if not store.blob_path(digest).exists():
+                raise MissingBlob(f"blob {digest} is missing from {self.ref.path}")
+            return store.read_blob(digest)
+
+        for tag, layer in self.signer.layers(str(self.ref.path), digest, artifact):
+            where = (str(self.ref.path), f"remove its entry from {self.ref.path}/index.json")
+            merge = merged(tag, layer, key, lookup, lambda d: fetch_digest(d.digest), where)
+            if merge.artifact is None:
+                continue  # signed with this key already
+            for blob in merge.upload:
                 writer.put_bytes(blob.data)
-            writer.tag(made.tag, writer.put_bytes(made.manifest_bytes), len(made.manifest_bytes))
+            body = merge.artifact.manifest_bytes
+            writer.tag(tag, writer.put_bytes(body), len(body))

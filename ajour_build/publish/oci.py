@@ -15,6 +15,7 @@ the conflict error, and only the winner moves the moving tag. Every request is b
 
 from __future__ import annotations
 
+import functools
 import re
 import tempfile
 import time
@@ -22,18 +23,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import requests
+from oras.container import Container
 
 from ajour_build.core.artifact.credentials import Credentials
 from ajour_build.core.artifact.format import (
     CONFIG_MEDIA_TYPE,
+    DOCKER_MANIFEST,
     LAYER_MEDIA_TYPE,
     MANIFEST_MEDIA_TYPE,
+    Descriptor,
 )
 from ajour_build.core.artifact.reference import OciRef
 from ajour_build.core.artifact.registry_reader import RegistryReader
+from ajour_build.core.artifact.signature import ArtifactBlob
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.core.hosts import is_loopback
 from ajour_build.publish.common import V1Parts, conflict
+from ajour_build.publish.cosign_merge import MissingBlob, holds, merged
 from ajour_build.publish.patches import (
     DEFAULT_PATCHES,
     PatchBlob,
@@ -54,6 +60,14 @@ CONNECT_TIMEOUT = 5.0  # seconds to open a connection to the registry
 READ_TIMEOUT = 30.0  # seconds the registry may stay silent within one request
 DEADLINE = 300.0  # seconds for the whole publish
 SETTLE = 0.5  # seconds between tagging the version and reading the tag back (at least)
+SIGNATURE_ACCEPT = ", ".join(
+    (
+        MANIFEST_MEDIA_TYPE,
+        DOCKER_MANIFEST,
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    )
+)
 
 
 @dataclass
@@ -100,11 +114,11 @@ class OciPublisher:
                 attach(parts, patches)
                 self._push_blobs(registry, artifact, parts)
                 self._push_patches(registry, artifact, patches)
-                signed = self._sign(registry, parts.digest, artifact)  # before any tag
+                signed = self._sign(reader, registry, parts.digest, artifact)  # before any tag
                 found = self._tag_version(reader, registry, version_ref, parts)
             digest, body = found
             if digest != signed:  # published before (or by a racing publisher)
-                self._sign(registry, digest, artifact)
+                self._sign(reader, registry, digest, artifact)
             if self.ref.tag != artifact.version:
                 self._put_manifest(registry, body, self.ref.tag, digest)
         except ArtifactError as exc:
@@ -203,20 +217,75 @@ class OciPublisher:
                 response = registry.upload_blob(str(path), container, layer)
                 self._ok(response, f"uploading blob {layer['digest']}")
 
-    def _sign(self, registry: BoundedRegistry, digest: str, artifact: FirmwareArtifact) -> str:
-        """Push the signature and the provenance of ``digest``; the digest, "" unsigned."""
+    def _sign(
+        self,
+        reader: RegistryReader,
+        registry: BoundedRegistry,
+        digest: str,
+        artifact: FirmwareArtifact,
+    ) -> str:
+        """Add the signature and provenance of ``digest`` to the manifests cosign's tags
+        hold (``cosign_merge``); the digest, "" unsigned. A tag has no compare-and-set, so
+        of two publishers signing one digest at once, one may write over the manifest the
+        other just wrote: the tag is read back after the PUT and, if our layer is not in
+        it, merged and written once more (a PUT by tag is idempotent)."""
         if self.signer is None:
             return ""
+        key = self.signer.public
+        lookup = functools.partial(self._signatures, reader)
+        fetch = functools.partial(self._signature_blob, reader)
         container = registry.get_container(f"{self.ref.image}:{artifact.version}")
-        with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
-            for made in self.signer.artifacts(self.ref.image, digest, artifact):
-                for blob in made.blobs:
-                    path = Path(tmp) / "blob"
-                    path.write_bytes(blob.data)
-                    response = registry.upload_blob(str(path), container, blob.descriptor)
-                    self._ok(response, f"uploading blob {blob.descriptor['digest']}")
-                self._put_manifest(registry, made.manifest_bytes, made.tag, made.digest)
+        for tag, layer in self.signer.layers(self.ref.image, digest, artifact):
+            where = (self.ref.image, f"e.g. `oras manifest delete {self.ref.image}:{tag}`")
+            for _ in range(2):
+                merge = merged(tag, layer, key, lookup, fetch, where)
+                if merge.artifact is None:
+                    break  # signed with this key already
+                self._push_signature_blobs(registry, container, merge.upload)
+                made = merge.artifact
+                self._put_manifest(registry, made.manifest_bytes, tag, made.digest)
+                if holds(tag, layer, key, lookup, where):
+                    break
+            else:
+                raise PublishError(
+                    f"registry {self.ref.host}: {self.ref.repository}:{tag} lost our signature"
+                    " twice to other publishers writing it at the same time; publish again"
+                )
         return digest
+
+    def _push_signature_blobs(
+        self, registry: BoundedRegistry, container: Container, blobs: tuple[ArtifactBlob, ...]
+    ) -> None:
+        with tempfile.TemporaryDirectory(prefix="ajour-oci-") as tmp:
+            for blob in blobs:
+                path = Path(tmp) / "blob"
+                path.write_bytes(blob.data)
+                response = registry.upload_blob(str(path), container, blob.descriptor)
+                self._ok(response, f"uploading blob {blob.descriptor['digest']}")
+
+    def _signatures(self, reader: RegistryReader, tag: str) -> bytes | None:
+        """The manifest at a signature tag, of any type (an index there is refused by
+        ``cosign_merge``, never taken for "no tag"); None if there is no such tag."""
+        path = f"{self.ref.repository}/manifests/{tag}"
+        status, _, body = reader.request("GET", path, {"Accept": SIGNATURE_ACCEPT})
+        if status == 404:
+            return None
+        if status != 200:
+            raise PublishError(
+                f"registry {self.ref.host}: reading {self.ref.repository}:{tag} failed with"
+                f" HTTP {status}: {body[:200]!r}"
+            )
+        return body
+
+    def _signature_blob(self, reader: RegistryReader, descriptor: Descriptor) -> bytes:
+        """A layer of a signature manifest; ``MissingBlob`` if the repository has none."""
+        try:
+            return reader.blob(self.ref.repository, descriptor)
+        except ArtifactError:
+            path = f"{self.ref.repository}/blobs/{descriptor.digest}"
+            if reader.request("HEAD", path)[0] == 404:
+                raise MissingBlob(f"blob {descriptor.digest} is not in {path}") from None
+            raise
 
     def _push_patches(
         self, registry: BoundedRegistry, artifact: FirmwareArtifact, patches: list[PatchBlob]

@@ -4,7 +4,8 @@ With a key (``--sign-key FILE``, else ``AJOUR_SIGN_KEY_FILE``, else the installa
 config's ``signing.key``), the OCI publishers push, next to the firmware manifest and before
 any tag points at it, the ``sha256-<hex>.sig`` and ``sha256-<hex>.att`` manifests
 (``core.artifact.signature``), so a worker that checks signatures never sees the firmware
-unsigned. The key's bytes and its password never reach a log, an error or JSON output.
+unsigned. A tag that holds signatures already keeps them: ours is added, as cosign adds it
+(``cosign_merge``). The key's bytes and its password never reach a log, an error or JSON output.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from ajour_build.core.artifact.signature import (
     BUILD_TYPE,
     SLSA_PROVENANCE,
     STATEMENT_TYPE,
-    SignatureArtifact,
+    ArtifactBlob,
+    PublicKey,
     SigningKey,
     att_tag,
-    attestation_artifact,
+    attestation_layer,
     sig_tag,
-    signature_artifact,
+    signature_layer,
 )
 from ajour_build.core.errors import ArtifactError, PublishError
 from ajour_build.publish.publisher import FirmwareArtifact
@@ -45,15 +47,21 @@ class Signer:
     def tags(self, digest: str) -> tuple[str, str]:
         return sig_tag(digest), att_tag(digest)
 
-    def artifacts(
+    @property
+    def public(self) -> PublicKey:
+        """The key's public half (to recognise its own signatures already in a manifest)."""
+        return PublicKey(self.key.public_pem(), repr(self.key))
+
+    def layers(
         self, repository: str, digest: str, artifact: FirmwareArtifact
-    ) -> tuple[SignatureArtifact, SignatureArtifact]:
-        """The ``.sig`` and ``.att`` manifests of ``digest``, published in ``repository``
-        (``host/path`` for a registry: cosign's docker-reference)."""
+    ) -> tuple[tuple[str, ArtifactBlob], tuple[str, ArtifactBlob]]:
+        """The ``.sig`` and ``.att`` tags of ``digest``, published in ``repository``
+        (``host/path`` for a registry: cosign's docker-reference), and the layer each gets
+        (``cosign_merge.merged`` adds it to the layers the tag holds)."""
         statement = provenance(repository, digest, artifact, self.builder_id)
         return (
-            signature_artifact(self.key, repository, digest),
-            attestation_artifact(self.key, digest, statement),
+            (sig_tag(digest), signature_layer(self.key, repository, digest)),
+            (att_tag(digest), attestation_layer(self.key, statement)),
         )
 
 

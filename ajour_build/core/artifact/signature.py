@@ -2,12 +2,15 @@
 "Signatures and provenance"), in cosign's layout so ``cosign verify --key`` reads them.
 
 * The signature: the simple-signing payload naming the manifest digest, signed with the key,
-  in a manifest tagged ``sha256-<hex>.sig`` in the firmware's repository. Its one layer is
-  the payload (``application/vnd.dev.cosign.simplesigning.v1+json``), the base64 signature
-  in the layer's ``dev.cosignproject.cosign/signature`` annotation.
+  in a manifest tagged ``sha256-<hex>.sig`` in the firmware's repository. Each layer is
+  one signer's payload (``application/vnd.dev.cosign.simplesigning.v1+json``), the base64
+  signature in the layer's ``dev.cosignproject.cosign/signature`` annotation.
 * The provenance: an in-toto Statement v1 with an SLSA v1 predicate about the digest, in a
-  DSSE envelope signed with the same key, in a manifest tagged ``sha256-<hex>.att``, its one
-  layer the envelope (``application/vnd.dsse.envelope.v1+json``) annotated ``predicateType``.
+  DSSE envelope signed with the same key, in a manifest tagged ``sha256-<hex>.att``, one
+  layer per envelope (``application/vnd.dsse.envelope.v1+json``) annotated ``predicateType``.
+
+A second signer adds a layer to these manifests (``publish/cosign_merge.py``), as cosign
+does; it never replaces them.
 
 Keys: ECDSA P-256 (cosign's default; signatures are ASN.1 DER over SHA-256) or ed25519, as
 PEM (a PKCS#8 or SEC1 private key; PKIX public keys). ``cryptography`` is imported only when
@@ -19,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -102,19 +106,29 @@ class SignatureArtifact:
         return sha256_digest(self.manifest_bytes)
 
 
-def cosign_manifest(
-    tag: str, layer: bytes, media_type: str, annotations: dict[str, str]
-) -> SignatureArtifact:
-    """The manifest cosign writes: an OCI image config naming the layer, and the layer."""
-    layer_digest = sha256_digest(layer)
+def cosign_layer(data: bytes, media_type: str, annotations: dict[str, str]) -> ArtifactBlob:
+    """One layer of a cosign manifest: the blob and its descriptor."""
+    descriptor = {
+        "mediaType": media_type,
+        "size": len(data),
+        "digest": sha256_digest(data),
+        "annotations": annotations,
+    }
+    return ArtifactBlob(data, descriptor)
+
+
+def cosign_manifest(tag: str, layers: Sequence[ArtifactBlob]) -> SignatureArtifact:
+    """The manifest cosign writes: an OCI image config whose ``rootfs.diff_ids`` name every
+    layer (cosign's layers are uncompressed: a diff_id is the layer's digest), and the
+    layers in order. ``blobs`` is the config, then the layers."""
     config = canonical(
         {
             "architecture": "",
             "config": {},
             "created": "0001-01-01T00:00:00Z",
-            "history": [{"created": "0001-01-01T00:00:00Z"}],
+            "history": [{"created": "0001-01-01T00:00:00Z"} for _ in layers],
             "os": "",
-            "rootfs": {"type": "layers", "diff_ids": [layer_digest]},
+            "rootfs": {"type": "layers", "diff_ids": [b.descriptor["digest"] for b in layers]},
         }
     )
     config_desc = {
@@ -122,23 +136,13 @@ def cosign_manifest(
         "size": len(config),
         "digest": sha256_digest(config),
     }
-    layer_desc = {
-        "mediaType": media_type,
-        "size": len(layer),
-        "digest": layer_digest,
-        "annotations": annotations,
-    }
     manifest = {
         "schemaVersion": 2,
         "mediaType": "application/vnd.oci.image.manifest.v1+json",
         "config": config_desc,
-        "layers": [layer_desc],
+        "layers": [b.descriptor for b in layers],
     }
-    return SignatureArtifact(
-        tag,
-        canonical(manifest),
-        (ArtifactBlob(config, config_desc), ArtifactBlob(layer, layer_desc)),
-    )
+    return SignatureArtifact(tag, canonical(manifest), (ArtifactBlob(config, config_desc), *layers))
 
 
 def require_crypto() -> None:
@@ -249,13 +253,17 @@ class PublicKey:
         return True
 
 
-def signature_artifact(key: SigningKey, docker_reference: str, digest: str) -> SignatureArtifact:
-    """The ``.sig`` manifest of ``digest`` (in the repository ``docker_reference``)."""
+def signature_layer(key: SigningKey, docker_reference: str, digest: str) -> ArtifactBlob:
+    """The ``.sig`` layer of ``digest``: the simple-signing payload, its signature annotated."""
     payload = simple_signing_payload(docker_reference, digest)
     signature = base64.b64encode(key.sign(payload)).decode()
-    return cosign_manifest(
-        sig_tag(digest), payload, SIMPLESIGNING_MEDIA_TYPE, {SIGNATURE_ANNOTATION: signature}
-    )
+    return cosign_layer(payload, SIMPLESIGNING_MEDIA_TYPE, {SIGNATURE_ANNOTATION: signature})
+
+
+def signature_artifact(key: SigningKey, docker_reference: str, digest: str) -> SignatureArtifact:
+    """A ``.sig`` manifest of ``digest`` (in the repository ``docker_reference``) holding
+    only this key's signature."""
+    return cosign_manifest(sig_tag(digest), (signature_layer(key, docker_reference, digest),))
 
 
 def dsse_envelope(key: SigningKey, statement: dict[str, Any]) -> bytes:
@@ -271,12 +279,16 @@ def dsse_envelope(key: SigningKey, statement: dict[str, Any]) -> bytes:
     )
 
 
+def attestation_layer(key: SigningKey, statement: dict[str, Any]) -> ArtifactBlob:
+    """An ``.att`` layer: ``statement`` in a signed DSSE envelope, annotated with its
+    predicate type."""
+    envelope = dsse_envelope(key, statement)
+    predicate = str(statement.get("predicateType", ""))
+    return cosign_layer(envelope, DSSE_MEDIA_TYPE, {PREDICATE_TYPE_ANNOTATION: predicate})
+
+
 def attestation_artifact(
     key: SigningKey, digest: str, statement: dict[str, Any]
 ) -> SignatureArtifact:
-    """The ``.att`` manifest of ``digest``: ``statement`` in a signed DSSE envelope."""
-    envelope = dsse_envelope(key, statement)
-    predicate = str(statement.get("predicateType", ""))
-    return cosign_manifest(
-        att_tag(digest), envelope, DSSE_MEDIA_TYPE, {PREDICATE_TYPE_ANNOTATION: predicate}
-    )
+    """An ``.att`` manifest of ``digest`` holding only this attestation."""
+    return cosign_manifest(att_tag(digest), (attestation_layer(key, statement),))
