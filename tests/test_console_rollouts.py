@@ -154,6 +154,18 @@ def test_the_pages_show_the_workers_rollouts(tmp_path: Path) -> None:
     history = re.findall(r'<tr data-rollout="(\d+)">', detail)
     assert history == ["2", "1"]
     assert "Devices by version" in detail and 'href="/devices/fw/fw-0107"' in detail
+    # a group shows its first GROUP_ROWS devices and says where the rest are, so a big
+    # fleet's page stays small (and its 2 s live refresh cheap)
+    groups = detail.split('id="plan-title"')[1].split('id="history-title"')[0]
+    counts = [
+        int(n)
+        for n in re.findall(r'<h3 id="group-\d">\w[\w ]*<span class="muted">\((\d+)\)', groups)
+    ]
+    assert sum(counts) == 200 and max(counts) > 50, counts
+    assert groups.count("<tr data-device=") == sum(min(n, 50) for n in counts)
+    more = [int(n) for n in re.findall(r'data-more="(\d+)"', groups)]
+    assert more == [n - 50 for n in counts if n > 50]
+    assert groups.count("every device of fw</a>") == len(more)
     assert fragment.lstrip().startswith("<section") and SHOWN in fragment
     for page in (overview, detail, fragment):  # neither token reaches a page
         assert STATUS not in page and OPERATOR not in page

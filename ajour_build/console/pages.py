@@ -113,6 +113,7 @@ def _no_app(request: Request, app: str, where: str) -> Response:
 
 DEVICE_PAGE = 200  # devices per page of one application
 OVERVIEW_ROWS = 50  # devices per application on /devices (the rest: its own pages)
+GROUP_ROWS = 50  # devices per group (updating, not yet, on it) on a rollout's page
 
 
 def device_list(request: Request, app: str | None = None) -> Response:
@@ -230,6 +231,7 @@ def rollout(request: Request, app: str) -> Response:
         application=app,
         delivery=delivery,
         rollout=plan,
+        group_rows=GROUP_ROWS,
         chosen=version,
         can_build=app in fleet.applications,
         staged=waves,
