@@ -77,7 +77,8 @@ def check_reachable(base_url: str, timeout: float = 5.0) -> None:
 
 
 class HttpDeviceLink:
-    """One device's keep-alive HTTP connection to ``POST /v1/dfu``."""
+    """One device's keep-alive HTTP connection to ``POST /v1/dfu``; a status sent on a
+    connection the server has since closed as idle is sent once more on a new one."""
 
     def __init__(
         self, base_url: str, app: str, device: str, password: str | None, timeout: float = 10.0
@@ -93,13 +94,16 @@ class HttpDeviceLink:
             self.headers["Authorization"] = f"Basic {token}"
 
     def __call__(self, status: bytes) -> bytes:
-        if self.conn.sock is None:
-            self.conn.connect()
-            assert self.conn.sock is not None
-            self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.conn.request("POST", self.path, body=status, headers=self.headers)
-        response = self.conn.getresponse()
-        body = response.read()
+        reused = self.conn.sock is not None
+        try:
+            response, body = self._post(status)
+        except (BrokenPipeError, ConnectionResetError, http.client.RemoteDisconnected):
+            self.conn.close()
+            if not reused:
+                raise
+            # the server closed the idle keep-alive connection (its keep-alive timeout): a
+            # status is idempotent (the reply follows from it alone), so send it once more
+            response, body = self._post(status)
         if response.status in REFUSAL_HINTS:
             raise RefusedError(
                 f"HTTP {response.status}: {_text(body)} ({REFUSAL_HINTS[response.status]})"
@@ -107,6 +111,15 @@ class HttpDeviceLink:
         if response.status != 200:
             raise DeliveryError(f"HTTP {response.status}: {_text(body)}")
         return body
+
+    def _post(self, status: bytes) -> tuple[http.client.HTTPResponse, bytes]:
+        if self.conn.sock is None:
+            self.conn.connect()
+            assert self.conn.sock is not None
+            self.conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.conn.request("POST", self.path, body=status, headers=self.headers)
+        response = self.conn.getresponse()
+        return response, response.read()
 
     def reset(self) -> None:
         """Drop the connection; the next exchange reconnects."""

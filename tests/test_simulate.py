@@ -143,3 +143,40 @@ def test_mqtt_an_unknown_device_fails_within_the_timeout_not_in_silence(tmp_path
     assert "1 devices on 1.0" in result.output and "1 devices on 0.1" in result.output
     (line,) = [x for x in result.stderr.splitlines() if x.startswith("ghost:")]
     assert re.search(r"no answer within [12] s", line) and "is ghost a device of app" in line
+
+
+def test_an_http_device_outlives_the_servers_keep_alive_timeout(tmp_path: Path) -> None:
+    """A device polls less often than the worker keeps an idle connection open: the worker
+    closes it, and the device's next status goes out on a new connection instead of failing
+    with a broken pipe (a status is idempotent; a refusal is never sent twice)."""
+    from delivery.device import SimulatedDevice
+    from delivery.errors import DeliveryError
+    from delivery.http_exchange import Limits
+    from delivery.protocol import decode_command, encode_status
+    from delivery.simulator import HttpDeviceLink
+
+    worker = small_worker(tmp_path)
+    limits = Limits(keep_alive_timeout=0.2)
+    with serving(worker, settings(limits=limits)) as transport:
+        link = HttpDeviceLink(transport.url, "app", "dev0", "pw-0")
+        device = SimulatedDevice(version=b"0.1")
+        try:
+            first = decode_command(link(encode_status(device.status())))
+            connections = transport.stats()["connections"]  # accepted so far
+            deadline = time.monotonic() + 10  # until the worker closed the idle connection
+            while transport.stats()["connections_open"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert transport.stats()["timeout_keep_alive"] == 1
+            again = decode_command(link(encode_status(device.status())))
+            assert again == first  # the same status, the same reply
+            assert transport.stats()["connections"] == connections + 1
+        finally:
+            link.close()
+        wrong = HttpDeviceLink(transport.url, "app", "dev0", "not-pw-0")
+        try:
+            wrong(encode_status(device.status()))
+            raise AssertionError("a wrong password was answered")
+        except DeliveryError as exc:
+            assert "HTTP 401" in str(exc)
+        finally:
+            wrong.close()
