@@ -154,6 +154,10 @@ def test_the_pages_show_the_workers_rollouts(tmp_path: Path) -> None:
     history = re.findall(r'<tr data-rollout="(\d+)">', detail)
     assert history == ["2", "1"]
     assert "Devices by version" in detail and 'href="/devices/fw/fw-0107"' in detail
+    # by default the devices are shown against the rollout's target, not against whichever
+    # version delivery served last (during a rollout that flips with every poll)
+    assert "rollout 3's target (1.5.0)</option>" in detail
+    assert '<h3 id="rollout-summary">Version <span class="version">1.5.0</span>' in detail
     # a group shows its first GROUP_ROWS devices and says where the rest are, so a big
     # fleet's page stays small (and its 2 s live refresh cheap)
     groups = detail.split('id="plan-title"')[1].split('id="history-title"')[0]

@@ -219,8 +219,11 @@ def rollout(request: Request, app: str) -> Response:
     waves = _staged(request, app)
     if app not in fleet.applications and not rows and not waves.reports:
         return _no_app(request, app, "/rollouts")
-    plan = devices.rollout(app, rows, _built_versions(svc, app), version or None)
     current = waves.reports[0] if waves.reports else None
+    # with a staged rollout, the version it takes devices to (not whichever version delivery
+    # served last: during a rollout that flips between the old and the new every poll)
+    default = "" if current is None else current.target_version
+    plan = devices.rollout(app, rows, _built_versions(svc, app), version or default or None)
     if current is None and waves.reachable:  # none for this app: has the worker the API?
         waves = staged.Staged(served=_staged(request).served)
     return views.render(
@@ -233,6 +236,7 @@ def rollout(request: Request, app: str) -> Response:
         rollout=plan,
         group_rows=GROUP_ROWS,
         chosen=version,
+        default_version=default,
         can_build=app in fleet.applications,
         staged=waves,
         current=current,

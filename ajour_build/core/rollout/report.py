@@ -96,6 +96,14 @@ class RolloutReport(_Wire):
     def open_waves(self) -> int:
         return sum(1 for w in self.waves if w.open)
 
+    @property
+    def target_version(self) -> str:
+        """The version the rollout takes its devices to: ``from_version`` once rolled back
+        (when there is one), else ``to_version``."""
+        if self.state == "rolled_back" and self.from_version:
+            return self.from_version
+        return self.to_version
+
     def as_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
 
