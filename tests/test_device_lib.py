@@ -43,7 +43,7 @@ from tests.test_sources import publish
 
 DEVICE = REPO / "device"
 VECTORS = REPO / "tests" / "data" / "vectors" / "embedded-update.tsv"
-FRAME_VECTORS = REPO / "tests" / "data" / "vectors" / "uart-frames.tsv"
+FRAME_VECTORS = REPO / "device" / "tests" / "uart-frames.tsv"
 FLEET = """\
 kind: Application
 metadata: {name: app}

@@ -21,7 +21,7 @@ from delivery.frames import (
 )
 from tests.conftest import REPO
 
-VECTORS = REPO / "tests" / "data" / "vectors" / "uart-frames.tsv"
+VECTORS = REPO / "device" / "tests" / "uart-frames.tsv"
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
  * The UART framing (ajour_update.h, "the UART framing"): 0x00, COBS(payload, CRC-32
  * big-endian), 0x00, written and read one byte at a time, with no buffer but the caller's
  * payload buffer and the reader's 4-byte tail. delivery/frames.py is the other end;
- * tests/data/vectors/uart-frames.tsv holds the bytes both must agree on.
+ * device/tests/uart-frames.tsv holds the bytes both must agree on.
  */
 #include "ajour_update.h"
 

@@ -1,7 +1,7 @@
 /*
  * Host unit tests of the UART framing (src/frame.c): test_frame uart-frames.tsv
  *
- * Every line of the shared vectors (tests/data/vectors/uart-frames.tsv, which
+ * Every line of the shared vectors (tests/uart-frames.tsv, which
  * tests/test_frames.py checks against delivery/frames.py) byte for byte: a frame is written
  * exactly as the wire says and read back with a buffer of the payload's size (one byte less
  * is AJOUR_E_BUFFER); a stream gives exactly its payloads and its count of bad pieces. A
@@ -207,7 +207,7 @@ static void check_reader(void)
 int main(int argc, char **argv)
 {
     if (argc != 2) {
-        fprintf(stderr, "usage: %s tests/data/vectors/uart-frames.tsv\n", argv[0]);
+        fprintf(stderr, "usage: %s tests/uart-frames.tsv\n", argv[0]);
         return 2;
     }
     check_vectors(argv[1]);
