@@ -135,10 +135,14 @@ class _Run:
                     self.end(device)
 
     def unanswered(self, answer_timeout: float, hint: str) -> None:
-        """End each device whose status waited longer than ``answer_timeout`` seconds."""
+        """End each device whose status waited longer than ``answer_timeout`` seconds on a
+        connection that could answer it (lost, or not subscribed yet after a failover: the
+        status goes out again once it is, and the wait starts again then)."""
         now = time.perf_counter()
         with self.lock:
             for device in self.devices.values():
+                if device.link is not None and not device.link.ready and answer_timeout > 0:
+                    continue
                 if device.asked is not None and now - device.asked >= answer_timeout:
                     topic = self.status_t.format(self.app, device.name)
                     self.end(

@@ -67,6 +67,7 @@ class Link:
         self.user: str | None = None  # device mode: <device>@<app>
         self.secret: str | None = None
         self.lost = False  # the connection dropped: move to another node
+        self.ready = False  # subscribed on the current connection: answers can arrive
         self.retry_at = 0.0
         self.failovers = 0
         self.subscribed = threading.Event()
@@ -101,7 +102,7 @@ class Link:
                 self.at = (self.at + 1) % len(self.urls)
                 continue
             with self.run.lock:
-                self.client, self.lost = client, False
+                self.client, self.lost, self.ready = client, False, False
             client.loop_start()
             return
         assert problem is not None
@@ -170,6 +171,8 @@ class Link:
             self.subscribed.set()
             return
         first = not self.subscribed.is_set()
+        with self.run.lock:
+            self.ready = True
         self.subscribed.set()
         if first and self.user is None:
             return  # the run sends the first statuses once every gateway is subscribed
@@ -185,4 +188,4 @@ class Link:
     def _on_disconnect(self, c: mqtt.Client, _u: object, _f: object, reason: Any, _p: Any) -> None:
         with self.run.lock:
             if reason.is_failure and c is self.client and not self.run.done.is_set():
-                self.lost = True
+                self.lost, self.ready = True, False

@@ -105,6 +105,42 @@ def test_a_node_killed_mid_run_its_devices_move_and_converge(
     assert statuses - replies <= 10, (statuses, replies)
 
 
+@pytest.mark.parametrize("connection", ["gateway", "device"])
+def test_a_slow_failover_does_not_count_as_an_unanswered_status(
+    tmp_path: Path, connection: Connection
+) -> None:
+    """The node a device fails over to is stuck (SIGSTOP: TCP connects, no CONNACK) for
+    longer than the answer timeout, then resumes: the device waits for the connection, sends
+    its status again once subscribed, and converges; it is not ended with "no answer"."""
+    worker = layout_worker(tmp_path, image=b"s" * 16384)
+    results: list[DeviceResult] = []
+    with broker_nodes(tmp_path, 2) as nodes, workers_on(nodes, [worker]):
+        urls = [n.url for n in nodes]
+
+        def simulate() -> None:  # dev0 starts on node 0
+            got = simulate_mqtt(urls, "app", ["dev0"], b"0.1", 256, timeout=60,
+                                answer_timeout=1.0, connection=connection)  # fmt: skip
+            results.extend(got)
+
+        run = threading.Thread(target=simulate)
+        run.start()
+        deadline = time.monotonic() + 30
+        while answered(worker) < 10:
+            assert time.monotonic() < deadline and run.is_alive(), "no progress before the kill"
+            time.sleep(0.01)
+        nodes[1].proc.send_signal(signal.SIGSTOP)
+        try:
+            nodes[0].kill()
+            time.sleep(3.0)  # three answer timeouts without a usable connection
+        finally:
+            nodes[1].proc.send_signal(signal.SIGCONT)
+        run.join(60)
+    assert not run.is_alive()
+    (result,) = results
+    assert result.error == "" and result.final == "4.0", result.error
+    assert result.failovers == 1 and result.bytes_received == 16384
+
+
 def test_serve_and_simulate_take_several_nodes(tmp_path: Path) -> None:
     """``serve --mqtt A --mqtt B`` joins both; ``simulate --mqtt A --mqtt B`` spreads the
     devices: those on B converge only if the worker serves B too."""
