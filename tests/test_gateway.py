@@ -129,12 +129,14 @@ def test_garbled_frames_are_counted_and_skipped_and_the_relay_goes_on(tmp_path: 
             first = uart.reply()
             assert first is not None and isinstance(decode_command(first), Write)
             uart.send(b"\x7f\xff\xff\xff" + os.urandom(300))  # an absurd length, then noise
+            read_by(relay, 304)  # the gap is timed from when the relay reads the noise
             time.sleep(0.25)  # the line goes quiet: the next byte starts a frame
             uart.send(encode_frame(STATUS))
             assert uart.reply() == first
             uart.send(encode_frame(b"\xff\x00 not CBOR"))  # framed, but the worker refuses it
             assert uart.reply(timeout=0.5) is None
             uart.send(encode_frame(STATUS)[:7])  # cut short: the device reset mid-frame
+            read_by(relay, 7)
             time.sleep(0.4)
             uart.send(encode_frame(STATUS))
             assert uart.reply() == first
@@ -148,14 +150,24 @@ def test_garbled_frames_are_counted_and_skipped_and_the_relay_goes_on(tmp_path: 
         assert s.bytes_out == 4 * (4 + len(first))
 
 
-class SlowUplink:
-    """The real HTTP uplink, answering ``delay`` seconds late (a worker under load)."""
+def read_by(relay: Gateway, count: int) -> None:
+    """Wait until the relay has read ``count`` more bytes from the line than so far."""
+    deadline, want = time.monotonic() + 10, relay.reader.counts.bytes_in + count
+    while relay.reader.counts.bytes_in < want:
+        assert time.monotonic() < deadline, "the relay did not read what the device sent"
+        time.sleep(0.005)
 
-    def __init__(self, inner: HttpUplink, delay: float) -> None:
-        self.inner, self.delay = inner, delay
+
+class HeldUplink:
+    """The real HTTP uplink, answering once ``release`` is set (a worker under load)."""
+
+    def __init__(self, inner: HttpUplink) -> None:
+        self.inner = inner
+        self.asked, self.release = threading.Event(), threading.Event()
 
     def exchange(self, status: bytes) -> bytes:
-        time.sleep(self.delay)
+        self.asked.set()
+        self.release.wait(10)
         return self.inner.exchange(status)
 
     def close(self) -> None:
@@ -192,11 +204,13 @@ def test_an_uplink_that_raises_costs_one_answer_not_the_relay(tmp_path: Path) ->
 def test_a_reply_the_device_stopped_waiting_for_is_dropped(tmp_path: Path) -> None:
     worker = small_worker(tmp_path)
     with serving(worker, settings()) as http:
-        uplink = SlowUplink(HttpUplink(http.url, "app", "dev0", "pw-0"), 0.3)
+        uplink = HeldUplink(HttpUplink(http.url, "app", "dev0", "pw-0"))
         with relaying(uplink) as (uart, relay):
             uart.send(encode_frame(STATUS))
-            time.sleep(0.1)  # the device timed out and sends its status again, a new id
+            assert uplink.asked.wait(10)  # the relay read it and waits for the worker
+            # the device timed out and sends its status again, a new id
             uart.send(encode_frame(encode_status(Status(b"0.1", 512, 8))))
+            uplink.release.set()
             reply = uart.reply()
             assert reply is not None and decode_command(reply).correlation_id == 8
             assert uart.reply(timeout=0.5) is None  # the late one never reaches the device
@@ -232,11 +246,16 @@ def test_a_uart_that_stays_away_is_logged_a_short_gap_is_not(
     missing = UartAddress(path=str(tmp_path / "no-qemu-yet"))
     relay = Gateway(missing, HttpUplink("http://127.0.0.1:9", "app", "dev0"), unreachable_log=0.5)
     thread = threading.Thread(target=relay.run, daemon=True)
+    started = time.time()
     thread.start()
     try:
-        time.sleep(0.3)
-        assert not caplog.records  # a power cycle takes this long
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert caplog.records, "a UART away for 10 s was never logged"
+        # a power cycle's gap (under unreachable_log) is not logged
+        assert caplog.records[0].created - started >= 0.5
+        time.sleep(0.5)  # the relay tries again twice, and says nothing more
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1 and f"cannot connect to the UART at {missing}" in lines[0], lines
     finally:
