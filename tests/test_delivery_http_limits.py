@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -200,7 +201,8 @@ def test_connections_are_bounded_and_cost_no_thread_each(worker: Worker) -> None
         try:
             for sock in busy:  # each is mid-request: not idle, so not evicted
                 sock.sendall(b"POST /v1/dfu HTTP/1.1\r\n")
-            time.sleep(0.2)
+            # until the server has read those bytes, a connection is idle (and evictable)
+            wait_until(lambda: busy_connections(transport) == 8, "the server to read 8 requests")
             assert threading.active_count() == threads, "no thread per connection"
             got, closed = exchange(transport, request("POST", DFU, STATUS, AUTH))
             assert [a.status for a in got] == [503] and closed
@@ -233,8 +235,10 @@ def test_an_idle_connection_makes_room_for_a_new_one(worker: Worker) -> None:
 
 class SlowWorker(Worker):
     delay = 1.0
+    handling: threading.Event  # set when a request reaches the worker
 
     def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
+        self.handling.set()
         time.sleep(self.delay)
         return super().handle(application, device, payload)
 
@@ -242,8 +246,28 @@ class SlowWorker(Worker):
 def slow(tmp: Path, delay: float) -> SlowWorker:
     base = small_worker(tmp)
     worker = SlowWorker(base.targets, base.store)
-    worker.delay = delay
+    worker.delay, worker.handling = delay, threading.Event()
     return worker
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def busy_connections(transport: HttpTransport) -> int:
+    """Connections the server has read a request (or part of one) from."""
+    return sum(not c.idle for c in list(transport.server._conns.values()))
+
+
+def refuses_connections(transport: HttpTransport) -> bool:
+    try:
+        socket.create_connection((transport.host, transport.port), timeout=1).close()
+    except OSError:
+        return True
+    return False
 
 
 def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
@@ -254,13 +278,11 @@ def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     idle = connect(transport)
     try:
         sock.sendall(request("POST", DFU, STATUS, AUTH))
-        time.sleep(0.3)  # the handler is running
+        assert worker.handling.wait(10)  # the handler is running
         started = time.monotonic()
         stopper = threading.Thread(target=transport.stop)
         stopper.start()
-        time.sleep(0.2)
-        with pytest.raises(OSError):  # no longer accepting
-            socket.create_connection((transport.host, transport.port), timeout=1).close()
+        wait_until(lambda: refuses_connections(transport), "the server to stop accepting")
         data, closed = read_all(sock, 5)
         stopper.join(10)
         assert not stopper.is_alive()
