@@ -286,7 +286,10 @@ def test_drogue_cloudevents_integration_mode(tmp_path: Path) -> None:
                     break
             assert device.version == b"8.0" and device.synced
             endpoint.publish("app/app", json.dumps({"subject": "telemetry"}), qos=1)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10  # the worker counts it when it comes
+            while worker.counters.snapshot().get("foreign_event", 0) < 1:
+                assert time.monotonic() < deadline, "the telemetry event never reached the worker"
+                time.sleep(0.02)
             assert worker.counters.snapshot()["foreign_event"] == 1
         finally:
             endpoint.disconnect()
