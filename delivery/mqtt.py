@@ -286,8 +286,9 @@ class MqttTransport:
             maxsize=TOPIC_CACHE
         )(self._status_route)
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
-        self.ready = threading.Event()
+        self.ready = threading.Event()  # set when the broker has answered the subscriptions
 
     @property
     def subscriptions(self) -> list[str]:
@@ -308,8 +309,10 @@ class MqttTransport:
             log.error("MQTT connection refused: %s", reason)
             return
         nodelay(client)
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=self.settings.qos)
+        client.subscribe([(topic, self.settings.qos) for topic in self.subscriptions])
+
+    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _m: int, _codes: Any, _p: Any) -> None:
+        # only now does the broker hand us statuses: one published before is dropped
         self.ready.set()
 
     def _status_route(self, topic: str) -> tuple[str, str, str] | None:

@@ -1,17 +1,20 @@
-"""Real loopback TCP servers that misbehave: one that accepts and never answers, and a proxy
-in front of a real server that passes the first connections and then stalls or goes away."""
+"""Real loopback TCP servers that misbehave: one that accepts and never answers, a proxy
+in front of a real server that passes the first connections and then stalls or goes away, and
+a proxy that delays what its clients send."""
 
 from __future__ import annotations
 
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, delay: float = 0.0) -> None:
     with suppress(OSError):
         while data := source.recv(65536):
+            time.sleep(delay)
             sink.sendall(data)
     with suppress(OSError):
         sink.shutdown(socket.SHUT_WR)
@@ -53,6 +56,39 @@ def faulty_server(
         yield port
     finally:
         stop.set()
+        with suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
+        listener.close()
+        for conn in held:
+            with suppress(OSError):
+                conn.close()
+        thread.join(5)
+
+
+@contextmanager
+def slow_uplink(target: int, delay: float) -> Iterator[int]:
+    """A loopback port that forwards every connection to ``target`` (a port on 127.0.0.1),
+    holding each chunk a client sends for ``delay`` seconds; answers pass at once."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    port: int = listener.getsockname()[1]
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", target))
+            held.extend((conn, upstream))
+            threading.Thread(target=_pump, args=(conn, upstream, delay), daemon=True).start()
+            threading.Thread(target=_pump, args=(upstream, conn), daemon=True).start()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
         with suppress(OSError):
             listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() (close alone does not)
         listener.close()

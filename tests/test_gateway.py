@@ -134,14 +134,16 @@ def test_garbled_frames_are_counted_and_dropped_and_the_next_marker_resynchronis
     assert lines and "1 with a bad CRC" in lines[0], lines
 
 
-class SlowUplink:
-    """The real HTTP uplink, answering ``delay`` seconds late (a worker under load)."""
+class HeldUplink:
+    """The real HTTP uplink, answering once ``release`` is set (a worker under load)."""
 
-    def __init__(self, inner: HttpUplink, delay: float) -> None:
-        self.inner, self.delay = inner, delay
+    def __init__(self, inner: HttpUplink) -> None:
+        self.inner = inner
+        self.asked, self.release = threading.Event(), threading.Event()
 
     def exchange(self, status: bytes) -> bytes:
-        time.sleep(self.delay)
+        self.asked.set()
+        self.release.wait(10)
         return self.inner.exchange(status)
 
     def close(self) -> None:
@@ -178,11 +180,13 @@ def test_an_uplink_that_raises_costs_one_answer_not_the_relay(tmp_path: Path) ->
 def test_a_reply_the_device_stopped_waiting_for_is_dropped(tmp_path: Path) -> None:
     worker = small_worker(tmp_path)
     with serving(worker, settings()) as http:
-        uplink = SlowUplink(HttpUplink(http.url, "app", "dev0", "pw-0"), 0.3)
+        uplink = HeldUplink(HttpUplink(http.url, "app", "dev0", "pw-0"))
         with relaying(uplink) as (uart, relay):
             uart.send(encode_frame(STATUS))
-            time.sleep(0.1)  # the device timed out and sends its status again, a new id
+            assert uplink.asked.wait(10)  # the relay read it and waits for the worker
+            # the device timed out and sends its status again, a new id
             uart.send(encode_frame(encode_status(Status(b"0.1", 512, 8))))
+            uplink.release.set()
             reply = uart.reply()
             assert reply is not None and decode_command(reply).correlation_id == 8
             assert uart.reply(timeout=0.5) is None  # the late one never reaches the device
@@ -218,11 +222,16 @@ def test_a_uart_that_stays_away_is_logged_a_short_gap_is_not(
     missing = UartAddress(path=str(tmp_path / "no-qemu-yet"))
     relay = Gateway(missing, HttpUplink("http://127.0.0.1:9", "app", "dev0"), unreachable_log=0.5)
     thread = threading.Thread(target=relay.run, daemon=True)
+    started = time.time()
     thread.start()
     try:
-        time.sleep(0.3)
-        assert not caplog.records  # a power cycle takes this long
-        time.sleep(0.5)
+        deadline = time.monotonic() + 10
+        while not caplog.records and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert caplog.records, "a UART away for 10 s was never logged"
+        # a power cycle's gap (under unreachable_log) is not logged
+        assert caplog.records[0].created - started >= 0.5
+        time.sleep(0.5)  # the relay tries again twice, and says nothing more
         lines = [r.getMessage() for r in caplog.records]
         assert len(lines) == 1 and f"cannot connect to the UART at {missing}" in lines[0], lines
     finally:

@@ -70,7 +70,7 @@ def test_a_registry_that_is_down_fails_at_once(tmp_path: Path) -> None:
     message, elapsed = failure_within(
         5, lambda: publisher_for(f"oci://{host}/fw/app:latest", {}).publish(artifact(tmp_path))
     )
-    assert elapsed < 2, elapsed
+    assert elapsed < 4, elapsed  # not the 5 s connect timeout, nor retried
     assert f"registry {host} is unreachable" in message and "is it running" in message
 
 
@@ -174,7 +174,7 @@ def test_a_version_check_answered_with_a_server_error_is_tried_three_times(
             15, lambda: publisher_for(f"oci://{host}/fw/app:latest", {}).publish(artifact(tmp_path))
         )
     assert seen == ["HEAD /v2/fw/app/manifests/1.0"] * 3, seen
-    assert 0.7 < elapsed < 2, elapsed
+    assert 0.7 < elapsed < 4, elapsed  # the pauses between tries (their count: seen)
     assert f"registry {host}: manifest fw/app:1.0 failed with HTTP 500" in message, message
 
 

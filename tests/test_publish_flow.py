@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import time
+import threading
 from pathlib import Path
 
 import pytest
@@ -137,13 +137,15 @@ def test_mqtt_notification_reaches_a_subscriber(tmp_path: Path) -> None:
 
     with run_broker(tmp_path / "mqtt") as port:
         got: queue.Queue[bytes] = queue.Queue()
+        subscribed = threading.Event()
         client = mqtt.Client(CallbackAPIVersion.VERSION2)
         client.on_message = lambda _c, _u, msg: got.put(bytes(msg.payload))
+        client.on_subscribe = lambda *_: subscribed.set()
         client.connect("127.0.0.1", port)
         client.subscribe("ajour/published", qos=1)
         client.loop_start()
         try:
-            time.sleep(0.2)
+            assert subscribed.wait(10), "the broker never acknowledged the subscription"
             done = Published(
                 "oci://r/fw:latest",
                 "r/fw@sha256:" + "1" * 64,

@@ -258,10 +258,14 @@ def test_a_rollout_paused_by_its_criterion_then_resumed_aborted_and_rolled_back(
             )
             time.sleep(1.5)  # several polls of every device
             fleet.expect(updated_waves=3)
-            _, rows = api.call("GET", "/v1/status/app", TOKENS[STATUS_TOKEN_ENV])
-            detail = {r["device"]: r["detail"] for r in rows}
             last = next(n for n in NAMES if WAVE[n] == 3)
-            assert detail[last] == "rollout 2 wave 4: not offered; aborted, on 1.0"
+
+            def detail_of_last() -> str:  # what its last poll was told
+                _, rows = api.call("GET", "/v1/status/app", TOKENS[STATUS_TOKEN_ENV])
+                return str({r["device"]: r["detail"] for r in rows}[last])
+
+            aborted_detail = "rollout 2 wave 4: not offered; aborted, on 1.0"
+            wait_for(lambda: detail_of_last() == aborted_detail, f"{last} to poll after the abort")
 
             # rollback: every device is offered 1.0 again, and takes it
             rolled = api.operate("rollback")

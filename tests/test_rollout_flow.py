@@ -206,8 +206,9 @@ def test_two_workers_and_a_restart_continue_one_rollout(
 
     stop = threading.Event()
     errors: list[BaseException] = []
+    rounds = [0] * 4  # statuses sent by each thread to all its devices so far
 
-    def poll(names: list[str]) -> None:
+    def poll(index: int, names: list[str]) -> None:
         """Devices that keep polling, each status to one worker or the other."""
         step = 0
         try:
@@ -220,11 +221,12 @@ def test_two_workers_and_a_restart_continue_one_rollout(
                     step += 1
                     assert reply is not None
                     device.apply(decode_command(reply))
+                rounds[index] += 1
                 time.sleep(0.02)
         except BaseException as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
-    threads = [threading.Thread(target=poll, args=(NAMES[i::4],)) for i in range(4)]
+    threads = [threading.Thread(target=poll, args=(i, NAMES[i::4])) for i in range(4)]
     for thread in threads:
         thread.start()
     try:
@@ -237,7 +239,7 @@ def test_two_workers_and_a_restart_continue_one_rollout(
             seen_wave = max(seen_wave, current.wave if current.seq == 2 else -1)
             if not restarted and seen_wave >= 1:  # restart one worker mid-rollout
                 stopped, workers[1] = workers[1], make_worker(tmp_path, registry, db)
-                time.sleep(0.3)  # its statuses in flight are answered
+                rounds_ended(rounds, list(rounds), errors)  # its statuses in flight are answered
                 assert stopped.rollouts is not None
                 stopped.rollouts.store.close()  # gone, with what it held in memory
                 restarted = True
@@ -260,6 +262,15 @@ def test_two_workers_and_a_restart_continue_one_rollout(
     counts = first.rollouts.counts("app")
     assert sum(c.of("confirmed") for c in counts.values()) == N
     assert sum(c.of("failed") for c in counts.values()) == 0
+
+
+def rounds_ended(rounds: list[int], before: list[int], errors: list[BaseException]) -> None:
+    """Wait (10 s at most) until every polling thread has ended the round it was in when
+    ``before`` was taken, so the statuses it had in flight are answered, or one failed."""
+    deadline = time.monotonic() + 10
+    while not errors and any(now <= then for now, then in zip(rounds, before, strict=True)):
+        assert time.monotonic() < deadline, f"the polling threads stopped: {rounds}"
+        time.sleep(0.01)
 
 
 def confirmed(worker: Worker) -> bool:
