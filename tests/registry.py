@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import socket
 import subprocess
@@ -27,11 +28,34 @@ from tests.loopback_http import running
 REGISTRY = shutil.which("docker-registry") or "/usr/bin/docker-registry"
 
 
+def _ephemeral() -> tuple[int, int]:
+    """The kernel's range for ports it picks itself (connect, bind to 0)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A loopback TCP port nothing listens on, for a server a test starts next.
+
+    Picked below the kernel's ephemeral range: between this check and the server's bind, the
+    kernel never hands the port to an outgoing connection (the suite makes thousands: a
+    device fleet's MQTT and HTTP clients) or to a socket bound to port 0."""
+    low = min(_ephemeral()[0], 65536) - 1
+    for _ in range(200):
+        port = random.randrange(max(1024, low - 12000), low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # a crowded range: let the kernel choose
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        chosen: int = sock.getsockname()[1]
+        return chosen
 
 
 @dataclass
