@@ -148,8 +148,19 @@ class Server:
         try:
             await self._stop.wait()
         finally:
-            server.close()  # no new connections; the open ones go on
+            await self._stop_accepting(server)
+            server.close()  # the open connections go on
             await self._drain()
+            await _iterations(2)  # the transports closed last end in a callback
+
+    async def _stop_accepting(self, server: asyncio.Server) -> None:
+        """Accept no more, and let the connections accepted last get their transports
+        first (``_accept`` closes them: we are stopping). Closing the server at once would
+        leave those to asyncio, which leaks their sockets once the server is closed."""
+        self.stopping = True
+        for sock in server.sockets:
+            self.loop.remove_reader(sock.fileno())
+        await _iterations(4)
 
     async def _drain(self) -> None:
         self.stopping = True
@@ -175,7 +186,7 @@ class Server:
         task = asyncio.current_task()
         assert task is not None
         if self.stopping:
-            writer.close()
+            writer.transport.abort()  # closed in a callback of the next iteration
             return
         if len(self._conns) >= self.limits.max_connections and not self._evict_idle():
             self.stats["rejected_busy"] += 1
@@ -231,3 +242,9 @@ class Server:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(1):
                 await writer.wait_closed()
+
+
+async def _iterations(count: int) -> None:
+    """Let the event loop run ``count`` times (callbacks scheduled with call_soon)."""
+    for _ in range(count):
+        await asyncio.sleep(0)

@@ -325,3 +325,44 @@ def test_query_param_reads_like_parse_qs(fields: list[tuple[str, str, str]], nam
     """The quick path for plain queries gives what ``parse_qs`` gives, for any query."""
     query = "&".join(key + sep + value for key, sep, value in fields)
     assert query_param(query, name) == (parse_qs(query).get(name) or [""])[0]
+
+
+def test_a_server_stopped_while_clients_connect_leaks_no_socket(tmp_path: Path) -> None:
+    """Clients keep connecting while the server stops: the connections accepted last are
+    closed by the server, not left to the event loop's end (a ResourceWarning each: an
+    unclosed socket and transport)."""
+    import gc
+    import sys
+    import warnings
+
+    worker = small_worker(tmp_path)
+    leaked: list[str] = []
+    old_hook = sys.unraisablehook
+    sys.unraisablehook = lambda u: leaked.append(f"{u.exc_value!r} {u.object!r}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ResourceWarning)  # in __del__: unraisable
+            for _ in range(20):
+                transport = HttpTransport(worker, settings())
+                transport.start()
+                done = threading.Event()
+
+                def knock(port: int = transport.port, done: threading.Event = done) -> None:
+                    while not done.is_set():
+                        try:
+                            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                        except OSError:
+                            pass
+
+                knockers = [threading.Thread(target=knock) for _ in range(3)]
+                for knocker in knockers:
+                    knocker.start()
+                time.sleep(0.05)
+                transport.stop()
+                done.set()
+                for knocker in knockers:
+                    knocker.join(10)
+                gc.collect()
+    finally:
+        sys.unraisablehook = old_hook
+    assert leaked == []
