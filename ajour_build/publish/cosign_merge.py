@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,16 +34,14 @@ from pydantic import ValidationError
 from ajour_build.core.artifact.format import Descriptor, parse_manifest
 from ajour_build.core.artifact.signature import (
     DSSE_MEDIA_TYPE,
-    IN_TOTO_PAYLOAD_TYPE,
     SIGNATURE_ANNOTATION,
     SIMPLESIGNING_MEDIA_TYPE,
     ArtifactBlob,
     PublicKey,
     SignatureArtifact,
     cosign_manifest,
-    pae,
 )
-from ajour_build.core.artifact.trust import MAX_LAYERS
+from ajour_build.core.artifact.trust import MAX_LAYERS, signed_statement
 from ajour_build.core.errors import ArtifactError
 
 log = logging.getLogger(__name__)
@@ -194,24 +191,7 @@ def _same_attestation(layer: ArtifactBlob, ours: ArtifactBlob, key: PublicKey) -
         return False
     if layer.descriptor.get("mediaType") != DSSE_MEDIA_TYPE:
         return False
-    theirs, mine = _statement(layer.data, key), _statement(ours.data, key)
+    theirs, mine = signed_statement(layer.data, (key,)), signed_statement(ours.data, (key,))
     if theirs is None or mine is None:
         return False
     return theirs.get("predicateType") == mine.get("predicateType")
-
-
-def _statement(envelope: bytes, key: PublicKey) -> dict[str, object] | None:
-    """The in-toto statement of a DSSE envelope ``key`` signed; None for any other."""
-    try:
-        doc = json.loads(envelope)
-        payload = base64.b64decode(doc["payload"], validate=True)
-        signatures = [base64.b64decode(s["sig"], validate=True) for s in doc["signatures"]]
-        if doc["payloadType"] != IN_TOTO_PAYLOAD_TYPE:
-            return None
-        signed = pae(IN_TOTO_PAYLOAD_TYPE, payload)
-        if not any(key.verifies(sig, signed) for sig in signatures):
-            return None
-        statement = json.loads(payload)
-    except (ValueError, KeyError, TypeError, binascii.Error):
-        return None
-    return statement if isinstance(statement, dict) else None

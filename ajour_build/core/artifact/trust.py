@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -133,7 +133,7 @@ def _provenance(policy: TrustPolicy, digest: str, lookup: Lookup, fetch: Fetch) 
     for layer in _layers(body):
         if layer.media_type != DSSE_MEDIA_TYPE:
             continue
-        statement = _statement(policy, fetch(layer))
+        statement = signed_statement(fetch(layer), policy.keys)
         if statement is None:
             continue
         mismatch = _mismatch(policy, digest, statement)
@@ -147,8 +147,9 @@ def _provenance(policy: TrustPolicy, digest: str, lookup: Lookup, fetch: Fetch) 
     raise TrustError("provenance_mismatch", f"{digest}: {seen[0]}")
 
 
-def _statement(policy: TrustPolicy, envelope: bytes) -> dict[str, Any] | None:
-    """The envelope's statement if a trusted key signed it, else None."""
+def signed_statement(envelope: bytes, keys: Sequence[PublicKey]) -> dict[str, Any] | None:
+    """The in-toto statement of a DSSE ``envelope`` if one of ``keys`` signed it, else None
+    (for any envelope that is malformed, of another payload type, or signed by others)."""
     try:
         doc = json.loads(envelope)
         payload = base64.b64decode(doc["payload"], validate=True)
@@ -158,7 +159,7 @@ def _statement(policy: TrustPolicy, envelope: bytes) -> dict[str, Any] | None:
     except (ValueError, KeyError, TypeError, binascii.Error):
         return None
     signed = pae(IN_TOTO_PAYLOAD_TYPE, payload)
-    if not any(key.verifies(sig, signed) for sig in signatures for key in policy.keys):
+    if not any(key.verifies(sig, signed) for sig in signatures for key in keys):
         return None
     try:
         statement = json.loads(payload)
