@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from tests.test_console import client, lite, stub_delivery
+from tests.console_app import client, lite, stub_delivery
 
 
 def rows(count: int) -> list[dict[str, object]]:

@@ -20,10 +20,10 @@ from playwright.sync_api import Browser, expect
 from ajour_build.core.rollout.assignment import wave_of
 from ajour_build.core.rollout.model import State
 from delivery.device import SimulatedDevice
+from tests.console_browser import Tab
+from tests.console_browser import browser as browser  # the module's chromium (a fixture)
 from tests.http_wire import STATUS_TOKEN, settings
 from tests.rollout_worker import RolloutWorker, rollout_worker
-from tests.test_console import Tab
-from tests.test_console import browser as browser  # the module's chromium (a fixture)
 from tests.test_console_rollouts import console_on
 
 OPERATOR_TOKEN = "operator-secret-e2e"

@@ -5,7 +5,7 @@ The worker is the real one (tests/rollout_worker.py: ``Worker`` with ``Rollouts`
 file, served by ``HttpTransport`` on loopback with the status and operator tokens), in the
 states of tests/rollout_states.py; what a test asserts the console sent, it asserts on the
 worker's resulting rollouts, outcome log and refusal counter. The browser tests run
-Debian's chromium like tests/test_console.py and, with ``AJOUR_UPDATE_SCREENSHOTS=1``,
+Debian's chromium like tests/test_console_pages.py and, with ``AJOUR_UPDATE_SCREENSHOTS=1``,
 write docs/img/console-rollouts.png and docs/img/console-rollout-detail.png.
 """
 
@@ -29,23 +29,15 @@ from ajour_build.core.rollout.model import Outcome, Rollout, State
 from ajour_build.core.rollout.report import RolloutAction
 from delivery.http import HttpSettings
 from delivery.protocol import Sync
+from tests.console_app import BUILDER, LONG, client, config_text, console, fleet_text, stub_delivery
+from tests.console_browser import Tab
+from tests.console_browser import browser as browser  # the module's chromium (a fixture)
 from tests.firmware import fake_builder
 from tests.http_wire import settings
 from tests.registry import free_port
 from tests.rollout_states import HELD, REASON, SWAPPED, WORKER_FLEET, populate, report
 from tests.rollout_worker import RolloutWorker, rollout_worker
 from tests.service import TOKEN, Harness
-from tests.test_console import (
-    BUILDER,
-    LONG,
-    Tab,
-    client,
-    config_text,
-    console,
-    fleet_text,
-    stub_delivery,
-)
-from tests.test_console import browser as browser  # the module's chromium (a fixture)
 
 STATUS = "status-s3cret-7f1e"
 OPERATOR = "operator-s3cret-90ab"
@@ -355,7 +347,7 @@ OLDER_ROWS = [
 def test_an_older_worker_without_the_rollout_api(tmp_path: Path) -> None:
     """A worker from before the rollout API (the console and the worker are upgraded
     separately): it answers /v1/status, and 404 for /v1/rollouts. Today's worker always has
-    the API, so this is the explicit stand-in of tests/test_console.py (``stub_delivery``)
+    the API, so this is the explicit stand-in of tests/console_app.py (``stub_delivery``)
     limited to /v1/status."""
     with (
         stub_delivery(OLDER_ROWS, paths=("/v1/status",)) as older,

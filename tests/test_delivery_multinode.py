@@ -25,7 +25,7 @@ from delivery.simulator import DeviceResult
 from delivery.store import StatusStore
 from delivery.worker import Worker
 from tests.broker_nodes import BrokerNode, broker_nodes
-from tests.test_delivery_mqtt import layout_worker
+from tests.mqtt_layout import layout_worker
 
 ANSWERS = ("write", "swap", "sync", "wait")
 

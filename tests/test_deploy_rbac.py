@@ -24,7 +24,7 @@ from ajour_build.service.backends.tekton import TektonBackend
 from ajour_build.service.records import Records
 from tests.conftest import APP, CONFIG_YAML, REPO
 from tests.kube_fake import KubeFake
-from tests.test_service_tekton import (
+from tests.tekton_harness import (
     NS,
     add_taskrun,
     children,

@@ -1,6 +1,6 @@
 """Ajour's protocol extension for delta updates: ``Status.patch`` (key 4) and ``WritePatch``
 (variant 4), with the exact bytes docs/delivery.md shows; without them every message keeps
-the bytes serde_cbor wrote (tests/test_protocol.py checks the vendored vectors)."""
+the bytes serde_cbor wrote (tests/test_protocol_vectors.py checks the vendored vectors)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from delivery.protocol import (
     encode_command,
     encode_status,
 )
-from tests.test_protocol import VALUES, vectors
+from tests.protocol_cases import VALUES, vectors
 
 ADVERTISING = Status(b"1.0.0", 256, None, None, patch=PATCH_DETOOLS)
 ADVERTISING_PACKED = bytes.fromhex("a5 00 45 312e302e30 01 19 0100 02 f6 03 f6 04 01")

@@ -1,12 +1,10 @@
-"""The hawkBit publisher, against a fake hawkBit that checks every request against the spec."""
+"""The hawkBit publisher, against a fake hawkBit that checks every request against the spec:
+the flow, and the fake's own spec check."""
 
 from __future__ import annotations
 
-import hashlib
 import json
-import logging
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -14,55 +12,25 @@ import pytest
 import requests
 
 from ajour_build.core.errors import PublishError
-from ajour_build.publish.hawkbit import HawkbitPublisher, Rollout
-from ajour_build.publish.hawkbit_auth import HawkbitAuth
+from ajour_build.publish.hawkbit import HawkbitPublisher
 from ajour_build.publish.publisher import FirmwareArtifact, Published
 from tests.hawkbit_fake import SPEC_PATH, HawkbitFake
-
-MODULES = "/rest/v1/softwaremodules"
-ARTIFACTS = "/rest/v1/softwaremodules/{softwareModuleId}/artifacts"
-SETS = "/rest/v1/distributionsets"
-ASSIGN = "/rest/v1/distributionsets/{distributionSetId}/assignedTargets"
-ROLLOUTS = "/rest/v1/rollouts"
-ROLLOUT = "/rest/v1/rollouts/{rolloutId}"
-START = "/rest/v1/rollouts/{rolloutId}/start"
-CREATES = [("POST", MODULES), ("POST", ARTIFACTS), ("POST", SETS), ("POST", ROLLOUTS)]
-PASSWORD = "fake-admin-password"
-TOKEN = "fake-bearer-token-0123456789"
-DEPLOY = {"assign": "dev-1", "rollout": "canary", "filter": "controllerId==dev-*"}
-
-
-@pytest.fixture
-def fake() -> Iterator[HawkbitFake]:
-    with HawkbitFake(password=PASSWORD) as server:
-        server.add_target("dev-1")
-        yield server
-        assert server.crashes == [], "the fake itself crashed"
-
-
-@pytest.fixture
-def firmware(tmp_path: Path) -> Path:
-    path = tmp_path / "sensor.bin"
-    # CR/LF and boundary-like bytes: the multipart path must keep them exactly.
-    path.write_bytes(b"\x7fELF\r\n\n--boundary\r\n\x00\xff" * 300)
-    return path
-
-
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def publisher(
-    fake: HawkbitFake, env: dict[str, str] | None = None, /, **query: str
-) -> HawkbitPublisher:
-    url = fake.url("sensor-fw", **query)
-    options: dict[str, Any] = {"backoff": 0.001, "poll_interval": 0.001, "timeout": 5}
-    return HawkbitPublisher.from_url(url, fake.env if env is None else env, **options)
-
-
-def creations(fake: HawkbitFake) -> list[int]:
-    return [fake.count(method, template) for method, template in CREATES]
-
+from tests.hawkbit_publishing import (
+    ASSIGN,
+    DEPLOY,
+    MODULES,
+    PASSWORD,
+    ROLLOUT,
+    ROLLOUTS,
+    SETS,
+    START,
+    TOKEN,
+    creations,
+    publisher,
+    sha256,
+)
+from tests.hawkbit_publishing import fake as fake  # a fixture
+from tests.hawkbit_publishing import firmware as firmware  # a fixture
 
 # -- the flow --------------------------------------------------------------------------------
 
@@ -265,250 +233,3 @@ def test_hawkbit_fake_checks_its_own_responses(fake: HawkbitFake) -> None:
     start = spec.operation("start")
     assert spec.check_response(start, 200, b"") == []
     assert spec.check_response(start, 200, b"{}") == ["start declares no body for HTTP 200"]
-
-
-# -- failures ---------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("status", [500, 503])
-def test_publish_to_hawkbit_fake_5xx_on_post_is_not_retried(
-    fake: HawkbitFake, firmware: Path, status: int
-) -> None:
-    body = "<h1>Internal Server Error</h1>" + "x" * 170 + "BEYOND-200" + "y" * 50
-    fake.fail_next(MODULES, status, body, method="POST", content_type="text/html")
-    with pytest.raises(PublishError) as info:
-        publisher(fake).publish(FirmwareArtifact(firmware, "1.0"))
-    message = str(info.value)
-    assert f"POST {fake.base_url}{MODULES}: expected HTTP 201; got HTTP {status}" in message
-    assert "<h1>Internal Server Error</h1>xxx" in message and "BEYOND-200" not in message
-    assert fake.count("POST", MODULES) == 1
-
-
-def test_publish_to_hawkbit_fake_dropped_post_is_not_retried(
-    fake: HawkbitFake, firmware: Path
-) -> None:
-    fake.fail_next(MODULES, None, method="POST")
-    with pytest.raises(PublishError, match="not retried: not idempotent"):
-        publisher(fake).publish(FirmwareArtifact(firmware, "1.0"))
-    assert fake.count("POST", MODULES) == 1
-
-
-@pytest.mark.parametrize("status", [502, 503, 504, 429, None])
-def test_publish_to_hawkbit_fake_retries_get(
-    fake: HawkbitFake, firmware: Path, status: int | None
-) -> None:
-    fake.fail_next(MODULES, status, "busy", method="GET", times=2)
-    publisher(fake).publish(FirmwareArtifact(firmware, "1.0"))
-    assert fake.count("GET", MODULES) == 3
-    assert creations(fake) == [1, 1, 1, 0]
-    assert fake.spec_violations == []
-
-
-def test_publish_to_hawkbit_fake_gives_up_after_the_retries(
-    fake: HawkbitFake, firmware: Path
-) -> None:
-    fake.fail_next(MODULES, 503, "try later", method="GET", times=10)
-    pub = HawkbitPublisher(
-        fake.base_url, "fw", auth=HawkbitAuth("admin", PASSWORD), retries=2, backoff=0.001
-    )
-    with pytest.raises(PublishError, match="expected HTTP 200; got HTTP 503, body: 'try later'"):
-        pub.publish(FirmwareArtifact(firmware, "1.0"))
-    assert fake.count("GET", MODULES) == 3
-
-
-UNEXPECTED = [
-    (MODULES, "GET", 200, "<html><body>Login</body></html>", "expected a JSON dict"),
-    (MODULES, "GET", 200, '{"items": []}', "expected a page with a 'content' list"),
-    (MODULES, "POST", 201, '[{"name": "sensor-fw"}]', "integer 'id'"),
-    (MODULES, "POST", 201, '{"id": 1, "name": "sensor-fw"}', "expected a JSON list"),
-    (MODULES, "POST", 201, '[{"id": "1", "name": "sensor-fw"}]', "integer 'id'"),
-    (SETS, "POST", 201, "[]", "a list with the one created entity"),
-    ("/rest/v1/distributionsets/", "POST", 200, "{}", "'assigned' and 'alreadyAssigned'"),
-    (f"{MODULES}/", "POST", 201, '{"id": 9, "hashes": {"sha256": "00"}}', "sha256 to be"),
-]
-
-
-@pytest.mark.parametrize(("prefix", "method", "status", "body", "expected"), UNEXPECTED)
-def test_publish_to_hawkbit_fake_unexpected_body_fails(
-    fake: HawkbitFake,
-    firmware: Path,
-    prefix: str,
-    method: str,
-    status: int,
-    body: str,
-    expected: str,
-) -> None:
-    fake.fail_next(prefix, status, body, method=method)
-    with pytest.raises(PublishError) as info:
-        publisher(fake, assign="dev-1").publish(FirmwareArtifact(firmware, "1.0"))
-    message = str(info.value)
-    assert expected in message
-    assert f"got HTTP {status}, body: {body[:200]!r}" in message
-
-
-@pytest.mark.parametrize("mode", ["basic", "token"])
-def test_publish_to_hawkbit_fake_bad_credentials_never_leak(
-    firmware: Path, caplog: pytest.LogCaptureFixture, mode: str
-) -> None:
-    secret = "wrong-secret-Zq81x"
-    if mode == "basic":
-        env = {"AJOUR_HAWKBIT_USERNAME": "admin", "AJOUR_HAWKBIT_PASSWORD": secret}
-    else:
-        env = {"AJOUR_HAWKBIT_TOKEN": secret}
-    caplog.set_level(logging.DEBUG)
-    with HawkbitFake(password=PASSWORD, token=TOKEN) as fake:
-        pub = publisher(fake, env)
-        with pytest.raises(PublishError) as info:
-            pub.publish(FirmwareArtifact(firmware, "1.0"))
-    message = str(info.value)
-    assert "HTTP 401" in message
-    assert "AJOUR_HAWKBIT_USERNAME" in message and "AJOUR_HAWKBIT_TOKEN" in message
-    assert fake.count("GET", MODULES) == 1  # 401 is not retried
-    for text in (message, repr(info.value), repr(pub), repr(pub.auth), caplog.text, pub.url):
-        assert secret not in text
-
-
-def test_publish_to_hawkbit_fake_success_never_logs_credentials(
-    fake: HawkbitFake, firmware: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.DEBUG)
-    pub = publisher(fake, **DEPLOY)
-    result = pub.publish(FirmwareArtifact(firmware, "1.0"))
-    assert "created software module sensor-fw:1.0" in caplog.text  # logging did happen
-    for text in (caplog.text, repr(pub), repr(result)):
-        assert PASSWORD not in text
-
-
-def test_publish_to_hawkbit_fake_403_names_permissions(fake: HawkbitFake, firmware: Path) -> None:
-    fake.fail_next(MODULES, 403, '{"message": "forbidden"}', method="POST")
-    with pytest.raises(PublishError) as info:
-        publisher(fake).publish(FirmwareArtifact(firmware, "1.0"))
-    message = str(info.value)
-    assert "HTTP 403" in message and "CREATE_REPOSITORY" in message and "forbidden" in message
-    assert "AJOUR_HAWKBIT_USERNAME" in message and PASSWORD not in message
-    assert fake.count("POST", MODULES) == 1
-
-
-def test_publish_to_stopped_hawkbit_fake_fails_after_retries(firmware: Path) -> None:
-    with HawkbitFake() as fake:
-        url = fake.base_url
-    pub = HawkbitPublisher(url, "fw", auth=HawkbitAuth(token=TOKEN), retries=1, backoff=0.001)
-    with pytest.raises(PublishError, match="failed \\(after 2 attempts\\): ConnectionError"):
-        pub.publish(FirmwareArtifact(firmware, "1.0"))
-
-
-# -- checks before any request ------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("version", "reason"),
-    [
-        ("1 0", "no spaces"),
-        ("", "not publishable"),
-        ("v" * 65, "hawkBit allows at most 64"),
-    ],
-)
-def test_publish_to_hawkbit_fake_bad_version_fails_before_any_request(
-    fake: HawkbitFake, firmware: Path, version: str, reason: str
-) -> None:
-    with pytest.raises(PublishError, match=reason):
-        publisher(fake, **DEPLOY).publish(FirmwareArtifact(firmware, version))
-    assert fake.requests == [] and sum(fake.calls.values()) == 0
-
-
-def test_publish_to_hawkbit_fake_missing_file_fails_before_any_request(
-    fake: HawkbitFake, tmp_path: Path
-) -> None:
-    with pytest.raises(PublishError, match="does not exist"):
-        publisher(fake).publish(FirmwareArtifact(tmp_path / "nope.bin", "1.0"))
-    assert fake.requests == []
-
-
-# -- from_url ---------------------------------------------------------------------------------
-
-ENV = {"AJOUR_HAWKBIT_USERNAME": "ci", "AJOUR_HAWKBIT_PASSWORD": "pw-Xy7"}
-
-
-def test_from_url_rejects_credentials_in_the_url() -> None:
-    with pytest.raises(PublishError) as info:
-        HawkbitPublisher.from_url("hawkbit://admin:hunter2-secret@hawkbit.example.com/fw", ENV)
-    message = str(info.value)
-    assert "credentials in the hawkbit:// URL are not allowed" in message
-    assert "AJOUR_HAWKBIT_USERNAME" in message and "AJOUR_HAWKBIT_TOKEN" in message
-    assert "hunter2-secret" not in message and "admin" not in message
-
-
-def test_http_to_a_non_loopback_host_needs_insecure() -> None:
-    auth = HawkbitAuth(token=TOKEN)
-    with pytest.raises(PublishError, match=r"refusing plain http to 'hawkbit\.example\.com'"):
-        HawkbitPublisher("http://hawkbit.example.com", "fw", auth=auth)
-    with pytest.raises(PublishError, match="expected hawkbit://host"):
-        HawkbitPublisher.from_url("http://hawkbit.example.com/fw", ENV)
-    plain = HawkbitPublisher.from_url("hawkbit://hawkbit.example.com/fw?insecure=1", ENV)
-    assert plain.base_url == "http://hawkbit.example.com" and plain.url.endswith("?insecure=1")
-    secure = HawkbitPublisher.from_url("hawkbit://hawkbit.example.com:8443/fw?insecure=0", ENV)
-    assert secure.base_url == "https://hawkbit.example.com:8443"
-
-
-@pytest.mark.parametrize(
-    ("url", "base"),
-    [
-        ("hawkbit://127.0.0.1:8080/fw", "http://127.0.0.1:8080"),
-        ("hawkbit://127.9.9.9/fw", "http://127.9.9.9"),
-        ("hawkbit://localhost:8080/fw", "http://localhost:8080"),
-        ("hawkbit://[::1]:8080/fw", "http://[::1]:8080"),
-        ("hawkbit://[2001:db8::1]:8443/fw", "https://[2001:db8::1]:8443"),
-        ("hawkbit://128.0.0.1/fw", "https://128.0.0.1"),
-    ],
-)
-def test_from_url_uses_plain_http_only_for_loopback(url: str, base: str) -> None:
-    assert HawkbitPublisher.from_url(url, ENV).base_url == base
-
-
-def test_from_url_reads_every_parameter_and_round_trips() -> None:
-    url = (
-        "hawkbit://hawkbit.example.com/sensor-fw?assign=dev-1&rollout=wave-1"
-        "&filter=controllerId==dev-*;attribute.board==rev%20b&type=application&ds-type=app"
-    )
-    pub = HawkbitPublisher.from_url(url, ENV)
-    assert pub.base_url == "https://hawkbit.example.com"
-    assert (pub.module, pub.module_type, pub.ds_type) == ("sensor-fw", "application", "app")
-    assert pub.assign_target == "dev-1"
-    assert pub.rollout == Rollout("wave-1", "controllerId==dev-*;attribute.board==rev b")
-    assert pub.auth == HawkbitAuth("ci", "pw-Xy7")
-    again = HawkbitPublisher.from_url(pub.url, ENV)
-    assert vars(again) == vars(pub)
-
-
-@pytest.mark.parametrize(
-    ("url", "reason"),
-    [
-        ("hawkbit://h.example.com/fw?colour=red", "unknown parameter 'colour'"),
-        ("hawkbit://h.example.com/fw?assign=a&assign=b", "repeated parameter 'assign'"),
-        ("hawkbit://h.example.com/fw?rollout=r", "go together"),
-        ("hawkbit://h.example.com/fw?filter=x==y", "go together"),
-        ("hawkbit://h.example.com/a/b", "one path segment"),
-        ("hawkbit://h.example.com/", "one path segment"),
-        ("hawkbit://h.example.com/fw?insecure=yes", "insecure must be 1 or 0"),
-        ("hawkbit://h.example.com:99999/fw", "bad port"),
-        ("hawkbit://h.example.com/my%20fw", "module 'my%20fw' is not allowed"),
-        ("hawkbit://h.example.com/fw?rollout=a%20b&filter=x==y", "rollout 'a b'"),
-        ("hawkbit:///fw", "expected hawkbit://host"),
-    ],
-)
-def test_from_url_rejects_bad_urls(url: str, reason: str) -> None:
-    with pytest.raises(PublishError, match=reason):
-        HawkbitPublisher.from_url(url, ENV)
-
-
-@pytest.mark.parametrize(
-    ("env", "reason"),
-    [
-        ({}, "no hawkBit credentials"),
-        ({**ENV, "AJOUR_HAWKBIT_TOKEN": "t"}, "got both a username/password and a token"),
-        ({"AJOUR_HAWKBIT_USERNAME": "ci"}, "needs both AJOUR_HAWKBIT_USERNAME and"),
-    ],
-)
-def test_from_url_rejects_bad_credential_env(env: dict[str, str], reason: str) -> None:
-    with pytest.raises(PublishError, match=reason):
-        HawkbitPublisher.from_url("hawkbit://h.example.com/fw", env)

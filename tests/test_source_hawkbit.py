@@ -11,19 +11,13 @@ import logging
 import socket
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, cast
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ajour_build.core.fleet import load_fleet
-from delivery.device import SimulatedDevice
 from delivery.errors import DeliveryError
-from delivery.protocol import decode_command, encode_status
 from delivery.sources.ddi_client import HawkbitError
 from delivery.sources.firmware_source import SourceUnavailable
 from delivery.sources.hawkbit import (
@@ -33,25 +27,9 @@ from delivery.sources.hawkbit import (
     format_sleep,
     parse_sleep,
 )
-from delivery.targets import HawkbitSettings, Targets
-from delivery.worker import Worker
-from tests.clock import Clock
 from tests.hawkbit_ddi_fake import HawkbitDdiFake
-from tests.loopback_http import Answer, Seen, serve
-
-FIRMWARE = bytes(range(256)) * 40 + b"tail"
-
-
-@pytest.fixture
-def fake() -> Iterator[HawkbitDdiFake]:
-    with HawkbitDdiFake(sleep="00:00:45") as server:
-        yield server
-    assert server.crashes == []
-
-
-def source_for(fake: HawkbitDdiFake, **options: Any) -> HawkbitSource:
-    settings = {"gateway_token": fake.gateway_token, "timeout": 5.0, **options}
-    return HawkbitSource(fake.base_url, fake.tenant, fake.controller_id, **settings)
+from tests.hawkbit_ddi_source import FIRMWARE, source_for
+from tests.hawkbit_ddi_source import fake as fake  # a fixture
 
 
 def test_fake_full_flow_serves_the_deployment_and_downloads_once(fake: HawkbitDdiFake) -> None:
@@ -326,208 +304,3 @@ def test_parse_sleep_raises_only_its_own_error(text: str) -> None:
         return
     assert 0 < seconds < 24 * 3600
     assert format_sleep(seconds) == text
-
-
-# -- the gateway token stays on the hawkBit origin -------------------------------------------
-
-
-def cdn_for(artifacts: dict[str, bytes]) -> Any:
-    """A CDN/file server: serves ``artifacts`` by path, fails a request carrying a token."""
-
-    def answer(seen: Seen) -> Answer:
-        if "authorization" in seen.headers:
-            return 400, {}, b"Authorization header not allowed here"
-        data = artifacts.get(seen.path.split("?", 1)[0])
-        return (200, {}, data) if data is not None else (404, {}, b"no such object")
-
-    return answer
-
-
-def artifact_path(fake: HawkbitDdiFake, deployment: Any) -> str:
-    return (
-        f"/{fake.tenant}/controller/v1/{fake.controller_id}/softwaremodules/"
-        f"{deployment.module_id}/artifacts/{deployment.filename}"
-    )
-
-
-def test_fake_artifact_link_on_another_origin_is_fetched_without_the_token(
-    fake: HawkbitDdiFake, caplog: pytest.LogCaptureFixture
-) -> None:
-    files: dict[str, bytes] = {}
-    with serve(cdn_for(files)) as cdn:
-        deployment = fake.deploy("9.0", FIRMWARE, download_base=cdn.url)
-        files[artifact_path(fake, deployment)] = FIRMWARE
-        with caplog.at_level(logging.DEBUG):
-            target = source_for(fake).target()
-    assert target.data == FIRMWARE
-    assert len(cdn.seen) == 1
-    assert cdn.headers_named("Authorization") == [], "the gateway token never left hawkBit"
-    assert fake.count("downloadArtifact") == 0 and fake.auth_failures == 0
-    assert fake.gateway_token not in caplog.text
-    assert fake.spec_violations == []
-
-
-def test_fake_download_redirects_are_followed_but_never_with_the_token(
-    fake: HawkbitDdiFake,
-) -> None:
-    deployment = fake.deploy("9.1", FIRMWARE)
-    files: dict[str, bytes] = {}
-    with serve(cdn_for(files)) as cdn:
-        files["/bucket/fw.bin"] = FIRMWARE
-        location = {"Location": f"{cdn.url}/bucket/fw.bin?X-Amz-Signature=s3cr3t-sig"}
-        fake.fail_next("downloadArtifact", 302, "", headers=location)
-        assert source_for(fake).target().data == FIRMWARE
-        assert cdn.headers_named("Authorization") == []
-        # a redirect back to hawkBit itself does not get the token either
-        fake.deploy("9.2", FIRMWARE)
-        back = {"Location": fake.base_url + artifact_path(fake, deployment)}
-        fake.fail_next("downloadArtifact", 307, "", headers=back)
-        with pytest.raises(HawkbitError) as caught:
-            source_for(fake).target()
-    message = str(caught.value)
-    assert "HTTP 401" in message and "after 1 redirect(s)" in message
-    assert "so the gateway token was not sent" in message
-    assert fake.auth_failures == 1, "the redirected request came without the token"
-    assert fake.spec_violations == []
-
-
-def test_fake_download_redirect_loops_and_downgrades_are_refused(fake: HawkbitDdiFake) -> None:
-    fake.deploy("9.3", FIRMWARE)
-    with serve(lambda s: (302, {"Location": s.path + "x"}, b"")) as loop:
-        fake.fail_next("downloadArtifact", 302, "", headers={"Location": loop.url + "/r"})
-        with pytest.raises(HawkbitError, match="more than 5 redirects"):
-            source_for(fake).target()
-    assert len(loop.seen) == 5
-    fake.fail_next(
-        "downloadArtifact", 302, "", headers={"Location": "http://cdn.example.invalid/fw?sig=1"}
-    )
-    with pytest.raises(HawkbitError, match=r"refusing plain http to 'cdn\.example\.invalid'") as e:
-        source_for(fake).target()
-    assert "sig=1" not in str(e.value), "a presigned URL's query is not shown"
-
-
-def test_fake_plain_http_artifact_link_off_loopback_is_refused(fake: HawkbitDdiFake) -> None:
-    fake.deploy("9.4", FIRMWARE, download_base="http://cdn.example.invalid")
-    with pytest.raises(HawkbitError, match=r"refusing plain http to 'cdn\.example\.invalid'"):
-        source_for(fake).target()
-
-
-def test_fake_deployment_link_on_another_origin_is_refused(fake: HawkbitDdiFake) -> None:
-    fake.deploy("9.5", FIRMWARE)
-    with serve(lambda _s: (200, {"Content-Type": "application/json"}, b"{}")) as other:
-        fake.link_base = other.url  # e.g. hawkBit behind a proxy with another public host
-        with pytest.raises(HawkbitError) as caught:
-            source_for(fake).target()
-    message = str(caught.value)
-    assert f"not on the configured hawkBit origin {fake.base_url}" in message
-    assert "configure it as --hawkbit-url" in message
-    assert other.seen == [], "the token was not sent to the other origin"
-    assert fake.gateway_token not in message
-
-
-# -- the controller lookups are cached per controller ----------------------------------------
-
-
-def test_fake_requests_per_status_during_an_update_and_when_synced(
-    fake: HawkbitDdiFake, tmp_path: Path
-) -> None:
-    """A device's whole update, through the worker: hawkBit requests per device status."""
-    fleet = tmp_path / "fleet"
-    fleet.mkdir()
-    (fleet / "f.yaml").write_text(
-        "kind: Application\nmetadata: {name: app}\n"
-        f"spec: {{firmware: {{hawkbit: {{controller: {fake.controller_id}}}}}}}\n"
-        "---\nmetadata: {name: dev1, application: app}\n"
-    )
-    settings = HawkbitSettings(fake.base_url, fake.tenant, fake.gateway_token, lookup_ttl=60)
-    worker = Worker(Targets(load_fleet([fleet]), hawkbit=settings))
-    fake.deploy("10.0", FIRMWARE)
-    device, statuses = SimulatedDevice(b"0.9", 512), 0
-    while not device.synced:
-        reply = worker.handle("app", "dev1", encode_status(device.status()))
-        assert reply is not None
-        device.apply(decode_command(reply))
-        statuses += 1
-    for _ in range(20):  # synced: the device keeps polling
-        worker.handle("app", "dev1", encode_status(device.status()))
-        statuses += 1
-    requests = len(fake.requests)
-    assert device.version == b"10.0" and statuses == 43
-    # without the cache: 2 per status + 1 download (87 here); with it, within one TTL:
-    assert requests == 3, f"{requests} hawkBit requests for {statuses} statuses"
-    assert fake.spec_violations == []
-
-
-def test_fake_lookup_ttl_is_capped_by_the_polling_sleep_and_errors_drop_it(
-    fake: HawkbitDdiFake,
-) -> None:
-    clock = Clock(1000.0)
-    fake.deploy("11.0", FIRMWARE)
-    source = source_for(fake, ttl=60.0, clock=clock)  # hawkBit's sleep here: 45 s
-    source.target()
-    source.target()
-    assert fake.count("getControllerBase") == 1
-    clock.now += 44
-    source.target()
-    assert fake.count("getControllerBase") == 1, "within min(ttl, sleep)"
-    clock.now += 1
-    source.target()
-    assert fake.count("getControllerBase") == 2, "the polling sleep caps the TTL"
-    assert fake.count("getControllerDeploymentBaseAction") == 2
-    assert fake.count("downloadArtifact") == 1
-    fake.deploy("11.1", b"the next one")
-    assert source.target().version == b"11.0", "within the TTL, the cached lookup is used"
-    clock.now += 45
-    assert source.target().version == b"11.1"
-    # an error drops the lookup: the next status asks again instead of serving the cache
-    fake.fail_next("downloadArtifact", 500, "disk full")
-    fake.deploy("11.2", b"and another")
-    clock.now += 45
-    with pytest.raises(HawkbitError, match="disk full"):
-        source.target()
-    before = fake.count("getControllerBase")
-    assert source.target().version == b"11.2"
-    assert fake.count("getControllerBase") == before + 1, "no cached lookup after an error"
-    fake.fail_next("getControllerBase", 503, "busy")
-    clock.now += 45
-    with pytest.raises(HawkbitError, match="busy"):
-        source.target()
-    assert source.target().version == b"11.2" and fake.count("getControllerBase") == before + 3
-    assert fake.spec_violations == []
-
-
-def test_fake_no_deployment_is_cached_and_feedback_drops_the_lookup(
-    fake: HawkbitDdiFake,
-) -> None:
-    clock = Clock(1000.0)
-    source = source_for(fake, clock=clock)
-    for _ in range(5):
-        with pytest.raises(SourceUnavailable, match="no deployment"):
-            source.target()
-    assert fake.count("getControllerBase") == 1, "'no deployment' is an answer: cached"
-    fake.deploy("12.0", FIRMWARE)
-    source.invalidate()  # what a publish event does
-    assert source.target().version == b"12.0"
-    action = source.action_id
-    assert action is not None
-    source.feedback(action, "success", "closed")
-    with pytest.raises(SourceUnavailable, match="no deployment"):
-        source.target()  # feedback dropped the lookup: hawkBit is asked, the action is closed
-    assert fake.count("getControllerBase") == 3
-    uncached = source_for(fake, ttl=0, clock=clock)
-    for _ in range(3):
-        with pytest.raises(SourceUnavailable):
-            uncached.target()
-    assert fake.count("getControllerBase") == 6, "ttl=0 turns the cache off"
-    with pytest.raises(DeliveryError, match="TTL must be 0 or more"):
-        source_for(fake, ttl=-1)
-
-
-def test_fake_concurrent_statuses_share_one_lookup(fake: HawkbitDdiFake) -> None:
-    fake.deploy("13.0", FIRMWARE)
-    source = source_for(fake)
-    with ThreadPoolExecutor(8) as pool:
-        versions = list(pool.map(lambda _i: source.target().version, range(32)))
-    assert versions == [b"13.0"] * 32
-    assert fake.count("getControllerBase") == 1
-    assert fake.count("downloadArtifact") == 1
