@@ -12,18 +12,7 @@
 #include <string.h>
 
 #include "ajour_update.h"
-
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        checks++;                                                                          \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);      \
-        }                                                                                  \
-    } while (0)
+#include "check.h"
 
 static int bytes_eq(ajour_bytes b, const void *want, size_t len)
 {
@@ -36,20 +25,6 @@ static ajour_bytes str(const char *s)
     b.ptr = (const uint8_t *)s;
     b.len = strlen(s);
     return b;
-}
-
-static size_t unhex(const char *hex, uint8_t *out, size_t cap)
-{
-    size_t n = 0u;
-    while (hex[0] != '\0' && hex[1] != '\0' && n < cap) {
-        unsigned v;
-        if (sscanf(hex, "%2x", &v) != 1) {
-            break;
-        }
-        out[n++] = (uint8_t)v;
-        hex += 2;
-    }
-    return n;
 }
 
 static uint8_t checksum_0_31[32];

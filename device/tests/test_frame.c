@@ -12,35 +12,7 @@
 #include <string.h>
 
 #include "ajour_update.h"
-
-static int failures;
-static int checks;
-
-#define CHECK(cond)                                                                        \
-    do {                                                                                   \
-        checks++;                                                                          \
-        if (!(cond)) {                                                                     \
-            failures++;                                                                    \
-            fprintf(stderr, "%s:%d: CHECK failed: %s (%s)\n", __FILE__, __LINE__, #cond,   \
-                    vector);                                                               \
-        }                                                                                  \
-    } while (0)
-
-static const char *vector = "-";
-
-static size_t unhex(const char *hex, uint8_t *out, size_t cap)
-{
-    size_t n = 0u;
-    while (hex[0] != '\0' && hex[1] != '\0' && n < cap) {
-        unsigned v;
-        if (sscanf(hex, "%2x", &v) != 1) {
-            break;
-        }
-        out[n++] = (uint8_t)v;
-        hex += 2;
-    }
-    return n;
-}
+#include "check.h"
 
 typedef struct {
     uint8_t bytes[2048];
@@ -100,7 +72,7 @@ static int check_line(char *name, char *kind, char *payloads, char *bad_text, ch
     int i;
     char *p;
 
-    vector = name;
+    check_context = name;
     CHECK(len * 2u == strlen(hex));
     if (strcmp(kind, "cobs") == 0) {
         return 1; /* plain COBS: checked by tests/test_frames.py; here through the frames */
@@ -182,7 +154,7 @@ static void check_reader(void)
     int rc = 0;
     int done = 0;
 
-    vector = "reader";
+    check_context = "reader";
     for (i = 0u; i < sizeof payload; i++) {
         payload[i] = (uint8_t)(i * 7u);
     }
