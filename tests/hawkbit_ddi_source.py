@@ -7,9 +7,7 @@ from typing import Any
 
 import pytest
 
-from delivery.sources.hawkbit import (
-    HawkbitSource,
-)
+from delivery.sources.hawkbit import HawkbitSource
 from tests.hawkbit_ddi_fake import HawkbitDdiFake
 
 FIRMWARE = bytes(range(256)) * 40 + b"tail"

@@ -16,9 +16,7 @@ from ajour_build.config import InstallationConfig, load_config
 from ajour_build.core.fleet import load_fleet
 from ajour_build.lifecycle import Build
 from ajour_build.plan import PlannedBuild, plan_builds
-from ajour_build.service.backends.tekton import (
-    TektonBackend,
-)
+from ajour_build.service.backends.tekton import TektonBackend
 from ajour_build.service.records import Records
 from tests.conftest import APP, CONFIG_YAML
 from tests.kube_fake import KubeFake

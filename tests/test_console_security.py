@@ -12,7 +12,6 @@ from ajour_build.console import devices, views
 from ajour_build.core.wire import DeviceReport, read_reports
 from ajour_build.service.backends.backend import QueueFull
 from tests.console_app import EVIL, client, lite, stub_delivery
-from tests.console_browser import browser as browser  # a fixture
 from tests.registry import free_port
 from tests.service import TOKEN
 
