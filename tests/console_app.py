@@ -17,7 +17,7 @@ import httpx
 from ajour_build.server import assemble, create_app
 from ajour_build.service.state import Service
 from ajour_build.settings import LocalSettings
-from tests.firmware import fake_builder
+from tests.firmware import built_app, fake_builder
 from tests.service import TOKEN, Harness, serve
 
 LONG = 60_000  # ms: a build or a poll cycle on a busy machine
@@ -33,23 +33,11 @@ printf 'fw %s %s\\n' "$AJOUR_FIRMWARE_VERSION" "$AJOUR_SOURCE_COMMIT" > "$AJOUR_
 head -c 4096 /dev/zero >> "$AJOUR_ARTIFACT_PATH"
 echo done
 """
-APP = """\
-kind: Application
-metadata: {{name: {name}}}
-spec:
-  firmware:
-    container:
-      image: {name}:latest
-      build:
-        image: fake
-        source: {{git: {{uri: "{uri}", rev: main}}}}
-        artifact: {{path: out/fw.bin}}
-"""
 
 
 def fleet_text(uri: str, app: str, names: list[str], rev: str = "main") -> str:
     devices_ = "".join(f"---\nmetadata: {{name: {n}, application: {app}}}\n" for n in names)
-    return APP.format(name=app, uri=uri).replace("rev: main", f"rev: {rev}") + devices_
+    return built_app(app, uri, rev=rev) + devices_
 
 
 def config_text(allowed: list[str], delivery_url: str, layout: Path | None, public: bool) -> str:
@@ -97,13 +85,17 @@ def lite(root: Path, public: bool = False, delivery_url: str = "") -> Iterator[L
 
 
 @contextmanager
-def stub_delivery(rows: Any, paths: tuple[str, ...] = ("/",)) -> Iterator[str]:
+def stub_delivery(
+    rows: Any, paths: tuple[str, ...] = ("/",), seen: list[str] | None = None
+) -> Iterator[str]:
     """A delivery worker stand-in answering every GET under ``paths`` with ``rows`` as JSON,
-    any other with 404."""
+    any other with 404; the path of each GET is appended to ``seen``."""
     body = json.dumps(rows).encode()
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if seen is not None:
+                seen.append(self.path)
             if not self.path.startswith(paths):
                 self.send_error(404)
                 return

@@ -74,3 +74,16 @@ def fake_builder(catalog: Path, name: str, script: str) -> Path:
     entry.write_text("#!/bin/sh\nset -eu\n" + textwrap.dedent(script))
     entry.chmod(0o755)
     return folder
+
+
+def built_app(
+    name: str, uri: str, builder: str = "fake", rev: str = "main", artifact: str = "out/fw.bin"
+) -> str:
+    """An Application whose firmware the builder ``builder`` builds from ``uri`` at ``rev``
+    (the image ``<name>:latest``), as one YAML document."""
+    return (
+        f"kind: Application\nmetadata: {{name: {name}}}\nspec:\n  firmware:\n    container:\n"
+        f"      image: {name}:latest\n      build:\n        image: {builder}\n"
+        f'        source: {{git: {{uri: "{uri}", rev: {rev}}}}}\n'
+        f"        artifact: {{path: {artifact}}}\n"
+    )

@@ -20,21 +20,8 @@ from click.testing import CliRunner
 
 from ajour_build.cli import main
 from tests.conftest import REPO
-from tests.firmware import fake_builder
+from tests.firmware import built_app, fake_builder
 
-APP = """\
-kind: Application
-metadata: {{name: {name}}}
-spec:
-  firmware:
-    container:
-      image: {name}:latest
-      build:
-        image: {builder}
-        source: {{git: {{uri: "file://{repo}", rev: main}}}}
-        artifact: {{path: out/fw.bin}}
----
-"""
 DEVICE = "kind: Device\nmetadata: {{name: {name}, application: {app}}}\n---\n"
 BUILDER = """\
 UNITS=3 PAUSE=0
@@ -68,8 +55,8 @@ def fleet(tmp_path: Path) -> Path:
     fake_builder(catalog, "broken", 'echo "error: no such board"; exit 3\n')
     root = tmp_path / "fleet"
     root.mkdir()
-    docs = [APP.format(name=n, builder="ok", repo=repo) for n in ("a1", "a2", "a3")]
-    docs.append(APP.format(name="bad", builder="broken", repo=repo))
+    docs = [built_app(n, f"file://{repo}", builder="ok") + "---\n" for n in ("a1", "a2", "a3")]
+    docs.append(built_app("bad", f"file://{repo}", builder="broken") + "---\n")
     docs += [DEVICE.format(name="d1", app="a1")]
     docs += [DEVICE.format(name="shared", app=a) for a in ("a1", "a2")]
     (root / "fleet.yaml").write_text("".join(docs))
@@ -188,7 +175,7 @@ def test_the_version_file_wins_over_the_commit_and_help_says_so(
     fake_builder(tmp_path / "catalog", "ok", BUILDER)
     root = tmp_path / "fleet"
     root.mkdir()
-    (root / "fleet.yaml").write_text(APP.format(name="a1", builder="ok", repo=repo))
+    (root / "fleet.yaml").write_text(built_app("a1", f"file://{repo}", builder="ok") + "---\n")
     (root / "ajour.yaml").write_text("allowed_applications: [a1]\nsources: {allow_local: true}\n")
     built = runner.invoke(main, args(root, "--app", "a1", "--json"))
     assert built.exit_code == 0, built.output

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import re
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 from tests.console_app import client, lite, stub_delivery
 
@@ -50,25 +46,7 @@ def test_devices_are_paged(tmp_path: Path) -> None:
 
 def test_polling_tabs_share_one_status_read_per_second(tmp_path: Path) -> None:
     calls: list[str] = []
-    body = json.dumps(rows(3)).encode()
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            calls.append(self.path)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    stub = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with stub_delivery(rows(3), seen=calls) as stub:
         with lite(tmp_path, delivery_url=stub) as svc, client(svc.url) as c:
             for _ in range(10):  # ten tabs polling at once
                 assert c.get("/devices?fragment=devices").status_code == 200
@@ -81,7 +59,3 @@ def test_polling_tabs_share_one_status_read_per_second(tmp_path: Path) -> None:
                 c.get("/devices?fragment=devices")
                 time.sleep(0.1)
             assert calls[2] == "/v1/status"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)

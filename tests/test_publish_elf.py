@@ -37,24 +37,11 @@ from ajour_build.publish.publisher import FirmwareArtifact
 from delivery.cache import TtlCache
 from delivery.sources.layout import LayoutSource
 from delivery.sources.oci import OciSource
-from tests.firmware import fake_builder
+from tests.firmware import built_app, fake_builder
 from tests.registry import Registry, run_registry
 
 FIRMWARE = b"\x00\x10\x00\x20 firmware image"
 ELF = b"\x7fELF debug symbols " * 64
-
-APP = """\
-kind: Application
-metadata: {{name: fw}}
-spec:
-  firmware:
-    container:
-      image: fw:latest
-      build:
-        image: elfy
-        source: {{git: {{uri: "file://{repo}", rev: main}}}}
-        artifact: {{path: build/fw.bin}}
-"""
 
 
 @pytest.fixture
@@ -89,7 +76,9 @@ def test_a_build_publishes_the_elf_it_left_next_to_the_firmware(
     )
     fleet = tmp_path / "fleet"
     fleet.mkdir()
-    (fleet / "fw.yaml").write_text(APP.format(repo=tmp_path / "src"))
+    (fleet / "fw.yaml").write_text(
+        built_app("fw", f"file://{tmp_path / 'src'}", builder="elfy", artifact="build/fw.bin")
+    )
     (fleet / "ajour.yaml").write_text("allowed_applications: [fw]\nsources: {allow_local: true}\n")
     layout = tmp_path / "layout"
     args = ["build", str(fleet), "--app", "fw", "--runner", "host", "--version", "1.0"]

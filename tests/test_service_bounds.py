@@ -17,23 +17,10 @@ from pathlib import Path
 import pytest
 
 from ajour_build.service.backends.watchdog import Watchdog
-from tests.firmware import fake_builder
+from tests.firmware import built_app, fake_builder
 from tests.service import BUILDER, TOKEN, Harness
 from tests.stall import Stalled, dripping, silent
 
-APPS = """\
-kind: Application
-metadata: {{name: {name}}}
-spec:
-  firmware:
-    container:
-      image: {name}:latest
-      build:
-        image: fake
-        source: {{git: {{uri: "{uri}", rev: main}}}}
-        artifact: {{path: out/fw.bin}}
----
-"""
 CONFIG = f"""\
 allowed_applications: [fw, fw2]
 sources: {{allow_local: true}}
@@ -57,7 +44,7 @@ def harness(tmp_path: Path, config: str, builder: str = BUILDER) -> Harness:
     h = Harness(tmp_path, config)
     fake_builder(tmp_path / "builders", "fake", builder)
     (tmp_path / "fleet").mkdir()
-    fleet = "".join(APPS.format(name=name, uri=h.remote_uri) for name in ("fw", "fw2"))
+    fleet = "---\n".join(built_app(name, h.remote_uri) for name in ("fw", "fw2"))
     (tmp_path / "fleet" / "fleet.yaml").write_text(fleet)
     h.commit({"main.c": "int x;\n"})
     return h
@@ -109,7 +96,7 @@ def test_a_cancel_stops_a_clone_from_a_git_server_that_never_answers(tmp_path: P
     with silent() as git_server:
         h = harness(tmp_path, CONFIG.replace("PORT", "5000"))
         uri = f"https://127.0.0.1:{git_server.port}/acme/firmware.git"
-        (tmp_path / "fleet" / "fleet.yaml").write_text(APPS.format(name="fw", uri=uri))
+        (tmp_path / "fleet" / "fleet.yaml").write_text(built_app("fw", uri))
         with h.running(), h.client() as c:
             build = c.post("/api/v1/applications/fw/trigger").json()["triggered"][0]["id"]
             until = time.monotonic() + 10

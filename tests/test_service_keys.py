@@ -25,23 +25,11 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from ajour_build.cli import main
 from ajour_build.core.errors import ConfigError
 from ajour_build.publish.destination import inspect
-from tests.firmware import fake_builder
+from tests.firmware import built_app, fake_builder
 from tests.registry import run_registry
 from tests.service import TOKEN, Harness
 from tests.test_publish_signing import check_cosign, ec_key, get
 
-APP = """\
-kind: Application
-metadata: {{name: fw}}
-spec:
-  firmware:
-    container:
-      image: fw:latest
-      build:
-        image: keyed
-        source: {{git: {{uri: "{uri}", rev: main}}}}
-        artifact: {{path: out/fw.bin}}
-"""
 # the firmware says which key the build got (its SHA-256, and whether it read the workspace's
 # copy), or "none"
 BUILDER = """\
@@ -78,7 +66,7 @@ def harness(tmp_path: Path, registry: str, signing: str = "") -> Harness:
     )
     fake_builder(tmp_path / "builders", "keyed", BUILDER)
     (tmp_path / "fleet").mkdir()
-    (tmp_path / "fleet" / "fw.yaml").write_text(APP.format(uri=h.remote_uri))
+    (tmp_path / "fleet" / "fw.yaml").write_text(built_app("fw", h.remote_uri, builder="keyed"))
     h.commit({"VERSION": "1.0.0\n"})
     return h
 
@@ -222,7 +210,7 @@ def test_a_key_that_cannot_be_read_stops_the_service_at_start(
     service = f"service: {{tokens: [{TOKEN}], runner: host, backend: {backend}}}\n"
     h = Harness(tmp_path, "allowed_applications: [fw]\n" + service + setting)
     (tmp_path / "fleet").mkdir()
-    (tmp_path / "fleet" / "fw.yaml").write_text(APP.format(uri=h.remote_uri))
+    (tmp_path / "fleet" / "fw.yaml").write_text(built_app("fw", h.remote_uri, builder="keyed"))
     with pytest.raises(ConfigError, match=message), h.running():
         pytest.fail("the service started")
     # ajour-build serve stops the same way, before it serves anything
