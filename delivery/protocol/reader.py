@@ -305,26 +305,16 @@ _SYNC: Final = _Schema(
         ("poll", _read_opt_u32, False),
     ],
 )
-_WRITE: Final = _Schema(
-    "command Write",
-    Write,
-    [
-        ("version", _read_version, True),
-        ("correlation_id", _read_opt_u32, False),
-        ("offset", _read_u32, True),
-        ("data", _read_bytes, True),
-    ],
-)
-_WRITE_PATCH: Final = _Schema(
-    "command WritePatch",
-    WritePatch,
-    [
-        ("version", _read_version, True),
-        ("correlation_id", _read_opt_u32, False),
-        ("offset", _read_u32, True),
-        ("data", _read_bytes, True),
-    ],
-)
+_BLOCK_FIELDS: Final[
+    list[tuple[str, _Reader, bool]]
+] = [  # a block of the image (Write) or of a patch (WritePatch)
+    ("version", _read_version, True),
+    ("correlation_id", _read_opt_u32, False),
+    ("offset", _read_u32, True),
+    ("data", _read_bytes, True),
+]
+_WRITE: Final = _Schema("command Write", Write, _BLOCK_FIELDS)
+_WRITE_PATCH: Final = _Schema("command WritePatch", WritePatch, _BLOCK_FIELDS)
 _SWAP: Final = _Schema(
     "command Swap",
     Swap,
